@@ -1,0 +1,55 @@
+"""What every cyclemask CLI shares: user errors become one line and exit status 1 (no
+traceback unless --debug), usage errors stay click's exit status 2, and logging is set up once.
+
+Use `@click.command(cls=Command)` / `@click.group(cls=Group)` and `@debug_option`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from .errors import CycleMaskError
+
+_DEBUG_KEY = "cyclemask.debug"
+
+
+def _reraise_as_click(ctx: click.Context, exc: CycleMaskError):
+    if ctx.find_root().meta.get(_DEBUG_KEY):
+        raise exc
+    raise click.ClickException(str(exc)) from None
+
+
+class Command(click.Command):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CycleMaskError as exc:
+            _reraise_as_click(ctx, exc)
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CycleMaskError as exc:
+            _reraise_as_click(ctx, exc)
+
+
+def _set_debug(ctx: click.Context, _param, value: bool) -> bool:
+    if value:
+        ctx.find_root().meta[_DEBUG_KEY] = True
+    setup_logging(logging.DEBUG if value else logging.INFO)
+    return value
+
+
+def debug_option(f):
+    return click.option(
+        "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+        help="Show full tracebacks and debug logging.",
+    )(f)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)

@@ -1,0 +1,1 @@
+"""Image-quality metrics: FID and KID (offline Inception), PSNR and SSIM."""

@@ -1,0 +1,1 @@
+"""Export: ONNX graphs (FP32, FP16), TensorRT engines, artefact metadata and verification."""

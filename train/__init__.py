@@ -1,0 +1,1 @@
+"""Training: datasets, data preparation, losses, image pool, schedules, trainer, DDP, sweeps."""
