@@ -1,0 +1,693 @@
+"""The paper's CycleGAN trainer (Methods III.1-3), on one device or many (DDP via torchrun).
+
+Library API: `train(config, progress=None, resume=False) -> TrainResult`. One iteration does what
+the reference's `optimize_parameters` does: translate both ways, update both generators
+(adversarial + cycle + identity), then both discriminators on pooled fakes, each with its loss
+halved.
+
+Files in `config.out_dir` (only rank 0 writes):
+  config.json            the resolved config (accepted back by `cyclemask-train --config`)
+  latest.pt              full training state, rewritten atomically (resume from it)
+  epoch_NNNN.pt          the same every `save_every` epochs and at the end
+  generators.pt          the generator bundle {"mask": G_A, "unmask": G_B} (what export reads)
+  generators_epoch_NNNN.pt  the bundle at the same epochs as epoch_NNNN.pt
+  losses.jsonl           the eight losses of every iteration (averaged over ranks)
+  losses.png             the losses over training (paper Fig. 6)
+  samples/epoch_NNNN.png fakes both ways on fixed test images (paper Fig. 10)
+  tensorboard/           the losses again, when the tensorboard package is installed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cyclemask.checkpoint import read_checkpoint, save_generators, state_dict_sha256, versions
+from cyclemask.config import DiscriminatorConfig, GeneratorConfig
+from cyclemask.errors import CheckpointError, ConfigError
+from cyclemask.imageio import write_bytes_atomic
+from cyclemask.imaging import translate
+from cyclemask.models import build_discriminator, build_generator, init_weights
+
+from . import distributed
+from .config import RUNTIME_FIELDS, TrainConfig
+from .datasets import EpochSampler, UnpairedDataset, collate, find_domain, load_sample_images
+from .losses import GANLoss, gradient_penalty
+from .plots import LOSS_NAMES, plot_losses, read_loss_log, write_sample_grid
+from .pool import ImagePool
+from .schedules import build_scheduler
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "cyclemask.train_state"
+STATE_FORMAT_VERSION = 1
+NET_NAMES = ("G_A", "G_B", "D_A", "D_B")
+
+
+@dataclass(frozen=True)
+class ProgressInfo:
+    """Handed to the `progress` callback after every iteration (rank 0 only)."""
+
+    step: int
+    total_steps: int
+    epoch: int  # 1-based
+    total_epochs: int
+    iter_in_epoch: int
+    iters_per_epoch: int
+    images_per_s: float
+    eta_s: float | None
+    lr: float
+    losses: dict[str, float] | None  # the latest logged losses (may lag a few steps on GPU)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced. Paths are where rank 0 wrote them."""
+
+    out_dir: Path
+    generators_path: Path
+    checkpoint_path: Path
+    config_path: Path
+    loss_log_path: Path
+    loss_plot_path: Path | None
+    sample_grids: tuple[Path, ...]
+    last_losses: dict[str, float]
+    steps: int
+    epochs_completed: int
+    stopped: str  # "completed", "max_iters", "time_budget" or "signal"
+    seconds: float
+    images_per_s: float
+    skipped_files: tuple[str, ...] = field(default_factory=tuple)
+    rank: int = 0
+
+
+def train(config: TrainConfig, progress: Callable[[ProgressInfo], None] | None = None,
+          resume: bool | str | os.PathLike = False) -> TrainResult:
+    """Train CycleGAN as `config` says. Under torchrun (WORLD_SIZE > 1) every process calls this
+    and they train together; only rank 0 logs and writes files.
+
+    resume: False starts a new run (refused if out_dir already holds one); True continues from
+    out_dir/latest.pt; a path continues from that checkpoint. Runtime fields (see
+    config.RUNTIME_FIELDS) may differ from the checkpoint's config, the others must match.
+    """
+    env, device = distributed.setup(config.device)
+    try:
+        trainer = Trainer(config, env, device)
+        return trainer.run(progress=progress, resume=resume)
+    finally:
+        distributed.cleanup(env)
+
+
+def _set_requires_grad(nets: tuple[nn.Module, ...], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Global RNG states as tensors, ints and floats only (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": str(np_state[0]), "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+        "python": {"version": int(py_state[0]), "state": torch.tensor(py_state[1], dtype=torch.int64),
+                   "gauss_next": py_state[2]},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss_next"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a training checkpoint (weights_only=True) and check that it is one."""
+    state = read_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a cyclemask training checkpoint (for generator files "
+                              f"use cyclemask.checkpoint.load_generators)")
+    if state.get("format_version") != STATE_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: training checkpoint format {state.get('format_version')} "
+                              f"is not supported (this version reads {STATE_FORMAT_VERSION})")
+    return state
+
+
+class Trainer:
+    """Networks, optimizers, schedulers and pools of one process, and the training loop.
+
+    `train_step` is public so that benchmarks time exactly the code that trains.
+    """
+
+    def __init__(self, config: TrainConfig, env: distributed.DistEnv | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        self.config = cfg = config
+        self.env = env or distributed.DistEnv()
+        self.device = torch.device(device)
+        if cfg.norm == "syncbatch" and self.env.distributed and self.device.type != "cuda":
+            raise ConfigError("norm 'syncbatch' needs CUDA (torch's SyncBatchNorm runs on GPUs "
+                              "only); use norm 'batch' for multi-process CPU training")
+        if cfg.batch_size % self.env.world_size:
+            raise ConfigError(f"batch_size {cfg.batch_size} is the global batch and must divide "
+                              f"evenly among the {self.env.world_size} processes")
+        self.per_rank_batch = cfg.batch_size // self.env.world_size
+        if cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda"
+                                       and torch.cuda.is_bf16_supported()):
+            self.autocast_dtype: torch.dtype | None = torch.bfloat16
+        else:
+            self.autocast_dtype = None
+
+        # Same seed on every rank: identical initial weights (DDP would broadcast rank 0's anyway).
+        torch.manual_seed(cfg.seed)
+        gcfg = GeneratorConfig(ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm, dropout=cfg.dropout)
+        dcfg = DiscriminatorConfig(ndf=cfg.ndf, n_layers=cfg.n_layers_D, norm=cfg.norm)
+        nets = {
+            "G_A": init_weights(build_generator(gcfg, init=False), cfg.init_gain),
+            "G_B": init_weights(build_generator(gcfg, init=False), cfg.init_gain),
+            "D_A": init_weights(build_discriminator(dcfg, init=False), cfg.init_gain),
+            "D_B": init_weights(build_discriminator(dcfg, init=False), cfg.init_gain),
+        }
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        for name, net in nets.items():
+            net.to(self.device, memory_format=memory_format).train()
+            if cfg.norm == "syncbatch" and self.env.distributed:
+                nets[name] = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        self.nets = nets
+        self.memory_format = memory_format
+
+        self.opt_G = torch.optim.Adam(itertools.chain(nets["G_A"].parameters(), nets["G_B"].parameters()),
+                                      lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.opt_D = torch.optim.Adam(itertools.chain(nets["D_A"].parameters(), nets["D_B"].parameters()),
+                                      lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.sched_G = build_scheduler(self.opt_G, cfg.lr_policy, cfg.n_epochs, cfg.n_epochs_decay)
+        self.sched_D = build_scheduler(self.opt_D, cfg.lr_policy, cfg.n_epochs, cfg.n_epochs_decay)
+        # Per rank, as each rank sees its own fakes; seeded per rank so the ranks differ.
+        rank = self.env.rank
+        self.pool_A = ImagePool(cfg.pool_size, seed=cfg.seed * 1000 + 2 * rank)  # fakes of A for D_B
+        self.pool_B = ImagePool(cfg.pool_size, seed=cfg.seed * 1000 + 2 * rank + 1)  # fakes of B for D_A
+        self.gp_generator = torch.Generator().manual_seed(cfg.seed * 1000 + 7919 + rank)
+        self.gan_loss = GANLoss(cfg.gan_mode)
+
+        # Wrapped modules used for training; self.nets keeps the plain ones for saving.
+        self.g_a = self._wrap(nets["G_A"])
+        self.g_b = self._wrap(nets["G_B"])
+        self.d_a = self._wrap(nets["D_A"])
+        self.d_b = self._wrap(nets["D_B"])
+        # In the generator step the discriminators are frozen: no gradient of theirs to
+        # synchronise, so they run outside DDP (whose reducer would wait for gradients that
+        # never come).
+        self.d_a_frozen = torch.compile(nets["D_A"]) if cfg.compile else nets["D_A"]
+        self.d_b_frozen = torch.compile(nets["D_B"]) if cfg.compile else nets["D_B"]
+
+        self.step = 0
+        self.epoch = 0  # 0-based epoch in progress
+        self.batch_in_epoch = 0  # batches of self.epoch already done
+        self.elapsed_before = 0.0  # training seconds of earlier invocations (resume)
+        self.skipped: dict[str, None] = {}
+        self._stop_signal: int | None = None
+
+    def _wrap(self, net: nn.Module) -> nn.Module:
+        m: nn.Module = net
+        if self.env.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            m = DDP(m, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.config.compile:
+            m = torch.compile(m)
+        return m
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # ---------------------------------------------------------------- one iteration
+
+    def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> torch.Tensor:
+        """One CycleGAN iteration on this rank's batch; returns the eight losses (detached,
+        float32, on the device, in LOSS_NAMES order)."""
+        cfg = self.config
+        real_A = real_A.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        real_B = real_B.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        lam_idt = cfg.lambda_identity
+        D_nets = (self.nets["D_A"], self.nets["D_B"])
+
+        with self._autocast():
+            fake_B = self.g_a(real_A)
+            rec_A = self.g_b(fake_B)
+            fake_A = self.g_b(real_B)
+            rec_B = self.g_a(fake_A)
+            if lam_idt > 0:
+                idt_A = self.g_a(real_B)
+                idt_B = self.g_b(real_A)
+
+        # Generators: fool the (frozen) discriminators, close both cycles, keep identity.
+        _set_requires_grad(D_nets, False)
+        self.opt_G.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss_G_A = self.gan_loss(self.d_a_frozen(fake_B), True)
+            loss_G_B = self.gan_loss(self.d_b_frozen(fake_A), True)
+        loss_cycle_A = F.l1_loss(rec_A.float(), real_A) * cfg.lambda_A
+        loss_cycle_B = F.l1_loss(rec_B.float(), real_B) * cfg.lambda_B
+        if lam_idt > 0:
+            loss_idt_A = F.l1_loss(idt_A.float(), real_B) * cfg.lambda_B * lam_idt
+            loss_idt_B = F.l1_loss(idt_B.float(), real_A) * cfg.lambda_A * lam_idt
+        else:
+            loss_idt_A = loss_idt_B = torch.zeros((), device=self.device)
+        loss_G = loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
+        loss_G.backward()
+        self.opt_G.step()
+
+        # Discriminators: real vs pooled fakes, each loss halved (slows D relative to G).
+        _set_requires_grad(D_nets, True)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_D_A = self._backward_D(self.d_a, self.nets["D_A"], real_B, self.pool_B.query(fake_B.detach()))
+        loss_D_B = self._backward_D(self.d_b, self.nets["D_B"], real_A, self.pool_A.query(fake_A.detach()))
+        self.opt_D.step()
+
+        return torch.stack([loss_D_A, loss_G_A, loss_cycle_A, loss_idt_A,
+                            loss_D_B, loss_G_B, loss_cycle_B, loss_idt_B]).detach().float()
+
+    def _backward_D(self, d: nn.Module, d_plain: nn.Module, real: torch.Tensor,
+                    fake: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            loss = (self.gan_loss(d(real), True) + self.gan_loss(d(fake.detach()), False)) * 0.5
+        if self.config.gan_mode == "wgangp":
+            # Double backward: on the plain module (DDP and torch.compile do not support it);
+            # its parameter gradients still reach the DDP reducer through the same accumulators.
+            loss = loss + self.config.lambda_gp * gradient_penalty(d_plain, real, fake, self.gp_generator)
+        loss.backward()
+        return loss
+
+    # ---------------------------------------------------------------- state
+
+    def _param_digest(self) -> str:
+        h = hashlib.sha256()
+        for name in NET_NAMES:
+            h.update(state_dict_sha256(self.nets[name].state_dict()).encode())
+        return h.hexdigest()
+
+    def collect_state(self) -> dict[str, Any] | None:
+        """The full training state (a collective under DDP: every rank must call it); rank 0
+        gets the dict, the others None."""
+        rank_state = {
+            "pool_A": self.pool_A.state_dict(),
+            "pool_B": self.pool_B.state_dict(),
+            "gp_generator": self.gp_generator.get_state(),
+            "rng": {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in rng_state(self.device).items()},
+            "param_sha256": self._param_digest(),
+        }
+        rank_states = distributed.all_gather_objects(self.env, rank_state)
+        if not self.env.is_main:
+            return None
+        return {
+            "format": STATE_FORMAT,
+            "format_version": STATE_FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.env.world_size,
+            "elapsed_s": float(self.elapsed_before + self._run_seconds()),
+            "nets": {name: {k: v.detach().cpu() for k, v in self.nets[name].state_dict().items()}
+                     for name in NET_NAMES},
+            "optimizers": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict()},
+            "schedulers": {"G": self.sched_G.state_dict(), "D": self.sched_D.state_dict()},
+            "rank_states": rank_states,
+            "skipped_files": list(self.skipped),
+            "versions": versions(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore from `collect_state`'s dict on every rank."""
+        for name in NET_NAMES:
+            try:
+                self.nets[name].load_state_dict(state["nets"][name], strict=True)
+            except (KeyError, RuntimeError) as exc:
+                raise CheckpointError(f"checkpoint weights for {name} do not fit this config: "
+                                      f"{str(exc).splitlines()[0][:300]}") from None
+        self.opt_G.load_state_dict(state["optimizers"]["G"])
+        self.opt_D.load_state_dict(state["optimizers"]["D"])
+        self.sched_G.load_state_dict(state["schedulers"]["G"])
+        self.sched_D.load_state_dict(state["schedulers"]["D"])
+        # LambdaLR restores last_epoch but not the rate it set: apply it as the run would have.
+        for opt, sched in ((self.opt_G, self.sched_G), (self.opt_D, self.sched_D)):
+            for group, lr in zip(opt.param_groups, sched.get_last_lr()):
+                group["lr"] = lr
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        self.skipped = dict.fromkeys(state.get("skipped_files", []))
+        rank_states = state["rank_states"]
+        if int(state["world_size"]) == self.env.world_size:
+            mine = rank_states[self.env.rank]
+            self.pool_A.load_state_dict(mine["pool_A"], self.device)
+            self.pool_B.load_state_dict(mine["pool_B"], self.device)
+            self.gp_generator.set_state(mine["gp_generator"])
+            set_rng_state(mine["rng"], self.device)
+        else:
+            log.warning("checkpoint written by %d processes, resumed by %d: image pools restart "
+                        "empty and random streams are reseeded (training continues, but not "
+                        "bit-for-bit as it would have)", state["world_size"], self.env.world_size)
+
+    # ---------------------------------------------------------------- the run
+
+    def _run_seconds(self) -> float:
+        start = getattr(self, "_t_start", None)
+        return 0.0 if start is None else time.monotonic() - start
+
+    def run(self, progress: Callable[[ProgressInfo], None] | None = None,
+            resume: bool | str | os.PathLike = False) -> TrainResult:
+        cfg, env = self.config, self.env
+        if not cfg.data_root:
+            raise ConfigError("data_root is not set: give the folder that holds trainA/ and trainB/")
+        out = Path(cfg.out_dir)
+        latest = out / "latest.pt"
+        # Data first: an empty or missing domain fails before anything is written.
+        paths_A = find_domain(cfg.data_root, "trainA", max_size=cfg.max_dataset_size)
+        paths_B = find_domain(cfg.data_root, "trainB", max_size=cfg.max_dataset_size)
+        if resume:
+            ckpt_path = latest if resume is True else Path(resume)
+            if not ckpt_path.is_file():
+                raise CheckpointError(f"{ckpt_path}: no checkpoint to resume from")
+            state = read_train_state(ckpt_path)
+            saved = TrainConfig.from_dict(state["config"])
+            diff = {k: v for k, v in saved.differences(cfg).items() if k not in RUNTIME_FIELDS}
+            if diff:
+                detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+                raise ConfigError(f"{ckpt_path}: cannot resume with a different config ({detail}); "
+                                  f"only these may change: {', '.join(sorted(RUNTIME_FIELDS))}")
+            for k in ("n_epochs", "n_epochs_decay"):
+                if getattr(saved, k) != getattr(cfg, k):
+                    log.warning("%s changed from %s to %s: the learning-rate schedule changes with it",
+                                k, getattr(saved, k), getattr(cfg, k))
+            self.load_state(state)
+            del state
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, self.step,
+                     self.epoch + 1, self.batch_in_epoch)
+        elif latest.exists():
+            raise ConfigError(f"{out} already holds a run ({latest}); resume it (--resume) or "
+                              f"choose another output folder")
+        log.info("data: %d images in trainA, %d in trainB (%s)", len(paths_A), len(paths_B), cfg.data_root)
+
+        dataset = UnpairedDataset(paths_A, paths_B, cfg.load_size, cfg.crop_size, cfg.flip, cfg.seed)
+        sampler = EpochSampler(dataset, env.world_size, env.rank, seed=cfg.seed)
+        workers = cfg.num_workers
+        loader = DataLoader(
+            dataset, batch_size=self.per_rank_batch, sampler=sampler, num_workers=workers,
+            collate_fn=collate, pin_memory=self.device.type == "cuda", drop_last=False,
+            worker_init_fn=_worker_init if workers else None, persistent_workers=workers > 0,
+            prefetch_factor=4 if workers else None,
+            # Its own generator: DataLoader draws worker seeds from it, not from the global RNG.
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+        iters_per_epoch = math.ceil(sampler.samples_per_epoch / self.per_rank_batch)
+        total_epochs = cfg.total_epochs
+        total_steps = total_epochs * iters_per_epoch
+        if cfg.max_iters is not None:
+            total_steps = min(total_steps, cfg.max_iters)
+
+        samples = None
+        if env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(out / "config.json", cfg.to_json().encode())
+            self._open_loss_log(out / "losses.jsonl", keep_until=self.step if resume else 0)
+            samples = load_sample_images(cfg.data_root, cfg.crop_size, cfg.n_samples, cfg.max_dataset_size)
+            self._tb = _tensorboard_writer(out / "tensorboard")
+        self._iters_per_epoch = iters_per_epoch
+        self._pending: list[tuple[int, int, int, float, torch.Tensor]] = []
+        self._last_losses: dict[str, float] = {}
+        grids: list[Path] = []
+        flush_every = 1 if self.device.type == "cpu" else 20
+        times: deque[tuple[float, int]] = deque(maxlen=50)
+
+        stopped = "completed"
+        start_step = self.step
+        self._t_start = time.monotonic()
+        handlers = self._install_signal_handlers()
+        try:
+            while self.epoch < total_epochs:
+                if cfg.max_iters is not None and self.step >= cfg.max_iters:
+                    stopped = "max_iters"
+                    break
+                sampler.set_epoch(self.epoch, start=self.batch_in_epoch * self.per_rank_batch)
+                stop_now = False
+                lr = self.opt_G.param_groups[0]["lr"]
+                for batch in loader:
+                    self._note_skipped(batch["skipped"])
+                    losses = self.train_step(batch["A"], batch["B"])
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    self._pending.append((self.step, self.epoch, self.batch_in_epoch, lr, losses))
+                    times.append((time.monotonic(), self.step))
+                    if cfg.max_iters is not None and self.step >= cfg.max_iters:
+                        stopped, stop_now = "max_iters", True
+                    if len(self._pending) >= flush_every or stop_now:
+                        self._flush_losses()
+                        reason = self._external_stop()
+                        if reason and not stop_now:
+                            stopped, stop_now = reason, True
+                    if env.is_main and progress is not None:
+                        progress(self._progress_info(times, total_steps, total_epochs, lr))
+                    epoch_done = self.batch_in_epoch >= iters_per_epoch
+                    if (not epoch_done and cfg.save_latest_every
+                            and self.step % cfg.save_latest_every == 0 and not stop_now):
+                        self._flush_losses()
+                        self.save(out, epoch_files=False)
+                    if stop_now:
+                        break
+                if self.batch_in_epoch >= iters_per_epoch:
+                    grid = self._end_epoch(out, samples, total_epochs)
+                    if grid is not None:
+                        grids.append(grid)
+                elif stop_now:
+                    self._flush_losses()
+                    self.save(out, epoch_files=False)
+                if stop_now:
+                    break
+        finally:
+            self._restore_signal_handlers(handlers)
+            if getattr(self, "_loss_file", None) is not None:
+                self._loss_file.close()
+                self._loss_file = None
+            if getattr(self, "_tb", None) is not None:
+                self._tb.close()
+        seconds = self._run_seconds()
+        self._gather_skipped()
+        if stopped == "completed" and self.step == start_step:
+            log.info("nothing to do: the run had already finished all %d epochs", total_epochs)
+        plot_path = out / "losses.png"
+        if env.is_main:
+            plot_path = plot_losses(read_loss_log(out / "losses.jsonl"), plot_path) or None
+        images = (self.step - start_step) * cfg.batch_size
+        ips = images / seconds if seconds > 0 else 0.0
+        log.info("stopped (%s) at step %d, epoch %d of %d; %.1f images/s over %.0f s",
+                 stopped, self.step, self.epoch, total_epochs, ips, seconds)
+        return TrainResult(
+            out_dir=out, generators_path=out / "generators.pt", checkpoint_path=latest,
+            config_path=out / "config.json", loss_log_path=out / "losses.jsonl",
+            loss_plot_path=plot_path if env.is_main else None, sample_grids=tuple(grids),
+            last_losses=dict(self._last_losses), steps=self.step, epochs_completed=self.epoch,
+            stopped=stopped, seconds=seconds, images_per_s=ips,
+            skipped_files=tuple(self.skipped), rank=env.rank,
+        )
+
+    def _end_epoch(self, out: Path, samples, total_epochs: int) -> Path | None:
+        cfg = self.config
+        self.sched_G.step()
+        self.sched_D.step()
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self._flush_losses()
+        self._gather_skipped()
+        finished = self.epoch >= total_epochs
+        grid = None
+        if self.env.is_main:
+            if samples is not None and (self.epoch % cfg.sample_every == 0 or finished):
+                grid = self._write_samples(out / "samples" / f"epoch_{self.epoch:04d}.png", samples)
+            plot_losses(read_loss_log(out / "losses.jsonl"), out / "losses.png")
+            if self._last_losses:
+                log.info("epoch %d/%d done (step %d): %s", self.epoch, total_epochs, self.step,
+                         ", ".join(f"{k} {v:.3f}" for k, v in self._last_losses.items()))
+        self.save(out, epoch_files=self.epoch % cfg.save_every == 0 or finished)
+        return grid
+
+    def save(self, out: Path, epoch_files: bool) -> None:
+        """Write latest.pt and generators.pt (and the epoch_NNNN copies) atomically. A
+        collective under DDP; rank 0 writes."""
+        state = self.collect_state()
+        if state is None:
+            return
+        digests = {rs["param_sha256"] for rs in state["rank_states"]}
+        if len(digests) != 1:
+            # DDP keeps replicas identical; a difference means something broke that invariant.
+            log.error("ranks hold different weights at step %d (%d distinct digests)", self.step, len(digests))
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
+        write_bytes_atomic(out / "latest.pt", data)
+        extra = {"step": self.step, "epoch": self.epoch, "train_config": self.config.to_dict()}
+        gens = {"mask": self.nets["G_A"], "unmask": self.nets["G_B"]}
+        save_generators(out / "generators.pt", gens, extra=extra)
+        if epoch_files:
+            write_bytes_atomic(out / f"epoch_{self.epoch:04d}.pt", data)
+            save_generators(out / f"generators_epoch_{self.epoch:04d}.pt", gens, extra=extra)
+        log.debug("saved step %d to %s", self.step, out)
+
+    @torch.no_grad()
+    def _write_samples(self, path: Path, samples) -> Path:
+        G_A, G_B = self.nets["G_A"], self.nets["G_B"]
+        G_A.eval()
+        G_B.eval()
+        try:
+            fake_B = translate(G_A, samples.A)
+            rec_A = translate(G_B, fake_B)
+            fake_A = translate(G_B, samples.B)
+            rec_B = translate(G_A, fake_A)
+        finally:
+            G_A.train()
+            G_B.train()
+        return write_sample_grid(path, samples.A, fake_B, rec_A, samples.B, fake_A, rec_B)
+
+    # ---------------------------------------------------------------- logging
+
+    def _open_loss_log(self, path: Path, keep_until: int) -> None:
+        """Start the JSONL log; on resume keep only the records the checkpoint covers (a crash
+        after the last save leaves records the resumed run will write again)."""
+        if keep_until and path.is_file():
+            kept = [r for r in read_loss_log(path) if r.get("step", 0) <= keep_until]
+            write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        else:
+            write_bytes_atomic(path, b"")
+        self._loss_file = open(path, "a", buffering=1)
+
+    def _flush_losses(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        values = distributed.mean_over_ranks(self.env, torch.stack([p[4] for p in pending])).cpu().tolist()
+        if not self.env.is_main:
+            return
+        base = self.elapsed_before
+        now = self._run_seconds()
+        lines = []
+        for (step, epoch, it, lr, _), vals in zip(pending, values):
+            rec = {"step": step, "epoch": epoch + 1, "iter": it,
+                   "epoch_f": round(epoch + it / self._iters_per_epoch, 6), "lr": lr,
+                   "time_s": round(base + now, 3)}
+            rec.update(zip(LOSS_NAMES, vals))
+            lines.append(json.dumps(rec) + "\n")
+            if self._tb is not None:
+                for name, v in zip(LOSS_NAMES, vals):
+                    self._tb.add_scalar(f"loss/{name}", v, step)
+        self._loss_file.write("".join(lines))
+        self._last_losses = dict(zip(LOSS_NAMES, values[-1]))
+
+    def _progress_info(self, times, total_steps: int, total_epochs: int, lr: float) -> ProgressInfo:
+        ips = 0.0
+        eta = None
+        if len(times) >= 2:
+            (t0, s0), (t1, s1) = times[0], times[-1]
+            if t1 > t0:
+                steps_per_s = (s1 - s0) / (t1 - t0)
+                ips = steps_per_s * self.config.batch_size
+                eta = max(0, total_steps - self.step) / steps_per_s if steps_per_s > 0 else None
+        return ProgressInfo(self.step, total_steps, self.epoch + 1, total_epochs, self.batch_in_epoch,
+                            self._iters_per_epoch, ips, eta, lr, dict(self._last_losses) or None)
+
+    def _note_skipped(self, messages: list[str]) -> None:
+        for msg in messages:
+            if msg not in self.skipped:
+                self.skipped[msg] = None
+                if self.env.is_main:
+                    log.warning("skipped an unreadable image (reported once): %s", msg)
+
+    def _gather_skipped(self) -> None:
+        """Other ranks' unreadable files, reported by rank 0 once."""
+        if not self.env.distributed:
+            return
+        for msgs in distributed.all_gather_objects(self.env, list(self.skipped)):
+            self._note_skipped(msgs)
+
+    # ---------------------------------------------------------------- stopping
+
+    def _external_stop(self) -> str | None:
+        """A signal or the time budget, agreed among ranks so all stop at the same step."""
+        reason = None
+        if self._stop_signal is not None:
+            reason = "signal"
+        elif self.config.time_budget_s is not None and self._run_seconds() >= self.config.time_budget_s:
+            reason = "time_budget"
+        if distributed.any_rank(self.env, reason is not None, self.device):
+            return reason or "signal"
+        return None
+
+    def _install_signal_handlers(self):
+        """SIGINT / SIGTERM: finish the current iteration, save, return. A second SIGINT aborts."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {}
+
+        def handler(signum, frame):
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            if self.env.is_main:
+                log.warning("%s received: stopping after this iteration and saving (Ctrl-C again "
+                            "to abort without saving)", signal.Signals(signum).name)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous) -> None:
+        if previous:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Workers decode and resize one image at a time: more threads only oversubscribe the cores.
+    torch.set_num_threads(1)
+
+
+def _tensorboard_writer(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("tensorboard is not installed: losses go to losses.jsonl and losses.png only")
+        return None
+    return SummaryWriter(str(path))
