@@ -1,0 +1,117 @@
+"""Mixed-precision (FP16) graph from an FP32 export.
+
+TensorRT 11 removed the FP16 builder flag: networks are strongly typed, so the precision must
+be written in the graph. This converts convolutions (and everything between the first and last
+convolution) to FP16 and keeps in FP32:
+
+- InstanceNormalization, everywhere: in FP16 its variance over a whole feature map overflows
+  and drifts (DESIGN §4); the converter puts Cast nodes around each one;
+- the uint8 pre-processing (Cast, /127.5, -1, layout) before the first convolution and the
+  post-processing (Tanh, (y+1)*127.5, Round, Clip, Cast) after the last one: at 128..255 FP16
+  steps by 0.125, which would move values across the rounding boundary and cost whole LSBs.
+
+Input and output stay uint8 (`keep_io_types`), so the file is a drop-in replacement for the
+FP32 graph. ONNX Runtime's CPU provider runs it (through the casts), so it is verified here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+from cyclemask.errors import ExportError
+
+from .metadata import set_onnx_metadata
+from .onnx import check_io_contract, save_model_atomic
+
+log = logging.getLogger(__name__)
+
+#: Op types kept in FP32 wherever they occur.
+FP32_OPS = ("InstanceNormalization",)
+_CONV_OPS = ("Conv", "ConvTranspose")
+
+
+def pre_post_nodes(graph) -> list[str]:
+    """Names of the nodes before the first and after the last convolution (graph order is
+    topological in a valid model): the uint8 pre/post-processing of the contract."""
+    nodes = list(graph.node)
+    conv_idx = [i for i, n in enumerate(nodes) if n.op_type in _CONV_OPS]
+    if not conv_idx:
+        raise ExportError("the graph has no Conv node: not a generator export")
+    first, last = conv_idx[0], conv_idx[-1]
+    chosen = nodes[:first] + nodes[last + 1:]
+    unnamed = [n.op_type for n in chosen if not n.name]
+    if unnamed:
+        raise ExportError(f"pre/post nodes without names cannot be kept in FP32: {unnamed}")
+    return [n.name for n in chosen]
+
+
+def convert_model_fp16(model, *, fp32_ops: tuple[str, ...] = FP32_OPS):
+    """Return the mixed-precision copy of an FP32 ModelProto (the input is not modified)."""
+    from onnxconverter_common import float16
+
+    block_nodes = pre_post_nodes(model.graph)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # keep_io_types: the contract's uint8 I/O is not float, but keeping the flag on means a
+        # float-input graph would keep FP32 I/O too rather than silently change its interface.
+        m16 = float16.convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=list(fp32_ops), node_block_list=block_nodes,
+            disable_shape_infer=False,
+        )
+    clipped = [w for w in caught if "truncated" in str(w.message)]
+    if clipped:
+        # Weights below FP16's useful range are flushed to +-1e-7 or clamped: say so once.
+        log.info("FP16 conversion clamped %d weight values outside FP16 range", len(clipped))
+    return m16
+
+
+def fp16_summary(model) -> dict[str, int]:
+    """Counts of node op types by the float type they compute in (for logs and tests)."""
+    import onnx
+
+    types = {}
+    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        types[vi.name] = vi.type.tensor_type.elem_type
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.op_type in ("Cast",) or not n.output:
+            continue
+        et = types.get(n.output[0])
+        tag = {onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.FLOAT: "fp32"}.get(et, "other")
+        counts[f"{n.op_type}:{tag}"] = counts.get(f"{n.op_type}:{tag}", 0) + 1
+    return counts
+
+
+def to_fp16(src_path: str | os.PathLike, dst_path: str | os.PathLike, *, fp32_ops: tuple[str, ...] = FP32_OPS) -> Path:
+    """Write the mixed-precision version of the FP32 graph `src_path` to `dst_path` (atomic).
+
+    Metadata_props are carried over with precision set to "fp16". The result passes
+    ``onnx.checker`` (full check) and keeps the uint8 contract; it is NOT compared numerically
+    here: `cyclemask.export.verify.verify_onnx` does that (the CLI always runs it).
+    """
+    import onnx
+
+    src = Path(src_path)
+    if not src.is_file():
+        raise ExportError(f"{src}: no such ONNX file")
+    t0 = time.perf_counter()
+    try:
+        model = onnx.load(str(src))
+    except Exception as exc:
+        raise ExportError(f"{src}: not a readable ONNX model ({type(exc).__name__})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    m16 = convert_model_fp16(model, fp32_ops=fp32_ops)
+    if "image_size" in props:
+        check_io_contract(m16, int(props["image_size"]))
+    set_onnx_metadata(m16, {**props, "precision": "fp16", "fp32_ops": ",".join(fp32_ops) + ",pre/post"})
+    try:
+        onnx.checker.check_model(m16, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"FP16 graph fails onnx.checker: {str(exc).splitlines()[0][:300]}") from exc
+    out = save_model_atomic(m16, dst_path)
+    log.info("wrote FP16 ONNX %s (%.1f MB) in %.1f s", out, out.stat().st_size / 1e6, time.perf_counter() - t0)
+    return out

@@ -1,0 +1,161 @@
+"""FP32 ONNX export of a generator under the uint8 graph contract (DESIGN §3).
+
+The exported module is `cyclemask.imaging.UInt8Translator`: input ``image`` uint8
+``[N, S, S, 3]`` RGB, output ``translated`` uint8 ``[N, S, S, 3]``, N dynamic, normalisation,
+layout change, rounding and clipping inside the graph. The file is self-contained (weights
+inline, no external data), opset pinned to `OPSET`, checked with ``onnx.checker`` (full
+check), and carries metadata_props that `cyclemask.export.metadata.read_onnx_metadata` reads.
+
+Why the dynamo exporter: the legacy TorchScript exporter mis-declares the output shape of the
+uint8 wrapper, and it is deprecated. The declared input and output types and shapes are checked
+after every export all the same (`check_io_contract`), so an exporter change cannot slip a
+wrong declaration past us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cyclemask.errors import ExportError
+from cyclemask.imaging import UInt8Translator
+
+from .metadata import build_onnx_metadata, set_onnx_metadata
+
+log = logging.getLogger(__name__)
+
+#: The opset every graph is written with. The dynamo exporter's native opset; TensorRT 10/11 and
+#: ONNX Runtime >= 1.14 support it. Changing it is a contract change: re-verify the exports.
+OPSET = 18
+INPUT_NAME = "image"
+OUTPUT_NAME = "translated"
+BATCH_DIM = "batch"
+
+# onnx.TensorProto.UINT8; spelled out so this module imports without onnx loaded first.
+_UINT8 = 2
+
+
+def _check_image_size(image_size: int) -> None:
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8:
+        raise ExportError(f"image_size must be an integer >= 8; got {image_size!r}")
+    # Two stride-2 downsamplings then two x2 upsamplings: other sizes come back a different size.
+    if image_size % 4:
+        raise ExportError(f"image_size must be a multiple of 4 (the generator downsamples twice); got {image_size}")
+
+
+def _declared(value_info) -> tuple[int, list]:
+    tt = value_info.type.tensor_type
+    dims = [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else None) for d in tt.shape.dim]
+    return tt.elem_type, dims
+
+
+def check_io_contract(model, image_size: int) -> None:
+    """Raise ExportError unless the graph declares the contract's one uint8 input and output.
+
+    Both must be uint8 ``[dynamic, S, S, 3]`` with the contract's names. The legacy exporter is
+    known to declare a wrong output shape for this wrapper; this catches that and its like.
+    """
+    ins = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    outs = list(model.graph.output)
+    if [i.name for i in ins] != [INPUT_NAME] or [o.name for o in outs] != [OUTPUT_NAME]:
+        raise ExportError(
+            f"graph has inputs {[i.name for i in ins]} and outputs {[o.name for o in outs]}; "
+            f"expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]"
+        )
+    for vi in (ins[0], outs[0]):
+        elem, dims = _declared(vi)
+        if elem != _UINT8:
+            raise ExportError(f"graph {vi.name!r} is declared with element type {elem}; expected uint8 ({_UINT8})")
+        if len(dims) != 4 or dims[1:] != [image_size, image_size, 3] or not isinstance(dims[0], str):
+            raise ExportError(
+                f"graph {vi.name!r} is declared with shape {dims}; expected [<dynamic batch>, {image_size}, {image_size}, 3]"
+            )
+
+
+def export_model_proto(generator: nn.Module, *, image_size: int, opset: int = OPSET):
+    """Export `generator` wrapped in UInt8Translator; returns the in-memory onnx.ModelProto."""
+    _check_image_size(image_size)
+    if opset != OPSET:
+        log.warning("exporting with opset %d instead of the pinned %d: verify the result on every backend", opset, OPSET)
+    # A private FP32 CPU copy: the caller's module keeps its device, dtype and training mode.
+    net = copy.deepcopy(generator).to(device="cpu", dtype=torch.float32).eval()
+    wrapper = UInt8Translator(net).eval()
+    # Batch 2 as the example so the exporter cannot specialise the batch dimension to 1.
+    example = torch.zeros((2, image_size, image_size, 3), dtype=torch.uint8)
+    batch = torch.export.Dim(BATCH_DIM, min=1, max=4096)
+    chatter = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapper, (example,), None,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes={"image": {0: batch}},
+                opset_version=opset, dynamo=True, external_data=False,
+                optimize=True, verify=False, verbose=False,
+            )
+    except Exception as exc:  # the exporter raises many types; keep its first line for the user
+        log.debug("exporter output:\n%s", chatter.getvalue())
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"torch.onnx.export failed: {first[:300]}") from exc
+    model = program.model_proto
+    # The dynamo exporter may name the dynamic dimension after its symbol (s0, ...): name it.
+    for vi in (model.graph.input[0], model.graph.output[0]):
+        d0 = vi.type.tensor_type.shape.dim[0]
+        if d0.dim_param or not d0.HasField("dim_value"):
+            d0.dim_param = BATCH_DIM
+    return model
+
+
+def save_model_atomic(model, path: str | os.PathLike) -> Path:
+    """Serialise a ModelProto to one file (no external data), atomically."""
+    from cyclemask.imageio import write_bytes_atomic
+
+    data = model.SerializeToString()
+    if len(data) >= 2**31:
+        raise ExportError(f"{path}: the graph is {len(data)} bytes, over protobuf's 2 GiB limit for one file")
+    write_bytes_atomic(path, data)
+    return Path(path)
+
+
+def export_onnx(
+    generator: nn.Module,
+    path: str | os.PathLike,
+    *,
+    image_size: int,
+    metadata: dict | None = None,
+    opset: int = OPSET,
+) -> Path:
+    """Write the FP32 graph of `generator` under the uint8 contract to `path`; return the path.
+
+    `metadata` entries (direction, checkpoint_sha256, ...) are added to the model's
+    metadata_props on top of what is derived here (image size, architecture, versions, opset).
+    The file is written atomically. It is checked with ``onnx.checker`` (full check) and its
+    declared input/output checked against the contract, but NOT compared numerically with the
+    eager model: that is `cyclemask.export.verify.verify_onnx` (the CLI always runs it).
+    """
+    import onnx
+
+    t0 = time.perf_counter()
+    model = export_model_proto(generator, image_size=image_size, opset=opset)
+    check_io_contract(model, image_size)
+    config = getattr(generator, "config", None)
+    props = build_onnx_metadata(config=config, image_size=image_size, precision="fp32", opset=opset, extra=metadata)
+    set_onnx_metadata(model, props)
+    model.producer_name = "cyclemask"
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"exported graph fails onnx.checker: {str(exc).splitlines()[0][:300]}") from exc
+    out = save_model_atomic(model, path)
+    log.info("exported FP32 ONNX %s (%.1f MB) in %.1f s", out, out.stat().st_size / 1e6, time.perf_counter() - t0)
+    return out
