@@ -12,6 +12,12 @@ import numpy as np
 
 from .errors import InputError
 
+# mkstemp creates files 0600; outputs should get the permissions a plain open() would give.
+# Read once at import (os.umask can only be read by setting it, which is not thread-safe later).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -52,7 +58,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         raise InputError(f"{p}: truncated JPEG (no end-of-image marker)")
     buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # raised, not returned as None, e.g. past OpenCV's pixel limit
+        too_big = "MAX_IMAGE_PIXELS" in str(exc)
+        raise InputError(
+            f"{p}: image too large to decode (over OpenCV's limit of 2^30 pixels)" if too_big
+            else f"{p}: not a decodable image ({str(exc).strip().splitlines()[-1][:200]})"
+        ) from None
     if img is None:
         raise InputError(f"{p}: not a decodable image")
     if img.dtype == np.uint16:
@@ -101,6 +114,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, p)
     except BaseException:
         try:

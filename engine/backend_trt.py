@@ -1,0 +1,357 @@
+"""TensorRT backend: a serialized engine plus its sidecar JSON, run on several CUDA streams.
+
+An engine is only valid for the TensorRT version and GPU model that built it, so before
+deserializing, the sidecar (written by `cyclemask-export` next to the engine) is checked against
+the running TensorRT and GPU; a mismatch is an error that gives the command rebuilding the
+engine. Those checks are plain functions over dicts and are tested without a GPU.
+
+Runtime layout (DESIGN.md section 4): one execution context per CUDA stream ("slot"); each slot
+owns device input/output buffers and pinned host buffers, allocated by torch and bound with
+`set_tensor_address(name, tensor.data_ptr())` once (no pycuda). `submit` copies a batch into
+the slot's pinned buffer, enqueues host->device copy, `execute_async_v3` and device->host copy
+on the slot's stream and records an event; `result()` waits for that event only. The pipeline
+keeps `max_in_flight` (= streams) batches submitted, so copies and kernels of neighbouring
+batches overlap, and `execute_async_v3` releases the GIL while the other threads decode and
+write. Each slot has its own input buffer, and a slot is reused only after its previous batch
+was collected, so no input-consumed event is needed.
+
+NOT RUN HERE: the machine that wrote this has no GPU and no TensorRT. The runtime calls follow
+the TensorRT 10.x / 11.x Python API reference (name-based I/O tensors, `set_input_shape`,
+`set_tensor_address`, `execute_async_v3(stream_handle)`, `get_tensor_profile_shape`); the tests
+that execute them are marked `trt` and skip where TensorRT or CUDA is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cyclemask.checkpoint import file_sha256
+from cyclemask.errors import BackendError, ConfigError
+
+from .backends import Backend
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sidecar: reading and checking (no GPU needed)
+# ------------------------------------------------------------------------------------------------
+
+
+def sidecar_path(engine: str | os.PathLike) -> Path:
+    """`model.engine` -> `model.engine.json`."""
+    p = Path(engine)
+    return p.with_name(p.name + ".json")
+
+
+def read_sidecar(engine: str | os.PathLike) -> dict[str, Any]:
+    """The engine's sidecar as a dict, with errors that name the files."""
+    p = Path(engine)
+    side = sidecar_path(p)
+    try:
+        from cyclemask.export.tensorrt import read_engine_sidecar  # type: ignore[attr-defined]
+    except ImportError:
+        read_engine_sidecar = None
+    if read_engine_sidecar is not None:
+        return dict(read_engine_sidecar(p))
+    if not side.is_file():
+        raise BackendError(
+            f"{p}: no sidecar {side.name} beside the engine; an engine cannot be checked against "
+            f"this TensorRT and GPU without it. Rebuild it: {rebuild_command({}, p)}"
+        )
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"{side}: not a readable engine sidecar ({exc})") from None
+    if not isinstance(data, dict):
+        raise BackendError(f"{side}: not an engine sidecar (expected a JSON object)")
+    return data
+
+
+def _get(side: dict, *keys: str):
+    """The first present key; dotted keys look inside nested objects."""
+    for key in keys:
+        node: Any = side
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            return node
+    return None
+
+
+def _capability(value) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    text = str(value).strip().lower().removeprefix("sm_").removeprefix("sm")
+    if "." in text:
+        major, minor = text.split(".", 1)
+        return int(major), int(minor)
+    if text.isdigit() and len(text) >= 2:
+        return int(text[:-1]), int(text[-1])
+    raise BackendError(f"engine sidecar: cannot read the compute capability {value!r}")
+
+
+def rebuild_command(side: dict, engine: Path) -> str:
+    recorded = _get(side, "rebuild_command", "command")
+    if isinstance(recorded, str) and recorded.strip():
+        return recorded
+    onnx = _get(side, "onnx_path", "onnx.path", "source_onnx") or "<graph.onnx>"
+    return f"cyclemask-export engine {onnx} --out {engine}"
+
+
+def sidecar_profile(side: dict) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
+    """(min, opt, max) input shapes the sidecar records, if it records them."""
+    prof = _get(side, "profile", "profile_shapes", "profiles.image", "input_profile")
+    if isinstance(prof, list) and prof and isinstance(prof[0], dict):
+        prof = prof[0]
+    if isinstance(prof, dict) and "image" in prof and isinstance(prof["image"], (dict, list)):
+        prof = prof["image"]
+    if isinstance(prof, dict):
+        try:
+            return tuple(prof["min"]), tuple(prof["opt"]), tuple(prof["max"])
+        except KeyError:
+            return None
+    if isinstance(prof, (list, tuple)) and len(prof) == 3:
+        return tuple(prof[0]), tuple(prof[1]), tuple(prof[2])
+    return None
+
+
+def check_sidecar(
+    side: dict,
+    engine: str | os.PathLike,
+    *,
+    trt_version: str,
+    gpu_name: str,
+    compute_capability: tuple[int, int],
+    check_hash: bool = True,
+) -> list[str]:
+    """Check an engine's sidecar against the running TensorRT and GPU.
+
+    Raises BackendError (naming the engine, what it was built for, what is here, and the command
+    that rebuilds it) when the engine cannot run here; returns warnings for differences that
+    do not stop it (same architecture, different GPU product name).
+    """
+    p = Path(engine)
+    redo = rebuild_command(side, p)
+    built_trt = _get(side, "tensorrt_version", "tensorrt.version", "trt_version")
+    if built_trt is None:
+        raise BackendError(f"{p}: its sidecar does not record the TensorRT version; rebuild it: {redo}")
+    version_compatible = bool(_get(side, "version_compatible", "tensorrt.version_compatible"))
+    if str(built_trt) != str(trt_version):
+        same_major = str(built_trt).split(".")[0] == str(trt_version).split(".")[0]
+        if not (version_compatible and same_major):
+            raise BackendError(
+                f"{p}: built with TensorRT {built_trt}, but this is TensorRT {trt_version}; engines "
+                f"run only with the TensorRT version that built them. Rebuild it here: {redo}"
+            )
+    built_cc = _capability(_get(side, "compute_capability", "gpu.compute_capability"))
+    built_gpu = _get(side, "gpu_name", "gpu.name", "gpu")
+    if built_cc is None:
+        raise BackendError(f"{p}: its sidecar does not record the GPU's compute capability; rebuild it: {redo}")
+    here_cc = (int(compute_capability[0]), int(compute_capability[1]))
+    if built_cc != here_cc:
+        raise BackendError(
+            f"{p}: built for {built_gpu or 'a GPU'} (compute capability {built_cc[0]}.{built_cc[1]}), "
+            f"but this GPU is {gpu_name} ({here_cc[0]}.{here_cc[1]}); engines are specific to the GPU "
+            f"architecture. Rebuild it here: {redo}"
+        )
+    warnings = []
+    if isinstance(built_gpu, str) and built_gpu.strip() and built_gpu.strip() != gpu_name.strip():
+        warnings.append(
+            f"{p}: built on {built_gpu}, running on {gpu_name} (same compute capability "
+            f"{here_cc[0]}.{here_cc[1]}); rebuild here for the best kernels: {redo}"
+        )
+    want_sha = _get(side, "engine_sha256", "engine.sha256")
+    if check_hash and isinstance(want_sha, str) and want_sha:
+        have = file_sha256(p)
+        if have != want_sha:
+            raise BackendError(
+                f"{p}: the engine file does not match its sidecar (sha256 {have[:12]}... != recorded "
+                f"{want_sha[:12]}...): the engine or the sidecar was replaced. Rebuild it: {redo}"
+            )
+    return warnings
+
+
+# ------------------------------------------------------------------------------------------------
+# The backend
+# ------------------------------------------------------------------------------------------------
+
+
+class _Slot:
+    """One CUDA stream with its execution context and buffers."""
+
+    def __init__(self, stream, context, d_in, d_out, h_in, h_out, done) -> None:
+        self.stream, self.context = stream, context
+        self.d_in, self.d_out, self.h_in, self.h_out = d_in, d_out, h_in, h_out
+        self.done = done
+        self.pending: "_Pending | None" = None
+
+
+class _Pending:
+    def __init__(self, slot: _Slot, n: int) -> None:
+        self.slot, self.n = slot, n
+        self._value: np.ndarray | None = None
+
+    def result(self) -> np.ndarray:
+        if self._value is None:
+            self.slot.done.synchronize()  # waits for this slot's stream only
+            # Copy out of the pinned buffer: the slot refills it with a later batch.
+            self._value = self.slot.h_out[: self.n].numpy().copy()
+            if self.slot.pending is self:
+                self.slot.pending = None
+        return self._value
+
+
+class TrtBackend(Backend):
+    """A TensorRT engine (uint8 [N, S, S, 3] in and out) on `streams` CUDA streams."""
+
+    name = "trt"
+
+    def __init__(self, engine_path: str | os.PathLike, direction: str | None = None, *,
+                 streams: int = 2, device: int = 0) -> None:
+        super().__init__(Path(engine_path), direction)
+        if not isinstance(streams, int) or streams < 1:
+            raise ConfigError(f"streams must be a positive integer; got {streams!r}")
+        self.streams = streams
+        self.device_index = device
+        self.max_in_flight = streams
+        self.sidecar: dict[str, Any] = {}
+        self.warnings: list[str] = []
+        self._slots: list[_Slot] = []
+        self._next = 0
+        self._gpu_name = ""
+        self._trt_version = ""
+
+    def _activate(self) -> None:
+        import tensorrt as trt
+        import torch
+
+        p = self.model_path
+        if not p.is_file():
+            raise BackendError(f"{p}: no such engine file")
+        if not torch.cuda.is_available():
+            raise BackendError(f"{p}: TensorRT needs a CUDA GPU; torch sees none")
+        dev = torch.device("cuda", self.device_index)
+        torch.cuda.set_device(dev)
+        self._gpu_name = torch.cuda.get_device_name(dev)
+        self._trt_version = trt.__version__
+        self.sidecar = read_sidecar(p)
+        self.warnings = check_sidecar(
+            self.sidecar, p, trt_version=trt.__version__, gpu_name=self._gpu_name,
+            compute_capability=torch.cuda.get_device_capability(dev),
+        )
+        for w in self.warnings:
+            log.warning("%s", w)
+        side_dir = _get(self.sidecar, "direction", "metadata.direction")
+        self._check_direction(side_dir if isinstance(side_dir, str) else None, "engine")
+
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        engine = self._runtime.deserialize_cuda_engine(p.read_bytes())
+        if engine is None:
+            raise BackendError(
+                f"{p}: TensorRT {trt.__version__} could not deserialize this engine (see its log above); "
+                f"rebuild it: {rebuild_command(self.sidecar, p)}"
+            )
+        self._engine = engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BackendError(f"{p}: expected one input and one output tensor; got inputs {inputs}, outputs {outputs}")
+        self._in, self._out = inputs[0], outputs[0]
+        for n in (self._in, self._out):
+            if engine.get_tensor_dtype(n) != trt.DataType.UINT8:
+                raise BackendError(f"{p}: tensor {n!r} is {engine.get_tensor_dtype(n)}, expected UINT8 (the uint8 contract)")
+        shape = tuple(engine.get_tensor_shape(self._in))
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or shape[1] < 1:
+            raise BackendError(f"{p}: input {self._in!r} has shape {list(shape)}; expected [N, S, S, 3]")
+        self._image_size = int(shape[1])
+        side_size = _get(self.sidecar, "image_size", "metadata.image_size")
+        if side_size is not None and int(side_size) != self._image_size:
+            raise BackendError(f"{p}: sidecar says image size {side_size}, engine input is {self._image_size}")
+        n_profiles = max(1, int(engine.num_optimization_profiles))
+        if shape[0] == -1:
+            pmin, _, pmax = engine.get_tensor_profile_shape(self._in, 0)
+            self._min_batch, self.max_batch = int(pmin[0]), int(pmax[0])
+        else:
+            self._min_batch = self.max_batch = int(shape[0])
+
+        s = self._image_size
+        self._slots = []
+        for k in range(self.streams):
+            stream = torch.cuda.Stream(dev)
+            ctx = engine.create_execution_context()
+            if ctx is None:
+                raise BackendError(f"{p}: could not create execution context {k + 1} of {self.streams} "
+                                   "(out of GPU memory?); try --streams 1")
+            if n_profiles > 1:
+                # Several profiles: give each context its own, the arrangement every TensorRT
+                # version accepts for concurrent contexts.
+                if not ctx.set_optimization_profile_async(k % n_profiles, stream.cuda_stream):
+                    raise BackendError(f"{p}: cannot select optimization profile {k % n_profiles}")
+            d_in = torch.empty((self.max_batch, s, s, 3), dtype=torch.uint8, device=dev)
+            d_out = torch.empty_like(d_in)
+            h_in = torch.empty((self.max_batch, s, s, 3), dtype=torch.uint8, pin_memory=True)
+            h_out = torch.empty_like(h_in, pin_memory=True)
+            if not (ctx.set_tensor_address(self._in, d_in.data_ptr())
+                    and ctx.set_tensor_address(self._out, d_out.data_ptr())):
+                raise BackendError(f"{p}: TensorRT refused the device buffers for {self._in!r} / {self._out!r}")
+            self._slots.append(_Slot(stream, ctx, d_in, d_out, h_in, h_out, torch.cuda.Event()))
+        self._next = 0
+
+    def submit(self, batch_u8: np.ndarray):
+        import torch
+
+        self._check_input(batch_u8)
+        n = batch_u8.shape[0]
+        if n < self._min_batch:
+            raise BackendError(f"trt backend input: this engine takes batches of {self._min_batch} to "
+                               f"{self.max_batch}; got {n}")
+        slot = self._slots[self._next]
+        self._next = (self._next + 1) % len(self._slots)
+        if slot.pending is not None:  # the caller kept more than `streams` batches open
+            slot.pending.result()
+        s = self._image_size
+        with torch.cuda.device(self.device_index):
+            slot.h_in[:n].numpy()[...] = batch_u8
+            with torch.cuda.stream(slot.stream):
+                slot.d_in[:n].copy_(slot.h_in[:n], non_blocking=True)
+                if not slot.context.set_input_shape(self._in, (n, s, s, 3)):
+                    raise BackendError(f"trt backend: the engine rejected input shape {[n, s, s, 3]}")
+                if not slot.context.execute_async_v3(slot.stream.cuda_stream):
+                    raise BackendError(f"{self.model_path}: TensorRT execution failed (see its log above)")
+                slot.h_out[:n].copy_(slot.d_out[:n], non_blocking=True)
+                slot.done.record(slot.stream)
+        slot.pending = _Pending(slot, n)
+        return slot.pending
+
+    def _infer(self, batch_u8: np.ndarray) -> np.ndarray:  # submit() is the real entry point
+        return self.submit(batch_u8).result()
+
+    def _deactivate(self) -> None:
+        for slot in self._slots:
+            slot.stream.synchronize()
+        # Contexts before the engine, the engine before the runtime.
+        self._slots = []
+        self._engine = None
+        self._runtime = None
+
+    @property
+    def providers(self) -> list[str]:
+        return [f"TensorRT {self._trt_version}", self._gpu_name] if self._gpu_name else []
+
+    @property
+    def description(self) -> str:
+        if not self._gpu_name:
+            return "trt (not loaded)"
+        return (f"trt (TensorRT {self._trt_version} on {self._gpu_name}, {self.streams} streams, "
+                f"batch <= {self.max_batch}, {self._image_size}px)")

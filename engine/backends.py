@@ -1,0 +1,657 @@
+"""Inference backends: one interface over PyTorch, ONNX Runtime and TensorRT.
+
+Modelled on Polygraphy's runners: a backend is a context manager; `activate()` loads the model
+(heavy imports happen there, so a CPU-only machine imports this module fine); `infer(batch_u8)`
+takes and returns uint8 NHWC RGB batches [N, S, S, 3] and checks what it is given; `deactivate()`
+frees. Every backend reports what it really runs on (`description`, `providers`), because ONNX
+Runtime in particular falls back to the CPU without raising.
+
+`submit(batch)` returns a handle whose `result()` gives the output (an array the caller owns,
+never a view of a buffer the backend reuses); backends that can keep
+several batches in flight (TensorRT, `max_in_flight > 1`) return before the work is done, the
+others compute at once. The pipeline keeps at most `max_in_flight` handles open, in order.
+
+`create_backend` maps `--backend auto|trt|ort|torch` and a model file to a backend, and says why
+it chose what it chose.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import importlib.util
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cyclemask import DIRECTIONS
+from cyclemask.errors import BackendError, CheckpointError, ConfigError
+from cyclemask.imaging import check_batch
+
+log = logging.getLogger(__name__)
+
+BACKEND_NAMES = ("auto", "trt", "ort", "torch")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+GRAPH_SUFFIXES = (".onnx",)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+DEFAULT_TORCH_SIZE = 256  # the paper's and the reference's training size
+
+# ONNX Runtime provider names, by the short names the CLI takes.
+ORT_PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+class _Ready:
+    """The handle of a batch that was computed at submission."""
+
+    def __init__(self, value: np.ndarray) -> None:
+        self._value = value
+
+    def result(self) -> np.ndarray:
+        return self._value
+
+
+class Backend(abc.ABC):
+    """Base class: lifecycle, input checks and the description every backend reports."""
+
+    name = "backend"
+
+    def __init__(self, model_path: Path | None, direction: str | None) -> None:
+        if direction is not None and direction not in DIRECTIONS:
+            raise ConfigError(f"direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}")
+        self.model_path = Path(model_path) if model_path is not None else None
+        self._requested_direction = direction
+        self._direction: str | None = direction
+        self._image_size: int | None = None
+        self._active = False
+        self.max_batch: int | None = None  # None: any batch size
+        self.max_in_flight = 1
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def activate(self) -> "Backend":
+        if not self._active:
+            self._activate()
+            self._active = True
+            log.info("%s ready: %s", self.name, self.description)
+        return self
+
+    def deactivate(self) -> None:
+        if self._active:
+            try:
+                self._deactivate()
+            finally:
+                self._active = False
+
+    def __enter__(self) -> "Backend":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    @property
+    def is_active(self) -> bool:
+        return self._active
+
+    # -- what it runs ------------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        if self._image_size is None:
+            raise BackendError(f"{self.name}: image size unknown before activate()")
+        return self._image_size
+
+    @property
+    def direction(self) -> str | None:
+        return self._direction
+
+    @property
+    def providers(self) -> list[str]:
+        """What really executes the model (devices / execution providers), best first."""
+        return []
+
+    @property
+    def description(self) -> str:
+        return self.name
+
+    # -- inference -----------------------------------------------------------------------------
+    def infer(self, batch_u8: np.ndarray) -> np.ndarray:
+        return self.submit(batch_u8).result()
+
+    def submit(self, batch_u8: np.ndarray):
+        self._check_input(batch_u8)
+        return _Ready(self._infer(batch_u8))
+
+    def _check_input(self, batch_u8: np.ndarray) -> None:
+        if not self._active:
+            raise BackendError(f"{self.name}: call activate() (or use `with backend:`) before infer()")
+        check_batch(batch_u8, self._image_size, what=f"{self.name} backend input")
+        if self.max_batch is not None and batch_u8.shape[0] > self.max_batch:
+            raise BackendError(
+                f"{self.name} backend input: expected at most {self.max_batch} images per batch; "
+                f"got {batch_u8.shape[0]}"
+            )
+
+    def _check_output(self, out: np.ndarray, n: int) -> np.ndarray:
+        s = self._image_size
+        if out.dtype != np.uint8 or tuple(out.shape) != (n, s, s, 3):
+            raise BackendError(
+                f"{self.name} backend output: expected uint8 {[n, s, s, 3]}; got {out.dtype} {list(out.shape)}"
+            )
+        return out
+
+    @abc.abstractmethod
+    def _activate(self) -> None: ...
+
+    @abc.abstractmethod
+    def _deactivate(self) -> None: ...
+
+    @abc.abstractmethod
+    def _infer(self, batch_u8: np.ndarray) -> np.ndarray: ...
+
+    def _check_direction(self, have: str | None, what: str) -> None:
+        want = self._requested_direction
+        if want is not None and have is not None and want != have:
+            raise BackendError(
+                f"{self.model_path}: this {what} translates '{have}', but --{want} was asked for "
+                f"(a {what} holds one direction; use the '{want}' {what} or pass --{have})"
+            )
+        self._direction = have or want
+
+
+# ------------------------------------------------------------------------------------------------
+# PyTorch
+# ------------------------------------------------------------------------------------------------
+
+
+def checkpoint_image_size(extra: dict | None) -> int | None:
+    """The image size the generator was trained at, if its checkpoint records it.
+
+    Training bundles keep the trainer's config in extra["train_config"]; the network saw
+    `crop_size` crops (load_size is the resize before cropping, not the model input).
+    """
+    extra = extra or {}
+    train_cfg = extra.get("train_config") if isinstance(extra.get("train_config"), dict) else {}
+    for value in (extra.get("image_size"), extra.get("crop_size"), train_cfg.get("crop_size")):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+class TorchBackend(Backend):
+    """Eager PyTorch from a checkpoint (a bundle holding both directions, a network file, or a
+    reference-repository generator file).
+
+    device: "cpu" or "cuda[:i]"; precision "fp32" or "fp16" (CUDA only: half-precision
+    convolutions on the CPU are slow and not what the engines run). `cuda_graphs` captures the
+    forward pass once for `max_batch` images and replays it (a partial batch is padded: instance
+    and batch norm in eval mode treat images independently, so padding changes nothing);
+    `channels_last` stores activations NHWC, which cuDNN prefers for FP16.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        direction: str | None = None,
+        *,
+        generator=None,
+        device: str = "cpu",
+        precision: str = "fp32",
+        image_size: int | None = None,
+        max_batch: int | None = None,
+        cuda_graphs: bool = False,
+        channels_last: bool = False,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__(Path(model_path) if model_path is not None else None, direction)
+        if (model_path is None) == (generator is None):
+            raise ConfigError("TorchBackend needs a checkpoint path or a generator (one of them)")
+        if precision not in ("fp32", "fp16"):
+            raise ConfigError(f"precision must be fp32 or fp16; got {precision!r}")
+        if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
+            raise ConfigError(f"device must be cpu, cuda or cuda:N; got {device!r}")
+        if precision == "fp16" and device == "cpu":
+            raise ConfigError("fp16 needs a CUDA device; on the CPU use --precision fp32")
+        if cuda_graphs and device == "cpu":
+            raise ConfigError("CUDA graphs need a CUDA device (--device cuda)")
+        if cuda_graphs and not max_batch:
+            raise ConfigError("CUDA graphs need max_batch (the batch size the graph is captured for)")
+        if image_size is not None and (image_size < 4 or image_size % 4):
+            raise ConfigError(f"image size must be a positive multiple of 4; got {image_size}")
+        self._generator_in = generator
+        self._device_name = device
+        self.precision = precision
+        self._size_arg = image_size
+        self.max_batch = max_batch
+        self.cuda_graphs = cuda_graphs
+        self.channels_last = channels_last
+        self.threads = threads
+        self._net = None
+        self._graph = None
+        self.size_source = ""
+
+    def _activate(self) -> None:
+        import torch
+
+        from cyclemask.checkpoint import load_generator, load_generators
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if self._device_name != "cpu" and not torch.cuda.is_available():
+            raise BackendError(f"torch backend: device {self._device_name} asked for, but torch sees no CUDA GPU")
+        self._device = torch.device(self._device_name)
+        extra_size = None
+        if self._generator_in is not None:
+            net = self._generator_in
+        else:
+            want = self._requested_direction
+            if want is None:
+                found = load_generators(self.model_path)
+                if len(found) > 1:
+                    raise CheckpointError(
+                        f"{self.model_path}: holds generators for {' and '.join(sorted(found))}: "
+                        "pass --mask or --unmask"
+                    )
+                loaded = next(iter(found.values()))
+            else:
+                loaded = load_generator(self.model_path, direction=want)
+            net = loaded.generator
+            self._direction = loaded.direction or want
+            extra_size = checkpoint_image_size(_checkpoint_extra(self.model_path))
+        if self._size_arg is not None:
+            self._image_size, self.size_source = self._size_arg, "given"
+        elif extra_size is not None:
+            self._image_size, self.size_source = extra_size, "recorded in the checkpoint"
+        else:
+            self._image_size, self.size_source = DEFAULT_TORCH_SIZE, "default (the checkpoint records none)"
+        dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        net = net.eval().to(device=self._device, dtype=dtype)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self._net = net
+        self._dtype = dtype
+        if self.cuda_graphs:
+            self._capture_graph()
+
+    def _forward(self, x_u8):
+        import torch
+
+        from cyclemask.imaging import postprocess, preprocess
+
+        x = preprocess(x_u8).to(self._dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return postprocess(self._net(x)).contiguous()
+
+    def _capture_graph(self) -> None:
+        # The warm-up on a side stream and the capture follow the PyTorch CUDA-graphs recipe.
+        import torch
+
+        s = self._image_size
+        static_in = torch.zeros((self.max_batch, s, s, 3), dtype=torch.uint8, device=self._device)
+        side = torch.cuda.Stream(self._device)
+        side.wait_stream(torch.cuda.current_stream(self._device))
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(3):
+                self._forward(static_in)
+        torch.cuda.current_stream(self._device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            static_out = self._forward(static_in)
+        self._graph = (graph, static_in, static_out)
+
+    def _infer(self, batch_u8: np.ndarray) -> np.ndarray:
+        import torch
+
+        n = batch_u8.shape[0]
+        x = torch.from_numpy(np.ascontiguousarray(batch_u8))
+        with torch.inference_mode():
+            if self._graph is not None:
+                graph, static_in, static_out = self._graph
+                static_in[:n].copy_(x, non_blocking=False)
+                graph.replay()
+                out = static_out[:n].cpu()
+            else:
+                if self._device.type == "cuda":
+                    x = x.pin_memory().to(self._device, non_blocking=True)
+                out = self._forward(x).cpu()
+        return self._check_output(out.numpy(), n)
+
+    def _deactivate(self) -> None:
+        self._net = None
+        self._graph = None
+        if self._device_name != "cpu":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    @property
+    def providers(self) -> list[str]:
+        return [str(getattr(self, "_device", self._device_name))]
+
+    @property
+    def description(self) -> str:
+        extras = [self.precision]
+        if self.cuda_graphs:
+            extras.append("CUDA graphs")
+        if self.channels_last:
+            extras.append("channels_last")
+        size = f", {self._image_size}px ({self.size_source})" if self._image_size else ""
+        return f"torch ({self.providers[0]}, {', '.join(extras)}{size})"
+
+
+def _checkpoint_extra(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    from cyclemask.checkpoint import read_checkpoint
+
+    obj = read_checkpoint(path)
+    extra = obj.get("extra") if isinstance(obj, dict) else None
+    return extra if isinstance(extra, dict) else {}
+
+
+# ------------------------------------------------------------------------------------------------
+# ONNX Runtime
+# ------------------------------------------------------------------------------------------------
+
+
+def _graph_metadata(path: Path, session) -> dict[str, Any]:
+    """The graph's metadata_props, through the export package's reader when it is there."""
+    try:
+        from cyclemask.export.onnx import read_onnx_metadata  # type: ignore[attr-defined]
+    except ImportError:
+        read_onnx_metadata = None
+    if read_onnx_metadata is not None:
+        try:
+            return dict(read_onnx_metadata(path))
+        except Exception as exc:  # an unreadable metadata block must not hide the session's
+            log.debug("read_onnx_metadata(%s) failed: %s", path, exc)
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+class OrtBackend(Backend):
+    """ONNX Runtime over an exported graph (input `image` uint8 [N, S, S, 3], output
+    `translated`).
+
+    provider: "auto" (TensorRT EP, then CUDA EP, then CPU EP: whichever ONNX Runtime really
+    gives), or "tensorrt" / "cuda" / "cpu". ONNX Runtime falls back to the CPU without raising
+    when a GPU provider's libraries are missing, so the session's providers are read back after
+    creation, and an explicitly requested provider that did not load is an error.
+    """
+
+    name = "ort"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        direction: str | None = None,
+        *,
+        provider: str = "auto",
+        threads: int | None = None,
+        device_id: int = 0,
+        trt_cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__(Path(model_path), direction)
+        if provider != "auto" and provider not in ORT_PROVIDERS:
+            raise ConfigError(f"ONNX Runtime provider must be auto or one of {', '.join(ORT_PROVIDERS)}; got {provider!r}")
+        self.provider = provider
+        self.threads = threads
+        self.device_id = device_id
+        self.trt_cache_dir = Path(trt_cache_dir) if trt_cache_dir else Path.home() / ".cache" / "cyclemask" / "ort-trt"
+        self._session = None
+        self._providers: list[str] = []
+        self.metadata: dict[str, Any] = {}
+        self.notes: list[str] = []
+
+    def _requested(self, ort) -> list[tuple[str, dict]]:
+        available = ort.get_available_providers()
+        if self.provider == "auto":
+            names = [ORT_PROVIDERS[k] for k in ("tensorrt", "cuda", "cpu") if ORT_PROVIDERS[k] in available]
+        else:
+            name = ORT_PROVIDERS[self.provider]
+            if name not in available:
+                raise BackendError(
+                    f"ONNX Runtime provider {name} was asked for, but this onnxruntime build has only "
+                    f"{', '.join(available)} (install onnxruntime-gpu for CUDA / TensorRT)"
+                )
+            names = [name] if name == ORT_PROVIDERS["cpu"] else [name, ORT_PROVIDERS["cpu"]]
+        out = []
+        for n in names:
+            if n == ORT_PROVIDERS["tensorrt"]:
+                # FP32 graph -> FP32 engine (parity with the graph); FP16 comes from an FP16 graph.
+                opts = {"device_id": self.device_id, "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(self.trt_cache_dir)}
+            elif n == ORT_PROVIDERS["cuda"]:
+                opts = {"device_id": self.device_id}
+            else:
+                opts = {}
+            out.append((n, opts))
+        return out
+
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        p = self.model_path
+        if not p.is_file():
+            raise BackendError(f"{p}: no such ONNX graph")
+        requested = self._requested(ort)
+        if any(n == ORT_PROVIDERS["tensorrt"] for n, _ in requested):
+            self.trt_cache_dir.mkdir(parents=True, exist_ok=True)
+        so = ort.SessionOptions()
+        if self.threads:
+            so.intra_op_num_threads = self.threads
+            so.inter_op_num_threads = 1
+        # Missing GPU libraries make ORT print long errors while it falls back; in auto mode the
+        # fallback is expected and reported below, so keep the console clean.
+        quiet = self.provider == "auto"
+        if quiet:
+            so.log_severity_level = 4
+            ort.set_default_logger_severity(4)
+        captured = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(captured) if quiet else contextlib.nullcontext():
+                session = ort.InferenceSession(
+                    str(p), so, providers=[n for n, _ in requested], provider_options=[o for _, o in requested]
+                )
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"{p}: ONNX Runtime cannot load this graph ({first[:300]})") from None
+        finally:
+            if quiet:
+                ort.set_default_logger_severity(2)
+        if captured.getvalue().strip():
+            log.debug("onnxruntime said while loading %s:\n%s", p, captured.getvalue().strip())
+        got = list(session.get_providers())
+        self._providers = got
+        wanted = [n for n, _ in requested]
+        if self.provider != "auto" and ORT_PROVIDERS[self.provider] not in got:
+            raise BackendError(
+                f"{p}: asked ONNX Runtime for {ORT_PROVIDERS[self.provider]}, but the session runs on "
+                f"{', '.join(got)} (ONNX Runtime falls back silently when the provider's CUDA / cuDNN / "
+                "TensorRT libraries cannot be loaded; run with --debug to see its messages)"
+            )
+        missing = [n for n in wanted if n not in got]
+        if missing:
+            self.notes.append(f"ONNX Runtime could not use {', '.join(missing)}; running on {got[0]}")
+        self._check_graph(session)
+        self.metadata = _graph_metadata(p, session)
+        self._check_direction(_metadata_direction(self.metadata), "graph")
+        meta_size = _metadata_int(self.metadata, ("image_size", "size"))
+        if meta_size is not None and meta_size != self._image_size:
+            raise BackendError(
+                f"{p}: metadata says image size {meta_size}, but the graph's input is {self._image_size}x{self._image_size}"
+            )
+        self._session = session
+
+    def _check_graph(self, session) -> None:
+        p = self.model_path
+        ins, outs = session.get_inputs(), session.get_outputs()
+        want = "input 'image' uint8 [N, S, S, 3] and output 'translated' uint8 [N, S, S, 3]"
+        if len(ins) != 1 or len(outs) != 1:
+            raise BackendError(
+                f"{p}: not a cyclemask graph: expected {want}; got inputs {[i.name for i in ins]}, "
+                f"outputs {[o.name for o in outs]}"
+            )
+        i, o = ins[0], outs[0]
+        shape = list(i.shape)
+        ok = (
+            i.type == "tensor(uint8)" and o.type == "tensor(uint8)" and len(shape) == 4
+            and shape[3] == 3 and isinstance(shape[1], int) and shape[1] == shape[2]
+        )
+        if not ok:
+            raise BackendError(
+                f"{p}: not a cyclemask graph: expected {want}; got input {i.name!r} {i.type} {shape}, "
+                f"output {o.name!r} {o.type} {list(o.shape)}"
+            )
+        self._image_size = int(shape[1])
+        self._input_name, self._output_name = i.name, o.name
+        if isinstance(shape[0], int):
+            self.max_batch = shape[0]  # a graph exported with a fixed batch
+
+    def _infer(self, batch_u8: np.ndarray) -> np.ndarray:
+        out = self._session.run([self._output_name], {self._input_name: np.ascontiguousarray(batch_u8)})[0]
+        return self._check_output(out, batch_u8.shape[0])
+
+    def _deactivate(self) -> None:
+        self._session = None
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._providers)
+
+    @property
+    def description(self) -> str:
+        got = self._providers[0] if self._providers else "not loaded"
+        return f"ort ({got}{', ' + str(self._image_size) + 'px' if self._image_size else ''})"
+
+
+def _metadata_direction(meta: dict) -> str | None:
+    d = meta.get("direction")
+    return d if d in DIRECTIONS else None
+
+
+def _metadata_int(meta: dict, keys: tuple[str, ...]) -> int | None:
+    for k in keys:
+        v = meta.get(k)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().isdigit():
+            return int(v)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Choosing a backend
+# ------------------------------------------------------------------------------------------------
+
+
+def model_kind(path: str | os.PathLike) -> str:
+    """'engine', 'graph' or 'checkpoint', by suffix, then by the file's first bytes."""
+    p = Path(path)
+    if not p.exists():
+        raise BackendError(f"{p}: no such model file")
+    if p.is_dir():
+        raise BackendError(f"{p}: is a folder; --model takes a graph (.onnx), engine (.engine/.plan) or checkpoint (.pt/.pth)")
+    suffix = p.suffix.lower()
+    if suffix in ENGINE_SUFFIXES:
+        return "engine"
+    if suffix in GRAPH_SUFFIXES:
+        return "graph"
+    if suffix in CHECKPOINT_SUFFIXES:
+        return "checkpoint"
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save: zip, or a legacy pickle
+        return "checkpoint"
+    raise BackendError(
+        f"{p}: cannot tell what kind of model this is from its name: use .onnx for graphs, "
+        f"{'/'.join(ENGINE_SUFFIXES)} for TensorRT engines, {'/'.join(CHECKPOINT_SUFFIXES)} for checkpoints"
+    )
+
+
+def tensorrt_usable() -> tuple[bool, str]:
+    """Whether TensorRT can run here, and why not."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return False, "the tensorrt package is not installed (pip install 'cyclemask[tensorrt]')"
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, "torch sees no CUDA GPU"
+    return True, ""
+
+
+@dataclass
+class BackendOptions:
+    """What the CLI passes through to whichever backend is built."""
+
+    device: str = "auto"  # torch: auto | cpu | cuda[:i]
+    precision: str = "fp32"  # torch
+    image_size: int | None = None  # torch: the model input size
+    max_batch: int | None = None
+    ort_provider: str = "auto"
+    threads: int | None = None
+    streams: int = 2  # trt: execution contexts / CUDA streams
+    cuda_graphs: bool = False
+    channels_last: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def create_backend(
+    model: str | os.PathLike, backend: str = "auto", direction: str | None = None,
+    options: BackendOptions | None = None,
+) -> tuple[Backend, str]:
+    """Build (not activate) the backend for a model file; returns it and why it was chosen."""
+    opts = options or BackendOptions()
+    if backend not in BACKEND_NAMES:
+        raise ConfigError(f"backend must be one of {', '.join(BACKEND_NAMES)}; got {backend!r}")
+    path = Path(model)
+    kind = model_kind(path)
+    needs = {"trt": "engine", "ort": "graph", "torch": "checkpoint"}
+    what = {"engine": "a TensorRT engine", "graph": "an ONNX graph", "checkpoint": "a checkpoint"}
+    runs = {"engine": "TensorRT engines", "graph": "ONNX graphs", "checkpoint": "checkpoints"}
+    if backend != "auto" and needs[backend] != kind:
+        raise BackendError(
+            f"{path}: is {what[kind]}, but --backend {backend} runs {runs[needs[backend]]} "
+            f"(use --backend auto, or export the model: cyclemask-export)"
+        )
+    if kind != "checkpoint" and opts.image_size is not None:
+        raise ConfigError(f"--size applies to checkpoints only: {path} fixes its own image size")
+    reason = f"--backend {backend}" if backend != "auto" else ""
+    if kind == "engine":
+        ok, why = tensorrt_usable()
+        if not ok:
+            raise BackendError(f"{path}: a TensorRT engine needs TensorRT and a CUDA GPU: {why}; "
+                               "run the .onnx graph instead (--model model.onnx)")
+        from .backend_trt import TrtBackend
+
+        be = TrtBackend(path, direction, streams=opts.streams)
+        reason = reason or "auto: trt, because the model is a TensorRT engine (the fastest backend)"
+        return be, reason
+    if kind == "graph":
+        be = OrtBackend(path, direction, provider=opts.ort_provider, threads=opts.threads)
+        reason = reason or ("auto: ort, because the model is an ONNX graph; the best ONNX Runtime "
+                            "provider that really loads is used")
+        return be, reason
+    device = opts.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        why_dev = "a CUDA GPU is present" if device == "cuda" else "no CUDA GPU is visible to torch"
+    else:
+        why_dev = "--device " + device
+    be = TorchBackend(
+        path, direction, device=device, precision=opts.precision, image_size=opts.image_size,
+        max_batch=opts.max_batch, cuda_graphs=opts.cuda_graphs, channels_last=opts.channels_last,
+        threads=opts.threads,
+    )
+    reason = reason or f"auto: torch on {device}, because the model is a checkpoint and {why_dev}"
+    return be, reason
