@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cyclemask import __version__
-from cyclemask.errors import ExportError
+from cyclemask.errors import BackendError, ExportError
 
 ONNX_FORMAT = "cyclemask.onnx"
 ONNX_FORMAT_VERSION = 1
@@ -120,3 +120,130 @@ def write_json_atomic(path: str | os.PathLike, data: dict) -> Path:
 
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
     return Path(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# TensorRT engine sidecar (`<engine>.json`), read and checked without TensorRT
+# ------------------------------------------------------------------------------------------------
+
+ENGINE_FORMAT = "cyclemask.engine"
+ENGINE_FORMAT_VERSION = 1
+
+
+class EngineArtefactError(ExportError, BackendError):
+    """An engine or its sidecar is missing, unreadable, or was built for another TensorRT/GPU.
+
+    Both an ExportError and a BackendError, so export code and runtime code each catch it as
+    their own kind.
+    """
+
+
+def sidecar_path(engine_path: str | os.PathLike) -> Path:
+    """`mask.fp16.engine` -> `mask.fp16.engine.json`."""
+    p = Path(engine_path)
+    return p.with_name(p.name + ".json")
+
+
+def engine_rebuild_command(onnx_path: str | os.PathLike | None, engine_path: str | os.PathLike | None = None) -> str:
+    """The command that builds an engine from a verified FP16 graph on the target machine."""
+    src = str(onnx_path) if onnx_path else "<model>.fp16.onnx"
+    out = f" --out {Path(engine_path).parent}" if engine_path else ""
+    return f"cyclemask-export --from-onnx {src} --engine{out}"
+
+
+def format_capability(cc) -> str:
+    """(8, 9) / [8, 9] / "8.9" / "sm_89" -> "8.9"."""
+    if isinstance(cc, (list, tuple)) and len(cc) == 2:
+        return f"{int(cc[0])}.{int(cc[1])}"
+    text = str(cc).strip().lower().removeprefix("sm_").removeprefix("sm")
+    if "." in text:
+        major, minor = text.split(".", 1)
+        if major.isdigit() and minor.isdigit():
+            return f"{int(major)}.{int(minor)}"
+    elif text.isdigit() and len(text) >= 2:
+        return f"{int(text[:-1])}.{int(text[-1])}"
+    raise EngineArtefactError(f"cannot read compute capability {cc!r} (expected e.g. '8.9' or [8, 9])")
+
+
+_SIDECAR_REQUIRED = ("format", "tensorrt_version", "gpu_name", "compute_capability", "profile",
+                     "onnx_sha256", "image_size")
+
+
+def load_engine_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate the sidecar JSON beside `engine_path`.
+
+    Raises EngineArtefactError naming the file and saying what is wrong (missing, not JSON, not
+    a cyclemask sidecar, missing keys) and, where the sidecar records it, the rebuild command.
+    """
+    p = Path(engine_path)
+    side = sidecar_path(p)
+    if not side.is_file():
+        raise EngineArtefactError(
+            f"{p}: no sidecar {side.name} beside the engine, so it cannot be checked against this "
+            f"TensorRT and GPU; rebuild the engine: {engine_rebuild_command(None, p)}"
+        )
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise EngineArtefactError(f"{side}: not a readable sidecar ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(data, dict) or data.get("format") != ENGINE_FORMAT:
+        raise EngineArtefactError(f"{side}: not a cyclemask engine sidecar (no \"format\": \"{ENGINE_FORMAT}\")")
+    redo = data.get("rebuild_command") or engine_rebuild_command(data.get("onnx_path"), p)
+    missing = [k for k in _SIDECAR_REQUIRED if k not in data]
+    if missing:
+        raise EngineArtefactError(f"{side}: sidecar lacks {', '.join(missing)}; rebuild the engine: {redo}")
+    prof = data["profile"]
+    if not (isinstance(prof, dict) and all(isinstance(prof.get(k), list) and len(prof[k]) == 4 for k in ("min", "opt", "max"))):
+        raise EngineArtefactError(f"{side}: profile must hold min/opt/max shapes [N, S, S, 3]; got {prof!r}. Rebuild: {redo}")
+    data["compute_capability"] = format_capability(data["compute_capability"])
+    data.setdefault("rebuild_command", redo)
+    return data
+
+
+#: Same reader under the name the runtime first used.
+read_engine_sidecar = load_engine_sidecar
+
+
+def check_sidecar(
+    sidecar: dict[str, Any],
+    trt_version: str,
+    gpu_name: str,
+    cc,
+    *,
+    engine_path: str | os.PathLike | None = None,
+) -> list[str]:
+    """Check a sidecar (from `load_engine_sidecar`) against the running TensorRT and GPU.
+
+    Raises EngineArtefactError with the rebuild command when the engine cannot run here: a
+    different TensorRT version (engines are tied to the exact version unless built
+    version-compatible, and then only within a major version) or a different compute
+    capability. Returns warnings for what does not stop it (same architecture, another GPU
+    product: kernels were tuned for the other one).
+    """
+    where = str(engine_path) if engine_path else "engine"
+    redo = sidecar.get("rebuild_command") or engine_rebuild_command(sidecar.get("onnx_path"), engine_path)
+    built_trt = str(sidecar.get("tensorrt_version", ""))
+    if not built_trt:
+        raise EngineArtefactError(f"{where}: sidecar does not record the TensorRT version; rebuild it: {redo}")
+    if built_trt != str(trt_version):
+        same_major = built_trt.split(".")[0] == str(trt_version).split(".")[0]
+        if not (sidecar.get("version_compatible") and same_major):
+            raise EngineArtefactError(
+                f"{where}: built with TensorRT {built_trt}, but this is TensorRT {trt_version}; an engine runs "
+                f"only with the TensorRT version that built it. Rebuild it here: {redo}"
+            )
+    built_cc = format_capability(sidecar.get("compute_capability", ""))
+    here_cc = format_capability(cc)
+    built_gpu = str(sidecar.get("gpu_name", "")).strip()
+    if built_cc != here_cc:
+        raise EngineArtefactError(
+            f"{where}: built for {built_gpu or 'a GPU'} (compute capability {built_cc}), but this GPU is "
+            f"{gpu_name} ({here_cc}); engines are specific to the GPU architecture. Rebuild it here: {redo}"
+        )
+    warnings = []
+    if built_gpu and built_gpu != str(gpu_name).strip():
+        warnings.append(
+            f"{where}: built on {built_gpu}, running on {gpu_name} (same compute capability {here_cc}); "
+            f"rebuild here for kernels tuned to this GPU: {redo}"
+        )
+    return warnings

@@ -29,7 +29,8 @@ from torch import nn
 from cyclemask.errors import ExportError
 from cyclemask.imaging import UInt8Translator
 
-from .metadata import build_onnx_metadata, set_onnx_metadata
+# read_onnx_metadata is re-exported: the runtime reads graphs' metadata through this module too.
+from .metadata import build_onnx_metadata, read_onnx_metadata, set_onnx_metadata  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +160,4 @@ def export_onnx(
     out = save_model_atomic(model, path)
     log.info("exported FP32 ONNX %s (%.1f MB) in %.1f s", out, out.stat().st_size / 1e6, time.perf_counter() - t0)
     return out
+
