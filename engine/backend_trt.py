@@ -2,8 +2,10 @@
 
 An engine is only valid for the TensorRT version and GPU model that built it, so before
 deserializing, the sidecar (written by `cyclemask-export` next to the engine) is checked against
-the running TensorRT and GPU; a mismatch is an error that gives the command rebuilding the
-engine. Those checks are plain functions over dicts and are tested without a GPU.
+the running TensorRT and GPU (the export package's `load_engine_sidecar` / `check_sidecar`,
+plus the runtime's own checks in `preflight`: engine file hash, direction); a mismatch is an
+error that gives the command rebuilding the engine. None of that needs a GPU, and it is tested
+here.
 
 Runtime layout (DESIGN.md section 4): one execution context per CUDA stream ("slot"); each slot
 owns device input/output buffers and pinned host buffers, allocated by torch and bound with
@@ -23,7 +25,6 @@ that execute them are marked `trt` and skip where TensorRT or CUDA is missing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -33,6 +34,12 @@ import numpy as np
 
 from cyclemask.checkpoint import file_sha256
 from cyclemask.errors import BackendError, ConfigError
+from cyclemask.export.metadata import (
+    check_sidecar,
+    engine_rebuild_command,
+    load_engine_sidecar,
+    sidecar_path,  # noqa: F401 - re-exported for callers that locate sidecars
+)
 
 from .backends import Backend
 
@@ -40,144 +47,47 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------
-# Sidecar: reading and checking (no GPU needed)
+# Sidecar checks (no GPU needed)
 # ------------------------------------------------------------------------------------------------
 
 
-def sidecar_path(engine: str | os.PathLike) -> Path:
-    """`model.engine` -> `model.engine.json`."""
-    p = Path(engine)
-    return p.with_name(p.name + ".json")
-
-
-def read_sidecar(engine: str | os.PathLike) -> dict[str, Any]:
-    """The engine's sidecar as a dict, with errors that name the files."""
-    p = Path(engine)
-    side = sidecar_path(p)
-    try:
-        from cyclemask.export.tensorrt import read_engine_sidecar  # type: ignore[attr-defined]
-    except ImportError:
-        read_engine_sidecar = None
-    if read_engine_sidecar is not None:
-        return dict(read_engine_sidecar(p))
-    if not side.is_file():
-        raise BackendError(
-            f"{p}: no sidecar {side.name} beside the engine; an engine cannot be checked against "
-            f"this TensorRT and GPU without it. Rebuild it: {rebuild_command({}, p)}"
-        )
-    try:
-        data = json.loads(side.read_text())
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"{side}: not a readable engine sidecar ({exc})") from None
-    if not isinstance(data, dict):
-        raise BackendError(f"{side}: not an engine sidecar (expected a JSON object)")
-    return data
-
-
-def _get(side: dict, *keys: str):
-    """The first present key; dotted keys look inside nested objects."""
-    for key in keys:
-        node: Any = side
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
-            return node
-    return None
-
-
-def _capability(value) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return int(value[0]), int(value[1])
-    text = str(value).strip().lower().removeprefix("sm_").removeprefix("sm")
-    if "." in text:
-        major, minor = text.split(".", 1)
-        return int(major), int(minor)
-    if text.isdigit() and len(text) >= 2:
-        return int(text[:-1]), int(text[-1])
-    raise BackendError(f"engine sidecar: cannot read the compute capability {value!r}")
-
-
-def rebuild_command(side: dict, engine: Path) -> str:
-    recorded = _get(side, "rebuild_command", "command")
-    if isinstance(recorded, str) and recorded.strip():
-        return recorded
-    onnx = _get(side, "onnx_path", "onnx.path", "source_onnx") or "<graph.onnx>"
-    return f"cyclemask-export engine {onnx} --out {engine}"
-
-
-def sidecar_profile(side: dict) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
-    """(min, opt, max) input shapes the sidecar records, if it records them."""
-    prof = _get(side, "profile", "profile_shapes", "profiles.image", "input_profile")
-    if isinstance(prof, list) and prof and isinstance(prof[0], dict):
-        prof = prof[0]
-    if isinstance(prof, dict) and "image" in prof and isinstance(prof["image"], (dict, list)):
-        prof = prof["image"]
-    if isinstance(prof, dict):
-        try:
-            return tuple(prof["min"]), tuple(prof["opt"]), tuple(prof["max"])
-        except KeyError:
-            return None
-    if isinstance(prof, (list, tuple)) and len(prof) == 3:
-        return tuple(prof[0]), tuple(prof[1]), tuple(prof[2])
-    return None
-
-
-def check_sidecar(
-    side: dict,
+def preflight(
     engine: str | os.PathLike,
+    direction: str | None,
     *,
     trt_version: str,
     gpu_name: str,
-    compute_capability: tuple[int, int],
-    check_hash: bool = True,
-) -> list[str]:
-    """Check an engine's sidecar against the running TensorRT and GPU.
+    compute_capability,
+) -> tuple[dict[str, Any], list[str]]:
+    """Everything that can be checked before TensorRT touches the engine file.
 
-    Raises BackendError (naming the engine, what it was built for, what is here, and the command
-    that rebuilds it) when the engine cannot run here; returns warnings for differences that
-    do not stop it (same architecture, different GPU product name).
+    The export package reads the sidecar and checks TensorRT version and GPU architecture
+    (`load_engine_sidecar`, `check_sidecar`); on top, the runtime checks that the engine file is
+    the one the sidecar describes (when it records the engine's sha256) and that it translates
+    the requested direction. Returns the sidecar and warnings; raises BackendError (naming the
+    engine, saying what differs and how to rebuild) when the engine cannot be used here.
     """
     p = Path(engine)
-    redo = rebuild_command(side, p)
-    built_trt = _get(side, "tensorrt_version", "tensorrt.version", "trt_version")
-    if built_trt is None:
-        raise BackendError(f"{p}: its sidecar does not record the TensorRT version; rebuild it: {redo}")
-    version_compatible = bool(_get(side, "version_compatible", "tensorrt.version_compatible"))
-    if str(built_trt) != str(trt_version):
-        same_major = str(built_trt).split(".")[0] == str(trt_version).split(".")[0]
-        if not (version_compatible and same_major):
-            raise BackendError(
-                f"{p}: built with TensorRT {built_trt}, but this is TensorRT {trt_version}; engines "
-                f"run only with the TensorRT version that built them. Rebuild it here: {redo}"
-            )
-    built_cc = _capability(_get(side, "compute_capability", "gpu.compute_capability"))
-    built_gpu = _get(side, "gpu_name", "gpu.name", "gpu")
-    if built_cc is None:
-        raise BackendError(f"{p}: its sidecar does not record the GPU's compute capability; rebuild it: {redo}")
-    here_cc = (int(compute_capability[0]), int(compute_capability[1]))
-    if built_cc != here_cc:
-        raise BackendError(
-            f"{p}: built for {built_gpu or 'a GPU'} (compute capability {built_cc[0]}.{built_cc[1]}), "
-            f"but this GPU is {gpu_name} ({here_cc[0]}.{here_cc[1]}); engines are specific to the GPU "
-            f"architecture. Rebuild it here: {redo}"
-        )
-    warnings = []
-    if isinstance(built_gpu, str) and built_gpu.strip() and built_gpu.strip() != gpu_name.strip():
-        warnings.append(
-            f"{p}: built on {built_gpu}, running on {gpu_name} (same compute capability "
-            f"{here_cc[0]}.{here_cc[1]}); rebuild here for the best kernels: {redo}"
-        )
-    want_sha = _get(side, "engine_sha256", "engine.sha256")
-    if check_hash and isinstance(want_sha, str) and want_sha:
+    if not p.is_file():
+        raise BackendError(f"{p}: no such engine file")
+    side = load_engine_sidecar(p)
+    warnings = check_sidecar(side, trt_version, gpu_name, compute_capability, engine_path=p)
+    redo = side.get("rebuild_command") or engine_rebuild_command(side.get("onnx_path"), p)
+    want_sha = side.get("engine_sha256")
+    if isinstance(want_sha, str) and want_sha:
         have = file_sha256(p)
         if have != want_sha:
             raise BackendError(
                 f"{p}: the engine file does not match its sidecar (sha256 {have[:12]}... != recorded "
                 f"{want_sha[:12]}...): the engine or the sidecar was replaced. Rebuild it: {redo}"
             )
-    return warnings
+    have_dir = side.get("direction")
+    if direction is not None and have_dir in ("mask", "unmask") and have_dir != direction:
+        raise BackendError(
+            f"{p}: this engine translates '{have_dir}', but --{direction} was asked for "
+            f"(an engine holds one direction; use the '{direction}' engine or pass --{have_dir})"
+        )
+    return side, warnings
 
 
 # ------------------------------------------------------------------------------------------------
@@ -243,15 +153,15 @@ class TrtBackend(Backend):
         torch.cuda.set_device(dev)
         self._gpu_name = torch.cuda.get_device_name(dev)
         self._trt_version = trt.__version__
-        self.sidecar = read_sidecar(p)
-        self.warnings = check_sidecar(
-            self.sidecar, p, trt_version=trt.__version__, gpu_name=self._gpu_name,
+        self.sidecar, self.warnings = preflight(
+            p, self._requested_direction, trt_version=trt.__version__, gpu_name=self._gpu_name,
             compute_capability=torch.cuda.get_device_capability(dev),
         )
         for w in self.warnings:
             log.warning("%s", w)
-        side_dir = _get(self.sidecar, "direction", "metadata.direction")
-        self._check_direction(side_dir if isinstance(side_dir, str) else None, "engine")
+        side_dir = self.sidecar.get("direction")
+        self._check_direction(side_dir if side_dir in ("mask", "unmask") else None, "engine")
+        redo = self.sidecar.get("rebuild_command") or engine_rebuild_command(self.sidecar.get("onnx_path"), p)
 
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
@@ -259,7 +169,7 @@ class TrtBackend(Backend):
         if engine is None:
             raise BackendError(
                 f"{p}: TensorRT {trt.__version__} could not deserialize this engine (see its log above); "
-                f"rebuild it: {rebuild_command(self.sidecar, p)}"
+                f"rebuild it: {redo}"
             )
         self._engine = engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -275,9 +185,10 @@ class TrtBackend(Backend):
         if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or shape[1] < 1:
             raise BackendError(f"{p}: input {self._in!r} has shape {list(shape)}; expected [N, S, S, 3]")
         self._image_size = int(shape[1])
-        side_size = _get(self.sidecar, "image_size", "metadata.image_size")
+        side_size = self.sidecar.get("image_size")
         if side_size is not None and int(side_size) != self._image_size:
-            raise BackendError(f"{p}: sidecar says image size {side_size}, engine input is {self._image_size}")
+            raise BackendError(f"{p}: sidecar says image size {side_size}, engine input is {self._image_size}; "
+                               f"rebuild it: {redo}")
         n_profiles = max(1, int(engine.num_optimization_profiles))
         if shape[0] == -1:
             pmin, _, pmax = engine.get_tensor_profile_shape(self._in, 0)

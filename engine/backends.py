@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cyclemask import DIRECTIONS
-from cyclemask.errors import BackendError, CheckpointError, ConfigError
+from cyclemask.errors import BackendError, CheckpointError, ConfigError, CycleMaskError
 from cyclemask.imaging import check_batch
 
 log = logging.getLogger(__name__)
@@ -365,16 +365,13 @@ def _checkpoint_extra(path: Path | None) -> dict:
 
 def _graph_metadata(path: Path, session) -> dict[str, Any]:
     """The graph's metadata_props, through the export package's reader when it is there."""
+    from cyclemask.export.metadata import read_onnx_metadata
+
     try:
-        from cyclemask.export.onnx import read_onnx_metadata  # type: ignore[attr-defined]
-    except ImportError:
-        read_onnx_metadata = None
-    if read_onnx_metadata is not None:
-        try:
-            return dict(read_onnx_metadata(path))
-        except Exception as exc:  # an unreadable metadata block must not hide the session's
-            log.debug("read_onnx_metadata(%s) failed: %s", path, exc)
-    return dict(session.get_modelmeta().custom_metadata_map)
+        return dict(read_onnx_metadata(path))
+    except CycleMaskError as exc:  # e.g. a malformed value: fall back to ORT's raw strings
+        log.debug("read_onnx_metadata(%s) failed: %s", path, exc)
+        return dict(session.get_modelmeta().custom_metadata_map)
 
 
 class OrtBackend(Backend):
@@ -398,8 +395,12 @@ class OrtBackend(Backend):
         threads: int | None = None,
         device_id: int = 0,
         trt_cache_dir: str | os.PathLike | None = None,
+        max_batch: int | None = None,
     ) -> None:
         super().__init__(Path(model_path), direction)
+        # For the TensorRT EP only: one optimisation profile covering batches 1..max_batch, so the
+        # partial last batch does not make it build a second engine mid-run.
+        self.batch_hint = max_batch
         if provider != "auto" and provider not in ORT_PROVIDERS:
             raise ConfigError(f"ONNX Runtime provider must be auto or one of {', '.join(ORT_PROVIDERS)}; got {provider!r}")
         self.provider = provider
@@ -422,13 +423,23 @@ class OrtBackend(Backend):
                     f"ONNX Runtime provider {name} was asked for, but this onnxruntime build has only "
                     f"{', '.join(available)} (install onnxruntime-gpu for CUDA / TensorRT)"
                 )
-            names = [name] if name == ORT_PROVIDERS["cpu"] else [name, ORT_PROVIDERS["cpu"]]
+            names = [name]
+            if name == ORT_PROVIDERS["tensorrt"] and ORT_PROVIDERS["cuda"] in available:
+                names.append(ORT_PROVIDERS["cuda"])  # runs the nodes TensorRT does not take
+            if name != ORT_PROVIDERS["cpu"]:
+                names.append(ORT_PROVIDERS["cpu"])
         out = []
         for n in names:
             if n == ORT_PROVIDERS["tensorrt"]:
                 # FP32 graph -> FP32 engine (parity with the graph); FP16 comes from an FP16 graph.
                 opts = {"device_id": self.device_id, "trt_engine_cache_enable": True,
                         "trt_engine_cache_path": str(self.trt_cache_dir)}
+                size = _graph_input_size(self.model_path) if self.batch_hint else None
+                if size:
+                    dims = f"{size}x{size}x3"
+                    opts.update(trt_profile_min_shapes=f"image:1x{dims}",
+                                trt_profile_opt_shapes=f"image:{self.batch_hint}x{dims}",
+                                trt_profile_max_shapes=f"image:{self.batch_hint}x{dims}")
             elif n == ORT_PROVIDERS["cuda"]:
                 opts = {"device_id": self.device_id}
             else:
@@ -483,6 +494,9 @@ class OrtBackend(Backend):
             self.notes.append(f"ONNX Runtime could not use {', '.join(missing)}; running on {got[0]}")
         self._check_graph(session)
         self.metadata = _graph_metadata(p, session)
+        if self.metadata.get("format") != "cyclemask.onnx":
+            self.notes.append(f"{p.name} was not written by cyclemask-export (no cyclemask metadata): "
+                              "its direction is not recorded")
         self._check_direction(_metadata_direction(self.metadata), "graph")
         meta_size = _metadata_int(self.metadata, ("image_size", "size"))
         if meta_size is not None and meta_size != self._image_size:
@@ -531,6 +545,21 @@ class OrtBackend(Backend):
     def description(self) -> str:
         got = self._providers[0] if self._providers else "not loaded"
         return f"ort ({got}{', ' + str(self._image_size) + 'px' if self._image_size else ''})"
+
+
+def _graph_input_size(path: Path) -> int | None:
+    """S of an `image` input [N, S, S, 3], read from the graph without running it."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # ONNX Runtime will report the unreadable file itself
+        return None
+    for inp in model.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if inp.name == "image" and len(dims) == 4 and dims[1].dim_value and dims[1].dim_value == dims[2].dim_value:
+            return int(dims[1].dim_value)
+    return None
 
 
 def _metadata_direction(meta: dict) -> str | None:
@@ -636,7 +665,7 @@ def create_backend(
         reason = reason or "auto: trt, because the model is a TensorRT engine (the fastest backend)"
         return be, reason
     if kind == "graph":
-        be = OrtBackend(path, direction, provider=opts.ort_provider, threads=opts.threads)
+        be = OrtBackend(path, direction, provider=opts.ort_provider, threads=opts.threads, max_batch=opts.max_batch)
         reason = reason or ("auto: ort, because the model is an ONNX graph; the best ONNX Runtime "
                             "provider that really loads is used")
         return be, reason

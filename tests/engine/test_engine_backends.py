@@ -205,3 +205,17 @@ def test_torch_cuda_graphs_and_fp16(bundle_path, batch64):
         np.testing.assert_array_equal(graphed.infer(batch64[:1]), ref[:1])
         diff = np.abs(half.infer(batch64).astype(int) - ref.astype(int))
     assert diff.max() <= 8 and diff.mean() < 1.0
+
+
+def test_ort_tensorrt_provider_gets_one_profile_for_all_batch_sizes(mask_graph, tmp_path):
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no TensorRT execution provider")
+    be = OrtBackend(mask_graph, provider="tensorrt", max_batch=8, trt_cache_dir=tmp_path)
+    requested = be._requested(ort)
+    name, opts = requested[0]
+    assert name == "TensorrtExecutionProvider" and requested[-1][0] == "CPUExecutionProvider"
+    assert opts["trt_profile_min_shapes"] == "image:1x64x64x3"
+    assert opts["trt_profile_max_shapes"] == "image:8x64x64x3"
+    assert opts["trt_engine_cache_path"] == str(tmp_path)

@@ -10,117 +10,114 @@ import pytest
 
 from cyclemask.checkpoint import file_sha256
 from cyclemask.errors import BackendError, ConfigError
-from cyclemask.engine.backend_trt import (
-    TrtBackend,
-    check_sidecar,
-    read_sidecar,
-    sidecar_path,
-    sidecar_profile,
-)
+from cyclemask.export.metadata import sidecar_path
+from cyclemask.engine.backend_trt import TrtBackend, preflight
 
 HERE = dict(trt_version="10.8.0.43", gpu_name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0))
 
 
 @pytest.fixture
 def engine(tmp_path):
-    path = tmp_path / "mask.engine"
+    path = tmp_path / "mask.fp16.engine"
     path.write_bytes(b"\x00serialized engine bytes")
     return path
 
 
-def _side(engine, **changes):
+def write_sidecar(engine, **changes):
+    """A sidecar in the export package's format (cyclemask.export.metadata)."""
     side = {
+        "format": "cyclemask.engine",
+        "format_version": 1,
         "tensorrt_version": "10.8.0.43",
         "gpu_name": "NVIDIA H100 80GB HBM3",
-        "compute_capability": [9, 0],
+        "compute_capability": "9.0",
         "profile": {"min": [1, 64, 64, 3], "opt": [8, 64, 64, 3], "max": [16, 64, 64, 3]},
-        "onnx_path": "mask.onnx",
+        "onnx_path": "mask.fp16.onnx",
         "onnx_sha256": "ab" * 32,
         "engine_sha256": file_sha256(engine),
         "direction": "mask",
         "image_size": 64,
     }
     side.update(changes)
+    for key in [k for k, v in side.items() if v is None]:
+        del side[key]
+    sidecar_path(engine).write_text(json.dumps(side))
     return side
 
 
 def test_matching_sidecar_passes(engine):
-    assert check_sidecar(_side(engine), engine, **HERE) == []
+    write_sidecar(engine)
+    side, warnings = preflight(engine, "mask", **HERE)
+    assert warnings == [] and side["image_size"] == 64
 
 
-def test_tensorrt_version_mismatch(engine):
-    with pytest.raises(BackendError, match=r"built with TensorRT 10\.3\.0\.26, but this is TensorRT 10\.8\.0\.43.*"
-                                            r"Rebuild it here: cyclemask-export engine mask.onnx --out .*mask.engine"):
-        check_sidecar(_side(engine, tensorrt_version="10.3.0.26"), engine, **HERE)
+def test_tensorrt_version_mismatch_names_the_rebuild(engine):
+    write_sidecar(engine, tensorrt_version="10.3.0.26")
+    with pytest.raises(BackendError, match=r"mask.fp16.engine: built with TensorRT 10\.3\.0\.26, but this is "
+                                            r"TensorRT 10\.8\.0\.43.*Rebuild it here: cyclemask-export"):
+        preflight(engine, "mask", **HERE)
 
 
 def test_version_compatible_engine_may_cross_minor_versions(engine):
-    side = _side(engine, tensorrt_version="10.3.0.26", version_compatible=True)
-    assert check_sidecar(side, engine, **HERE) == []
+    write_sidecar(engine, tensorrt_version="10.3.0.26", version_compatible=True)
+    assert preflight(engine, None, **HERE)[1] == []
+    write_sidecar(engine, tensorrt_version="11.4.0", version_compatible=True)
     with pytest.raises(BackendError, match="built with TensorRT 11.4.0"):
-        check_sidecar(_side(engine, tensorrt_version="11.4.0", version_compatible=True), engine, **HERE)
+        preflight(engine, None, **HERE)
 
 
 def test_gpu_architecture_mismatch(engine):
-    side = _side(engine, gpu_name="NVIDIA L4", compute_capability="8.9")
+    write_sidecar(engine, gpu_name="NVIDIA L4", compute_capability="8.9")
     with pytest.raises(BackendError, match=r"built for NVIDIA L4 \(compute capability 8\.9\), but this GPU is "
                                             r"NVIDIA H100 80GB HBM3 \(9\.0\)"):
-        check_sidecar(side, engine, **HERE)
+        preflight(engine, "mask", **HERE)
 
 
 def test_same_architecture_other_product_warns(engine):
-    warnings = check_sidecar(_side(engine, gpu_name="NVIDIA H100 PCIe"), engine, **HERE)
+    write_sidecar(engine, gpu_name="NVIDIA H100 PCIe")
+    _, warnings = preflight(engine, "mask", **HERE)
     assert len(warnings) == 1 and "built on NVIDIA H100 PCIe, running on NVIDIA H100 80GB HBM3" in warnings[0]
 
 
-@pytest.mark.parametrize("cc", ["9.0", "sm_90", "90", [9, 0], (9, 0)])
+@pytest.mark.parametrize("cc", ["9.0", "sm_90", [9, 0]])
 def test_compute_capability_spellings(engine, cc):
-    assert check_sidecar(_side(engine, compute_capability=cc), engine, **HERE) == []
+    write_sidecar(engine, compute_capability=cc)
+    assert preflight(engine, "mask", **HERE)[1] == []
 
 
-def test_missing_fields_are_errors(engine):
-    side = _side(engine)
-    del side["tensorrt_version"]
-    with pytest.raises(BackendError, match="does not record the TensorRT version"):
-        check_sidecar(side, engine, **HERE)
-    side = _side(engine)
-    del side["compute_capability"]
-    with pytest.raises(BackendError, match="does not record the GPU's compute capability"):
-        check_sidecar(side, engine, **HERE)
+def test_missing_or_broken_sidecar(engine):
+    with pytest.raises(BackendError, match=r"mask.fp16.engine: no sidecar mask.fp16.engine.json beside the engine"):
+        preflight(engine, "mask", **HERE)
+    sidecar_path(engine).write_text("{not json")
+    with pytest.raises(BackendError, match="not a readable sidecar"):
+        preflight(engine, "mask", **HERE)
+    write_sidecar(engine, tensorrt_version=None)
+    with pytest.raises(BackendError, match="sidecar lacks tensorrt_version"):
+        preflight(engine, "mask", **HERE)
 
 
 def test_engine_replaced_after_its_sidecar(engine):
-    side = _side(engine)
+    write_sidecar(engine)
     engine.write_bytes(b"another engine")
     with pytest.raises(BackendError, match="the engine file does not match its sidecar"):
-        check_sidecar(side, engine, **HERE)
+        preflight(engine, "mask", **HERE)
+
+
+def test_engine_direction_mismatch(engine):
+    write_sidecar(engine)
+    with pytest.raises(BackendError, match="this engine translates 'mask', but --unmask was asked for"):
+        preflight(engine, "unmask", **HERE)
 
 
 def test_recorded_rebuild_command_is_used(engine):
-    side = _side(engine, tensorrt_version="9.0", rebuild_command="make engine PLEASE=1")
+    write_sidecar(engine, tensorrt_version="9.0", rebuild_command="make engine PLEASE=1")
     with pytest.raises(BackendError, match="make engine PLEASE=1"):
-        check_sidecar(side, engine, **HERE)
+        preflight(engine, "mask", **HERE)
 
 
-def test_read_sidecar_errors(engine):
-    try:
-        import cyclemask.export.tensorrt  # noqa: F401
-        pytest.skip("the export package's sidecar reader is in use; its tests cover its messages")
-    except ImportError:
-        pass
-    with pytest.raises(BackendError, match=r"mask.engine: no sidecar mask.engine.json beside the engine"):
-        read_sidecar(engine)
-    sidecar_path(engine).write_text("{not json")
-    with pytest.raises(BackendError, match="not a readable engine sidecar"):
-        read_sidecar(engine)
-    sidecar_path(engine).write_text(json.dumps(_side(engine)))
-    assert read_sidecar(engine)["direction"] == "mask"
-
-
-def test_sidecar_profile_shapes(engine):
-    assert sidecar_profile(_side(engine)) == ((1, 64, 64, 3), (8, 64, 64, 3), (16, 64, 64, 3))
-    assert sidecar_profile({"profile_shapes": {"image": [[1, 8, 8, 3], [2, 8, 8, 3], [4, 8, 8, 3]]}})[2] == (4, 8, 8, 3)
-    assert sidecar_profile({}) is None
+def test_missing_engine_file(tmp_path):
+    with pytest.raises(BackendError, match="nothing.engine: no such engine file"):
+        preflight(tmp_path / "nothing.engine", None, **HERE)
 
 
 def test_trt_backend_settings(engine):
@@ -155,8 +152,10 @@ def _build_engine(onnx_path, engine_path, max_batch):
     engine_path.write_bytes(bytes(builder.build_serialized_network(network, config)))
     major, minor = torch.cuda.get_device_capability()
     sidecar_path(engine_path).write_text(json.dumps({
-        "tensorrt_version": trt.__version__, "gpu_name": torch.cuda.get_device_name(),
-        "compute_capability": [major, minor], "direction": "mask", "image_size": 64,
+        "format": "cyclemask.engine", "tensorrt_version": trt.__version__,
+        "gpu_name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
+        "profile": {"min": [1, 64, 64, 3], "opt": [max_batch, 64, 64, 3], "max": [max_batch, 64, 64, 3]},
+        "onnx_sha256": file_sha256(onnx_path), "image_size": 64, "direction": "mask",
         "engine_sha256": file_sha256(engine_path),
     }))
 
