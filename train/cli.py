@@ -63,8 +63,10 @@ _HELP: dict[str, tuple[str, bool]] = {
     "channels_last": ("channels_last memory format (faster convolutions on tensor-core GPUs).", False),
     "compile": ("torch.compile the networks.", False),
     "num_workers": ("DataLoader worker processes per training process.", False),
-    "max_iters": ("Stop (and save) after this many iterations in all, counting earlier runs.", False),
-    "time_budget_s": ("Stop (and save) after this much time in this invocation, e.g. 90s, 30m, 8h.", False),
+    "max_iters": ("Stop (and save) after this many iterations in all, counting earlier runs "
+                  "(0: no limit, e.g. to lift a limit when resuming).", False),
+    "time_budget_s": ("Stop (and save) after this much time in this invocation, e.g. 90s, 30m, 8h "
+                      "(0: no limit).", False),
     "save_every": ("Keep a checkpoint and generator bundle every this many epochs (latest.pt is "
                    "rewritten at every epoch end).", False),
     "save_latest_every": ("Also rewrite latest.pt every this many iterations (0: only at epoch ends).", False),
@@ -155,7 +157,9 @@ def main(config_path: str | None, resume: bool, resume_from: str | None, print_c
         logging.getLogger().setLevel(logging.WARNING)
     given = {k: v for k, v in flags.items() if v is not None}
     if "time_budget_s" in given:
-        given["time_budget_s"] = parse_duration(given["time_budget_s"])
+        given["time_budget_s"] = parse_duration(given["time_budget_s"]) or None
+    if given.get("max_iters") == 0:
+        given["max_iters"] = None
     resume_arg: bool | str = False
     if resume_from:
         resume_arg = resume_from
@@ -224,7 +228,10 @@ def main(config_path: str | None, resume: bool, resume_from: str | None, print_c
     click.echo(f"losses: {result.loss_log_path}" + (f", plot {result.loss_plot_path}" if result.loss_plot_path else ""))
     if result.sample_grids:
         click.echo(f"sample grids: {result.sample_grids[-1].parent} ({len(result.sample_grids)} written)")
-    if result.stopped not in ("completed",):
+    if result.stopped == "max_iters":
+        click.echo(f"continue with: cyclemask-train --out {config.out_dir} --resume --max-iters 0 "
+                   f"(or a larger limit: the run's config keeps --max-iters {config.max_iters})")
+    elif result.stopped != "completed":
         click.echo(f"continue with: cyclemask-train --out {config.out_dir} --resume")
 
 

@@ -235,6 +235,7 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of self.epoch already done
         self.elapsed_before = 0.0  # training seconds of earlier invocations (resume)
         self.skipped: dict[str, None] = {}
+        self._saved_step: int | None = None
         self._stop_signal: int | None = None
 
     def _wrap(self, net: nn.Module) -> nn.Module:
@@ -447,6 +448,7 @@ class Trainer:
             samples = load_sample_images(cfg.data_root, cfg.crop_size, cfg.n_samples, cfg.max_dataset_size)
             self._tb = _tensorboard_writer(out / "tensorboard")
         self._iters_per_epoch = iters_per_epoch
+        self._last_plot = time.monotonic()
         self._pending: list[tuple[int, int, int, float, torch.Tensor]] = []
         self._last_losses: dict[str, float] = {}
         grids: list[Path] = []
@@ -537,7 +539,11 @@ class Trainer:
         if self.env.is_main:
             if samples is not None and (self.epoch % cfg.sample_every == 0 or finished):
                 grid = self._write_samples(out / "samples" / f"epoch_{self.epoch:04d}.png", samples)
-            plot_losses(read_loss_log(out / "losses.jsonl"), out / "losses.png")
+            # Redrawn at most twice a minute: tiny epochs would otherwise spend their time in
+            # matplotlib. The final plot is always drawn when the run returns.
+            if time.monotonic() - self._last_plot >= 30.0:
+                plot_losses(read_loss_log(out / "losses.jsonl"), out / "losses.png")
+                self._last_plot = time.monotonic()
             if self._last_losses:
                 log.info("epoch %d/%d done (step %d): %s", self.epoch, total_epochs, self.step,
                          ", ".join(f"{k} {v:.3f}" for k, v in self._last_losses.items()))
@@ -557,13 +563,24 @@ class Trainer:
         buf = io.BytesIO()
         torch.save(state, buf)
         data = buf.getvalue()
-        write_bytes_atomic(out / "latest.pt", data)
         extra = {"step": self.step, "epoch": self.epoch, "train_config": self.config.to_dict()}
         gens = {"mask": self.nets["G_A"], "unmask": self.nets["G_B"]}
-        save_generators(out / "generators.pt", gens, extra=extra)
-        if epoch_files:
-            write_bytes_atomic(out / f"epoch_{self.epoch:04d}.pt", data)
-            save_generators(out / f"generators_epoch_{self.epoch:04d}.pt", gens, extra=extra)
+        target = out / "latest.pt"
+        try:
+            write_bytes_atomic(target, data)
+            target = out / "generators.pt"
+            save_generators(target, gens, extra=extra)
+            if epoch_files:
+                target = out / f"epoch_{self.epoch:04d}.pt"
+                write_bytes_atomic(target, data)
+                target = out / f"generators_epoch_{self.epoch:04d}.pt"
+                save_generators(target, gens, extra=extra)
+        except OSError as exc:
+            kept = (f"the previous files are intact (last complete save: step {self._saved_step})"
+                    if self._saved_step is not None else "no checkpoint of this run was written before")
+            raise CheckpointError(f"{target}: cannot write ({exc.strerror or exc}) at step {self.step}; "
+                                  f"{kept}") from exc
+        self._saved_step = self.step
         log.debug("saved step %d to %s", self.step, out)
 
     @torch.no_grad()
