@@ -495,8 +495,8 @@ class OrtBackend(Backend):
         self._check_graph(session)
         self.metadata = _graph_metadata(p, session)
         if self.metadata.get("format") != "cyclemask.onnx":
-            self.notes.append(f"{p.name} was not written by cyclemask-export (no cyclemask metadata): "
-                              "its direction is not recorded")
+            unknown = "" if _metadata_direction(self.metadata) else "; it does not record its direction"
+            self.notes.append(f"{p.name} was not written by cyclemask-export (no cyclemask format tag){unknown}")
         self._check_direction(_metadata_direction(self.metadata), "graph")
         meta_size = _metadata_int(self.metadata, ("image_size", "size"))
         if meta_size is not None and meta_size != self._image_size:
@@ -544,7 +544,8 @@ class OrtBackend(Backend):
     @property
     def description(self) -> str:
         got = self._providers[0] if self._providers else "not loaded"
-        return f"ort ({got}{', ' + str(self._image_size) + 'px' if self._image_size else ''})"
+        prec = f", {self.metadata['precision']} graph" if self.metadata.get("precision") else ""
+        return f"ort ({got}{prec}{', ' + str(self._image_size) + 'px' if self._image_size else ''})"
 
 
 def _graph_input_size(path: Path) -> int | None:

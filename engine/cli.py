@@ -120,7 +120,7 @@ def main(ctx: click.Context, model: Path, images: Path | None, video: Path | Non
             report = _run(source, be, sink, PipelineConfig(batch, queue_depth), progress)
     finally:
         source.close()
-    for line in summary_lines(report, be, reason, setup_s):
+    for line in summary_lines(report, be, reason, setup_s, output=sink.describe()):
         click.echo(line)
     if report.interrupted:
         ctx.exit(130)
@@ -137,7 +137,7 @@ def _run(source, backend, sink, config: PipelineConfig, progress: bool) -> RunRe
         return run_pipeline(source, processor, backend, sink, config, progress=bar.update)
 
 
-def summary_lines(report: RunReport, backend, reason: str, setup_s: float) -> list[str]:
+def summary_lines(report: RunReport, backend, reason: str, setup_s: float, output: str = "") -> list[str]:
     """The end-of-run summary: inputs, outputs, failures, backend, throughput."""
     total = report.total if report.total is not None else report.inputs
     lines = ["", "summary:"]
@@ -146,7 +146,7 @@ def summary_lines(report: RunReport, backend, reason: str, setup_s: float) -> li
     elif report.error is not None:
         lines.append(f"  stopped by an error: {report.error}")
     lines.append(f"  inputs:   {total}" + (f" ({report.inputs} read)" if report.inputs != total else ""))
-    lines.append(f"  written:  {report.written}")
+    lines.append(f"  written:  {report.written}" + (f" -> {output}" if output else ""))
     lines.append(f"  failed:   {len(report.failures)}")
     not_reached = report.not_written - len(report.failures)
     if not_reached > 0:

@@ -268,9 +268,14 @@ class Pipeline:
                         self.sink.write(frame, image)
                         rep.written += 1
                     except Exception as exc:
-                        if self.sink.fatal_write_errors or not isinstance(exc, (CycleMaskError, OSError, ValueError)):
+                        if self.sink.fatal_write_errors:
                             raise
-                        frame.error = str(exc) if isinstance(exc, CycleMaskError) else f"{frame.key}: {exc}"
+                        # One output that cannot be made or written (disk full, a codec that
+                        # refuses it) costs that file only.
+                        log.debug("writing %s failed", frame.key, exc_info=True)
+                        frame.error = (str(exc) if isinstance(exc, CycleMaskError)
+                                       else f"{frame.path or frame.key}: cannot write the output "
+                                            f"({type(exc).__name__}: {exc})")
                 if frame.error is not None:
                     rep.failures.append((frame.key, frame.error))
                 frame.image = None

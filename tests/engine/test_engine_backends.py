@@ -94,6 +94,16 @@ def test_ort_cpu_matches_torch_within_one_lsb(mask_graph, bundle_path, batch64):
     assert a.shape == b.shape == batch64.shape and diff.max() <= 1
 
 
+def test_ort_runs_the_fp16_graph(mask_graph, bundle_path, batch64, tmp_path):
+    from cyclemask.export.fp16 import to_fp16
+
+    fp16 = to_fp16(mask_graph, tmp_path / "mask.fp16.onnx")
+    with OrtBackend(fp16, "mask", provider="cpu") as half, TorchBackend(bundle_path, "mask") as ref:
+        assert "fp16 graph" in half.description and half.direction == "mask"
+        diff = np.abs(half.infer(batch64).astype(int) - ref.infer(batch64).astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.1  # InstanceNorm and pre/post stay FP32 in the graph
+
+
 def test_ort_auto_reports_what_it_really_got(mask_graph):
     with OrtBackend(mask_graph) as be:
         got = be.providers

@@ -275,6 +275,22 @@ def test_bad_videos(tmp_path, bundle_path):
     assert res.exit_code == 1 and "is a folder (use --images" in res.output
 
 
+def test_truncated_video_writes_what_decodes_and_fails(tmp_path, bundle_path, rng):
+    whole = tmp_path / "whole.avi"
+    w = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(30):
+        w.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    w.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    out = tmp_path / "cut_out.mp4"
+    res = run("--model", bundle_path, "--video", cut, "--out", out, "--mask", "--aligned")
+    assert res.exit_code == 1, res.output
+    n = video_props(out)[0]
+    assert 0 < n < 30 and f"written:  {n} " in res.output
+    assert f"cut.avi: decoded {n} frames, but the container declares 30 (a truncated or damaged file?)" in res.output
+
+
 def test_video_output_safety(tmp_path, bundle_path):
     src = make_video(tmp_path / "clip.mp4", 3)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
