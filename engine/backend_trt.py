@@ -212,11 +212,31 @@ class TrtBackend(Backend):
             d_in = torch.empty((self.max_batch, s, s, 3), dtype=torch.uint8, device=dev)
             d_out = torch.empty_like(d_in)
             h_in = torch.empty((self.max_batch, s, s, 3), dtype=torch.uint8, pin_memory=True)
-            h_out = torch.empty_like(h_in, pin_memory=True)
+            h_out = torch.empty((self.max_batch, s, s, 3), dtype=torch.uint8, pin_memory=True)
             if not (ctx.set_tensor_address(self._in, d_in.data_ptr())
                     and ctx.set_tensor_address(self._out, d_out.data_ptr())):
                 raise BackendError(f"{p}: TensorRT refused the device buffers for {self._in!r} / {self._out!r}")
+            # Probe now rather than fail mid-run: older TensorRT releases let only one context at
+            # a time use an optimization profile, so with a one-profile engine the second
+            # context may be refused. Then run with the contexts that work.
+            try:
+                usable = bool(ctx.set_input_shape(self._in, (self.max_batch, s, s, 3)))
+            except Exception as exc:  # the bindings raise on some TensorRT versions
+                log.debug("set_input_shape on context %d: %s", k, exc)
+                usable = False
+            if not usable:
+                if k == 0:
+                    raise BackendError(f"{p}: the engine rejects its own maximum input shape "
+                                       f"{[self.max_batch, s, s, 3]}; rebuild it: {redo}")
+                msg = (f"{p}: TensorRT accepted {k} concurrent execution context(s) for this engine's "
+                       f"{n_profiles} optimization profile(s), not {self.streams}; running {k} stream(s). "
+                       f"An engine built with {self.streams} profiles runs {self.streams} streams.")
+                log.warning("%s", msg)
+                self.warnings.append(msg)
+                del ctx
+                break
             self._slots.append(_Slot(stream, ctx, d_in, d_out, h_in, h_out, torch.cuda.Event()))
+        self.streams = self.max_in_flight = len(self._slots)
         self._next = 0
 
     def submit(self, batch_u8: np.ndarray):

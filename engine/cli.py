@@ -14,7 +14,6 @@ from pathlib import Path
 import click
 
 from cyclemask.cli_util import Command, debug_option
-from cyclemask.errors import CycleMaskError
 
 from .backends import BACKEND_NAMES, BackendOptions, create_backend
 from .pipeline import PipelineConfig, RunReport, run_pipeline

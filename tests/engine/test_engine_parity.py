@@ -6,8 +6,6 @@ CLI with lossless PNG outputs."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
