@@ -43,8 +43,9 @@ MAX_LISTED_FAILURES = 20
               help="Translate every frame of this video. The output keeps its frame rate, frame "
                    "count and size (mp4v).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output folder (--images), or output video file or folder (--video). Never the "
-                   "input folder or inside it. Default: beside the input, named <input>_<direction>.")
+              help="Output folder (--images), or output video file (.mp4/.mov/.m4v/.avi) or folder "
+                   "(--video). Never the input folder or inside it. Default: beside the input, named "
+                   "<input>_<direction>.")
 @click.option("--mask", "direction", flag_value="mask",
               help="Put a mask on (the 'mask' generator). Default: the direction the model holds.")
 @click.option("--unmask", "direction", flag_value="unmask",

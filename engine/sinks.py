@@ -39,16 +39,16 @@ def default_video_out(video: Path, direction: str) -> Path:
 
 
 def video_output_path(video: Path, out: Path | None, direction: str) -> Path:
-    """--out for a video: a file (.mp4/.mov/.m4v/.avi) or an existing folder (or one named with a
-    trailing slash) that receives <stem>_<direction>.mp4. Default: beside the input."""
+    """--out for a video: a file (.mp4/.mov/.m4v/.avi), or a folder (an existing one, or a name
+    without a suffix, created) that receives <stem>_<direction>.mp4. Default: beside the input."""
     if out is None:
         return default_video_out(video, direction)
-    if out.is_dir() or str(out).endswith(("/", os.sep)):
+    if out.is_dir() or (not out.suffix and not out.exists()):
         return out.resolve() / f"{video.stem}_{direction}.mp4"
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(
             f"--out {out}: a video output needs one of the suffixes {', '.join(VIDEO_SUFFIXES)} "
-            "(or name an existing folder)"
+            "(or name a folder)"
         )
     return out.resolve()
 

@@ -155,9 +155,11 @@ def small_folder(tmp_path, rng):
 
 def test_output_folder_must_not_touch_the_input(small_folder, bundle_path, tmp_path):
     before = _digest(small_folder)
+    (tmp_path / "afile").write_text("x")
     for out, msg in ((small_folder, "is the input folder"),
                      (small_folder / "a" / "out", "inside the input folder"),
-                     (tmp_path, "contains the input folder")):
+                     (tmp_path, "contains the input folder"),
+                     (tmp_path / "afile", "exists and is not a folder")):
         res = run("--model", bundle_path, "--images", small_folder, "--out", out, "--mask", "--aligned")
         assert res.exit_code == 1 and msg in res.output, res.output
     assert _digest(small_folder) == before
@@ -256,6 +258,8 @@ def test_video_out_folder_and_default(tmp_path, bundle_path):
     (tmp_path / "outdir").mkdir()
     assert run("--model", bundle_path, "--video", src, "--out", tmp_path / "outdir", "--mask", "--aligned").exit_code == 0
     assert video_props(tmp_path / "outdir" / "clip_mask.mp4")[0] == 5
+    assert run("--model", bundle_path, "--video", src, "--out", tmp_path / "new" / "dir", "--mask", "--aligned").exit_code == 0
+    assert video_props(tmp_path / "new" / "dir" / "clip_mask.mp4")[0] == 5
     assert run("--model", bundle_path, "--video", src, "--unmask", "--aligned").exit_code == 0
     assert video_props(tmp_path / "clip_unmask.mp4")[0] == 5
 
