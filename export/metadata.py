@@ -144,11 +144,11 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def engine_rebuild_command(onnx_path: str | os.PathLike | None, engine_path: str | os.PathLike | None = None) -> str:
+def engine_rebuild_command(onnx_path: str | os.PathLike | None, out_dir: str | os.PathLike | None = None) -> str:
     """The command that builds an engine from a verified FP16 graph on the target machine."""
-    src = str(onnx_path) if onnx_path else "<model>.fp16.onnx"
-    out = f" --out {Path(engine_path).parent}" if engine_path else ""
-    return f"cyclemask-export --from-onnx {src} --engine{out}"
+    src = str(onnx_path) if onnx_path else "<direction>.fp16.onnx"
+    out = f" --out {out_dir}" if out_dir else ""
+    return f"cyclemask-export --from-onnx {src}{out}"
 
 
 def format_capability(cc) -> str:
@@ -180,7 +180,7 @@ def load_engine_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
     if not side.is_file():
         raise EngineArtefactError(
             f"{p}: no sidecar {side.name} beside the engine, so it cannot be checked against this "
-            f"TensorRT and GPU; rebuild the engine: {engine_rebuild_command(None, p)}"
+            f"TensorRT and GPU; rebuild the engine: {engine_rebuild_command(None, p.parent)}"
         )
     try:
         data = json.loads(side.read_text())
@@ -188,7 +188,7 @@ def load_engine_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
         raise EngineArtefactError(f"{side}: not a readable sidecar ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(data, dict) or data.get("format") != ENGINE_FORMAT:
         raise EngineArtefactError(f"{side}: not a cyclemask engine sidecar (no \"format\": \"{ENGINE_FORMAT}\")")
-    redo = data.get("rebuild_command") or engine_rebuild_command(data.get("onnx_path"), p)
+    redo = data.get("rebuild_command") or engine_rebuild_command(data.get("onnx_path"), p.parent)
     missing = [k for k in _SIDECAR_REQUIRED if k not in data]
     if missing:
         raise EngineArtefactError(f"{side}: sidecar lacks {', '.join(missing)}; rebuild the engine: {redo}")
@@ -221,7 +221,8 @@ def check_sidecar(
     product: kernels were tuned for the other one).
     """
     where = str(engine_path) if engine_path else "engine"
-    redo = sidecar.get("rebuild_command") or engine_rebuild_command(sidecar.get("onnx_path"), engine_path)
+    redo = sidecar.get("rebuild_command") or engine_rebuild_command(
+        sidecar.get("onnx_path"), Path(engine_path).parent if engine_path else None)
     built_trt = str(sidecar.get("tensorrt_version", ""))
     if not built_trt:
         raise EngineArtefactError(f"{where}: sidecar does not record the TensorRT version; rebuild it: {redo}")

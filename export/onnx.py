@@ -82,6 +82,26 @@ def check_io_contract(model, image_size: int) -> None:
             )
 
 
+# Loggers of the exporter stack that narrate every pass at INFO; quieted during an export unless
+# this module logs at DEBUG.
+_CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch._export", "torch.export")
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs():
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    saved = {n: logging.getLogger(n).level for n in _CHATTY_LOGGERS}
+    try:
+        for n in _CHATTY_LOGGERS:
+            logging.getLogger(n).setLevel(logging.ERROR)
+        yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
 def export_model_proto(generator: nn.Module, *, image_size: int, opset: int = OPSET):
     """Export `generator` wrapped in UInt8Translator; returns the in-memory onnx.ModelProto."""
     _check_image_size(image_size)
@@ -95,7 +115,7 @@ def export_model_proto(generator: nn.Module, *, image_size: int, opset: int = OP
     batch = torch.export.Dim(BATCH_DIM, min=1, max=4096)
     chatter = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), torch.no_grad():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _quiet_exporter_logs(), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 wrapper, (example,), None,

@@ -1,0 +1,286 @@
+"""Numerical verification of exported graphs against the eager model.
+
+Every export is run with ONNX Runtime (CPU provider) on a set of uint8 images and compared with
+`cyclemask.imaging.translate` (the eager reference, same pre/post-processing), value by value on
+the uint8 outputs. A graph past its bounds is an ExportError: the CLI then leaves nothing in
+place.
+
+Bounds (see `FP32_BOUNDS`, `FP16_BOUNDS`; calibration in `cyclemask.export.calibrate`):
+
+- FP32: at most 1 LSB anywhere. The graph and eager compute the same float ops, but in a
+  different order (ORT's convolution kernels and fused ops), so a value sitting at x.5 can
+  round either way; anything past 1 LSB is a real difference.
+- FP16 (convolutions in FP16, InstanceNormalization and the uint8 pre/post in FP32): at least
+  99 % of values within 1 LSB, at most 8 LSB anywhere, PSNR at least 40 dB. Calibrated on the
+  full ResNet-9 generator (ngf 64, 256 px) with random weights and with weights fitted to
+  faces, on real faces and on random noise; measured figures are in the calibrate module's
+  docstring and the export issue note.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from cyclemask.errors import ExportError
+from cyclemask.imaging import check_batch, resize, translate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Acceptance bounds of a uint8 comparison. None = not checked."""
+
+    max_abs: int
+    min_within_1: float | None = None
+    min_psnr_db: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_abs, int) or self.max_abs < 0:
+            raise ExportError(f"max_abs must be a non-negative integer; got {self.max_abs!r}")
+        if self.min_within_1 is not None and not 0.0 <= self.min_within_1 <= 1.0:
+            raise ExportError(f"min_within_1 must be a fraction in [0, 1]; got {self.min_within_1!r}")
+
+    def describe(self) -> str:
+        parts = [f"max |diff| <= {self.max_abs} LSB"]
+        if self.min_within_1 is not None:
+            parts.append(f">= {self.min_within_1:.2%} within 1 LSB")
+        if self.min_psnr_db is not None:
+            parts.append(f"PSNR >= {self.min_psnr_db:g} dB")
+        return ", ".join(parts)
+
+
+FP32_BOUNDS = Bounds(max_abs=1)
+FP16_BOUNDS = Bounds(max_abs=8, min_within_1=0.99, min_psnr_db=40.0)
+#: A TensorRT engine against the same FP16 graph on ORT CPU: both compute the convolutions from
+#: the same FP16 weights, with different kernels and accumulation orders, so the gap is of the
+#: size FP16 itself brings; the FP16 bounds apply (engine vs eager is checked with them too).
+ENGINE_BOUNDS = FP16_BOUNDS
+
+
+@dataclass(frozen=True)
+class ParityStats:
+    """How two uint8 outputs of the same inputs differ."""
+
+    n_images: int
+    n_values: int
+    max_abs: int
+    mean_abs: float
+    frac_exact: float
+    frac_within_1: float
+    psnr_db: float  # inf when identical
+
+    def failures(self, bounds: Bounds) -> list[str]:
+        bad = []
+        if self.max_abs > bounds.max_abs:
+            bad.append(f"max |diff| {self.max_abs} LSB > {bounds.max_abs}")
+        if bounds.min_within_1 is not None and self.frac_within_1 < bounds.min_within_1:
+            bad.append(f"{self.frac_within_1:.3%} within 1 LSB < {bounds.min_within_1:.2%}")
+        if bounds.min_psnr_db is not None and self.psnr_db < bounds.min_psnr_db:
+            bad.append(f"PSNR {self.psnr_db:.1f} dB < {bounds.min_psnr_db:g} dB")
+        return bad
+
+    def describe(self) -> str:
+        psnr = "inf" if math.isinf(self.psnr_db) else f"{self.psnr_db:.1f}"
+        return (f"{self.n_images} images: max |diff| {self.max_abs} LSB, mean {self.mean_abs:.4f}, "
+                f"exact {self.frac_exact:.2%}, within 1 LSB {self.frac_within_1:.3%}, PSNR {psnr} dB")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["psnr_db"] = None if math.isinf(self.psnr_db) else round(self.psnr_db, 3)
+        return d
+
+
+def compare_uint8(got: np.ndarray, want: np.ndarray) -> ParityStats:
+    """Statistics of |got - want| over two uint8 arrays of one shape."""
+    if got.shape != want.shape or got.dtype != np.uint8 or want.dtype != np.uint8:
+        raise ExportError(
+            f"cannot compare outputs: got {got.dtype} {list(got.shape)}, expected uint8 {list(want.shape)}"
+        )
+    diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    mse = float(np.mean(diff.astype(np.float64) ** 2))
+    psnr = math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    return ParityStats(
+        n_images=int(got.shape[0]) if got.ndim == 4 else 1,
+        n_values=int(diff.size),
+        max_abs=int(diff.max()) if diff.size else 0,
+        mean_abs=float(diff.mean()) if diff.size else 0.0,
+        frac_exact=float(np.mean(diff == 0)),
+        frac_within_1=float(np.mean(diff <= 1)),
+        psnr_db=psnr,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Verification inputs
+# ------------------------------------------------------------------------------------------------
+
+
+def demo_portrait() -> Path | None:
+    """A public-domain face photo shipped inside matplotlib (Grace Hopper), if present."""
+    try:
+        import matplotlib
+
+        p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    except Exception:  # matplotlib missing or without its sample data: random inputs remain
+        return None
+    return p if p.is_file() else None
+
+
+def _center_square(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    s = min(h, w)
+    return image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+
+
+def verification_images(
+    image_size: int,
+    *,
+    n_random: int = 2,
+    image_dir: str | os.PathLike | None = None,
+    n_real: int = 4,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[str]]:
+    """uint8 [N, S, S, 3] inputs for parity runs and a description of where each came from.
+
+    Real photos (the first `n_real` of `image_dir`, sorted, else matplotlib's public-domain
+    portrait) centre-cropped and resized to S, then `n_random` uniform-noise images: real faces
+    drive the network the way it is used; noise pushes activations to extremes.
+    """
+    from cyclemask.imageio import list_images, read_image
+
+    images: list[np.ndarray] = []
+    sources: list[str] = []
+    paths: list[Path] = []
+    if image_dir is not None:
+        d = Path(image_dir)
+        if not d.is_dir():
+            raise ExportError(f"{d}: verification image folder does not exist")
+        paths = list_images(d)[:n_real]
+        if not paths:
+            raise ExportError(f"{d}: no images found to verify the export with")
+    elif (p := demo_portrait()) is not None:
+        paths = [p]
+    for p in paths:
+        images.append(resize(_center_square(read_image(p)), image_size, interpolation="area"))
+        sources.append(str(p))
+    rng = np.random.default_rng(seed)
+    for _ in range(n_random):
+        images.append(rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8))
+        sources.append(f"random(seed={seed})")
+    if not images:
+        raise ExportError("no verification images: give real images or n_random >= 1")
+    return np.stack(images), sources
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+# ------------------------------------------------------------------------------------------------
+
+
+def eager_outputs(generator: nn.Module, images: np.ndarray, batch_size: int = 2) -> np.ndarray:
+    """The eager reference (`cyclemask.imaging.translate`) over `images`, in batches."""
+    check_batch(images, what="verification images")
+    generator = generator.eval()
+    return np.concatenate([translate(generator, images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def ort_session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU session over `path` (the provider this machine always has)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        raise ExportError(f"{path}: ONNX Runtime cannot load the graph ({type(exc).__name__}: {str(exc)[:300]})") from None
+
+
+def ort_outputs(path: str | os.PathLike, images: np.ndarray, *, batch_size: int = 2, threads: int | None = None) -> np.ndarray:
+    """Run the graph on ORT CPU in batches, checking the output's dtype and shape each time."""
+    sess = ort_session(path, threads)
+    outs = []
+    for i in range(0, len(images), batch_size):
+        x = np.ascontiguousarray(images[i:i + batch_size])
+        try:
+            (y,) = sess.run(["translated"], {"image": x})
+        except Exception as exc:
+            raise ExportError(f"{path}: ONNX Runtime failed on a batch of {len(x)} ({type(exc).__name__}: {str(exc)[:300]})") from None
+        if y.dtype != np.uint8 or y.shape != x.shape:
+            raise ExportError(f"{path}: output is {y.dtype} {list(y.shape)}; the contract says uint8 {list(x.shape)}")
+        outs.append(y)
+    return np.concatenate(outs)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of one artefact's parity run."""
+
+    artefact: str
+    against: str
+    stats: ParityStats
+    bounds: Bounds
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return not self.stats.failures(self.bounds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"artefact": self.artefact, "against": self.against, "passed": self.passed,
+                "bounds": self.bounds.describe(), "seconds": round(self.seconds, 2), **self.stats.to_dict()}
+
+
+def verify_outputs(
+    got: np.ndarray,
+    reference: np.ndarray,
+    bounds: Bounds,
+    *,
+    artefact: str,
+    against: str,
+    seconds: float = 0.0,
+) -> Verification:
+    """Compare outputs already computed and check `bounds`; ExportError naming `artefact` if broken."""
+    stats = compare_uint8(got, reference)
+    result = Verification(str(artefact), against, stats, bounds, seconds)
+    bad = stats.failures(bounds)
+    if bad:
+        raise ExportError(f"{artefact}: verification against {against} failed: {'; '.join(bad)} ({stats.describe()})")
+    log.info("verified %s against %s: %s", Path(artefact).name, against, stats.describe())
+    return result
+
+
+def verify_onnx(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    reference: np.ndarray,
+    bounds: Bounds,
+    *,
+    batch_size: int = 2,
+    threads: int | None = None,
+    against: str = "eager",
+    label: str | None = None,
+) -> Verification:
+    """Run `path` on ORT CPU over `images`, compare with `reference` and check `bounds`.
+
+    Batches of `batch_size` (>= 2 exercises the dynamic batch dimension; the last batch may be
+    smaller). Raises ExportError naming the file (or `label`) and each bound it broke; returns
+    the figures.
+    """
+    t0 = time.perf_counter()
+    got = ort_outputs(path, images, batch_size=batch_size, threads=threads)
+    return verify_outputs(got, reference, bounds, artefact=label or str(path), against=against,
+                          seconds=time.perf_counter() - t0)
