@@ -1,0 +1,234 @@
+"""Face detection (OpenCV's YuNet) and the square-crop geometry shared by data preparation and
+the runtime's face-aware mode.
+
+Coordinates are pixels of the image given, x to the right, y down. A `Face` box is
+(x, y, w, h) as YuNet reports it (it may reach past the image edge for tightly cropped photos);
+a crop box is integer (x0, y0, x1, y1), square, half-open, and may also reach past the edge:
+`crop_square` fills the outside by replicating the border, so a crop and its paste-back always
+have the box's exact geometry.
+
+Detection policy (see `FaceDetector.detect`): detect on the image as given (downscaled when its
+long side exceeds `max_side`); when nothing is found, detect once more on a copy padded by
+`retry_pad` x the long side on every side. The retry exists for tight face crops (common in
+scraped data sets), where the face touches the image edge and the detector, trained on faces
+with context, can miss it; the padded copy gives it that context back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+from .imaging import resize
+
+log = logging.getLogger(__name__)
+
+DETECTOR_ENV = "CYCLEMASK_FACE_DETECTOR"
+
+# YuNet's five landmarks, in its output order (the subject's right eye is on the image's left).
+LANDMARK_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "left_mouth_corner")
+
+FIT_MODES = ("shift", "pad")
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detection: box (x, y, w, h), confidence score, five (x, y) landmarks."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: tuple[tuple[float, float], ...]
+
+    @property
+    def size(self) -> float:
+        """The box's shorter side, in pixels: what a minimum face size is compared with."""
+        return float(min(self.box[2], self.box[3]))
+
+    def scaled(self, factor: float, dx: float = 0.0, dy: float = 0.0) -> "Face":
+        """This face in another frame: coordinates times factor, then shifted by (dx, dy)."""
+        x, y, w, h = self.box
+        return Face(
+            (x * factor + dx, y * factor + dy, w * factor, h * factor),
+            self.score,
+            tuple((px * factor + dx, py * factor + dy) for px, py in self.landmarks),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "box": [round(v, 2) for v in self.box],
+            "score": round(self.score, 4),
+            "landmarks": [[round(px, 2), round(py, 2)] for px, py in self.landmarks],
+        }
+
+
+def resolve_detector_path(model_path: str | os.PathLike | None = None) -> Path:
+    """The YuNet model file: the argument, else $CYCLEMASK_FACE_DETECTOR; an error naming both."""
+    source = "the model_path argument"
+    if model_path is None or str(model_path) == "":
+        env = os.environ.get(DETECTOR_ENV, "")
+        if not env:
+            raise ConfigError(
+                "no face detector model given: pass a YuNet ONNX file (e.g. face_detection_yunet_2023mar.onnx "
+                f"from OpenCV's model zoo) as the model path / --detector option, or set the {DETECTOR_ENV} "
+                "environment variable to its path"
+            )
+        model_path, source = env, f"${DETECTOR_ENV}"
+    p = Path(model_path)
+    if not p.is_file():
+        raise ConfigError(f"face detector model {p} (from {source}): no such file")
+    return p
+
+
+class FaceDetector:
+    """YuNet through `cv2.FaceDetectorYN`; one instance per thread (OpenCV's object is stateful).
+
+    score_threshold: detections below it are dropped (YuNet's scores for masked faces run lower
+    than for bare ones, so the default is below OpenCV's 0.9).
+    retry_pad: the fraction of the long side to pad on each side for the retry on a miss;
+    0 disables the retry.
+    max_side: images with a longer side are downscaled for detection (boxes are mapped back).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        score_threshold: float = 0.6,
+        nms_threshold: float = 0.3,
+        top_k: int = 50,
+        retry_pad: float = 0.5,
+        max_side: int = 1024,
+    ) -> None:
+        if not 0.0 < score_threshold < 1.0:
+            raise ConfigError(f"score_threshold must be in (0, 1); got {score_threshold!r}")
+        if not 0.0 < nms_threshold < 1.0:
+            raise ConfigError(f"nms_threshold must be in (0, 1); got {nms_threshold!r}")
+        if retry_pad < 0.0:
+            raise ConfigError(f"retry_pad must be >= 0; got {retry_pad!r}")
+        if max_side < 32:
+            raise ConfigError(f"max_side must be at least 32; got {max_side!r}")
+        self.model_path = resolve_detector_path(model_path)
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.top_k = int(top_k)
+        self.retry_pad = float(retry_pad)
+        self.max_side = int(max_side)
+        import cv2
+
+        try:
+            self._net = cv2.FaceDetectorYN.create(
+                str(self.model_path), "", (320, 320), self.score_threshold, self.nms_threshold, self.top_k
+            )
+        except cv2.error as exc:
+            raise ConfigError(f"face detector model {self.model_path}: OpenCV cannot load it ({str(exc).strip()[:200]})") from None
+
+    def _detect_bgr(self, bgr: np.ndarray) -> list[Face]:
+        h, w = bgr.shape[:2]
+        self._net.setInputSize((w, h))
+        _, rows = self._net.detect(bgr)
+        if rows is None:
+            return []
+        faces = []
+        for r in rows:
+            r = [float(v) for v in r]
+            faces.append(Face(tuple(r[0:4]), r[14], tuple((r[4 + 2 * i], r[5 + 2 * i]) for i in range(5))))
+        return faces
+
+    def detect(self, image_rgb: np.ndarray, retry: bool = True) -> list[Face]:
+        """Faces in a uint8 RGB HWC image, highest score first, in that image's pixel coordinates."""
+        import cv2
+
+        if not isinstance(image_rgb, np.ndarray) or image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+            got = f"{image_rgb.dtype} {list(image_rgb.shape)}" if isinstance(image_rgb, np.ndarray) else type(image_rgb).__name__
+            raise InputError(f"face detection needs a uint8 RGB image [H, W, 3]; got {got}")
+        h, w = image_rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        work = image_rgb
+        if scale < 1.0:
+            work = resize(image_rgb, (max(1, round(w * scale)), max(1, round(h * scale))), "area")
+        bgr = cv2.cvtColor(work, cv2.COLOR_RGB2BGR)
+        faces = self._detect_bgr(bgr)
+        if not faces and retry and self.retry_pad > 0:
+            pad = max(1, round(self.retry_pad * max(bgr.shape[:2])))
+            # Replicated edges keep the face's colours at the border; a constant frame would
+            # add a hard edge the detector never saw in training.
+            padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            faces = [f.scaled(1.0, -pad, -pad) for f in self._detect_bgr(padded)]
+        if scale < 1.0:
+            sx = w / work.shape[1]
+            faces = [f.scaled(sx) for f in faces]
+        return sorted(faces, key=lambda f: -f.score)
+
+
+def square_crop_box(
+    face_box: tuple[float, float, float, float],
+    image_shape: tuple[int, ...],
+    margin: float = 0.3,
+    fit: str = "shift",
+) -> tuple[int, int, int, int]:
+    """A square (x0, y0, x1, y1) around a face box, grown by margin x its long side on each side.
+
+    fit="pad": the square is centred on the box and may reach past the image (`crop_square`
+    replicates the border there); the runtime uses this so every face gets the same framing.
+    fit="shift": the square is shrunk to the image's short side if larger, then moved to lie
+    inside the image; data preparation uses this so training crops hold only real pixels.
+    """
+    if fit not in FIT_MODES:
+        raise ConfigError(f"fit must be one of {', '.join(FIT_MODES)}; got {fit!r}")
+    if margin < 0:
+        raise ConfigError(f"margin must be >= 0; got {margin!r}")
+    x, y, w, h = (float(v) for v in face_box)
+    if w <= 0 or h <= 0:
+        raise InputError(f"face box must have a positive size; got {list(face_box)}")
+    ih, iw = int(image_shape[0]), int(image_shape[1])
+    side = max(1, round(max(w, h) * (1.0 + 2.0 * margin)))
+    cx, cy = x + w / 2.0, y + h / 2.0
+    if fit == "shift":
+        side = min(side, ih, iw)
+    x0 = round(cx - side / 2.0)
+    y0 = round(cy - side / 2.0)
+    if fit == "shift":
+        x0 = min(max(x0, 0), iw - side)
+        y0 = min(max(y0, 0), ih - side)
+    return int(x0), int(y0), int(x0 + side), int(y0 + side)
+
+
+def crop_square(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The pixels of box; parts outside the image are filled by replicating its border."""
+    import cv2
+
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        raise InputError(f"crop box must have a positive size; got {[x0, y0, x1, y1]}")
+    ih, iw = image.shape[:2]
+    top, left = max(0, -y0), max(0, -x0)
+    bottom, right = max(0, y1 - ih), max(0, x1 - iw)
+    inner = image[max(0, y0):min(ih, y1), max(0, x0):min(iw, x1)]
+    if inner.size == 0:
+        raise InputError(f"crop box {[x0, y0, x1, y1]} lies outside the {iw}x{ih} image")
+    if top or left or bottom or right:
+        inner = cv2.copyMakeBorder(inner, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(inner)
+
+
+def crop_face(
+    image: np.ndarray,
+    face_box: tuple[float, float, float, float],
+    size: int,
+    margin: float = 0.3,
+    fit: str = "shift",
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The square crop around a face, resized to size x size; returns (crop, crop box)."""
+    box = square_crop_box(face_box, image.shape, margin, fit)
+    return resize_square(crop_square(image, box), size), box
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a square crop: area averaging when shrinking (no aliasing), cubic when enlarging."""
+    if size < 1:
+        raise ConfigError(f"size must be a positive integer; got {size!r}")
+    return resize(image, size, "auto")

@@ -1,0 +1,218 @@
+"""Face detection (YuNet) and square-crop geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cyclemask.errors import ConfigError, InputError
+from cyclemask.faces import (
+    DETECTOR_ENV,
+    Face,
+    FaceDetector,
+    crop_face,
+    crop_square,
+    resolve_detector_path,
+    square_crop_box,
+)
+from cyclemask.imageio import read_image
+
+
+@pytest.fixture(scope="module")
+def portrait() -> np.ndarray:
+    """Grace Hopper's public-domain portrait, shipped inside matplotlib's wheel."""
+    import matplotlib
+
+    p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not p.is_file():
+        pytest.skip(f"matplotlib's sample portrait {p} is absent in this installation")
+    return read_image(p)
+
+
+@pytest.fixture
+def detector(face_detector_path) -> FaceDetector:
+    return FaceDetector(face_detector_path)
+
+
+def iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    return inter / (aw * ah + bw * bh - inter)
+
+
+# --- model path resolution ---------------------------------------------------------------
+
+
+def test_no_detector_given_names_option_and_env(monkeypatch):
+    monkeypatch.delenv(DETECTOR_ENV, raising=False)
+    with pytest.raises(ConfigError, match=rf"model path.*{DETECTOR_ENV}"):
+        resolve_detector_path(None)
+    with pytest.raises(ConfigError, match=DETECTOR_ENV):
+        FaceDetector()
+
+
+def test_detector_from_env(monkeypatch, tmp_path):
+    f = tmp_path / "yunet.onnx"
+    f.write_bytes(b"x")
+    monkeypatch.setenv(DETECTOR_ENV, str(f))
+    assert resolve_detector_path() == f
+    monkeypatch.setenv(DETECTOR_ENV, str(tmp_path / "missing.onnx"))
+    with pytest.raises(ConfigError, match=rf"missing\.onnx \(from \${DETECTOR_ENV}\): no such file"):
+        resolve_detector_path()
+
+
+def test_argument_wins_over_env(monkeypatch, tmp_path):
+    monkeypatch.setenv(DETECTOR_ENV, str(tmp_path / "env.onnx"))
+    with pytest.raises(ConfigError, match=r"arg\.onnx \(from the model_path argument\)"):
+        resolve_detector_path(tmp_path / "arg.onnx")
+
+
+def test_corrupt_model_file_is_a_clear_error(tmp_path):
+    f = tmp_path / "broken.onnx"
+    f.write_bytes(b"not an onnx model")
+    with pytest.raises(ConfigError, match=r"broken\.onnx: OpenCV cannot load it"):
+        FaceDetector(f)
+
+
+def test_bad_thresholds(tmp_path):
+    with pytest.raises(ConfigError, match="score_threshold"):
+        FaceDetector(tmp_path / "x.onnx", score_threshold=1.5)
+    with pytest.raises(ConfigError, match="retry_pad"):
+        FaceDetector(tmp_path / "x.onnx", retry_pad=-1)
+
+
+# --- detection -----------------------------------------------------------------------------
+
+
+def test_detects_the_one_face(detector, portrait):
+    faces = detector.detect(portrait)
+    assert len(faces) == 1
+    f = faces[0]
+    x, y, w, h = f.box
+    assert f.score > 0.8
+    assert 0 <= x and 0 <= y and x + w <= portrait.shape[1] and y + h <= portrait.shape[0]
+    assert 100 < f.size < 300
+    (rex, rey), (lex, ley), (nx, ny), (rmx, rmy), (lmx, lmy) = f.landmarks
+    # Eyes above the nose above the mouth; the subject's right eye on the image's left.
+    assert max(rey, ley) < ny < min(rmy, lmy)
+    assert rex < nx < lex and rmx < lmx
+    for px, py in f.landmarks:
+        assert x <= px <= x + w and y <= py <= y + h
+
+
+def test_no_face_in_noise(detector, rng):
+    assert detector.detect(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)) == []
+
+
+def test_detect_rejects_bad_arrays(detector):
+    with pytest.raises(InputError, match=r"uint8 RGB image \[H, W, 3\]; got float32"):
+        detector.detect(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(InputError, match=r"got uint8 \[64, 64\]"):
+        detector.detect(np.zeros((64, 64), np.uint8))
+
+
+def test_large_image_boxes_are_in_its_own_pixels(detector, portrait):
+    import cv2
+
+    ref = detector.detect(portrait)[0]
+    big = cv2.resize(portrait, None, fx=2.5, fy=2.5, interpolation=cv2.INTER_CUBIC)  # 1280x1500 > max_side
+    faces = detector.detect(big)
+    assert len(faces) == 1
+    assert iou(faces[0].box, tuple(v * 2.5 for v in ref.box)) > 0.8
+
+
+def test_retry_on_padded_copy_maps_back(detector, portrait, monkeypatch):
+    """When the first pass finds nothing, the padded retry's boxes land on the same face."""
+    ref = detector.detect(portrait)[0]
+    real = detector._detect_bgr
+    calls = []
+
+    def first_pass_misses(bgr):
+        calls.append(bgr.shape)
+        return [] if len(calls) == 1 else real(bgr)
+
+    monkeypatch.setattr(detector, "_detect_bgr", first_pass_misses)
+    faces = detector.detect(portrait)
+    assert len(calls) == 2 and calls[1][0] == portrait.shape[0] + 2 * round(0.5 * 600)
+    assert len(faces) == 1 and iou(faces[0].box, ref.box) > 0.8
+    lx, ly = faces[0].landmarks[2]
+    assert abs(lx - ref.landmarks[2][0]) < 10 and abs(ly - ref.landmarks[2][1]) < 10
+    calls.clear()
+    assert detector.detect(portrait, retry=False) == [] and len(calls) == 1
+
+
+def test_tight_crop_still_detected(detector, portrait):
+    ref = detector.detect(portrait)[0]
+    x, y, w, h = (int(v) for v in ref.box)
+    tight = portrait[y:y + h, x:x + w]
+    faces = detector.detect(tight)
+    assert len(faces) == 1
+    assert faces[0].size > 0.7 * min(w, h)
+
+
+# --- geometry ------------------------------------------------------------------------------
+
+
+def test_square_box_pad_is_centred_with_margin():
+    x0, y0, x1, y1 = square_crop_box((100, 50, 40, 60), (300, 400), margin=0.25, fit="pad")
+    assert x1 - x0 == y1 - y0 == 90  # long side 60 * (1 + 2 * 0.25)
+    assert (x0 + x1) / 2 == pytest.approx(120, abs=0.5) and (y0 + y1) / 2 == pytest.approx(80, abs=0.5)
+
+
+def test_square_box_pad_may_leave_the_image():
+    box = square_crop_box((0, 0, 50, 50), (100, 100), margin=0.5, fit="pad")
+    assert box[0] < 0 and box[1] < 0 and box[2] - box[0] == 100
+
+
+def test_square_box_shift_stays_inside():
+    ih, iw = 100, 160
+    x0, y0, x1, y1 = square_crop_box((140, 80, 30, 30), (ih, iw), margin=0.3, fit="shift")
+    assert x1 - x0 == y1 - y0 == 48
+    assert 0 <= x0 and 0 <= y0 and x1 <= iw and y1 <= ih
+
+
+def test_square_box_shift_shrinks_to_short_side():
+    # Tight crop: the face fills the image, the margin cannot fit.
+    # side min(176, 120, 100) = 100, centred on the box (50, 60), then kept inside.
+    assert square_crop_box((2, 5, 96, 110), (120, 100), margin=0.3, fit="shift") == (0, 10, 100, 110)
+
+
+def test_square_box_errors():
+    with pytest.raises(ConfigError, match="fit must be one of shift, pad; got 'crop'"):
+        square_crop_box((0, 0, 10, 10), (20, 20), fit="crop")
+    with pytest.raises(ConfigError, match="margin must be >= 0"):
+        square_crop_box((0, 0, 10, 10), (20, 20), margin=-0.1)
+    with pytest.raises(InputError, match="positive size"):
+        square_crop_box((0, 0, 0, 10), (20, 20))
+
+
+def test_crop_square_replicates_outside(rng):
+    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    inside = crop_square(img, (10, 5, 30, 25))
+    assert np.array_equal(inside, img[5:25, 10:30])
+    out = crop_square(img, (-5, -3, 15, 17))
+    assert out.shape == (20, 20, 3)
+    assert np.array_equal(out[3:, 5:], img[0:17, 0:15])
+    assert np.array_equal(out[0, 5:], img[0, 0:15])  # replicated top row
+    assert np.array_equal(out[3:, 0], img[0:17, 0])  # replicated left column
+    with pytest.raises(InputError, match="outside the 50x40 image"):
+        crop_square(img, (60, 0, 80, 20))
+
+
+def test_crop_face_resizes(portrait):
+    face = Face((182.9, 120.5, 170.3, 212.5), 0.9, ((0, 0),) * 5)
+    crop, box = crop_face(portrait, face.box, 128, margin=0.3)
+    assert crop.shape == (128, 128, 3) and crop.dtype == np.uint8
+    assert box[2] - box[0] == box[3] - box[1] == round(212.5 * 1.6)
+
+
+def test_face_to_dict_and_scaled():
+    f = Face((10.0, 20.0, 30.0, 40.0), 0.91234567, ((1.0, 2.0),) * 5)
+    g = f.scaled(2.0, dx=1.0, dy=-1.0)
+    assert g.box == (21.0, 39.0, 60.0, 80.0) and g.landmarks[0] == (3.0, 3.0)
+    assert f.to_dict()["score"] == 0.9123 and f.size == 30.0

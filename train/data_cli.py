@@ -1,0 +1,142 @@
+"""`cyclemask-data`: build and inspect the two-domain face data set.
+
+    cyclemask-data prepare --a RAW_UNMASKED --b RAW_MASKED --out DATA
+    cyclemask-data report DATA [--reason no_face]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from cyclemask.cli_util import Command, Group, debug_option
+from cyclemask.errors import DataError
+from cyclemask.faces import DETECTOR_ENV, FIT_MODES
+
+from .prepare import FORMATS, LAYOUTS, MANIFEST_NAME, PrepareConfig, prepare_dataset
+
+
+class TqdmProgress:
+    """One tqdm bar per stage, fed by the library's (stage, done, total) callback."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, unit="img", dynamic_ncols=True)
+        self.bar.n = done
+        self.bar.refresh() if done == total or done % 25 == 0 else None
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.refresh()
+            self.bar.close()
+            self.bar = None
+
+
+@click.group(cls=Group)
+@debug_option
+def main() -> None:
+    """Build and inspect the unmasked (A) / masked (B) face data set."""
+
+
+@main.command(cls=Command)
+@click.option("--a", "sources_a", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="Folder of raw photos WITHOUT masks (domain A); repeat for several. Searched recursively.")
+@click.option("--b", "sources_b", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="Folder of raw photos WITH masks (domain B); repeat for several. Searched recursively.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: trainA/ trainB/ testA/ testB/ and manifest.json are written there.")
+@click.option("--size", default=256, show_default=True, help="Side of the square output images, in pixels.")
+@click.option("--margin", default=0.3, show_default=True,
+              help="Context around the face box on each side, as a fraction of the box's long side.")
+@click.option("--fit", type=click.Choice(FIT_MODES), default="shift", show_default=True,
+              help="shift: a square that would leave the image is shrunk/moved inside it (real pixels only); "
+                   "pad: keep it centred and replicate the image border outside.")
+@click.option("--min-face", default=64, show_default=True,
+              help="Smallest usable face (short side of the detected box, in source pixels).")
+@click.option("--score-threshold", default=0.6, show_default=True, help="YuNet confidence needed to count a face.")
+@click.option("--detector", type=click.Path(dir_okay=False), default=None,
+              help=f"YuNet ONNX model (face_detection_yunet_2023mar.onnx). Default: ${DETECTOR_ENV}.")
+@click.option("--no-detect", is_flag=True,
+              help="Inputs are already aligned face crops: take the centred square of each image, no detection.")
+@click.option("--test-count", type=int, default=None,
+              help="Test images per domain (the paper used 1000). Default: --test-fraction of the usable images.")
+@click.option("--test-fraction", default=0.1, show_default=True, help="Share of usable images per domain held out for test.")
+@click.option("--train-count", type=int, default=None,
+              help="At most this many training images per domain (the paper used 6000). Default: all the rest.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the train/test split.")
+@click.option("--dup-threshold", default=28, show_default=True,
+              help="Near duplicates: crops whose 256-bit difference hashes (also mirrored) differ in at most "
+                   "this many bits count as one photo; 0 keeps only exact-hash matches as duplicates.")
+@click.option("--holdout", multiple=True, type=click.Path(file_okay=False),
+              help="Folder of images that must not appear (even as near duplicates) in the output, e.g. an "
+                   "evaluation set such as observations_pairs/. Repeatable.")
+@click.option("--format", "image_format", type=click.Choice(FORMATS), default="jpg", show_default=True,
+              help="Output image format.")
+@click.option("--quality", default=95, show_default=True, help="JPEG quality of the outputs.")
+@click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
+              help="auto: an FFHQ root reads images1024x1024/ only, a MaskedFace-Net root reads CMFD/ only; "
+                   "plain: every image under each folder.")
+@debug_option
+def prepare(**kwargs) -> None:
+    """Detect, crop, deduplicate and split raw photos into trainA/ trainB/ testA/ testB/.
+
+    Keeps images with exactly one usable face, crops a square around it, drops exact and near
+    duplicates across all splits, splits with a fixed seed and writes manifest.json with the
+    counts and every rejected file with its reason. Re-running is idempotent and reuses the
+    previous run's detections.
+    """
+    kwargs["detect"] = not kwargs.pop("no_detect")
+    config = PrepareConfig(**kwargs)
+    bar = TqdmProgress()
+    try:
+        result = prepare_dataset(config, progress=bar)
+    finally:
+        bar.close()
+    _print_counts(result.manifest)
+    click.echo(f"wrote {result.written} image(s), {result.unchanged} unchanged, removed {result.removed} stale; "
+               f"manifest: {Path(config.out) / MANIFEST_NAME}")
+
+
+def _print_counts(manifest: dict) -> None:
+    for domain, c in manifest["counts"].items():
+        rejected = ", ".join(f"{k} {v}" for k, v in c["rejected"].items()) or "none"
+        if domain == "holdout":
+            click.echo(f"held out: {c['found']} found, {c['usable']} usable for duplicate checks")
+        else:
+            click.echo(f"domain {domain}: {c['found']} found -> train {c['train']}, test {c['test']}; "
+                       f"rejected {c['rejected_total']} ({rejected})")
+
+
+@main.command(cls=Command)
+@click.argument("data", type=click.Path(file_okay=False))
+@click.option("--reason", default=None, help="List the rejected files with this reason (e.g. no_face, near_duplicate).")
+@debug_option
+def report(data: str, reason: str | None) -> None:
+    """Print the counts of a prepared data set, and optionally its rejected files."""
+    p = Path(data) / MANIFEST_NAME
+    if not p.is_file():
+        raise DataError(f"{p}: no manifest (is {data} the --out folder of cyclemask-data prepare?)")
+    try:
+        manifest = json.loads(p.read_text())
+    except ValueError as exc:
+        raise DataError(f"{p}: not valid JSON ({exc})") from None
+    if manifest.get("status") != "complete":
+        raise DataError(f"{p}: the run that wrote it did not finish; run cyclemask-data prepare again")
+    _print_counts(manifest)
+    if reason is not None:
+        rows = [r for r in manifest["rejected"] if r["reason"] == reason]
+        known = sorted({r["reason"] for r in manifest["rejected"]})
+        if not rows and reason not in known:
+            raise DataError(f"no rejections with reason {reason!r}; present: {', '.join(known) or 'none'}")
+        for r in rows:
+            click.echo(f"{r['domain']}  {r['source']}  {r['detail']}")
