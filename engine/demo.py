@@ -299,3 +299,40 @@ def before_after_sheet(rows, margin: float, model_size: int) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def demo_command(model: Path | None, out: Path | None, backend: str, options: BackendOptions,
+                 face_detector: Path | None, margin: float, overwrite: bool, echo: Callable[[str], None]) -> bool:
+    """`cyclemask-run --demo`: run the demo, print what it did; True when everything was written."""
+    import time
+
+    if out is None:
+        raise ConfigError("--demo needs --out DIR (the folder for the results and the before/after sheet)")
+    if model is not None:
+        from .backends import model_kind
+
+        if model_kind(model) != "checkpoint":
+            raise ConfigError(f"--demo --model {model}: the demo runs both directions, so it needs a "
+                              "checkpoint bundle holding both (e.g. a run's generators.pt), not one graph or engine")
+        models = {d: model for d in DIRECTIONS}
+    else:
+        models = None
+    t0 = time.perf_counter()
+    report = run_demo(out, models=models, backend=backend, options=options, face_detector=face_detector,
+                      margin=margin, overwrite=overwrite, progress=lambda name: echo(f"portrait: {name}"))
+    echo("")
+    echo("summary:")
+    echo(f"  models:   {'the embedded demo generators (CPU-trained; not the paper model)' if model is None else model}")
+    for d in DIRECTIONS:
+        echo(f"    {d}: {report.models[d]}")
+        echo(f"      backend: {report.backends[d]}")
+    echo(f"  faces:    {report.detector}; found: "
+         + ", ".join(f"{k} {v}" for k, v in report.faces.items()))
+    echo(f"  written:  {len(report.written)} -> {report.out_dir}")
+    for p in report.written:
+        echo(f"    - {p.name}")
+    echo(f"  failed:   {len(report.failures)}")
+    for f in report.failures:
+        echo(f"    - {f}")
+    echo(f"  time:     {time.perf_counter() - t0:.2f} s")
+    return report.ok
