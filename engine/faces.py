@@ -1,0 +1,570 @@
+"""Face-aware processing: find the faces in a frame, translate each, paste the results back.
+
+`FaceProcessor` is a `FrameProcessor` (see processing.py): `prepare` detects faces (YuNet, via
+`cyclemask.faces.FaceDetector`), skips faces smaller than `min_face`, follows faces from frame
+to frame (`FaceTracker`), and cuts each face out with the square-with-margin framing that
+`cyclemask-data prepare` used for the training crops (`square_crop_box`, here with fit="pad" so
+a face at the frame's edge keeps the same framing). The pipeline batches the crops of many
+frames together; `finish` resizes each translated crop back to its box and blends it in with a
+feathered mask that is exactly 0 on the crop's border, so pixels outside the pasted faces keep
+their values bit for bit and no seam shows. A frame without faces is returned as it came.
+
+Tracking (videos): detections are associated with tracks by IoU; a track's box is an
+exponential moving average whose weight on the new detection grows with the distance from the
+smoothed box (a jitter of a few pixels is smoothed away, a real head movement is followed at
+once); a track (seen in at least two frames) that the detector misses for up to `hold_frames`
+frames is still translated at its predicted box (a mask that blinks off for one frame is far more visible than a box a few pixels
+off); tracks are reset on a scene cut or a change of frame size.
+
+Colour matching (optional, the paper's third limitation: "the model would apply a mask of the
+same luminosity in both correctly exposed and underexposed images"): a crop darker than a
+well-exposed face is brightened by a gain in linear light before translation, and the result is
+darkened by the same gain, so whatever the generator paints takes the frame's exposure; then the
+generator's colour drift is removed by matching the median LAB colour of the crop's outer ring
+(background and hair, which the model should leave alone) to the original's.
+
+Threads: `prepare` runs on the pipeline's decode thread and `finish` on its writer thread. The
+tracker is the one piece of state kept across frames; only `prepare` touches it, and the
+pipeline calls `prepare` once per frame, in frame order, from one thread. Detection can run
+ahead of `prepare` on a small thread pool (`detect_ahead`): detection is stateless, so frames
+can be detected in parallel while tracking stays in order.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import functools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from cyclemask.errors import ConfigError
+from cyclemask.faces import Face, FaceDetector, crop_square, resize_square, square_crop_box
+from cyclemask.imaging import resize
+
+from .processing import FrameProcessor
+
+log = logging.getLogger(__name__)
+
+BLEND_SHAPES = ("ellipse", "rect")
+
+Box = tuple[float, float, float, float]  # (x, y, w, h), as YuNet reports a face
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    """How faces are found, followed, cut out and pasted back (see the module docstring).
+
+    min_face: faces whose box has a shorter side below this (frame pixels) are left as they are.
+    margin: the crop is the face box's long side grown by margin x that side on each side; use
+        the margin the training crops were prepared with (`cyclemask-data prepare --margin`).
+    detect_side: frames with a longer side are downscaled to it for detection (boxes are mapped
+        back); YuNet was trained at 640 x 640.
+    detect_retry: detect again on a padded copy when nothing is found (for tight face crops in
+        photo folders; it costs a second, larger detection on every frame without faces).
+    smoothing: 0 follows every detection exactly; towards 1, small movements are smoothed more.
+    snap: a detection this far from the smoothed box (as a fraction of the face size) is
+        followed at once.
+    hold_frames: frames a track is kept, and translated, after the detector lost it.
+    scene_cut: mean absolute difference (0..1) between 32 x 32 thumbnails of consecutive
+        frames above which every track is dropped (within the shared clips: at most 0.012;
+        between them: 0.10-0.24; a false cut only costs one frame of smoothing).
+    feather: the fraction of the crop's half-side over which the paste-back weight falls from
+        1 to 0 at the crop's border.
+    exposure_target: mean linear luminance (0..1) a darker crop is brought to before
+        translation when colour matching: the median of face crops in the shared training data
+        (their 10th-90th percentiles: 0.15-0.46); max_gain caps the brightening.
+    """
+
+    min_face: int = 32
+    margin: float = 0.3
+    track: bool = True
+    color_match: bool = False
+    detect_side: int = 640
+    score_threshold: float = 0.6
+    detect_retry: bool = False
+    smoothing: float = 0.7
+    snap: float = 0.25
+    iou_threshold: float = 0.3
+    hold_frames: int = 2
+    scene_cut: float = 0.08
+    feather: float = 0.3
+    blend_shape: str = "ellipse"
+    exposure_target: float = 0.3
+    max_gain: float = 8.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_face", "detect_side"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer; got {v!r}")
+        if self.detect_side < 32:
+            raise ConfigError(f"detect_side must be at least 32; got {self.detect_side!r}")
+        if not isinstance(self.hold_frames, int) or self.hold_frames < 0:
+            raise ConfigError(f"hold_frames must be an integer >= 0; got {self.hold_frames!r}")
+        if not 0.0 <= self.margin <= 2.0:
+            raise ConfigError(f"margin must be in [0, 2]; got {self.margin!r}")
+        for name in ("score_threshold", "iou_threshold"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in (0, 1); got {getattr(self, name)!r}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ConfigError(f"smoothing must be in [0, 1); got {self.smoothing!r}")
+        if not self.snap > 0:
+            raise ConfigError(f"snap must be > 0; got {self.snap!r}")
+        if not 0.0 < self.scene_cut <= 1.0:
+            raise ConfigError(f"scene_cut must be in (0, 1]; got {self.scene_cut!r}")
+        if not 0.0 < self.feather <= 1.0:
+            raise ConfigError(f"feather must be in (0, 1]; got {self.feather!r}")
+        if self.blend_shape not in BLEND_SHAPES:
+            raise ConfigError(f"blend_shape must be one of {', '.join(BLEND_SHAPES)}; got {self.blend_shape!r}")
+        if not 0.0 < self.exposure_target < 1.0:
+            raise ConfigError(f"exposure_target must be in (0, 1); got {self.exposure_target!r}")
+        if not self.max_gain >= 1.0:
+            raise ConfigError(f"max_gain must be >= 1; got {self.max_gain!r}")
+
+
+@dataclass
+class FaceStats:
+    """Counts for the summary and stage times (seconds, summed) for the benchmark."""
+
+    frames: int = 0  # frames prepared
+    frames_with_faces: int = 0  # frames that gave at least one crop
+    found: int = 0  # detections at or above min_face
+    too_small: int = 0  # detections below min_face (left as they are)
+    held: int = 0  # crops of tracks the detector missed in that frame
+    crops: int = 0  # crops handed to the model
+    translated: int = 0  # crops pasted back into a frame
+    scene_cuts: int = 0
+    detect_s: float = 0.0  # detector busy time (on whichever thread ran it)
+    detect_wait_s: float = 0.0  # time `prepare` waited for a detection running ahead
+    crop_s: float = 0.0  # tracking, cropping, resizing, exposure (decode thread)
+    paste_s: float = 0.0  # colour restore, resize back, blend (writer thread)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add_detect_time(self, seconds: float) -> None:
+        with self._lock:  # detection may run on several threads at once
+            self.detect_s += seconds
+
+    def summary(self, min_face: int) -> str:
+        held = f", {self.held} of them held by tracking" if self.held else ""
+        small = f"; {self.too_small} under --min-face {min_face} px left as they were" if self.too_small else ""
+        return (f"{self.found} found in {self.frames_with_faces} of {self.frames} frames{small}; "
+                f"{self.translated} translated{held}")
+
+
+# -------------------------------------------------------------------------------------------
+# Geometry helpers
+
+
+def iou(a: Box, b: Box) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = min(ax + aw, bx + bw) - max(ax, bx)
+    ih = min(ay + ah, by + bh) - max(ay, by)
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / (aw * ah + bw * bh - inter)
+
+
+def feather_mask(side: int, shape: str = "ellipse", feather: float = 0.3) -> np.ndarray:
+    """Paste-back weights [side, side, 1] float32: 1 in the middle, a smoothstep fall to 0
+    that reaches exactly 0 at the inscribed circle ("ellipse") or square's edge ("rect").
+
+    The weights are exact zeros wherever they are zero, so blending leaves those pixels as they
+    were; the smoothstep has no kink where it meets 1 or 0, which is what would show as a seam.
+    """
+    # Tracked boxes change size by a pixel now and then: cache the common sizes, but not the
+    # few very large ones (a 2000 px face's mask is 16 MB).
+    return _feather_mask_cached(side, shape, feather) if side <= 512 else _feather_mask(side, shape, feather)
+
+
+@functools.lru_cache(maxsize=48)
+def _feather_mask_cached(side: int, shape: str, feather: float) -> np.ndarray:
+    return _feather_mask(side, shape, feather)
+
+
+def _feather_mask(side: int, shape: str, feather: float) -> np.ndarray:
+    if shape not in BLEND_SHAPES:
+        raise ConfigError(f"blend shape must be one of {', '.join(BLEND_SHAPES)}; got {shape!r}")
+    # The outermost pixel centres sit at -1 and 1, so the crop's border pixels get weight 0 and
+    # the weight is continuous with the untouched frame around the crop.
+    t = np.linspace(-1.0, 1.0, side, dtype=np.float32)
+    x, y = np.meshgrid(t, t)
+    r = np.sqrt(x * x + y * y) if shape == "ellipse" else np.maximum(np.abs(x), np.abs(y))
+    u = np.clip((1.0 - r) / feather, 0.0, 1.0)
+    w = u * u * (3.0 - 2.0 * u)
+    w.setflags(write=False)
+    return w[:, :, None]
+
+
+# Exposure: a gain in linear light, applied to sRGB uint8 through 256-entry tables.
+_V = np.arange(256, dtype=np.float64) / 255.0
+_SRGB_TO_LINEAR = np.where(_V <= 0.04045, _V / 12.92, ((_V + 0.055) / 1.055) ** 2.4)
+_LUMA = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709 luminance of linear RGB
+
+
+def _linear_to_srgb_u8(lin: np.ndarray) -> np.ndarray:
+    lin = np.clip(lin, 0.0, 1.0)
+    s = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.power(lin, 1.0 / 2.4) - 0.055)
+    return np.clip(np.rint(s * 255.0), 0, 255).astype(np.uint8)
+
+
+def mean_luminance(image: np.ndarray) -> float:
+    """Mean linear-light luminance (0..1) of a uint8 RGB image."""
+    counts = [np.bincount(image[..., c].ravel(), minlength=256) for c in range(3)]
+    per_channel = [float(cnt @ _SRGB_TO_LINEAR) for cnt in counts]
+    return float(np.dot(_LUMA, per_channel) / (image.shape[0] * image.shape[1]))
+
+
+@functools.lru_cache(maxsize=512)
+def _gain_table(gain: float, inverse: bool) -> np.ndarray:
+    return _linear_to_srgb_u8(_SRGB_TO_LINEAR / gain if inverse else _SRGB_TO_LINEAR * gain)
+
+
+def apply_gain(image: np.ndarray, gain: float, inverse: bool = False) -> np.ndarray:
+    """Multiply (inverse: divide) a uint8 sRGB image's linear light by gain, clipped at white."""
+    if gain == 1.0:
+        return image
+    return _gain_table(float(gain), inverse)[image]
+
+
+def exposure_gain(image: np.ndarray, target: float, max_gain: float) -> float:
+    """The gain (>= 1, rounded so tables are reused) that lifts a dark crop's mean luminance to target."""
+    mean = mean_luminance(image)
+    if mean >= target:
+        return 1.0
+    return round(min(max_gain, target / max(mean, 1e-4)), 3)
+
+
+@functools.lru_cache(maxsize=8)
+def _ring(size: int) -> np.ndarray:
+    """The outer band of a crop (beyond 3/4 of its half-side): outside the face box at margin 0.3."""
+    t = (np.arange(size) + 0.5) / size * 2.0 - 1.0
+    x, y = np.meshgrid(t, t)
+    return np.maximum(np.abs(x), np.abs(y)) >= 0.75
+
+
+def _to_lab(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    # Float LAB (L 0..100): the 8-bit conversion alone moves saturated colours by several levels.
+    return cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+
+
+def ring_lab(image: np.ndarray) -> np.ndarray:
+    """Median LAB colour of a square crop's outer ring."""
+    return np.median(_to_lab(image)[_ring(image.shape[0])], axis=0).astype(np.float32)
+
+
+def shift_lab(image: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """The image with delta added to every pixel's LAB colour; unchanged when delta is tiny."""
+    import cv2
+
+    if float(np.abs(delta).max()) < 0.25:  # below a quarter of an L unit: not worth the round trip
+        return image
+    rgb = cv2.cvtColor(_to_lab(image) + delta, cv2.COLOR_Lab2RGB)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+# -------------------------------------------------------------------------------------------
+# Tracking
+
+
+@dataclass
+class _Track:
+    ident: int
+    box: Box  # smoothed (x, y, w, h)
+    velocity: tuple[float, float] = (0.0, 0.0)  # of the box centre, pixels per frame
+    missed: int = 0
+    hits: int = 1  # frames with a detection
+
+    def predicted(self) -> Box:
+        x, y, w, h = self.box
+        return (x + self.velocity[0], y + self.velocity[1], w, h)
+
+
+class FaceTracker:
+    """IoU association plus adaptive exponential smoothing (see the module docstring)."""
+
+    def __init__(self, config: FaceConfig) -> None:
+        self.config = config
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._shape: tuple[int, ...] | None = None
+        self._thumb: np.ndarray | None = None
+        self.cuts = 0
+
+    def reset(self) -> None:
+        self._tracks = []
+
+    def _scene_changed(self, image: np.ndarray) -> bool:
+        import cv2
+
+        thumb = cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+        changed = (self._thumb is not None and self._shape == image.shape
+                   and float(np.abs(thumb - self._thumb).mean()) / 255.0 > self.config.scene_cut)
+        new_shape = self._shape is not None and self._shape != image.shape
+        self._thumb, self._shape = thumb, image.shape
+        return changed or new_shape
+
+    def _smooth(self, track: _Track, det: Box) -> None:
+        c = self.config
+        sx, sy, sw, sh = track.box
+        dx, dy, dw, dh = det
+        scx, scy, dcx, dcy = sx + sw / 2, sy + sh / 2, dx + dw / 2, dy + dh / 2
+        size = max(sw, sh, 1.0)
+        deviation = max(abs(dcx - scx), abs(dcy - scy), abs(dw - sw), abs(dh - sh)) / size
+        a = 1.0 - c.smoothing * max(0.0, 1.0 - deviation / c.snap)  # weight of the detection
+        w, h = sw + a * (dw - sw), sh + a * (dh - sh)
+        cx, cy = scx + a * (dcx - scx), scy + a * (dcy - scy)
+        track.velocity = (cx - scx, cy - scy)
+        track.box = (cx - w / 2, cy - h / 2, w, h)
+        track.missed = 0
+        track.hits += 1
+
+    def update(self, image: np.ndarray, faces: list[Face]) -> list[tuple[Box, bool]]:
+        """This frame's boxes to translate: (box, held) per live track, in track order.
+
+        `faces` are this frame's detections that are large enough to translate.
+        """
+        c = self.config
+        if self._scene_changed(image) and self._tracks:
+            self.cuts += 1
+            self.reset()
+        preds = [t.predicted() for t in self._tracks]
+        pairs = sorted(((iou(p, f.box), ti, fi) for ti, p in enumerate(preds) for fi, f in enumerate(faces)),
+                       reverse=True)
+        used_t, used_f = set(), set()
+        for score, ti, fi in pairs:
+            if score < c.iou_threshold:
+                break
+            if ti in used_t or fi in used_f:
+                continue
+            used_t.add(ti)
+            used_f.add(fi)
+            self._smooth(self._tracks[ti], faces[fi].box)
+        alive = []
+        h, w = image.shape[:2]
+        for ti, t in enumerate(self._tracks):
+            if ti not in used_t:
+                t.missed += 1
+                t.box = preds[ti]
+                t.velocity = (t.velocity[0] * 0.5, t.velocity[1] * 0.5)
+                x, y, bw, bh = t.box
+                # A face seen in one frame only may be a false detection: holding it would
+                # paste a mask on it for hold_frames more frames.
+                if (t.missed > c.hold_frames or t.hits < 2
+                        or not (0 <= x + bw / 2 < w and 0 <= y + bh / 2 < h)):
+                    continue
+            alive.append(t)
+        for fi, f in enumerate(faces):
+            if fi not in used_f:
+                alive.append(_Track(self._next_id, f.box))
+                self._next_id += 1
+        self._tracks = alive
+        return [(t.box, t.missed > 0) for t in alive]
+
+
+# -------------------------------------------------------------------------------------------
+# The processor
+
+
+@dataclass(frozen=True)
+class _Paste:
+    box: tuple[int, int, int, int]  # square crop box in frame pixels (may reach past the edge)
+    gain: float = 1.0  # exposure gain applied before translation
+    ring: np.ndarray | None = None  # median LAB of the original crop's ring (colour matching)
+
+
+class FaceProcessor(FrameProcessor):
+    """Detect, track, crop, and blend back (see the module docstring).
+
+    detector_factory builds a detector (an object with `detect(image_rgb) -> list[Face]`); it
+    is called once here (so a bad model file fails before any frame is read) and once per
+    thread that detects. Default: YuNet from `model_path`, else $CYCLEMASK_FACE_DETECTOR.
+    """
+
+    def __init__(self, size: int, config: FaceConfig | None = None, *, model_path: str | os.PathLike | None = None,
+                 detector_factory: Callable[[], Any] | None = None) -> None:
+        super().__init__(size)
+        self.config = c = config or FaceConfig()
+        if detector_factory is None:
+            def detector_factory():
+                return FaceDetector(model_path, score_threshold=c.score_threshold,
+                                    retry_pad=0.5 if c.detect_retry else 0.0, max_side=c.detect_side)
+        self._factory = detector_factory
+        self._local = threading.local()
+        self._local.detector = detector_factory()
+        self.tracker = FaceTracker(c) if c.track else None
+        self.stats = FaceStats()
+        # (image, future) of detections running ahead, in frame order (see detect_ahead).
+        self._ahead: collections.deque = collections.deque()
+
+    # -- detection ----------------------------------------------------------------------------
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Detections in image, on the calling thread's own detector; counts detector time."""
+        det = getattr(self._local, "detector", None)
+        if det is None:
+            det = self._local.detector = self._factory()
+        t0 = time.perf_counter()
+        try:
+            return list(det.detect(image))
+        finally:
+            self.stats.add_detect_time(time.perf_counter() - t0)
+
+    def detect_ahead(self, source, workers: int = 2, depth: int | None = None):
+        """Wrap a source so frames are detected on `workers` threads ahead of `prepare`.
+
+        Returns the source itself when workers is 0. The wrapper reads at most `depth`
+        (default 2 x workers) frames ahead of the pipeline, so memory stays bounded.
+        """
+        if not isinstance(workers, int) or workers < 0:
+            raise ConfigError(f"detection workers must be an integer >= 0; got {workers!r}")
+        if workers == 0:
+            return source
+        return DetectAheadSource(source, self, workers, depth or 2 * workers)
+
+    def _faces_for(self, image: np.ndarray) -> list[Face]:
+        while self._ahead:
+            ahead_image, future = self._ahead.popleft()
+            if ahead_image is image:
+                t0 = time.perf_counter()
+                faces = future.result()
+                self.stats.detect_wait_s += time.perf_counter() - t0
+                return faces
+            # A frame the pipeline never prepared (it could not be used): its detection is moot.
+        return self.detect(image)
+
+    # -- FrameProcessor ---------------------------------------------------------------------
+    def prepare(self, image: np.ndarray) -> tuple[list[np.ndarray], Any]:
+        c, st = self.config, self.stats
+        faces = self._faces_for(image)
+        t0 = time.perf_counter()
+        st.frames += 1
+        usable = [f for f in faces if f.size >= c.min_face]
+        st.found += len(usable)
+        st.too_small += len(faces) - len(usable)
+        if self.tracker is not None:
+            cuts = self.tracker.cuts
+            boxes = self.tracker.update(image, usable)
+            st.scene_cuts += self.tracker.cuts - cuts
+        else:
+            boxes = [(f.box, False) for f in usable]
+        crops, pastes = [], []
+        for face_box, held in boxes:
+            box = square_crop_box(face_box, image.shape, c.margin, fit="pad")
+            crop = resize_square(crop_square(image, box), self.size)
+            gain, ring = 1.0, None
+            if c.color_match:
+                ring = ring_lab(crop)
+                gain = exposure_gain(crop, c.exposure_target, c.max_gain)
+                crop = apply_gain(crop, gain)
+            crops.append(np.ascontiguousarray(crop))
+            pastes.append(_Paste(box, gain, ring))
+            st.held += int(held)
+        st.crops += len(crops)
+        st.frames_with_faces += int(bool(crops))
+        st.crop_s += time.perf_counter() - t0
+        return crops, pastes
+
+    def finish(self, image: np.ndarray, state: Any, outputs: list[np.ndarray]) -> np.ndarray:
+        if not outputs:
+            return image  # no face: the frame as it came, byte for byte
+        t0 = time.perf_counter()
+        c = self.config
+        out = image.copy()
+        ih, iw = image.shape[:2]
+        for paste, gen in zip(state, outputs, strict=True):
+            if c.color_match:
+                gen = self._restore_colour(gen, paste)
+            x0, y0, x1, y1 = paste.box
+            side = x1 - x0
+            # Bilinear when enlarging: positive weights keep backend differences within 1 LSB.
+            patch = resize(gen, side, "area" if side <= self.size else "linear")
+            weight = feather_mask(side, c.blend_shape, c.feather)
+            ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x1, iw), min(y1, ih)
+            if ax1 <= ax0 or ay1 <= ay0:
+                continue
+            sy, sx = slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0)
+            region = out[ay0:ay1, ax0:ax1].astype(np.float32)
+            blended = region + weight[sy, sx] * (patch[sy, sx].astype(np.float32) - region)
+            out[ay0:ay1, ax0:ax1] = np.rint(blended).astype(np.uint8)
+        self.stats.translated += len(outputs)
+        self.stats.paste_s += time.perf_counter() - t0
+        return out
+
+    @staticmethod
+    def _restore_colour(gen: np.ndarray, paste: _Paste) -> np.ndarray:
+        if paste.gain != 1.0:
+            gen = apply_gain(gen, paste.gain, inverse=True)
+        if paste.ring is not None:
+            gen = shift_lab(gen, paste.ring - ring_lab(gen))
+        return gen
+
+
+class DetectAheadSource:
+    """A source whose frames are detected on a thread pool before the pipeline prepares them.
+
+    Iterating reads the wrapped source on the caller's thread (the pipeline's decode thread),
+    submits each usable frame's detection, and yields frames in order once up to `depth` are in
+    flight; the processor picks each frame's result up in `prepare` (matched by identity, so a
+    frame it never sees costs nothing). Other attributes are the wrapped source's.
+    """
+
+    def __init__(self, source, processor: FaceProcessor, workers: int, depth: int) -> None:
+        self._source, self._processor = source, processor
+        self.workers, self.depth = workers, max(1, depth)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def __getattr__(self, name):  # total, describe, info, path, problems, ... of the source
+        if name == "_source":  # not set yet: never recurse
+            raise AttributeError(name)
+        return getattr(self._source, name)
+
+    def __iter__(self) -> Iterator:
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="cyclemask-detect")
+        pending: collections.deque = collections.deque()
+        frames = iter(self._source)
+        failure: BaseException | None = None
+        try:
+            while True:
+                while failure is None and len(pending) < self.depth:
+                    try:
+                        frame = next(frames)
+                    except StopIteration:
+                        failure = StopIteration()
+                        break
+                    except Exception as exc:  # the source went bad: yield what came before, then raise
+                        failure = exc
+                        break
+                    future = None
+                    if frame.error is None and frame.image is not None:
+                        future = self._pool.submit(self._processor.detect, frame.image)
+                    pending.append((frame, future))
+                if not pending:
+                    break
+                frame, future = pending.popleft()
+                if future is not None:
+                    self._processor._ahead.append((frame.image, future))
+                yield frame
+        finally:
+            self._shutdown()
+        if failure is not None and not isinstance(failure, StopIteration):
+            raise failure
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._processor._ahead.clear()
+
+    def close(self) -> None:
+        self._shutdown()
+        self._source.close()
