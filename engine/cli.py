@@ -1,5 +1,9 @@
 """`cyclemask-run`: translate an image folder or a video with a graph, engine or checkpoint.
 
+By default it is face-aware: it finds the faces in each image or frame (YuNet), translates each
+and pastes it back (engine/faces.py); `--aligned` uses the whole image as the model input, for
+photos that are already aligned face crops.
+
 The CLI parses, builds the source, backend and sink, runs the pipeline with a progress bar and
 prints a summary. Exit status: 0 when every input was written, 1 when anything failed (the
 summary lists what), 130 after Ctrl-C.
@@ -8,14 +12,18 @@ summary lists what), 130 after Ctrl-C.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
 import click
 
 from cyclemask.cli_util import Command, debug_option
+from cyclemask.errors import ConfigError
+from cyclemask.faces import DETECTOR_ENV, resolve_detector_path
 
 from .backends import BACKEND_NAMES, BackendOptions, create_backend
+from .faces import FaceConfig, FaceProcessor
 from .pipeline import PipelineConfig, RunReport, run_pipeline
 from .processing import AlignedProcessor
 from .sinks import ImageFolderSink, VideoSink, default_images_out, video_output_path
@@ -23,10 +31,11 @@ from .sources import DEFAULT_MAX_PIXELS, ImageFolderSource, VideoSource
 
 log = logging.getLogger(__name__)
 
-FACE_AWARE_PENDING = (
-    "face-aware mode (find each face, translate it, paste it back) is not available yet. "
-    "Pass --aligned to use the whole image as the model input (resized to the model size and "
-    "back), which is right for photos that are already face crops."
+NO_DETECTOR = (
+    "face-aware mode (the default) needs the YuNet face detector: pass --face-detector PATH "
+    "(face_detection_yunet_2023mar.onnx from OpenCV's model zoo) or set the {env} environment "
+    "variable to its path. For photos that are already aligned face crops, pass --aligned instead "
+    "(no detector needed)."
 )
 MAX_LISTED_FAILURES = 20
 
@@ -52,7 +61,32 @@ MAX_LISTED_FAILURES = 20
               help="Take a mask off (the 'unmask' generator).")
 @click.option("--aligned", is_flag=True,
               help="Use the whole image as the model input (resize to the model size and back): "
-                   "for aligned face crops. Required for now; face-aware mode will be the default.")
+                   "for photos that are already aligned face crops. Default: face-aware mode (find "
+                   "each face, translate it, paste it back with a feathered edge).")
+@click.option("--face-detector", type=click.Path(path_type=Path), default=None,
+              help=f"Face-aware mode: the YuNet ONNX file (face_detection_yunet_2023mar.onnx). "
+                   f"Default: ${DETECTOR_ENV}.")
+@click.option("--min-face", type=click.IntRange(1), default=FaceConfig.min_face, show_default=True,
+              help="Face-aware mode: faces smaller than this (short side of the detected box, in "
+                   "pixels) are left as they are.")
+@click.option("--margin", type=click.FloatRange(0.0, 2.0), default=FaceConfig.margin, show_default=True,
+              help="Face-aware mode: the square crop around a face adds this fraction of the face's "
+                   "size on each side; use the margin the training crops were made with "
+                   "(cyclemask-data prepare --margin).")
+@click.option("--no-track", is_flag=True,
+              help="Face-aware mode, videos: detect every frame on its own, without following faces "
+                   "from frame to frame (tracking smooths the crop boxes so the result does not "
+                   "jitter; image folders are never tracked).")
+@click.option("--color-match", is_flag=True,
+              help="Face-aware mode: bring dark faces to a normal exposure for the model and the result "
+                   "back to the frame's, and match its colour to the frame around the face (for "
+                   "under-exposed footage).")
+@click.option("--detect-side", type=click.IntRange(32, 8192), default=FaceConfig.detect_side, show_default=True,
+              help="Face-aware mode: frames larger than this (long side, pixels) are downscaled for "
+                   "detection only.")
+@click.option("--detect-workers", type=click.IntRange(0, 64), default=2, show_default=True,
+              help="Face-aware mode: threads that detect faces ahead of the pipeline (0: detect on the "
+                   "decode thread).")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True,
               help="auto: trt for an engine, ort for a graph (best provider that really loads), "
                    "torch for a checkpoint; it says which and why.")
@@ -85,15 +119,29 @@ MAX_LISTED_FAILURES = 20
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.pass_context
 def main(ctx: click.Context, model: Path, images: Path | None, video: Path | None, out: Path | None,
-         direction: str | None, aligned: bool, backend: str, batch: int, device: str, precision: str,
-         ort_provider: str, size: int | None, streams: int, threads: int | None, cuda_graphs: bool,
-         channels_last: bool, overwrite: bool, max_pixels: int, quality: int, queue_depth: int,
-         progress: bool) -> None:
-    """Mask or unmask the faces in an image folder or a video."""
+         direction: str | None, aligned: bool, face_detector: Path | None, min_face: int, margin: float,
+         no_track: bool, color_match: bool, detect_side: int, detect_workers: int, backend: str,
+         batch: int, device: str, precision: str, ort_provider: str, size: int | None, streams: int,
+         threads: int | None, cuda_graphs: bool, channels_last: bool, overwrite: bool, max_pixels: int,
+         quality: int, queue_depth: int, progress: bool) -> None:
+    """Mask or unmask the faces in an image folder or a video.
+
+    By default every face found is translated and pasted back into the image or frame (faces
+    are followed across video frames); --aligned translates whole images instead.
+    """
     if (images is None) == (video is None):
         raise click.UsageError("give exactly one input: --images DIR or --video FILE")
+    face_config = None
     if not aligned:
-        raise click.UsageError(FACE_AWARE_PENDING)
+        if face_detector is None and not os.environ.get(DETECTOR_ENV):
+            raise ConfigError(NO_DETECTOR.format(env=DETECTOR_ENV))
+        if face_detector is not None and not face_detector.is_file():
+            raise ConfigError(f"--face-detector {face_detector}: no such file (a YuNet ONNX model is expected)")
+        face_detector = resolve_detector_path(face_detector)  # $CYCLEMASK_FACE_DETECTOR checked here
+        # Photos in a folder are unrelated to each other: following faces across them is wrong.
+        face_config = FaceConfig(min_face=min_face, margin=margin, track=video is not None and not no_track,
+                                 color_match=color_match, detect_side=detect_side,
+                                 detect_retry=images is not None)
 
     t0 = time.perf_counter()
     source = ImageFolderSource(images, max_pixels=max_pixels) if images is not None else VideoSource(video)
@@ -117,10 +165,20 @@ def main(ctx: click.Context, model: Path, images: Path | None, video: Path | Non
             click.echo(f"backend: {be.description}  [{reason}]")
             for note in getattr(be, "notes", []) + getattr(be, "warnings", []):
                 click.echo(f"note:    {note}")
-            report = _run(source, be, sink, PipelineConfig(batch, queue_depth), progress)
+            if face_config is None:
+                processor = AlignedProcessor(be.image_size)
+                click.echo("mode:    aligned (whole image = face)")
+            else:
+                processor = FaceProcessor(be.image_size, face_config, model_path=face_detector)
+                track = "tracked across frames" if face_config.track else "each frame on its own"
+                click.echo(f"mode:    face-aware (YuNet, min face {min_face} px, margin {margin:g}, {track}"
+                           f"{', colour matched' if color_match else ''})")
+            report = _run(source, processor, be, sink, PipelineConfig(batch, queue_depth), progress,
+                          detect_workers)
     finally:
         source.close()
-    for line in summary_lines(report, be, reason, setup_s, output=sink.describe()):
+    faces = None if face_config is None else processor.stats.summary(min_face)
+    for line in summary_lines(report, be, reason, setup_s, output=sink.describe(), faces=faces):
         click.echo(line)
     if report.interrupted:
         ctx.exit(130)
@@ -128,17 +186,20 @@ def main(ctx: click.Context, model: Path, images: Path | None, video: Path | Non
         ctx.exit(1)
 
 
-def _run(source, backend, sink, config: PipelineConfig, progress: bool) -> RunReport:
+def _run(source, processor, backend, sink, config: PipelineConfig, progress: bool,
+         detect_workers: int = 0) -> RunReport:
     from tqdm import tqdm
 
-    processor = AlignedProcessor(backend.image_size)
+    if isinstance(processor, FaceProcessor):
+        source = processor.detect_ahead(source, detect_workers)
     with tqdm(total=source.total, unit="frame", disable=not progress, dynamic_ncols=True,
               desc="translating", leave=True) as bar:
         return run_pipeline(source, processor, backend, sink, config, progress=bar.update)
 
 
-def summary_lines(report: RunReport, backend, reason: str, setup_s: float, output: str = "") -> list[str]:
-    """The end-of-run summary: inputs, outputs, failures, backend, throughput."""
+def summary_lines(report: RunReport, backend, reason: str, setup_s: float, output: str = "",
+                  faces: str | None = None) -> list[str]:
+    """The end-of-run summary: inputs, outputs, failures, faces, backend, throughput."""
     total = report.total if report.total is not None else report.inputs
     lines = ["", "summary:"]
     if report.interrupted:
@@ -157,6 +218,8 @@ def summary_lines(report: RunReport, backend, reason: str, setup_s: float, outpu
         lines.append(f"    ... and {len(report.failures) - MAX_LISTED_FAILURES} more")
     for note in report.notes:
         lines.append(f"  note: {note}")
+    if faces is not None:
+        lines.append(f"  faces:    {faces}")
     lines.append(f"  backend:  {backend.description}")
     lines.append(f"  providers: {', '.join(backend.providers) or 'n/a'}  [{reason}]")
     lines.append(

@@ -188,9 +188,10 @@ def test_default_output_folder_and_permissions(small_folder, bundle_path):
     assert mode == 0o666 & ~umask  # not mkstemp's 0600
 
 
-def test_flags_and_usage_errors(small_folder, bundle_path, mask_graph, tmp_path):
-    res = run("--model", bundle_path, "--images", small_folder, "--mask")
-    assert res.exit_code == 2 and "face-aware mode" in res.output and "--aligned" in res.output
+def test_flags_and_usage_errors(small_folder, bundle_path, mask_graph, tmp_path, monkeypatch):
+    monkeypatch.delenv("CYCLEMASK_FACE_DETECTOR", raising=False)
+    res = run("--model", bundle_path, "--images", small_folder, "--mask")  # face-aware: needs a detector
+    assert res.exit_code == 1 and "face-aware mode" in res.output and "--aligned" in res.output
     res = run("--model", bundle_path, "--mask", "--aligned")
     assert res.exit_code == 2 and "exactly one input" in res.output
     res = run("--model", bundle_path, "--images", small_folder, "--video", "x.mp4", "--aligned")

@@ -1,0 +1,218 @@
+"""Face-aware `cyclemask-run` (the default mode) and the face stage with the real YuNet detector:
+two faces in one picture, pass-through of frames without faces, the shared video clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cyclemask.faces import DETECTOR_ENV
+from cyclemask.imageio import read_image, write_image
+from cyclemask.engine.backends import TorchBackend
+from cyclemask.engine.cli import main
+from cyclemask.engine.faces import FaceConfig, FaceProcessor
+from cyclemask.engine.sources import VideoSource
+
+SIZE = 64
+CLIPS = ["head-pose-face-detection-female-and-male.mp4", "head-pose-face-detection-female.mp4",
+         "head-pose-face-detection-male.mp4"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["--no-progress", *map(str, args)])
+
+
+def video_props(path: Path):
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    props = (n, cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    cap.release()
+    return props
+
+
+@pytest.fixture(scope="module")
+def two_faces() -> np.ndarray:
+    """Grace Hopper's public-domain portrait (inside matplotlib's wheel), twice side by side,
+    the second mirrored and smaller: one picture, two faces of different sizes."""
+    import matplotlib
+
+    p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not p.is_file():
+        pytest.skip(f"matplotlib's sample portrait {p} is absent in this installation")
+    img = cv2.resize(read_image(p), (256, 300), interpolation=cv2.INTER_AREA)
+    small = np.full_like(img, 128)
+    small[60:285, 40:232] = cv2.resize(img[:, ::-1], (192, 225), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(np.concatenate([img, small], axis=1))
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    monkeypatch.delenv(DETECTOR_ENV, raising=False)
+
+
+def outside(boxes, shape) -> np.ndarray:
+    keep = np.ones(shape[:2], bool)
+    for x0, y0, x1, y1 in boxes:
+        keep[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = False
+    return keep
+
+
+# --- the CLI's face options and errors -----------------------------------------------------------
+
+
+def test_face_mode_is_the_default_and_needs_a_detector(tmp_path, bundle_path, no_env):
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.png", np.zeros((20, 20, 3), np.uint8))
+    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o", "--mask")
+    assert res.exit_code == 1, res.output
+    assert "needs the YuNet face detector: pass --face-detector PATH" in res.output
+    assert f"set the {DETECTOR_ENV} environment variable" in res.output and "pass --aligned" in res.output
+    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o", "--mask",
+              "--face-detector", tmp_path / "missing.onnx")
+    assert res.exit_code == 1 and "--face-detector" in res.output and "missing.onnx: no such file" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_detector_from_the_environment_must_exist(tmp_path, bundle_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.png", np.zeros((20, 20, 3), np.uint8))
+    monkeypatch.setenv(DETECTOR_ENV, str(tmp_path / "gone.onnx"))
+    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o", "--mask")
+    assert res.exit_code == 1 and f"gone.onnx (from ${DETECTOR_ENV}): no such file" in res.output
+
+
+def test_help_documents_the_face_options():
+    res = CliRunner().invoke(main, ["--help"])
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    for opt in ("--face-detector", "--min-face", "--margin", "--no-track", "--color-match", "--detect-side",
+                "--detect-workers"):
+        assert opt in text, opt
+    assert DETECTOR_ENV in text
+    assert "[default: 32; x>=1]" in text and "[default: 0.3; 0.0<=x<=2.0]" in text
+    assert "[default: 640; 32<=x<=8192]" in text and "[default: 2; 0<=x<=64]" in text
+
+
+def test_bad_face_option_values(tmp_path, bundle_path, face_detector_path):
+    for args in (("--min-face", "0"), ("--margin", "-1"), ("--detect-side", "8"), ("--detect-workers", "-1")):
+        res = run("--model", bundle_path, "--images", tmp_path, "--mask", "--face-detector", face_detector_path, *args)
+        assert res.exit_code == 2 and args[0] in res.output, res.output
+
+
+# --- real YuNet ---------------------------------------------------------------------------------
+
+
+def test_two_faces_in_one_picture_are_both_translated(two_faces, face_detector_path, tiny_generator):
+    proc = FaceProcessor(SIZE, FaceConfig(track=False), model_path=face_detector_path)
+    crops, state = proc.prepare(two_faces)
+    assert len(crops) == 2, f"YuNet found {len(crops)} faces"
+    left, right = sorted(p.box for p in state)
+    assert left[2] <= 300 and right[0] >= 200  # one per portrait
+    with TorchBackend(generator=tiny_generator, image_size=SIZE, direction="mask") as be:
+        out = proc.finish(two_faces, state, list(be.infer(np.stack(crops))))
+    keep = outside([left, right], two_faces.shape)
+    np.testing.assert_array_equal(out[keep], two_faces[keep])
+    for x0, y0, x1, y1 in (left, right):
+        cx, cy, r = (x0 + x1) // 2, (y0 + y1) // 2, (x1 - x0) // 6
+        middle = (slice(cy - r, cy + r), slice(cx - r, cx + r))
+        assert (out[middle] != two_faces[middle]).mean() > 0.9
+    assert proc.stats.found == 2 and proc.stats.translated == 2
+
+
+def test_image_folder_in_face_mode(tmp_path, bundle_path, face_detector_path, two_faces, rng):
+    src = tmp_path / "photos"
+    src.mkdir()
+    write_image(src / "two.png", two_faces)
+    noise = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    write_image(src / "noise.png", noise)
+    res = run("--model", bundle_path, "--images", src, "--out", tmp_path / "out", "--mask",
+              "--face-detector", face_detector_path, "--batch", "3")
+    assert res.exit_code == 0, res.output
+    assert "mode:    face-aware" in res.output
+    assert "faces:    2 found in 1 of 2 frames; 2 translated" in res.output
+    np.testing.assert_array_equal(read_image(tmp_path / "out" / "noise.png"), noise)  # no face: unchanged
+    out = read_image(tmp_path / "out" / "two.png")
+    assert out.shape == two_faces.shape
+    np.testing.assert_array_equal(out[:10], two_faces[:10])  # the top strip is far from both faces
+    assert (out != two_faces).any(axis=2).mean() > 0.05
+
+
+def test_video_without_faces_keeps_fps_count_and_size(tmp_path, bundle_path, face_detector_path, monkeypatch, rng):
+    path = tmp_path / "noise.mp4"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 7.5, (80, 60))
+    for _ in range(9):
+        w.write(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    w.release()
+    monkeypatch.setenv(DETECTOR_ENV, str(face_detector_path))  # the detector from the environment
+    res = run("--model", bundle_path, "--video", path, "--out", tmp_path / "o.mp4", "--unmask", "--no-track",
+              "--color-match", "--detect-workers", "0")
+    assert res.exit_code == 0, res.output
+    assert "each frame on its own, colour matched" in res.output
+    assert "faces:    0 found in 0 of 9 frames; 0 translated" in res.output
+    assert video_props(tmp_path / "o.mp4") == (9, 7.5, 80, 60)
+
+
+# --- the shared clips ----------------------------------------------------------------------------
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("clip", CLIPS)
+def test_shared_clips_keep_frame_count_fps_and_size(clip, shared_data, bundle_path, face_detector_path, tmp_path):
+    src = shared_data / "video" / clip
+    out = tmp_path / "out.mp4"
+    res = run("--model", bundle_path, "--video", src, "--out", out, "--mask", "--face-detector", face_detector_path,
+              "--batch", "16")
+    assert res.exit_code == 0, res.output
+    n, fps, w, h = video_props(src)
+    assert video_props(out) == (n, fps, w, h) and n > 20
+    faces = 2 if "female-and-male" in clip else 1
+    assert f"faces:    {faces * n} found in {n} of {n} frames; {faces * n} translated" in res.output
+
+
+@pytest.mark.shared
+def test_shared_clip_two_people_both_translated(shared_data, face_detector_path, tiny_generator):
+    frame = next(iter(VideoSource(shared_data / "video" / CLIPS[0]))).image
+    proc = FaceProcessor(SIZE, FaceConfig(), model_path=face_detector_path)
+    crops, state = proc.prepare(frame)
+    assert len(crops) == 2
+    with TorchBackend(generator=tiny_generator, image_size=SIZE, direction="mask") as be:
+        out = proc.finish(frame, state, list(be.infer(np.stack(crops))))
+    keep = outside([p.box for p in state], frame.shape)
+    np.testing.assert_array_equal(out[keep], frame[keep])
+    for x0, y0, x1, y1 in (p.box for p in state):
+        r = (x1 - x0) // 6
+        middle = (slice((y0 + y1) // 2 - r, (y0 + y1) // 2 + r), slice((x0 + x1) // 2 - r, (x0 + x1) // 2 + r))
+        assert (out[middle] != frame[middle]).mean() > 0.9
+
+
+@pytest.mark.shared
+def test_tracking_steadies_the_crops_on_a_real_clip(shared_data, face_detector_path):
+    frames = [f.image for f in VideoSource(shared_data / "video" / CLIPS[1])]
+    boxes = {}
+    for track in (False, True):
+        proc = FaceProcessor(SIZE, FaceConfig(track=track), model_path=face_detector_path)
+        boxes[track] = np.array([[p.box for p in proc.prepare(f)[1]] for f in frames], float)[:, 0]
+    centre = {k: np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0]], 1)
+              for k, b in boxes.items()}
+    jerk = {k: np.abs(np.diff(c, 2, axis=0)).mean() for k, c in centre.items()}
+    assert jerk[True] < 0.7 * jerk[False], jerk  # measured: about half
+    assert proc.stats.scene_cuts == 0 and proc.stats.held == 0
+    side = boxes[False][:, 2] - boxes[False][:, 0]
+    assert (np.abs(boxes[True] - boxes[False]).max(axis=1) / side).max() < 0.1  # and no lag behind the face
+
+
+@pytest.mark.shared
+def test_scene_cuts_between_clips_reset_tracks_and_none_inside_a_clip(shared_data, face_detector_path):
+    video = shared_data / "video"
+    first = [f.image for f in VideoSource(video / CLIPS[1])]
+    second = [f.image for f in VideoSource(video / CLIPS[2])]
+    proc = FaceProcessor(SIZE, FaceConfig(), model_path=face_detector_path)
+    for frame in first + second:
+        proc.prepare(frame)
+    assert proc.stats.scene_cuts == 1 and proc.stats.held == 0
