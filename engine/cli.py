@@ -42,9 +42,17 @@ MAX_LISTED_FAILURES = 20
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @debug_option
-@click.option("--model", type=click.Path(path_type=Path), required=True,
+@click.option("--model", type=click.Path(path_type=Path), default=None,
               help="The model: an ONNX graph (.onnx), a TensorRT engine (.engine/.plan, with its "
-                   ".json sidecar) or a checkpoint (.pt/.pth; a training bundle holds both directions).")
+                   ".json sidecar) or a checkpoint (.pt/.pth; a training bundle holds both directions). "
+                   "Default: the embedded demo generators shipped with cyclemask (small, CPU-trained, "
+                   "not the paper's model; the ONNX graph of the direction, the bundle for --backend torch).")
+@click.option("--demo", is_flag=True,
+              help="Mask and unmask the public-domain portrait shipped with matplotlib "
+                   "(grace_hopper.jpg) and write the results and a before/after sheet to --out: "
+                   "nothing to download. Uses the embedded demo generators unless --model names a "
+                   "checkpoint bundle; faces: --face-detector / $CYCLEMASK_FACE_DETECTOR when given, "
+                   "else the portrait's known face box.")
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Translate every image under this folder (recursive). The output tree mirrors "
                    "the input's names and formats.")
@@ -118,7 +126,7 @@ MAX_LISTED_FAILURES = 20
               help="Batches buffered between pipeline stages (memory stays bounded by it).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.pass_context
-def main(ctx: click.Context, model: Path, images: Path | None, video: Path | None, out: Path | None,
+def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None, video: Path | None, out: Path | None,
          direction: str | None, aligned: bool, face_detector: Path | None, min_face: int, margin: float,
          no_track: bool, color_match: bool, detect_side: int, detect_workers: int, backend: str,
          batch: int, device: str, precision: str, ort_provider: str, size: int | None, streams: int,
@@ -129,6 +137,18 @@ def main(ctx: click.Context, model: Path, images: Path | None, video: Path | Non
     By default every face found is translated and pasted back into the image or frame (faces
     are followed across video frames); --aligned translates whole images instead.
     """
+    if demo:
+        if images is not None or video is not None:
+            raise click.UsageError("--demo runs on the shipped portrait: do not give --images or --video")
+        if out is None:
+            raise click.UsageError("--demo needs --out DIR (the folder for the results and the before/after sheet)")
+        from .demo import demo_command
+
+        options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
+                                 ort_provider=ort_provider, threads=threads)
+        if not demo_command(model, out, backend, options, face_detector, margin, overwrite, click.echo):
+            ctx.exit(1)
+        return
     if (images is None) == (video is None):
         raise click.UsageError("give exactly one input: --images DIR or --video FILE")
     face_config = None
@@ -148,6 +168,12 @@ def main(ctx: click.Context, model: Path, images: Path | None, video: Path | Non
     options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
                              ort_provider=ort_provider, threads=threads, streams=streams,
                              cuda_graphs=cuda_graphs, channels_last=channels_last)
+    model_label = str(model)
+    if model is None:
+        from .demo import default_model, describe_default
+
+        model = default_model(direction, backend)
+        model_label = f"{model}: {describe_default()}"
     be, reason = create_backend(model, backend, direction, options)
     try:
         with be:
@@ -161,7 +187,7 @@ def main(ctx: click.Context, model: Path, images: Path | None, video: Path | Non
                                  overwrite=overwrite)
             click.echo(f"input:   {source.describe()}")
             click.echo(f"output:  {sink.describe()}")
-            click.echo(f"model:   {model} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
+            click.echo(f"model:   {model_label} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
             click.echo(f"backend: {be.description}  [{reason}]")
             for note in getattr(be, "notes", []) + getattr(be, "warnings", []):
                 click.echo(f"note:    {note}")
@@ -180,6 +206,8 @@ def main(ctx: click.Context, model: Path, images: Path | None, video: Path | Non
     faces = None if face_config is None else processor.stats.summary(min_face)
     for line in summary_lines(report, be, reason, setup_s, output=sink.describe(), faces=faces):
         click.echo(line)
+    if model_label != str(model):
+        click.echo(f"  model:    {describe_default()}")
     if report.interrupted:
         ctx.exit(130)
     if not report.ok:
