@@ -322,7 +322,7 @@ def demo_command(model: Path | None, out: Path | None, backend: str, options: Ba
                       margin=margin, overwrite=overwrite, progress=lambda name: echo(f"portrait: {name}"))
     echo("")
     echo("summary:")
-    echo(f"  models:   {'the embedded demo generators (CPU-trained; not the paper model)' if model is None else model}")
+    echo(f"  models:   {describe_default() if model is None else model}")
     for d in DIRECTIONS:
         echo(f"    {d}: {report.models[d]}")
         echo(f"      backend: {report.backends[d]}")
