@@ -20,8 +20,9 @@ piece where it runs:
     python benchmarks/faces.py --json faces.json
 
 Other benchmarks import `run(...)`, which returns one dict per (clip, workers, detect side).
-Without --model the generator is a seeded random one (ngf 8, 64 px): the face stage's own cost
-shows; pass the real model to see the backend's share.
+Without --model the generator is a seeded random one (ngf 8, 2 blocks, 64 px): the face stage's
+own cost shows; pass the real model (or --ngf 64 --n-blocks 9 --size 256, the paper's size) to
+see the backend's share.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class _NullSink:
 
 
 def _backend(model: str | None, direction: str, batch: int, threads: int | None, size: int, ngf: int,
-             backend: str, device: str):
+             n_blocks: int, backend: str, device: str):
     from cyclemask.engine.backends import BackendOptions, TorchBackend, create_backend
 
     if model is not None:
@@ -126,16 +127,17 @@ def _backend(model: str | None, direction: str, batch: int, threads: int | None,
     from cyclemask.models import build_generator
 
     torch.manual_seed(0)
-    gen = build_generator(GeneratorConfig(ngf=ngf, n_blocks=2)).eval()
+    gen = build_generator(GeneratorConfig(ngf=ngf, n_blocks=n_blocks)).eval()
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     return (TorchBackend(generator=gen.to(dev), image_size=size, direction=direction, device=dev, threads=threads),
-            f"seeded generator ngf {ngf}, 2 blocks, {size}px")
+            f"seeded generator ngf {ngf}, {n_blocks} blocks, {size}px")
 
 
 def run(clips: list[str | os.PathLike] | None = None, model: str | None = None, direction: str = "mask",
         detector: str | os.PathLike | None = None, batch: int = 8, workers: tuple[int, ...] = (0, 2),
         detect_sides: tuple[int, ...] = (640,), track: bool = True, color_match: bool = False,
-        min_face: int = 32, threads: int | None = None, size: int = 64, ngf: int = 8, backend: str = "auto",
+        min_face: int = 32, threads: int | None = None, size: int = 64, ngf: int = 8, n_blocks: int = 2,
+        backend: str = "auto",
         device: str = "auto", repeat: int = 1) -> list[dict]:
     """One row per (clip, detection workers, detection side): see the module docstring."""
     import cv2
@@ -149,7 +151,7 @@ def run(clips: list[str | os.PathLike] | None = None, model: str | None = None, 
     if not clips:
         raise SystemExit(f"no clips given and none found under {SHARED / 'data' / 'video'}")
     detector = detector or os.environ.get("CYCLEMASK_FACE_DETECTOR") or DEFAULT_DETECTOR
-    be, model_desc = _backend(model, direction, batch, threads, size, ngf, backend, device)
+    be, model_desc = _backend(model, direction, batch, threads, size, ngf, n_blocks, backend, device)
     rows = []
     with be:
         img = be.image_size
@@ -246,12 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-track", action="store_true")
     ap.add_argument("--color-match", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="backend CPU threads [library default]")
+    ap.add_argument("--ngf", type=int, default=8, help="seeded generator width, without --model [8]")
+    ap.add_argument("--n-blocks", type=int, default=2, help="seeded generator residual blocks [2]")
+    ap.add_argument("--size", type=int, default=64, help="seeded generator image size [64]")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     rows = run(args.clips, args.model, args.direction, args.detector, args.batch, tuple(args.workers),
                tuple(args.detect_side), not args.no_track, args.color_match, threads=args.threads,
-               backend=args.backend, device=args.device, repeat=args.repeat)
+               size=args.size, ngf=args.ngf, n_blocks=args.n_blocks, backend=args.backend, device=args.device,
+               repeat=args.repeat)
     print(f"backend: {rows[0]['backend']}  model: {rows[0]['model']}  cpus: {rows[0]['cpus']}  "
           f"cv2 threads: {rows[0]['cv2_threads']}  torch threads: {rows[0]['torch_threads']}  "
           f"python {platform.python_version()}")
