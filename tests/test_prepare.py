@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from click.testing import CliRunner
 
 from cyclemask.errors import ConfigError, DataError
 from cyclemask.faces import DETECTOR_ENV
-from cyclemask.imageio import list_images, read_image, write_image
+from cyclemask.imageio import read_image, write_image
 from cyclemask.train import prepare as prep
 from cyclemask.train.data_cli import main as data_cli
 from cyclemask.train.prepare import PrepareConfig, prepare_dataset

