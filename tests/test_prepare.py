@@ -372,3 +372,19 @@ def test_cli_help_documents_defaults():
     assert r.exit_code == 0
     for text in ("--min-face", "default: 64", "--dup-threshold", "--holdout", DETECTOR_ENV, "--test-count"):
         assert text in r.output.replace("\n", " ") or text in r.output
+
+
+@pytest.mark.parametrize("fast_popcount", [True, False])
+def test_near_pairs_matches_brute_force(rng, monkeypatch, fast_popcount):
+    if not fast_popcount:
+        monkeypatch.delattr(np, "bitwise_count", raising=False)
+    h = rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    m = rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    h[250] = h[3] ^ np.eye(32, dtype=np.uint8)[5] * 7  # 3 bits from row 3
+    m[260] = h[10]  # mirrored copy of row 10
+    got = prep.near_pairs(h, m, threshold=40, chunk=64)
+    bits = lambda x: np.unpackbits(x, axis=-1).astype(int)  # noqa: E731
+    for i in range(300):
+        d = np.minimum((bits(h[i]) != bits(h[:i])).sum(1), (bits(m[i]) != bits(h[:i])).sum(1))
+        assert got[i] == [(j, int(d[j])) for j in np.nonzero(d <= 40)[0]]
+    assert (3, 3) in got[250] and (10, 0) in got[260]
