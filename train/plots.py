@@ -95,7 +95,7 @@ def sample_grid(rows: Iterable[tuple[str, np.ndarray]], min_tile: int = 128) -> 
     scale = max(1, math.ceil(min_tile / size))
     tile = size * scale
     n_cols = max(r[1].shape[0] for r in rows)
-    label_w = 110
+    label_w = 150
     out = []
     for label, images in rows:
         big = images.repeat(scale, axis=1).repeat(scale, axis=2) if scale > 1 else images

@@ -314,9 +314,12 @@ class Trainer:
     # ---------------------------------------------------------------- state
 
     def _param_digest(self) -> str:
+        """Hash of the parameters (not buffers: batch-norm running statistics are per rank
+        between forwards, and DDP broadcasts rank 0's at the next one)."""
         h = hashlib.sha256()
         for name in NET_NAMES:
-            h.update(state_dict_sha256(self.nets[name].state_dict()).encode())
+            params = {k: p.detach() for k, p in self.nets[name].named_parameters()}
+            h.update(state_dict_sha256(params).encode())
         return h.hexdigest()
 
     def collect_state(self) -> dict[str, Any] | None:

@@ -89,3 +89,29 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
     assert [r["step"] for r in lb] == list(range(1, 5))
     diffs = [abs(x[k] - y[k]) for x, y in zip(la, lb) for k in LOSS_NAMES]
     assert max(diffs) < 1e-4
+
+
+@pytest.mark.slow  # a second torchrun start: ~10-20 s
+def test_two_processes_with_wgangp_batchnorm_and_pools(tiny_data, tmp_path):
+    """The other code paths under DDP: the gradient penalty's double backward (outside DDP),
+    batch-norm buffers, one image pool per rank saved for each rank."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "cyclemask.train.cli", "--data-root", str(tiny_data), "--out", str(out),
+           "--load-size", "36", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2",
+           "--batch-size", "4", "--pool-size", "3", "--gan-mode", "wgangp", "--norm", "batch",
+           "--n-epochs", "1", "--n-epochs-decay", "1", "--num-workers", "0", "--n-samples", "0",
+           "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    state = read_checkpoint(out / "latest.pt")
+    assert state["step"] == 4 and state["world_size"] == 2
+    ranks = state["rank_states"]
+    assert ranks[0]["param_sha256"] == ranks[1]["param_sha256"]
+    # Each rank keeps its own pool (filled with its own fakes) and its own RNG stream.
+    assert len(ranks[0]["pool_A"]["images"]) == len(ranks[1]["pool_A"]["images"]) == 3
+    assert not torch.equal(ranks[0]["pool_A"]["images"][0], ranks[1]["pool_A"]["images"][0])
+    records = read_loss_log(out / "losses.jsonl")
+    assert len(records) == 4 and all(np.isfinite(r[k]) for r in records for k in LOSS_NAMES)
