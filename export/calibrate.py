@@ -5,9 +5,10 @@ the reference's random initialisation and once "trained-like" (weights fitted fo
 steps to paint a white block over the lower face of real photos, which drives the output to the
 full 0..255 range and saturates tanh as a trained masker does), runs both graphs on ONNX
 Runtime CPU over real faces and uniform noise, and prints the parity figures against eager.
-The bounds in `cyclemask.export.verify.FP16_BOUNDS` were set from these runs with margin.
+The bounds in `cyclemask.export.verify.FP16_BOUNDS` were set from these runs with margin; the
+figures measured are in that module's docstring.
 
-Takes a few minutes on 2 CPU cores. Not part of the test suite.
+Takes several minutes on 2 CPU cores (46 min on a heavily shared one). Not part of the suite.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def fit_trained_like(generator, faces: np.ndarray, steps: int, size: int = 128, 
         opt.zero_grad()
         loss.backward()
         opt.step()
-    logging.info("trained-like generator: final L1 %.4f after %d steps", float(loss), steps)
+    logging.info("trained-like generator: final L1 %.4f after %d steps", loss.item(), steps)
     return generator.eval()
 
 

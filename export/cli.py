@@ -71,7 +71,7 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
 
     Every graph is run with ONNX Runtime (CPU) against the PyTorch model before it is kept:
     FP32 within 1 LSB anywhere; FP16 within the calibrated bounds (>= 99% of values within 1 LSB,
-    at most 8 LSB, PSNR >= 40 dB). Files are written under temporary names and moved into place
+    at most 4 LSB, PSNR >= 40 dB). Files are written under temporary names and moved into place
     only after that; a failed export exits 1 and leaves none of its files.
 
     \b

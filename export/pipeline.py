@@ -16,6 +16,7 @@ and `trt_timing.cache` (unless another path is given), reused by every build.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -367,7 +368,7 @@ def _engine_steps(staged, final, images, got16, reference, options: ExportOption
 
     build = options.build
     if build.timing_cache is None:
-        build = EngineBuildConfig(**{**build.__dict__, "timing_cache": options.timing_cache})
+        build = dataclasses.replace(build, timing_cache=options.timing_cache)
     sidecar = build_engine(staged["onnx-fp16"], staged["engine"], build,
                            onnx_final_path=final["onnx-fp16"], engine_final_path=final["engine"])
     tick(f"{label}: built TensorRT engine")
@@ -377,7 +378,7 @@ def _engine_steps(staged, final, images, got16, reference, options: ExportOption
     checks = [verify_outputs(got_trt, got16, ENGINE_BOUNDS, artefact=str(final["engine"]),
                              against="FP16 graph on ORT CPU", seconds=secs)]
     if reference is not None:
-        checks.append(verify_outputs(got_trt, reference, FP16_BOUNDS, artefact=str(final["engine"]),
+        checks.append(verify_outputs(got_trt, reference, ENGINE_BOUNDS, artefact=str(final["engine"]),
                                      against="eager (PyTorch FP32)", seconds=secs))
     sidecar["parity"] = [c.to_dict() for c in checks]
     write_json_atomic(staged["sidecar"], sidecar)

@@ -11,10 +11,18 @@ Bounds (see `FP32_BOUNDS`, `FP16_BOUNDS`; calibration in `cyclemask.export.calib
   different order (ORT's convolution kernels and fused ops), so a value sitting at x.5 can
   round either way; anything past 1 LSB is a real difference.
 - FP16 (convolutions in FP16, InstanceNormalization and the uint8 pre/post in FP32): at least
-  99 % of values within 1 LSB, at most 8 LSB anywhere, PSNR at least 40 dB. Calibrated on the
-  full ResNet-9 generator (ngf 64, 256 px) with random weights and with weights fitted to
-  faces, on real faces and on random noise; measured figures are in the calibrate module's
-  docstring and the export issue note.
+  99 % of values within 1 LSB, at most 4 LSB anywhere, PSNR at least 40 dB. Calibrated with
+  `python -m cyclemask.export.calibrate` on the full ResNet-9 generator (ngf 64, 256 px), ORT
+  CPU vs eager, 6 real faces + 2 noise images each:
+    random init:   max 2 LSB, >= 99.999 % within 1 LSB, 89.9-92.4 % exact, PSNR >= 58.1 dB
+    trained-like:  max 2 LSB, >= 99.995 % within 1 LSB, 96.1-98.9 % exact, PSNR >= 62.2 dB
+  The error comes from the FP16 weights (the converter stores every initializer in FP16, also
+  those of ops kept in FP32) and FP16 activations; the bounds leave 2x margin on the worst
+  figure, so a real regression (a mis-cast op, FP16 InstanceNorm) fails while model-to-model
+  variation passes.
+- TensorRT engine (vs the FP16 graph on ORT, and vs eager): max 8 LSB, >= 98 % within 1 LSB,
+  PSNR >= 40 dB. NOT calibrated (no GPU here): TensorRT picks its own FP16 kernels and may
+  accumulate differently; widen or tighten once measured on a GPU.
 """
 
 from __future__ import annotations
@@ -60,11 +68,11 @@ class Bounds:
 
 
 FP32_BOUNDS = Bounds(max_abs=1)
-FP16_BOUNDS = Bounds(max_abs=8, min_within_1=0.99, min_psnr_db=40.0)
-#: A TensorRT engine against the same FP16 graph on ORT CPU: both compute the convolutions from
-#: the same FP16 weights, with different kernels and accumulation orders, so the gap is of the
-#: size FP16 itself brings; the FP16 bounds apply (engine vs eager is checked with them too).
-ENGINE_BOUNDS = FP16_BOUNDS
+FP16_BOUNDS = Bounds(max_abs=4, min_within_1=0.99, min_psnr_db=40.0)
+#: A TensorRT engine against the FP16 graph on ORT CPU and against eager. Provisional (not yet
+#: measured on a GPU): both sides use the same FP16 weights but different kernels and
+#: accumulation, so twice the FP16 graph's max and a little more spread are allowed.
+ENGINE_BOUNDS = Bounds(max_abs=8, min_within_1=0.98, min_psnr_db=40.0)
 
 
 @dataclass(frozen=True)

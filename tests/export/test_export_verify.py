@@ -67,14 +67,15 @@ def _perturbed(rng, n_off1: float, extra: dict[int, int]):
 
 
 def test_fp16_bounds_accept_typical_fp16_error_and_refuse_larger(rng):
-    # Typical of the FP16 graph (see export.calibrate): a few % off by one, a handful by 2-5.
-    got, want = _perturbed(rng, 0.06, {3: 20, 5: 3})
+    # Worse than the calibrated FP16 graphs (see export.verify): 10 % off by one, some by 2-4.
+    got, want = _perturbed(rng, 0.10, {2: 40, 4: 3})
     assert not compare_uint8(got, want).failures(FP16_BOUNDS)
-    got, want = _perturbed(rng, 0.0, {9: 1})
-    assert compare_uint8(got, want).failures(FP16_BOUNDS) == ["max |diff| 9 LSB > 8"]
+    got, want = _perturbed(rng, 0.0, {5: 1})
+    assert compare_uint8(got, want).failures(FP16_BOUNDS) == ["max |diff| 5 LSB > 4"]
     got, want = _perturbed(rng, 0.0, {2: 150})  # 2.4 % of values 2 LSB off
     assert any("within 1 LSB" in f for f in compare_uint8(got, want).failures(FP16_BOUNDS))
-    assert ENGINE_BOUNDS == FP16_BOUNDS
+    # The engine bounds are never tighter than the FP16 graph's.
+    assert ENGINE_BOUNDS.max_abs >= FP16_BOUNDS.max_abs and ENGINE_BOUNDS.min_within_1 <= FP16_BOUNDS.min_within_1
 
 
 def test_fp32_bounds_allow_one_lsb_anywhere_and_nothing_more(rng):
