@@ -177,8 +177,12 @@ def fid(folder1, folder2, inception, feature_device, kid_subsets, kid_subset_siz
 @debug_option
 def model(model, mask_model, unmask_model, backend, device, image_size, data, pairs, detector, pairs_aligned, limit,
           batch_size, inception, feature_device, kid_subsets, kid_subset_size, out_json, out_md) -> None:
-    """FID_AB = FID(G_mask(testA), testB), FID_BA = FID(G_unmask(testB), testA), KID, and PSNR / SSIM
-    on paired photos, for a checkpoint or exported graphs / engines."""
+    """Score a model: FID_AB, FID_BA, KID, paired PSNR / SSIM (JSON and Markdown).
+
+    FID_AB = FID(G_mask(testA), testB), FID_BA = FID(G_unmask(testB), testA); KID beside them; on
+    paired photos PSNR / SSIM of unmasking and masking against the true counterpart. Works for a
+    checkpoint, exported ONNX graphs or TensorRT engines.
+    """
     from ..faces import FaceDetector
     from .evaluate import EvalOptions, FeatureCache, evaluate_translators, load_folder, load_pairs, to_markdown
 
@@ -212,7 +216,10 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
 
 @main.group(cls=Group)
 def figures() -> None:
-    """The paper's qualitative figures (Fig. 7: cycle; Figs. 8-9: changed region outlined)."""
+    """The paper's figures: cycle (its Fig 7) and outline (its Figs 8-9).
+
+    cycle: x -> G(x) -> F(G(x)); outline: real beside fake, the changed region outlined.
+    """
 
 
 @figures.command(cls=Command)
@@ -248,8 +255,8 @@ def cycle(model, mask_model, unmask_model, backend, device, image_size, data, im
               help="mask: unmasked inputs get a mask; unmask: masked inputs lose it.")
 @click.option("--images", required=True, type=click.Path(file_okay=False), help="Input faces (e.g. DATA/testA for mask).")
 @click.option("--n", "count", default=4, show_default=True, help="Rows.")
-@click.option("--threshold", default=30.0, show_default=True,
-              help="Mean absolute RGB difference (0-255, after a blur) above which a pixel counts as changed.")
+@click.option("--threshold", default=50.0, show_default=True,
+              help="Mean absolute RGB difference (0-255, after a blur) above which a pixel counts as changed; raise it when the outline spills over areas the generator only blurred.")
 @click.option("--tile", type=int, default=None, help="Side of each tile on the sheet (default: max(model size, 128)).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @debug_option
@@ -312,9 +319,9 @@ def _csv(kind, choices=None):
 @debug_option
 def sweep(data, out, batch_sizes, norms, lr_policies, gan_modes, paper_trials, epochs, minutes, max_iters, overrides,
           eval_limit, inception, feature_device, kid_subsets, kid_subset_size) -> None:
-    """Table I: train batch size x norm x LR policy x GAN loss under one budget, score FID_AB / FID_BA.
+    """Table I sweep: train a grid under one budget, tabulate FID_AB / FID_BA.
 
-    Finished trials are skipped when the same command runs again; an interrupted one resumes.
+    The grid is batch size x norm x LR policy x GAN loss (or --paper-trials). Finished trials are skipped when the same command runs again; an interrupted one resumes.
     """
     import torch
 

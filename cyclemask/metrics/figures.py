@@ -77,7 +77,7 @@ def cycle_sheet(translators: dict[str, Translate], size: int, images_a: Sequence
     return grid(rows, ["input", "translated", "back again"], tile or max(size, 128))
 
 
-def changed_region(real: np.ndarray, fake: np.ndarray, threshold: float = 30.0, min_area: float = 0.005) -> np.ndarray:
+def changed_region(real: np.ndarray, fake: np.ndarray, threshold: float = 50.0, min_area: float = 0.005) -> np.ndarray:
     """Boolean mask of where fake differs from real: mean |difference| over channels, Gaussian
     blurred (a generator changes every pixel a little; the outline should follow the edit, not
     the noise), thresholded, opened, and stripped of blobs under min_area of the image."""
@@ -105,7 +105,7 @@ def draw_outline(image: np.ndarray, region: np.ndarray, colour=OUTLINE_COLOUR, t
     return out
 
 
-def outline_sheet(translate: Translate, size: int, images: Sequence[np.ndarray], threshold: float = 30.0,
+def outline_sheet(translate: Translate, size: int, images: Sequence[np.ndarray], threshold: float = 50.0,
                   tile: int | None = None, labels: tuple[str, str] = ("real", "translated")) -> np.ndarray:
     """Figs. 8-9: real | fake, the changed region outlined on both."""
     if not images:
