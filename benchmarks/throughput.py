@@ -1,0 +1,578 @@
+"""Throughput of every backend variant available here, raw and through the whole pipeline.
+
+    python benchmarks/throughput.py                  # this machine's device, Markdown table
+    python benchmarks/throughput.py --json           # the same as JSON
+    python benchmarks/throughput.py --device cuda --batches 1,8,32 --out results/
+
+For each model (the paper's generator "full": ngf 64, 9 blocks, 256 px; "small": ngf 16,
+3 blocks, 128 px) x each available variant (benchmarks/variants.py: Torch / ONNX Runtime /
+TensorRT, each precision and mode; a backend added to engine.backends later shows up by itself)
+x each batch size, one row with:
+
+- images/s: generator only, `Backend.infer` on a uint8 batch in host memory (the copies to and
+  from the device and the in-graph pre/post-processing included: what the pipeline pays).
+  Untimed warm-up calls first; each repeat runs calls for at least --min-seconds, ending with
+  the device synchronised (infer returns host memory, and CUDA is synchronised around each
+  repeat); the figure is the median over repeats. Backends that keep several batches in flight
+  (TensorRT streams) are timed with that many in flight.
+- p50 / p99 ms: latency of one infer() call of the batch.
+- video / folder images/s: `run_pipeline` end to end (decode, resize, batch, infer, resize
+  back, encode, write) on an mp4 video and on a folder of JPEG faces (../shared/data when
+  present, else synthetic), with as many frames as --pipeline-seconds of raw throughput needs;
+  and each divided by the raw images/s of the row (pipeline/raw: 1.0 means the rest of the
+  pipeline hides completely behind the model).
+- GMAC/s: multiply-accumulates per second achieved (`cyclemask.models.count_macs` x images/s).
+- % peak (CUDA): 2 x MAC/s over the FLOP/s of a large FP16 matrix product measured in the same run.
+
+Every row is measured in one process, one after another, so ratios between rows hold; the load
+average at the start and end is printed, because other work on the machine moves the figures.
+Face-aware rows (benchmarks/faces.py: detection, crop, paste) follow when that module and the
+YuNet model are present.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import inputs  # noqa: E402
+from benchmarks.variants import MODELS, Artefacts, ArtefactUnavailable, Variant, seeded_generator, select  # noqa: E402
+from cyclemask.cli_util import Command, debug_option  # noqa: E402
+from cyclemask.errors import ConfigError, CycleMaskError  # noqa: E402
+
+log = logging.getLogger("cyclemask.benchmarks.throughput")
+
+DEFAULTS = {  # per device kind: what a few minutes of a 2-core CPU or a GPU allows
+    "cpu": {"batches": (1, 4), "min_seconds": 0.5, "warmup": 1, "pipeline_seconds": 3.0},
+    "cuda": {"batches": (1, 8, 32), "min_seconds": 0.25, "warmup": 5, "pipeline_seconds": 2.0},
+}
+
+
+@dataclass
+class Row:
+    model: str
+    variant: str
+    backend: str
+    precision: str
+    batch: int
+    images_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    calls: int
+    macs_per_image: int
+    video_images_per_s: float | None = None
+    folder_images_per_s: float | None = None
+    pipeline_frames: int | None = None
+    peak_tflops: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gmac_per_s(self) -> float:
+        return self.macs_per_image * self.images_per_s / 1e9
+
+    @property
+    def peak_fraction(self) -> float | None:
+        if not self.peak_tflops:
+            return None
+        return 2.0 * self.macs_per_image * self.images_per_s / (self.peak_tflops * 1e12)
+
+    def ratio(self, which: str) -> float | None:
+        v = self.video_images_per_s if which == "video" else self.folder_images_per_s
+        return None if v is None or not self.images_per_s else v / self.images_per_s
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(gmac_per_s=round(self.gmac_per_s, 3), video_over_raw=_r(self.ratio("video"), 3),
+                 folder_over_raw=_r(self.ratio("folder"), 3), peak_fraction=_r(self.peak_fraction, 5))
+        return d
+
+
+def _r(v: float | None, digits: int) -> float | None:
+    return None if v is None else round(v, digits)
+
+
+# ------------------------------------------------------------------------------------------------
+# Measuring
+# ------------------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """q-th percentile (0..100) with linear interpolation, as numpy's default."""
+    if not values:
+        raise ValueError("no values")
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def _sync() -> None:
+    """Wait for queued CUDA work, when torch has initialised CUDA (no-op on CPU runs)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def time_raw(backend, batch: int, *, warmup: int, repeats: int, min_seconds: float) -> tuple[float, list[float]]:
+    """(median images/s over repeats, per-call latencies in s) of backend.infer on one batch."""
+    size = backend.image_size
+    x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    for _ in range(warmup):
+        backend.infer(x)
+    window = max(1, int(getattr(backend, "max_in_flight", 1)))
+    rates, latencies = [], []
+    for _ in range(repeats):
+        _sync()
+        n, t0 = 0, time.perf_counter()
+        if window == 1:
+            while True:
+                t = time.perf_counter()
+                backend.infer(x)
+                latencies.append(time.perf_counter() - t)
+                n += 1
+                if time.perf_counter() - t0 >= min_seconds:
+                    break
+        else:  # keep `window` batches in flight, as the pipeline does
+            pending: collections.deque = collections.deque()
+            while True:
+                pending.append(backend.submit(x))
+                n += 1
+                if len(pending) >= window:
+                    pending.popleft().result()
+                if time.perf_counter() - t0 >= min_seconds:
+                    break
+            while pending:
+                pending.popleft().result()
+        _sync()
+        rates.append(n * batch / (time.perf_counter() - t0))
+    if window > 1:  # latency of a batch alone, nothing else in flight
+        for _ in range(max(5, repeats)):
+            t = time.perf_counter()
+            backend.infer(x)
+            latencies.append(time.perf_counter() - t)
+    return statistics.median(rates), latencies
+
+
+class PipelineInputs:
+    """Benchmark videos and image folders of a given length, made once each."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._made: dict[tuple[str, int], Path] = {}
+
+    def get(self, kind: str, n: int) -> Path:
+        key = (kind, n)
+        if key not in self._made:
+            if kind == "video":
+                self._made[key] = inputs.make_video(self.root / f"clip-{n}.mp4", n)
+            else:
+                self._made[key] = inputs.make_image_folder(self.root / f"faces-{n}", n)
+        return self._made[key]
+
+
+def time_pipeline(backend, kind: str, n: int, batch: int, pinputs: PipelineInputs, scratch: Path) -> float:
+    """Images/s of `run_pipeline` over a video or an image folder of n inputs, outputs written."""
+    from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
+    from cyclemask.engine.processing import AlignedProcessor
+    from cyclemask.engine.sinks import ImageFolderSink, VideoSink
+    from cyclemask.engine.sources import ImageFolderSource, VideoSource
+
+    src_path = pinputs.get(kind, n)
+    out = Path(tempfile.mkdtemp(dir=scratch, prefix=f"out-{kind}-"))
+    try:
+        if kind == "video":
+            source = VideoSource(src_path)
+            sink = VideoSink(out / "out.mp4", source.info, source=src_path)
+        else:
+            source = ImageFolderSource(src_path)
+            sink = ImageFolderSink(src_path, out / "faces", source.paths)
+        rep = run_pipeline(source, AlignedProcessor(backend.image_size), backend, sink, PipelineConfig(batch_size=batch))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    if not rep.ok or rep.written != n:
+        raise CycleMaskError(f"pipeline run on {kind} failed: wrote {rep.written} of {n} "
+                             f"({rep.error or '; '.join(m for _, m in rep.failures[:2])})")
+    return rep.fps
+
+
+def measure_peak_tflops(device: str) -> dict | None:
+    """Dense FP16 matrix-product throughput of the GPU (TFLOP/s), the `% peak` reference."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return None
+    n, iters = 8192, 10
+    a = torch.randn(n, n, device=device, dtype=torch.float16)
+    b = torch.randn(n, n, device=device, dtype=torch.float16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            a @ b
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000.0 / iters)
+    del a, b
+    torch.cuda.empty_cache()
+    tflops = 2.0 * n ** 3 / statistics.median(times) / 1e12
+    return {"tflops": round(tflops, 1), "what": f"{n}x{n}x{n} FP16 matmul, median of 5 x {iters}",
+            "gpu": torch.cuda.get_device_name()}
+
+
+# ------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    device: str  # "cpu" | "cuda" | "all"
+    models: tuple[str, ...]
+    batches: tuple[int, ...]
+    patterns: tuple[str, ...] | None
+    repeats: int
+    min_seconds: float
+    warmup: int
+    pipeline: bool
+    pipeline_seconds: float
+    max_frames: int
+    faces: bool
+    threads: int | None
+
+
+def _pipeline_frames(raw_ips: float, batch: int, s: Settings) -> int:
+    """Enough frames for ~pipeline_seconds at the raw rate: at least two batches."""
+    want = int(math.ceil(raw_ips * s.pipeline_seconds))
+    return max(2 * batch, min(want, s.max_frames))
+
+
+def run(s: Settings, scratch: Path) -> dict:
+    import torch
+
+    from cyclemask.models import count_macs
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    result: dict = {"meta": machine_info(s), "rows": [], "skipped": [], "face_rows": [], "notes": []}
+    cuda = s.device in ("cuda", "all") and torch.cuda.is_available()
+    peak = measure_peak_tflops("cuda") if cuda else None
+    result["peak"] = peak
+    chosen: list[Variant] = []
+    for v in select(list(s.patterns) if s.patterns else None, "all"):
+        why = v.unavailable()
+        if why is None and s.device != "all" and v.device not in (s.device, "any"):
+            why = f"not selected (--device {s.device})"
+        if why:
+            result["skipped"].append({"variant": v.name, "model": "*", "reason": why})
+        else:
+            chosen.append(v)
+    if not chosen:
+        raise ConfigError("no variant can run here: " + "; ".join(f"{d['variant']}: {d['reason']}" for d in result["skipped"]))
+    pinputs = PipelineInputs(scratch / "inputs")
+    (scratch / "inputs").mkdir(exist_ok=True)
+    artefact_seconds = {}
+    for model_name in s.models:
+        spec = MODELS[model_name]
+        gen = seeded_generator(spec.config())
+        macs = count_macs(gen, (1, 3, spec.image_size, spec.image_size))
+        arts = Artefacts(gen, spec.image_size, scratch / model_name, engine_max_batch=max(s.batches))
+        for v in chosen:
+            _measure_variant(v, spec, arts, macs, peak, s, pinputs, scratch, result)
+        artefact_seconds[model_name] = dict(arts.seconds)
+        if s.faces:
+            _face_rows(spec, arts, s, result)
+    result["artefact_seconds"] = artefact_seconds
+    result["meta"]["load_end"] = _loadavg()
+    result["meta"]["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    return result
+
+
+def _measure_variant(v: Variant, spec, arts: Artefacts, macs: int, peak: dict | None, s: Settings,
+                     pinputs: PipelineInputs, scratch: Path, result: dict) -> None:
+    backend = None
+    try:
+        for batch in s.batches:
+            if backend is None or v.batch_bound:  # CUDA graphs capture one batch size
+                if backend is not None:
+                    backend.deactivate()
+                log.info("%s / %s: building the backend (batch %d) ...", spec.name, v.name, batch)
+                backend, _ = v.build(arts, batch=batch, threads=s.threads)
+                backend.activate()
+            if backend.max_batch is not None and batch > backend.max_batch:
+                result["skipped"].append({"variant": v.name, "model": spec.name,
+                                          "reason": f"batch {batch} > the backend's maximum {backend.max_batch}"})
+                continue
+            log.info("%s / %s / batch %d: timing infer ...", spec.name, v.name, batch)
+            ips, lat = time_raw(backend, batch, warmup=s.warmup, repeats=s.repeats, min_seconds=s.min_seconds)
+            row = Row(spec.name, v.name, backend.description, v.precision, batch, round(ips, 3),
+                      round(1000 * percentile(lat, 50), 3), round(1000 * percentile(lat, 99), 3), len(lat), macs,
+                      peak_tflops=peak["tflops"] if peak and v.device == "cuda" else None)
+            if s.pipeline:
+                n = _pipeline_frames(ips, batch, s)
+                row.pipeline_frames = n
+                for kind in ("video", "folder"):
+                    log.info("%s / %s / batch %d: pipeline on a %s of %d ...", spec.name, v.name, batch, kind, n)
+                    try:
+                        fps = time_pipeline(backend, kind, n, batch, pinputs, scratch)
+                    except CycleMaskError as exc:
+                        row.notes.append(str(exc))
+                        continue
+                    if kind == "video":
+                        row.video_images_per_s = round(fps, 3)
+                    else:
+                        row.folder_images_per_s = round(fps, 3)
+            result["rows"].append(row)
+    except (ArtefactUnavailable, CycleMaskError) as exc:
+        # A variant that cannot run here (a GPU stack without its libraries, say) is reported,
+        # and the others are still measured.
+        log.warning("%s / %s: skipped: %s", spec.name, v.name, exc)
+        result["skipped"].append({"variant": v.name, "model": spec.name, "reason": str(exc)})
+    finally:
+        if backend is not None:
+            backend.deactivate()
+
+
+def _face_rows(spec, arts: Artefacts, s: Settings, result: dict) -> None:
+    """Rows of benchmarks/faces.py (the face-aware path) for this model, torch backend."""
+    try:
+        from benchmarks import faces
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("benchmarks.faces",):
+            raise
+        _note(result, "face-aware rows: benchmarks/faces.py is not present")
+        return
+    detector = Path(os.environ.get("CYCLEMASK_FACE_DETECTOR") or faces.DEFAULT_DETECTOR)
+    clips = faces.default_clips()
+    if not detector.is_file() or not clips:
+        _note(result, f"face-aware rows: need the YuNet model ({detector}) and the shared clips; absent here")
+        return
+    torch_rows = [r for r in result["rows"] if r.model == spec.name and r.variant.startswith("torch-") and r.precision == "fp32"]
+    if not torch_rows:
+        _note(result, f"face-aware rows for {spec.name}: no torch fp32 row was measured to run them with")
+        return
+    ref = max(torch_rows, key=lambda r: r.batch)
+    device = "cuda" if "cuda" in ref.variant else "cpu"
+    if ref.images_per_s < 5:
+        _note(result, f"face-aware rows for {spec.name}: skipped, the model runs {ref.images_per_s:.1f} images/s "
+                      f"on {device} here (a clip would take minutes)")
+        return
+    clip = min(clips, key=_frame_count) if device == "cpu" else None
+    log.info("%s: face-aware pipeline (benchmarks/faces.py) ...", spec.name)
+    rows = faces.run(clips=[clip] if clip else None, model=str(arts.path("checkpoint")), backend="torch",
+                     device=device, batch=ref.batch, workers=(0,), detect_sides=(640,), threads=s.threads)
+    for r in rows:
+        r.update(model=spec.name, raw_variant=ref.variant, raw_images_per_s=ref.images_per_s,
+                 faces_over_raw=round(r["faces_per_s"] / ref.images_per_s, 3) if ref.images_per_s else None)
+        result["face_rows"].append(r)
+
+
+def _frame_count(path: Path) -> int:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 1e9)
+    finally:
+        cap.release()
+
+
+def _note(result: dict, text: str) -> None:
+    log.info(text)
+    result["notes"].append(text)
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_info(s: Settings) -> dict:
+    import torch
+
+    info = {
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "host_cpus": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": s.device,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_start": _loadavg(),
+        "inputs": inputs.source_description(),
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()},
+    }
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        info["onnxruntime"] = None
+    return info
+
+
+# ------------------------------------------------------------------------------------------------
+# Output
+# ------------------------------------------------------------------------------------------------
+
+
+def _fmt(v, spec: str = ".1f", none: str = "–") -> str:
+    return none if v is None else format(v, spec)
+
+
+def markdown(result: dict) -> str:
+    m = result["meta"]
+    peak = result.get("peak")
+    lines = [
+        f"Throughput, {m['started']}: {m['gpu'] or 'CPU only'}, {m['host_cpus']} CPUs, torch {m['torch']} "
+        f"({m['torch_threads']} threads), onnxruntime {m['onnxruntime'] or 'absent'}, Python {m['python']}.",
+        f"Load average (1/5/15 min) at start {m['load_start']}, at end {m.get('load_end')}. Inputs: {m['inputs']}. "
+        "All rows measured in this one run, one after another.",
+    ]
+    if peak:
+        lines.append(f"Device peak: {peak['tflops']} TFLOP/s ({peak['what']}, {peak['gpu']}).")
+    lines += ["", "| model | variant | backend | batch | images/s | p50 ms | p99 ms | video img/s | folder img/s "
+                  "| video/raw | folder/raw | GMAC/s | % peak |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r.model} | {r.variant} | {r.backend} | {r.batch} | {_fmt(r.images_per_s, '.2f')} | "
+            f"{_fmt(r.latency_p50_ms, '.2f')} | {_fmt(r.latency_p99_ms, '.2f')} | {_fmt(r.video_images_per_s, '.2f')} | "
+            f"{_fmt(r.folder_images_per_s, '.2f')} | {_fmt(r.ratio('video'), '.2f')} | {_fmt(r.ratio('folder'), '.2f')} | "
+            f"{_fmt(r.gmac_per_s, '.1f')} | {_fmt(None if r.peak_fraction is None else 100 * r.peak_fraction, '.1f')} |")
+    models = {r.model: r.macs_per_image for r in result["rows"]}
+    if models:
+        lines.append("")
+        lines.append("MACs per image (count_macs): " + ", ".join(f"{k} {v / 1e9:.2f} G" for k, v in models.items())
+                     + f". Pipeline rows ran {', '.join(sorted({str(r.pipeline_frames) for r in result['rows'] if r.pipeline_frames}))} frames.")
+    if result["face_rows"]:
+        lines += ["", "Face-aware pipeline (benchmarks/faces.py; torch backend, detection on the decode thread):", "",
+                  "| model | clip | batch | frames | faces | frames/s | faces/s | faces/raw | bottleneck |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        for f in result["face_rows"]:
+            lines.append(f"| {f['model']} | {f['clip']} | {f['batch']} | {f['frames']} | {f['faces_translated']} | "
+                         f"{f['frames_per_s']:.2f} | {f['faces_per_s']:.2f} | {_fmt(f['faces_over_raw'], '.2f')} | "
+                         f"{f['bottleneck']} |")
+    for r in result["rows"]:
+        for note in r.notes:
+            lines.append(f"- {r.model} / {r.variant} / batch {r.batch}: {note}")
+    if result["skipped"]:
+        lines += ["", "Not measured:"]
+        lines += [f"- {d['variant']}" + (f" ({d['model']})" if d["model"] != "*" else "") + f": {d['reason']}"
+                  for d in result["skipped"]]
+    for note in result["notes"]:
+        lines.append(f"- {note}")
+    return "\n".join(lines)
+
+
+def to_json(result: dict) -> str:
+    out = dict(result)
+    out["rows"] = [r.to_dict() for r in result["rows"]]
+    return json.dumps(out, indent=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+
+
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        out = tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers; got {value!r}") from None
+    if not out or any(b < 1 for b in out):
+        raise click.BadParameter(f"batch sizes must be positive integers; got {value!r}")
+    return out
+
+
+def _models(ctx, param, value):
+    names = tuple(x.strip() for x in value.split(",") if x.strip())
+    unknown = [n for n in names if n not in MODELS]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown model {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
+    return names
+
+
+@click.command(cls=Command, help=__doc__.split("\n\n")[0])
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "all"]), default="auto", show_default=True,
+              help="Which variants to measure: auto = cuda when torch sees a GPU, else cpu; all = both.")
+@click.option("--models", default="full,small", show_default=True, callback=_models,
+              help="Comma-separated: " + "; ".join(f"{k} ({v.describe()})" for k, v in MODELS.items()) + ".")
+@click.option("--batches", default=None, callback=_int_list,
+              help="Comma-separated batch sizes. [default: 1,4 on cpu; 1,8,32 on cuda]")
+@click.option("--variants", "patterns", default=None,
+              help="Comma-separated variant names or fnmatch patterns, e.g. 'torch-*,ort-cpu-fp32'. [default: all]")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1), help="Timed repeats; the median is reported.")
+@click.option("--min-seconds", type=click.FloatRange(0), default=None,
+              help="Seconds of calls per repeat (at least one call). [default: 0.5 on cpu; 0.25 on cuda]")
+@click.option("--warmup", type=click.IntRange(0), default=None, help="Untimed calls first. [default: 1 on cpu; 5 on cuda]")
+@click.option("--pipeline/--no-pipeline", default=True, show_default=True, help="Also time the end-to-end pipeline.")
+@click.option("--pipeline-seconds", type=click.FloatRange(0), default=None,
+              help="Frames per pipeline run = this x raw images/s, at least two batches, at most --max-frames. "
+                   "[default: 3 on cpu; 2 on cuda]")
+@click.option("--max-frames", default=256, show_default=True, type=click.IntRange(1), help="Cap on pipeline frames.")
+@click.option("--faces/--no-faces", default=True, show_default=True,
+              help="Face-aware rows from benchmarks/faces.py (needs the YuNet model and the shared clips).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads of torch and ONNX Runtime. [default: the libraries' own]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the Markdown table.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write throughput.md and throughput.json into this folder.")
+@debug_option
+def main(device, models, batches, patterns, repeats, min_seconds, warmup, pipeline, pipeline_seconds, max_frames,
+         faces, threads, as_json, out):
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False)")
+    d = DEFAULTS["cuda" if device in ("cuda", "all") and torch.cuda.is_available() else "cpu"]
+    pats = tuple(p.strip() for p in patterns.split(",") if p.strip()) if patterns else None
+    if pats:
+        try:
+            select(list(pats), "all")
+        except KeyError as exc:
+            raise click.BadParameter(exc.args[0], param_hint="--variants") from None
+    s = Settings(device, models, batches or d["batches"], pats, repeats,
+                 d["min_seconds"] if min_seconds is None else min_seconds, d["warmup"] if warmup is None else warmup,
+                 pipeline, d["pipeline_seconds"] if pipeline_seconds is None else pipeline_seconds, max_frames, faces,
+                 threads)
+    with tempfile.TemporaryDirectory(prefix="cyclemask-bench-") as tmp:
+        result = run(s, Path(tmp))
+    md, js = markdown(result), to_json(result)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "throughput.md").write_text(md + "\n")
+        (out / "throughput.json").write_text(js + "\n")
+    click.echo(js if as_json else md)
+    if out is not None:
+        click.echo(f"written: {out / 'throughput.md'}, {out / 'throughput.json'}", err=True)
+
+
+if __name__ == "__main__":
+    main()

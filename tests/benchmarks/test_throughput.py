@@ -1,0 +1,146 @@
+"""benchmarks/throughput.py: the timing loop, the derived figures, the table and the CLI's
+errors. (The full run is exercised by the device check's dry run, tests/scripts.)"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # benchmarks/ is not installed
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import throughput as tp  # noqa: E402
+
+
+class FakeBackend:
+    """Records calls; `max_in_flight` > 1 exercises the submit window."""
+
+    image_size = 8
+    max_batch = None
+
+    def __init__(self, in_flight: int = 1) -> None:
+        self.max_in_flight = in_flight
+        self.calls = 0
+        self.open = 0
+        self.most_open = 0
+
+    def infer(self, x):
+        self.calls += 1
+        return x
+
+    def submit(self, x):
+        self.calls += 1
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        backend = self
+
+        class Handle:
+            def result(self):
+                backend.open -= 1
+                return x
+
+        return Handle()
+
+
+def test_percentile_matches_numpy_and_refuses_nothing():
+    vals = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert tp.percentile(vals, 50) == 3.0
+    assert tp.percentile(vals, 99) == pytest.approx(np.percentile(vals, 99))
+    with pytest.raises(ValueError, match="no values"):
+        tp.percentile([], 50)
+
+
+def test_time_raw_warms_up_repeats_and_times_each_call():
+    be = FakeBackend()
+    ips, lat = tp.time_raw(be, 2, warmup=3, repeats=4, min_seconds=0.0)
+    assert be.calls == 3 + 4 and len(lat) == 4 and ips > 0
+
+
+def test_time_raw_keeps_the_backend_window_in_flight():
+    be = FakeBackend(in_flight=3)
+    ips, lat = tp.time_raw(be, 1, warmup=0, repeats=2, min_seconds=0.01)
+    assert be.most_open == 3 and be.open == 0  # every submitted batch was collected
+    assert len(lat) == 5 and ips > 0  # latency measured alone afterwards
+
+
+def test_pipeline_frames_cover_the_target_time_within_limits():
+    s = tp.Settings("cpu", ("tiny",), (4,), None, 1, 0.1, 0, True, 2.0, 100, False, None)
+    assert tp._pipeline_frames(10.0, 4, s) == 20
+    assert tp._pipeline_frames(0.5, 4, s) == 8  # at least two batches
+    assert tp._pipeline_frames(1e6, 4, s) == 100  # at most --max-frames
+
+
+def _row(**kw):
+    base = dict(model="full", variant="torch-cuda-fp16", backend="torch (cuda:0, fp16)", precision="fp16", batch=8,
+                images_per_s=1000.0, latency_p50_ms=8.0, latency_p99_ms=9.0, calls=10, macs_per_image=50_000_000_000)
+    base.update(kw)
+    return tp.Row(**base)
+
+
+def test_row_derived_figures():
+    r = _row(video_images_per_s=500.0, folder_images_per_s=250.0, peak_tflops=800.0)
+    assert r.gmac_per_s == pytest.approx(50_000.0)
+    assert r.peak_fraction == pytest.approx(2 * 50e9 * 1000 / 800e12)
+    assert r.ratio("video") == 0.5 and r.ratio("folder") == 0.25
+    d = r.to_dict()
+    assert d["video_over_raw"] == 0.5 and d["peak_fraction"] == pytest.approx(0.125) and d["gmac_per_s"] == 50000.0
+    cpu = _row(peak_tflops=None)
+    assert cpu.peak_fraction is None and cpu.ratio("video") is None
+
+
+def test_markdown_lists_rows_faces_and_what_was_not_measured():
+    result = {
+        "meta": {"started": "t", "gpu": "H100", "host_cpus": 16, "torch": "2", "torch_threads": 16,
+                 "onnxruntime": None, "python": "3.12", "load_start": [0.1, 0.1, 0.1], "load_end": [1, 1, 1],
+                 "inputs": "synthetic"},
+        "peak": {"tflops": 800.0, "what": "8192^3 FP16 matmul", "gpu": "H100"},
+        "rows": [_row(video_images_per_s=500.0, folder_images_per_s=250.0, peak_tflops=800.0, pipeline_frames=256)],
+        "face_rows": [{"model": "full", "clip": "c.mp4", "batch": 8, "frames": 23, "faces_translated": 20,
+                       "frames_per_s": 100.0, "faces_per_s": 90.0, "faces_over_raw": 0.09, "bottleneck": "backend"}],
+        "skipped": [{"variant": "trt-fp16", "model": "*", "reason": "needs TensorRT"}],
+        "notes": ["a note"],
+    }
+    md = tp.markdown(result)
+    assert "| full | torch-cuda-fp16 | torch (cuda:0, fp16) | 8 | 1000.00 | 8.00 | 9.00 | 500.00 | 250.00 | 0.50 | 0.25 | 50000.0 | 12.5 |" in md
+    assert "Device peak: 800.0 TFLOP/s" in md and "onnxruntime absent" in md
+    assert "| full | c.mp4 | 8 | 23 | 20 | 100.00 | 90.00 | 0.09 | backend |" in md
+    assert "- trt-fp16: needs TensorRT" in md and "- a note" in md
+    assert '"images_per_s": 1000.0' in tp.to_json(result)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "huge"], "unknown model huge; choose from full, small, tiny"),
+    (["--batches", "1,x"], "expected comma-separated integers"),
+    (["--batches", "0"], "batch sizes must be positive integers"),
+    (["--variants", "nope-*"], "no variant matches nope-*"),
+    (["--repeats", "0"], "0 is not in the range x>=1"),
+])
+def test_cli_usage_errors(args, message):
+    res = CliRunner().invoke(tp.main, args)
+    assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_cli_reports_when_nothing_can_run():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the CUDA variant can run")
+    res = CliRunner().invoke(tp.main, ["--device", "all", "--variants", "torch-cuda-fp32", "--models", "tiny"])
+    assert res.exit_code == 1
+    assert "Error: no variant can run here: torch-cuda-fp32: needs a CUDA GPU" in res.output
+    res = CliRunner().invoke(tp.main, ["--device", "cuda"])
+    assert res.exit_code == 1 and "--device cuda: torch sees no CUDA GPU here" in res.output
+
+
+def test_cli_help_documents_every_option():
+    res = CliRunner().invoke(tp.main, ["--help"])
+    assert res.exit_code == 0
+    for opt in ("--device", "--models", "--batches", "--variants", "--repeats", "--min-seconds", "--warmup",
+                "--pipeline / --no-pipeline", "--pipeline-seconds", "--max-frames", "--faces / --no-faces",
+                "--threads", "--json", "--out", "--debug"):
+        assert opt in res.output, opt
