@@ -702,6 +702,11 @@ class Trainer:
 def _worker_init(_worker_id: int) -> None:
     # Workers decode and resize one image at a time: more threads only oversubscribe the cores.
     torch.set_num_threads(1)
+    # Ctrl-C and SIGTERM reach the whole process group. The main process stops cleanly and
+    # then shuts the workers down; a worker dying first would abort that save (the DataLoader
+    # raises on a killed worker), and a forked copy of the main's handler would only log twice.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _tensorboard_writer(path: Path):

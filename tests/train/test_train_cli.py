@@ -91,24 +91,27 @@ def test_train_stop_and_resume_from_the_cli(tiny_data, tmp_path):
 
 def test_ctrl_c_saves_and_resume_continues(tiny_data, tmp_path):
     out = tmp_path / "run"
+    # DataLoader workers too: a terminal's Ctrl-C reaches the whole process group, and a worker
+    # that died first would abort the main process's save.
     cmd = [sys.executable, "-m", "cyclemask.train.cli", "--data-root", str(tiny_data), "--out", str(out),
-           *TINY, "--n-epochs", "500", "--n-epochs-decay", "0", "--n-samples", "0"]
+           *TINY, "--n-epochs", "500", "--n-epochs-decay", "0", "--n-samples", "0", "--num-workers", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while len(read_loss_log(out / "losses.jsonl")) < 3:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "training did not start"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, stderr[-2000:]
     assert "stopped: signal after" in stdout and "--resume" in stdout
-    assert "SIGINT received: stopping after this iteration and saving" in stderr
+    assert stderr.count("SIGINT received: stopping after this iteration and saving") == 1
     steps = read_train_state(out / "latest.pt")["step"]
     assert steps >= 3 and [r["step"] for r in read_loss_log(out / "losses.jsonl")] == list(range(1, steps + 1))
     result = run(["--out", str(out), "--resume", "--max-iters", str(steps + 2)])
