@@ -234,7 +234,7 @@ def recorded_image_size(checkpoint: Path) -> int | None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _size_and_images(options: ExportOptions, image_size: int):
+def _verification_set(options: ExportOptions, image_size: int):
     return verification_images(image_size, n_random=options.n_random, image_dir=options.verify_images,
                                n_real=options.verify_count)
 
@@ -288,7 +288,7 @@ def export_checkpoint(
         on_plan(1 + len(gens) * steps_per_direction(options, engine))
 
     ckpt_sha = file_sha256(ckpt)
-    images, sources = _size_and_images(options, size)
+    images, sources = _verification_set(options, size)
     if progress:
         progress("loaded checkpoint and verification images")
     result = ExportResult([], engine, engine_note, notes, sources)
@@ -421,7 +421,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike, options: ExportOptions, *, pr
     _ensure_out_dir(options.out_dir)
     if on_plan:
         on_plan(3)
-    images, sources = _size_and_images(options, int(meta["image_size"]))
+    images, sources = _verification_set(options, int(meta["image_size"]))
     t0 = time.perf_counter()
     got16 = ort_outputs(src, images, batch_size=options.batch_size, threads=options.threads)
     tick = progress or (lambda _s: None)
