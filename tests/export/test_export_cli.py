@@ -199,7 +199,7 @@ def test_reference_repository_file_exports_with_flags_and_direction_from_name(tm
     assert np.abs(ort_outputs(out / "unmask.onnx", x).astype(int) - translate(gen_b, x)).max() <= 1
 
 
-def test_reference_file_without_recorded_size_defaults_to_256_and_says_so(tmp_path, gen_a):
+def test_reference_file_records_no_size_and_its_direction_comes_from_its_name(tmp_path, gen_a):
     from cyclemask.export import pipeline as pl
 
     ref = tmp_path / "latest_net_G_A.pth"
