@@ -102,7 +102,7 @@ def test_input_errors(inception):
 def pytorch_fid_state_dict(rng) -> dict[str, torch.Tensor]:
     """pytorch-fid's layout (torchvision Inception3 names) built from the TorchScript weights,
     with a random batch-norm scale folded out so that the loader's folding is exercised."""
-    ts = torch.jit.load(str(fid.default_inception_path()), map_location="cpu").state_dict()
+    ts = fid._jit_load(fid.default_inception_path()).state_dict()
     sd = {}
     for src, dst in fid.pytorch_fid_layer_map().items():
         w = ts[f"{dst}.weight"].double()
