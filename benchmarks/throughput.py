@@ -429,6 +429,12 @@ def machine_info(s: Settings) -> dict:
         info["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         info["onnxruntime"] = None
+    import importlib.metadata
+
+    try:
+        info["openvino"] = importlib.metadata.version("openvino")
+    except importlib.metadata.PackageNotFoundError:
+        info["openvino"] = None
     return info
 
 
@@ -446,7 +452,8 @@ def markdown(result: dict) -> str:
     peak = result.get("peak")
     lines = [
         f"Throughput, {m['started']}: {m['gpu'] or 'CPU only'}, {m['host_cpus']} CPUs, torch {m['torch']} "
-        f"({m['torch_threads']} threads), onnxruntime {m['onnxruntime'] or 'absent'}, Python {m['python']}.",
+        f"({m['torch_threads']} threads), onnxruntime {m['onnxruntime'] or 'absent'}, "
+        f"openvino {m.get('openvino') or 'absent'}, Python {m['python']}.",
         f"Load average (1/5/15 min) at start {m['load_start']}, at end {m.get('load_end')}. Inputs: {m['inputs']}. "
         "All rows measured in this one run, one after another.",
     ]
@@ -465,7 +472,7 @@ def markdown(result: dict) -> str:
     if models:
         lines.append("")
         lines.append("MACs per image (count_macs): " + ", ".join(f"{k} {v / 1e9:.2f} G" for k, v in models.items())
-                     + f". Pipeline rows ran {', '.join(sorted({str(r.pipeline_frames) for r in result['rows'] if r.pipeline_frames}))} frames.")
+                     + f". Pipeline runs had {', '.join(str(n) for n in sorted({r.pipeline_frames for r in result['rows'] if r.pipeline_frames}))} frames.")
     if result["face_rows"]:
         lines += ["", "Face-aware pipeline (benchmarks/faces.py; torch backend, detection on the decode thread):", "",
                   "| model | clip | batch | frames | faces | frames/s | faces/s | faces/raw | bottleneck |",

@@ -7,7 +7,7 @@ benchmark measures what `cyclemask-run` runs), the artefact it runs (checkpoint,
 FP16 graph, TensorRT engine), its precision (which selects the parity bounds) and the
 `BackendOptions` it sets. `variants()` returns the known variants plus one generic variant per
 artefact for every backend name in `engine.backends.BACKEND_NAMES` that this file does not know
-yet: a backend added there later (OpenVINO is planned) shows up as rows and parity cases without
+yet: a backend added there later shows up as rows and parity cases without
 editing this file; the artefacts `create_backend` refuses for it are reported as skipped.
 
 `Variant.unavailable()` answers "can this run here?" cheaply (no model loaded) with a reason;
@@ -100,6 +100,7 @@ class Variant:
     needs: tuple[str, ...] = ()  # "cuda", "tensorrt", "module:NAME", "ort-provider:NAME", "option:FIELD"
     batch_bound: bool = False  # built for one batch size (CUDA graphs capture a fixed batch)
     generic: bool = False  # discovered from BACKEND_NAMES, not described here
+    slow: bool = False  # costly to build here (torch.compile: 15-30 s on 2 CPU cores): pytest -m slow
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -118,6 +119,8 @@ class Variant:
             out.append("gpu")
         if "tensorrt" in self.needs:
             out.append("trt")
+        if self.slow:
+            out.append("slow")
         return tuple(out)
 
     def unavailable(self) -> str | None:
@@ -195,14 +198,20 @@ KNOWN_VARIANTS: tuple[Variant, ...] = (
     Variant("ort-cpu-fp32", "ort", "graph-fp32", "fp32", "cpu", (("ort_provider", "cpu"),), _ORT),
     Variant("ort-cpu-fp16", "ort", "graph-fp16", "fp16", "cpu", (("ort_provider", "cpu"),), _ORT + _FP16_GRAPH,
             note="FP16 graph through inserted casts: checks numerics, not a fast path"),
+    # torch.compile compiles for max_batch and pads partial batches: built per batch size.
+    Variant("torch-cpu-fp32-compile", "torch", "checkpoint", "fp32", "cpu", (("device", "cpu"), ("compile", True)),
+            ("option:compile",), batch_bound=True, slow=True),
+    # OpenVINO reads the same FP32 graph as ORT; throughput mode keeps several batches in flight.
+    Variant("openvino-cpu-fp32", "openvino", "graph-fp32", "fp32", "cpu", (("ov_mode", "throughput"),),
+            ("module:openvino",)),
+    Variant("openvino-cpu-fp32-latency", "openvino", "graph-fp32", "fp32", "cpu", (("ov_mode", "latency"),),
+            ("module:openvino",)),
     Variant("torch-cuda-fp32", "torch", "checkpoint", "fp32", "cuda", (("device", "cuda"),), ("cuda",)),
     Variant("torch-cuda-fp32-graphs", "torch", "checkpoint", "fp32", "cuda",
             (("device", "cuda"), ("cuda_graphs", True)), ("cuda",), batch_bound=True),
     Variant("torch-cuda-fp16", "torch", "checkpoint", "fp16", "cuda", _CUDA_FP16, ("cuda",)),
     Variant("torch-cuda-fp16-graphs", "torch", "checkpoint", "fp16", "cuda", _CUDA_FP16 + (("cuda_graphs", True),),
             ("cuda",), batch_bound=True),
-    # torch.compile is planned in TorchBackend; until BackendOptions grows the option this
-    # variant reports itself as skipped with that reason.
     Variant("torch-cuda-fp16-compile", "torch", "checkpoint", "fp16", "cuda", _CUDA_FP16 + (("compile", True),),
             ("cuda", "option:compile"), batch_bound=True),
     Variant("ort-cuda-fp32", "ort", "graph-fp32", "fp32", "cuda", (("ort_provider", "cuda"),),

@@ -11,8 +11,10 @@ never a view of a buffer the backend reuses); backends that can keep
 several batches in flight (TensorRT, `max_in_flight > 1`) return before the work is done, the
 others compute at once. The pipeline keeps at most `max_in_flight` handles open, in order.
 
-`create_backend` maps `--backend auto|trt|ort|torch` and a model file to a backend, and says why
-it chose what it chose.
+`create_backend` maps `--backend auto|trt|ort|torch|openvino` and a model file to a backend, and
+says why it chose what it chose. On a machine without a CUDA GPU, `auto` with an ONNX graph
+picks between ONNX Runtime and OpenVINO (engine/backend_openvino.py) by what is installed and a
+short measured warm-up of both.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from cyclemask.imaging import check_batch
 
 log = logging.getLogger(__name__)
 
-BACKEND_NAMES = ("auto", "trt", "ort", "torch")
+BACKEND_NAMES = ("auto", "trt", "ort", "torch", "openvino")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 GRAPH_SUFFIXES = (".onnx",)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -210,6 +212,7 @@ class TorchBackend(Backend):
         cuda_graphs: bool = False,
         channels_last: bool = False,
         threads: int | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__(Path(model_path) if model_path is not None else None, direction)
         if (model_path is None) == (generator is None):
@@ -226,6 +229,8 @@ class TorchBackend(Backend):
             raise ConfigError("CUDA graphs need max_batch (the batch size the graph is captured for)")
         if image_size is not None and (image_size < 4 or image_size % 4):
             raise ConfigError(f"image size must be a positive multiple of 4; got {image_size}")
+        if compile and cuda_graphs:
+            raise ConfigError("--compile and --cuda-graphs are exclusive: pick one way to cut the launch overhead")
         self._generator_in = generator
         self._device_name = device
         self.precision = precision
@@ -234,6 +239,10 @@ class TorchBackend(Backend):
         self.cuda_graphs = cuda_graphs
         self.channels_last = channels_last
         self.threads = threads
+        self.compile = compile
+        self.compile_s: float | None = None
+        self.compile_cache = ""
+        self._compiled = None
         self._net = None
         self._graph = None
         self.size_source = ""
@@ -280,6 +289,46 @@ class TorchBackend(Backend):
         self._dtype = dtype
         if self.cuda_graphs:
             self._capture_graph()
+        if self.compile:
+            self._compile()
+
+    def _compile(self) -> None:
+        """torch.compile the whole uint8 -> uint8 forward (pre/post-processing fuse with the
+        network's first and last layers) and compile it now, so the time is reported at load
+        and not hidden in the first batch.
+
+        Shapes are static (dynamic=False: the fastest kernels); with `max_batch` set, partial
+        batches are padded to it (eval-mode norms treat images independently), so one compile
+        serves the whole run. Inductor's FX graph cache keeps the compiled kernels on disk: in
+        $TORCHINDUCTOR_CACHE_DIR, which defaults here to ~/.cache/cyclemask/torchinductor (torch's
+        own default is under /tmp, which many machines clear), so a second run of the same model
+        and shape mostly loads instead of compiling.
+        """
+        import time
+
+        import torch
+
+        if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path.home() / ".cache" / "cyclemask" / "torchinductor")
+        self.compile_cache = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        try:
+            fn = torch.compile(self._forward, dynamic=False)
+            n = self.max_batch or 1
+            s = self._image_size
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                fn(torch.zeros((n, s, s, 3), dtype=torch.uint8, device=self._device))
+                if self._device.type == "cuda":
+                    torch.cuda.synchronize(self._device)
+        except Exception as exc:  # inductor needs a C++ compiler on the CPU, Triton on CUDA
+            text = str(exc).strip().splitlines()
+            raise BackendError(
+                f"torch backend: torch.compile failed on {self._device} ({text[0][:300] if text else type(exc).__name__}); "
+                "run without --compile"
+            ) from None
+        self.compile_s = time.perf_counter() - t0
+        self._compiled = fn
+        log.info("torch.compile: %.1f s for batch %d at %dpx (cache %s)", self.compile_s, n, s, self.compile_cache)
 
     def _forward(self, x_u8):
         import torch
@@ -322,12 +371,19 @@ class TorchBackend(Backend):
             else:
                 if self._device.type == "cuda":
                     x = x.pin_memory().to(self._device, non_blocking=True)
-                out = self._forward(x).cpu()
-        return self._check_output(out.numpy(), n)
+                if self._compiled is not None:
+                    pad = (self.max_batch or n) - n
+                    if pad > 0:
+                        x = torch.cat([x, x.new_zeros((pad,) + tuple(x.shape[1:]))])
+                    out = self._compiled(x)[:n].cpu()
+                else:
+                    out = self._forward(x).cpu()
+        return self._check_output(np.ascontiguousarray(out.numpy()), n)
 
     def _deactivate(self) -> None:
         self._net = None
         self._graph = None
+        self._compiled = None
         if self._device_name != "cpu":
             import torch
 
@@ -344,6 +400,8 @@ class TorchBackend(Backend):
             extras.append("CUDA graphs")
         if self.channels_last:
             extras.append("channels_last")
+        if self.compile:
+            extras.append("torch.compile" + (f" in {self.compile_s:.1f} s" if self.compile_s is not None else ""))
         size = f", {self._image_size}px ({self.size_source})" if self._image_size else ""
         return f"torch ({self.providers[0]}, {', '.join(extras)}{size})"
 
@@ -631,6 +689,10 @@ class BackendOptions:
     streams: int = 2  # trt: execution contexts / CUDA streams
     cuda_graphs: bool = False
     channels_last: bool = False
+    compile: bool = False  # torch: torch.compile the forward pass
+    ov_mode: str = "throughput"  # openvino: latency | throughput
+    ov_requests: int | None = None  # openvino, throughput mode: infer requests in flight
+    probe: bool = True  # auto on a CPU machine: time ORT and OpenVINO briefly and take the faster
     extra: dict = field(default_factory=dict)
 
 
@@ -638,13 +700,17 @@ def create_backend(
     model: str | os.PathLike, backend: str = "auto", direction: str | None = None,
     options: BackendOptions | None = None,
 ) -> tuple[Backend, str]:
-    """Build (not activate) the backend for a model file; returns it and why it was chosen."""
+    """Build the backend for a model file; returns it and why it was chosen.
+
+    The backend is not activated, except when `auto` measured candidates to choose (then the
+    winner comes back already active: activate() again is a no-op).
+    """
     opts = options or BackendOptions()
     if backend not in BACKEND_NAMES:
         raise ConfigError(f"backend must be one of {', '.join(BACKEND_NAMES)}; got {backend!r}")
     path = Path(model)
     kind = model_kind(path)
-    needs = {"trt": "engine", "ort": "graph", "torch": "checkpoint"}
+    needs = {"trt": "engine", "ort": "graph", "torch": "checkpoint", "openvino": "graph"}
     what = {"engine": "a TensorRT engine", "graph": "an ONNX graph", "checkpoint": "a checkpoint"}
     runs = {"engine": "TensorRT engines", "graph": "ONNX graphs", "checkpoint": "checkpoints"}
     if backend != "auto" and needs[backend] != kind:
@@ -654,6 +720,8 @@ def create_backend(
         )
     if kind != "checkpoint" and opts.image_size is not None:
         raise ConfigError(f"--size applies to checkpoints only: {path} fixes its own image size")
+    if opts.compile and kind != "checkpoint":
+        raise ConfigError(f"--compile applies to the torch backend (checkpoints): {path} is {what[kind]}")
     reason = f"--backend {backend}" if backend != "auto" else ""
     if kind == "engine":
         ok, why = tensorrt_usable()
@@ -666,10 +734,11 @@ def create_backend(
         reason = reason or "auto: trt, because the model is a TensorRT engine (the fastest backend)"
         return be, reason
     if kind == "graph":
-        be = OrtBackend(path, direction, provider=opts.ort_provider, threads=opts.threads, max_batch=opts.max_batch)
-        reason = reason or ("auto: ort, because the model is an ONNX graph; the best ONNX Runtime "
-                            "provider that really loads is used")
-        return be, reason
+        if backend == "openvino":
+            return _openvino(path, direction, opts), reason
+        if backend == "ort":
+            return _ort(path, direction, opts), reason
+        return _auto_graph(path, direction, opts)
     device = opts.device
     if device == "auto":
         import torch
@@ -681,7 +750,106 @@ def create_backend(
     be = TorchBackend(
         path, direction, device=device, precision=opts.precision, image_size=opts.image_size,
         max_batch=opts.max_batch, cuda_graphs=opts.cuda_graphs, channels_last=opts.channels_last,
-        threads=opts.threads,
+        threads=opts.threads, compile=opts.compile,
     )
-    reason = reason or f"auto: torch on {device}, because the model is a checkpoint and {why_dev}"
+    if not reason:
+        reason = f"auto: torch on {device}, because the model is a checkpoint and {why_dev}"
+        if device == "cpu" and not opts.compile:
+            reason += ("; on a CPU an exported graph runs faster (cyclemask-export, then --model "
+                       "the .onnx: auto picks OpenVINO or ONNX Runtime)")
     return be, reason
+
+
+def _ort(path: Path, direction: str | None, opts: BackendOptions) -> OrtBackend:
+    return OrtBackend(path, direction, provider=opts.ort_provider, threads=opts.threads, max_batch=opts.max_batch)
+
+
+def _openvino(path: Path, direction: str | None, opts: BackendOptions) -> Backend:
+    from .backend_openvino import OpenVinoBackend
+
+    return OpenVinoBackend(path, direction, mode=opts.ov_mode, threads=opts.threads, requests=opts.ov_requests,
+                           cache_dir=Path.home() / ".cache" / "cyclemask" / "openvino")
+
+
+def _auto_graph(path: Path, direction: str | None, opts: BackendOptions) -> tuple[Backend, str]:
+    """auto for an ONNX graph: ORT on a GPU machine; on a CPU machine ORT or OpenVINO."""
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    has_ov = importlib.util.find_spec("openvino") is not None
+    if opts.ort_provider != "auto":
+        return _ort(path, direction, opts), (f"auto: ort, because the model is an ONNX graph and "
+                                             f"--ort-provider {opts.ort_provider} was given")
+    import torch
+
+    if torch.cuda.is_available() or not has_ov:
+        why = ("a CUDA GPU is present" if torch.cuda.is_available()
+               else "openvino is not installed (pip install openvino for the faster CPU path)")
+        if not has_ort:
+            raise BackendError(f"{path}: an ONNX graph needs onnxruntime or openvino, and neither is installed "
+                               "(pip install onnxruntime, or pip install openvino on a CPU machine)")
+        return _ort(path, direction, opts), (f"auto: ort, because the model is an ONNX graph and {why}; the best "
+                                             "ONNX Runtime provider that really loads is used")
+    if not has_ort:
+        return _openvino(path, direction, opts), ("auto: openvino, because the model is an ONNX graph, no CUDA "
+                                                  "GPU is visible and onnxruntime is not installed")
+    if not opts.probe:
+        return _openvino(path, direction, opts), (
+            "auto: openvino, because the model is an ONNX graph, no CUDA GPU is visible and OpenVINO is "
+            "the faster CPU runtime for these generators (measured 1.2-1.6x ONNX Runtime; --no-probe: not "
+            "timed on this machine)")
+    return _probe_cpu(path, direction, opts)
+
+
+#: Warm-up of the CPU probe: untimed calls, then timed rounds of one image per request in flight.
+PROBE_UNTIMED, PROBE_ROUNDS = 1, 2
+
+
+def _probe_cpu(path: Path, direction: str | None, opts: BackendOptions) -> tuple[Backend, str]:
+    """Activate ORT (CPU) and OpenVINO on the graph, time a few single-image calls of each,
+    alternating so that other load on the machine hits both alike, keep the faster one active."""
+    import time
+
+    cpu = BackendOptions(**{**opts.__dict__, "ort_provider": "cpu"})
+    cands: dict[str, Backend] = {"openvino": _openvino(path, direction, opts), "ort": _ort(path, direction, cpu)}
+    t_all = time.perf_counter()
+    best: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    try:
+        for name, be in list(cands.items()):
+            try:
+                be.activate()
+                x = np.zeros((1, be.image_size, be.image_size, 3), np.uint8)
+                for _ in range(PROBE_UNTIMED):
+                    be.infer(x)
+            except BackendError as exc:
+                if name == "ort":
+                    raise  # the graph itself is bad: ORT's message names the file and the problem
+                failed[name] = str(exc)
+                del cands[name]
+        for _ in range(PROBE_ROUNDS):
+            for name, be in cands.items():
+                window = max(1, be.max_in_flight)
+                x = np.zeros((1, be.image_size, be.image_size, 3), np.uint8)
+                t0 = time.perf_counter()
+                handles = [be.submit(x) for _ in range(window)]
+                for h in handles:
+                    h.result()
+                per_image = (time.perf_counter() - t0) / window
+                best[name] = min(best.get(name, float("inf")), per_image)
+    except BaseException:
+        for be in cands.values():
+            be.deactivate()
+        raise
+    winner = min(best, key=best.get)
+    for name, be in cands.items():
+        if name != winner:
+            be.deactivate()
+    spent = time.perf_counter() - t_all
+    if failed:
+        return cands[winner], (f"auto: {winner}, because the model is an ONNX graph, no CUDA GPU is visible and "
+                               f"OpenVINO failed to load ({failed['openvino']})")
+    other = next(n for n in best if n != winner)
+    ratio = best[other] / best[winner]
+    return cands[winner], (
+        f"auto: {winner}, because the model is an ONNX graph, no CUDA GPU is visible, and in a {spent:.1f} s "
+        f"warm-up it took {1000 * best[winner]:.0f} ms per image vs {other} {1000 * best[other]:.0f} ms "
+        f"({ratio:.2f}x)")

@@ -96,8 +96,10 @@ MAX_LISTED_FAILURES = 20
               help="Face-aware mode: threads that detect faces ahead of the pipeline (0: detect on the "
                    "decode thread).")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True,
-              help="auto: trt for an engine, ort for a graph (best provider that really loads), "
-                   "torch for a checkpoint; it says which and why.")
+              help="auto: trt for an engine; for a graph, ort on a GPU machine (best provider that "
+                   "really loads) and on a CPU machine ort or openvino, whichever a short warm-up "
+                   "measures faster (see --no-probe); torch for a checkpoint. It says which and why. "
+                   "openvino runs graphs on the CPU (pip install openvino).")
 @click.option("--batch", type=click.IntRange(1, 4096), default=8, show_default=True,
               help="Images per model call (the last batch may be smaller).")
 @click.option("--device", default="auto", show_default=True,
@@ -114,9 +116,24 @@ MAX_LISTED_FAILURES = 20
 @click.option("--streams", type=click.IntRange(1, 16), default=2, show_default=True,
               help="trt backend: CUDA streams (execution contexts), i.e. batches in flight.")
 @click.option("--threads", type=click.IntRange(1, 512), default=None,
-              help="CPU threads for the torch / ort backends. Default: the library's choice.")
+              help="CPU threads for the torch / ort / openvino backends. Default: the library's choice "
+                   "(openvino: the CPUs this process may use).")
 @click.option("--cuda-graphs", is_flag=True, help="torch backend on CUDA: capture and replay a CUDA graph.")
 @click.option("--channels-last", is_flag=True, help="torch backend: channels-last memory format.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch backend: torch.compile the model (CPU or CUDA). Compiling takes seconds to "
+                   "a minute at load (reported); the kernels are cached in $TORCHINDUCTOR_CACHE_DIR "
+                   "(default ~/.cache/cyclemask/torchinductor) for later runs.")
+@click.option("--ov-mode", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True,
+              help="openvino backend: throughput keeps several batches in flight on separate CPU "
+                   "streams (folders, videos); latency puts every thread on one batch.")
+@click.option("--ov-requests", type=click.IntRange(1, 64), default=None,
+              help="openvino backend, throughput mode: infer requests (batches) in flight. "
+                   "Default: OpenVINO's optimum for this CPU.")
+@click.option("--probe/--no-probe", default=True, show_default=True,
+              help="--backend auto with a graph on a CPU machine: time ONNX Runtime and OpenVINO for "
+                   "a few images and keep the faster (a few seconds on the full model); --no-probe "
+                   "takes OpenVINO when installed without timing.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (never inputs).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="--images: refuse images with more pixels than this (each is reported).")
@@ -130,7 +147,8 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
          direction: str | None, aligned: bool, face_detector: Path | None, min_face: int, margin: float,
          no_track: bool, color_match: bool, detect_side: int, detect_workers: int, backend: str,
          batch: int, device: str, precision: str, ort_provider: str, size: int | None, streams: int,
-         threads: int | None, cuda_graphs: bool, channels_last: bool, overwrite: bool, max_pixels: int,
+         threads: int | None, cuda_graphs: bool, channels_last: bool, compile_: bool, ov_mode: str,
+         ov_requests: int | None, probe: bool, overwrite: bool, max_pixels: int,
          quality: int, queue_depth: int, progress: bool) -> None:
     """Mask or unmask the faces in an image folder or a video.
 
@@ -145,7 +163,8 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
         from .demo import demo_command
 
         options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
-                                 ort_provider=ort_provider, threads=threads)
+                                 ort_provider=ort_provider, threads=threads, compile=compile_,
+                                 ov_mode=ov_mode, ov_requests=ov_requests, probe=probe)
         if not demo_command(model, out, backend, options, face_detector, margin, overwrite, click.echo):
             ctx.exit(1)
         return
@@ -167,7 +186,8 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
     source = ImageFolderSource(images, max_pixels=max_pixels) if images is not None else VideoSource(video)
     options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
                              ort_provider=ort_provider, threads=threads, streams=streams,
-                             cuda_graphs=cuda_graphs, channels_last=channels_last)
+                             cuda_graphs=cuda_graphs, channels_last=channels_last, compile=compile_,
+                             ov_mode=ov_mode, ov_requests=ov_requests, probe=probe)
     model_label = str(model)
     if model is None:
         from .demo import default_model, describe_default

@@ -1,0 +1,292 @@
+"""OpenVINO backend: the exported uint8 ONNX graph on the OpenVINO CPU runtime.
+
+OpenVINO reads the .onnx file directly (no conversion step, no second artefact), so it runs the
+very graph the ORT backend and the TensorRT build start from: uint8 NHWC in and out, the
+normalisation, rounding and clamping inside the graph, a dynamic batch dimension.
+
+Two modes, mapped onto OpenVINO's PERFORMANCE_HINT:
+
+- "latency": one infer request, all threads on it: lowest time per batch (single images,
+  interactive use).
+- "throughput": several streams, each its own infer request; `submit()` starts a batch
+  asynchronously and returns at once, so the pipeline keeps `max_in_flight` batches running on
+  the cores together (image folders and videos).
+
+INFERENCE_NUM_THREADS defaults to the CPUs this process may run on (sched_getaffinity, so a
+container's or taskset's limit is respected), or `threads` when given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cyclemask.errors import BackendError, ConfigError, CycleMaskError
+
+from .backends import Backend, _metadata_direction, _metadata_int
+
+log = logging.getLogger(__name__)
+
+OV_MODES = ("latency", "throughput")
+OV_DEVICES = ("CPU",)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity mask), falling back to os.cpu_count()."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def openvino_version() -> str | None:
+    """The installed openvino version, or None (without importing the runtime)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("openvino")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+class _OvHandle:
+    """One batch started on an infer request; `result()` waits and copies the output out."""
+
+    def __init__(self, backend: "OpenVinoBackend", request, n: int, keep: np.ndarray) -> None:
+        self._backend = backend
+        self._request = request
+        self._n = n
+        self._keep = keep  # the input must outlive the asynchronous run
+        self._value: np.ndarray | None = None
+
+    def result(self) -> np.ndarray:
+        if self._value is None:
+            try:
+                self._request.wait()
+                # The output tensor is the request's own buffer, reused by its next batch: copy.
+                out = np.array(self._request.get_output_tensor(0).data, copy=True)
+            except Exception as exc:
+                raise BackendError(f"{self._backend.model_path}: OpenVINO inference failed ({_first_line(exc)})") from None
+            finally:
+                self._keep = None
+                self._backend._release(self._request, self)
+            self._value = self._backend._check_output(out, self._n)
+        return self._value
+
+
+class OpenVinoBackend(Backend):
+    """OpenVINO over an exported graph (input `image` uint8 [N, S, S, 3], output `translated`).
+
+    mode: "latency" or "throughput" (see the module docstring); `requests`: infer requests in
+    throughput mode (default: what OpenVINO calls optimal for the streams it chose).
+    `cache_dir`: OpenVINO's model cache (CACHE_DIR), which keeps the compiled blob so the next
+    load of the same graph is faster; None disables it.
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        direction: str | None = None,
+        *,
+        mode: str = "throughput",
+        threads: int | None = None,
+        requests: int | None = None,
+        device: str = "CPU",
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__(Path(model_path), direction)
+        if mode not in OV_MODES:
+            raise ConfigError(f"OpenVINO mode must be one of {', '.join(OV_MODES)}; got {mode!r}")
+        if device not in OV_DEVICES:
+            raise ConfigError(f"OpenVINO device must be one of {', '.join(OV_DEVICES)}; got {device!r}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be >= 1; got {threads}")
+        if requests is not None and requests < 1:
+            raise ConfigError(f"OpenVINO infer requests must be >= 1; got {requests}")
+        self.mode = mode
+        self.threads = threads
+        self.requests = requests
+        self.device = device
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.metadata: dict = {}
+        self.notes: list[str] = []
+        self.load_s: float | None = None
+        self._compiled = None
+        self._free: list = []
+        self._owner: dict[int, _OvHandle] = {}
+        self._streams: int | None = None
+        self._threads_used: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _activate(self) -> None:
+        p = self.model_path
+        if not p.is_file():
+            raise BackendError(f"{p}: no such ONNX graph")
+        try:
+            import openvino as ov
+        except ImportError:
+            raise BackendError(
+                f"{p}: the openvino backend needs the openvino package (pip install openvino, or "
+                "pip install 'cyclemask[openvino]')"
+            ) from None
+        t0 = time.perf_counter()
+        core = ov.Core()
+        try:
+            model = core.read_model(str(p))
+        except Exception as exc:
+            raise BackendError(f"{p}: OpenVINO cannot read this graph ({_first_line(exc)})") from None
+        self._check_graph(model)
+        self.metadata = _read_metadata(p)
+        if self.metadata.get("format") != "cyclemask.onnx":
+            unknown = "" if _metadata_direction(self.metadata) else "; it does not record its direction"
+            self.notes.append(f"{p.name} was not written by cyclemask-export (no cyclemask format tag){unknown}")
+        self._check_direction(_metadata_direction(self.metadata), "graph")
+        meta_size = _metadata_int(self.metadata, ("image_size", "size"))
+        if meta_size is not None and meta_size != self._image_size:
+            raise BackendError(
+                f"{p}: metadata says image size {meta_size}, but the graph's input is {self._image_size}x{self._image_size}"
+            )
+        threads = self.threads or usable_cpus()
+        config = {
+            "PERFORMANCE_HINT": self.mode.upper(),
+            "INFERENCE_NUM_THREADS": threads,
+            # FP32 parity with eager: no BF16/FP16 downcast on CPUs that offer it (AMX, AVX512-BF16).
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        if self.mode == "throughput" and self.requests:
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = self.requests
+        if self.cache_dir is not None:
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                config["CACHE_DIR"] = str(self.cache_dir)
+            except OSError as exc:
+                self.notes.append(f"OpenVINO model cache off: cannot create {self.cache_dir} ({exc})")
+        try:
+            compiled = core.compile_model(model, self.device, config)
+        except Exception as exc:
+            raise BackendError(f"{p}: OpenVINO cannot compile this graph for {self.device} ({_first_line(exc)})") from None
+        n_req = 1
+        if self.mode == "throughput":
+            n_req = self.requests or max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self._streams = _int_property(compiled, "NUM_STREAMS")
+        self._threads_used = _int_property(compiled, "INFERENCE_NUM_THREADS") or threads
+        self._compiled = compiled
+        self._free = [compiled.create_infer_request() for _ in range(n_req)]
+        self._owner = {}
+        self.max_in_flight = n_req
+        self.load_s = time.perf_counter() - t0
+
+    def _check_graph(self, model) -> None:
+        p = self.model_path
+        want = "input 'image' uint8 [N, S, S, 3] and output 'translated' uint8 [N, S, S, 3]"
+        ins, outs = model.inputs, model.outputs
+        if len(ins) != 1 or len(outs) != 1:
+            raise BackendError(
+                f"{p}: not a cyclemask graph: expected {want}; got {len(ins)} inputs, {len(outs)} outputs"
+            )
+        i, o = ins[0], outs[0]
+        shape = i.get_partial_shape()
+        dims = [d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else []
+        itype, otype = i.get_element_type().get_type_name(), o.get_element_type().get_type_name()
+        ok = (
+            itype == "u8" and otype == "u8" and len(dims) == 4 and dims[3] == 3
+            and dims[1] is not None and dims[1] == dims[2]
+        )
+        if not ok:
+            raise BackendError(
+                f"{p}: not a cyclemask graph: expected {want}; got input {i.get_any_name()!r} {itype} {shape}, "
+                f"output {o.get_any_name()!r} {otype} {o.get_partial_shape()}"
+            )
+        self._image_size = int(dims[1])
+        if dims[0] is not None:
+            self.max_batch = int(dims[0])  # a graph exported with a fixed batch
+
+    def _deactivate(self) -> None:
+        for handle in list(self._owner.values()):
+            try:
+                handle.result()
+            except CycleMaskError:
+                pass
+        self._free, self._owner, self._compiled = [], {}, None
+
+    # -- inference -----------------------------------------------------------------------------
+    def _take_request(self):
+        if not self._free:
+            # Every request is busy with a batch whose handle is still open: finish the oldest
+            # (its value stays in its handle), so a caller that keeps more in flight than
+            # max_in_flight is slowed down, never given a wrong result.
+            oldest = next(iter(self._owner.values()))
+            oldest.result()
+        return self._free.pop(0)
+
+    def _release(self, request, handle: _OvHandle) -> None:
+        if self._owner.get(id(request)) is handle:
+            del self._owner[id(request)]
+            self._free.append(request)
+
+    def submit(self, batch_u8: np.ndarray):
+        self._check_input(batch_u8)
+        import openvino as ov
+
+        x = np.ascontiguousarray(batch_u8)
+        request = self._take_request()
+        handle = _OvHandle(self, request, x.shape[0], x)
+        self._owner[id(request)] = handle
+        try:
+            request.set_input_tensor(ov.Tensor(x, shared_memory=True))
+            request.start_async()
+        except Exception as exc:
+            self._release(request, handle)
+            raise BackendError(f"{self.model_path}: OpenVINO inference failed ({_first_line(exc)})") from None
+        return handle
+
+    def _infer(self, batch_u8: np.ndarray) -> np.ndarray:  # submit() is overridden; kept for the ABC
+        return self.submit(batch_u8).result()
+
+    # -- what it runs --------------------------------------------------------------------------
+    @property
+    def providers(self) -> list[str]:
+        return [f"OpenVINO {self.device}"] if self._image_size is not None else []
+
+    @property
+    def description(self) -> str:
+        if self._image_size is None:
+            return f"openvino ({self.device}, {self.mode}, not loaded)"
+        parts = [self.device, f"{self.mode} mode"]
+        if self._threads_used:
+            parts.append(f"{self._threads_used} threads")
+        if self.mode == "throughput":
+            parts.append(f"{self._streams or '?'} streams, {self.max_in_flight} requests in flight")
+        prec = self.metadata.get("precision")
+        parts.append(f"{prec} graph" if prec else "graph")
+        parts.append(f"{self._image_size}px")
+        return f"openvino ({', '.join(parts)})"
+
+
+def _read_metadata(path: Path) -> dict:
+    from cyclemask.export.metadata import read_onnx_metadata
+
+    try:
+        return dict(read_onnx_metadata(path))
+    except CycleMaskError as exc:
+        log.debug("read_onnx_metadata(%s) failed: %s", path, exc)
+        return {}
+
+
+def _int_property(compiled, name: str) -> int | None:
+    try:
+        return int(compiled.get_property(name))
+    except Exception:  # a property this OpenVINO version or device does not report
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:300]
