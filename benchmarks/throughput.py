@@ -257,12 +257,31 @@ class Settings:
     max_frames: int
     faces: bool
     threads: int | None
+    slow: bool = False
 
 
 def _pipeline_frames(raw_ips: float, batch: int, s: Settings) -> int:
     """Enough frames for ~pipeline_seconds at the raw rate: at least two batches."""
     want = int(math.ceil(raw_ips * s.pipeline_seconds))
     return max(2 * batch, min(want, s.max_frames))
+
+
+def choose_variants(s: Settings) -> tuple[list[Variant], list[dict]]:
+    """The variants to measure, and the others with the reason each is not measured."""
+    chosen: list[Variant] = []
+    skipped: list[dict] = []
+    named = {p for p in s.patterns or () if not any(c in p for c in "*?[")}  # named, not matched by a pattern
+    for v in select(list(s.patterns) if s.patterns else None, "all"):
+        why = v.unavailable()
+        if why is None and s.device != "all" and v.device not in (s.device, "any"):
+            why = f"not selected (--device {s.device})"
+        if why is None and v.slow and not (s.slow or v.name in named):
+            why = "costly to build here (marked slow): pass --slow, or name it in --variants"
+        if why:
+            skipped.append({"variant": v.name, "model": "*", "reason": why})
+        else:
+            chosen.append(v)
+    return chosen, skipped
 
 
 def run(s: Settings, scratch: Path) -> dict:
@@ -276,15 +295,7 @@ def run(s: Settings, scratch: Path) -> dict:
     cuda = s.device in ("cuda", "all") and torch.cuda.is_available()
     peak = measure_peak_tflops("cuda") if cuda else None
     result["peak"] = peak
-    chosen: list[Variant] = []
-    for v in select(list(s.patterns) if s.patterns else None, "all"):
-        why = v.unavailable()
-        if why is None and s.device != "all" and v.device not in (s.device, "any"):
-            why = f"not selected (--device {s.device})"
-        if why:
-            result["skipped"].append({"variant": v.name, "model": "*", "reason": why})
-        else:
-            chosen.append(v)
+    chosen, result["skipped"] = choose_variants(s)
     if not chosen:
         raise ConfigError("no variant can run here: " + "; ".join(f"{d['variant']}: {d['reason']}" for d in result["skipped"]))
     pinputs = PipelineInputs(scratch / "inputs")
@@ -544,6 +555,9 @@ def _models(ctx, param, value):
 @click.option("--max-frames", default=256, show_default=True, type=click.IntRange(1), help="Cap on pipeline frames.")
 @click.option("--faces/--no-faces", default=True, show_default=True,
               help="Face-aware rows from benchmarks/faces.py (needs the YuNet model and the shared clips).")
+@click.option("--slow/--no-slow", default=False, show_default=True,
+              help="Also measure variants marked slow (costly to build here: torch.compile on the CPU). "
+                   "A slow variant named in full in --variants is measured either way.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads of torch and ONNX Runtime. [default: the libraries' own]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the Markdown table.")
@@ -551,7 +565,7 @@ def _models(ctx, param, value):
               help="Also write throughput.md and throughput.json into this folder.")
 @debug_option
 def main(device, models, batches, patterns, repeats, min_seconds, warmup, pipeline, pipeline_seconds, max_frames,
-         faces, threads, as_json, out):
+         faces, slow, threads, as_json, out):
     import torch
 
     if device == "auto":
@@ -568,7 +582,7 @@ def main(device, models, batches, patterns, repeats, min_seconds, warmup, pipeli
     s = Settings(device, models, batches or d["batches"], pats, repeats,
                  d["min_seconds"] if min_seconds is None else min_seconds, d["warmup"] if warmup is None else warmup,
                  pipeline, d["pipeline_seconds"] if pipeline_seconds is None else pipeline_seconds, max_frames, faces,
-                 threads)
+                 threads, slow)
     with tempfile.TemporaryDirectory(prefix="cyclemask-bench-") as tmp:
         result = run(s, Path(tmp))
     md, js = markdown(result), to_json(result)

@@ -75,6 +75,26 @@ def test_pipeline_frames_cover_the_target_time_within_limits():
     assert tp._pipeline_frames(1e6, 4, s) == 100  # at most --max-frames
 
 
+def test_choose_variants_by_device_pattern_and_slowness():
+    def settings(patterns=None, device="cpu", slow=False):
+        return tp.Settings(device, ("tiny",), (1,), patterns, 1, 0.1, 0, False, 1.0, 8, False, None, slow)
+
+    chosen, skipped = tp.choose_variants(settings())
+    names, why = [v.name for v in chosen], {d["variant"]: d["reason"] for d in skipped}
+    assert "torch-cpu-fp32" in names and all(v.device in ("cpu", "any") for v in chosen)
+    assert set(names) | set(why) == {v.name for v in tp.select(None, "all")}  # each one accounted for
+    slow = [v.name for v in tp.select(None, "all") if v.slow and not v.unavailable() and v.device == "cpu"]
+    for name in slow:  # e.g. torch-cpu-fp32-compile: only on request
+        assert "marked slow" in why[name]
+        assert name in [v.name for v in tp.choose_variants(settings(slow=True))[0]]
+        assert name in [v.name for v in tp.choose_variants(settings(patterns=(name,)))[0]]
+        assert name not in [v.name for v in tp.choose_variants(settings(patterns=("torch-*",)))[0]]
+    import torch
+
+    if not torch.cuda.is_available():
+        assert why["torch-cuda-fp32"].startswith("needs a CUDA GPU")
+
+
 def _row(**kw):
     base = dict(model="full", variant="torch-cuda-fp16", backend="torch (cuda:0, fp16)", precision="fp16", batch=8,
                 images_per_s=1000.0, latency_p50_ms=8.0, latency_p99_ms=9.0, calls=10, macs_per_image=50_000_000_000)
@@ -142,5 +162,5 @@ def test_cli_help_documents_every_option():
     assert res.exit_code == 0
     for opt in ("--device", "--models", "--batches", "--variants", "--repeats", "--min-seconds", "--warmup",
                 "--pipeline / --no-pipeline", "--pipeline-seconds", "--max-frames", "--faces / --no-faces",
-                "--threads", "--json", "--out", "--debug"):
+                "--slow / --no-slow", "--threads", "--json", "--out", "--debug"):
         assert opt in res.output, opt

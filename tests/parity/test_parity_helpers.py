@@ -132,12 +132,12 @@ def test_every_backend_has_variants_and_names_are_unique():
 def test_backend_added_later_is_discovered(monkeypatch):
     import cyclemask.engine.backends as backends
 
-    monkeypatch.setattr(backends, "BACKEND_NAMES", backends.BACKEND_NAMES + ("openvino",))
-    found = {v.name: v for v in variants() if v.backend == "openvino"}
-    assert set(found) == {"openvino-checkpoint", "openvino-graph-fp32", "openvino-graph-fp16"}
+    monkeypatch.setattr(backends, "BACKEND_NAMES", backends.BACKEND_NAMES + ("coreml",))
+    found = {v.name: v for v in variants() if v.backend == "coreml"}
+    assert set(found) == {"coreml-checkpoint", "coreml-graph-fp32", "coreml-graph-fp16"}
     assert all(v.generic and v.device == "any" for v in found.values())
-    assert found["openvino-graph-fp16"].precision == "fp16"
-    assert "openvino-graph-fp32" in {v.name for v in select(device="cpu")}
+    assert found["coreml-graph-fp16"].precision == "fp16"
+    assert "coreml-graph-fp32" in {v.name for v in select(device="cpu")}
 
 
 def test_select_by_pattern_and_device():
