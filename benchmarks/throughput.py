@@ -46,6 +46,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import click
 import numpy as np
@@ -284,7 +285,8 @@ def choose_variants(s: Settings) -> tuple[list[Variant], list[dict]]:
     return chosen, skipped
 
 
-def run(s: Settings, scratch: Path) -> dict:
+def run(s: Settings, scratch: Path, on_row: Callable[[dict], None] | None = None) -> dict:
+    """Measure everything `s` asks for; `on_row(result)` after each row (to save partial results)."""
     import torch
 
     from cyclemask.models import count_macs
@@ -307,7 +309,7 @@ def run(s: Settings, scratch: Path) -> dict:
         macs = count_macs(gen, (1, 3, spec.image_size, spec.image_size))
         arts = Artefacts(gen, spec.image_size, scratch / model_name, engine_max_batch=max(s.batches))
         for v in chosen:
-            _measure_variant(v, spec, arts, macs, peak, s, pinputs, scratch, result)
+            _measure_variant(v, spec, arts, macs, peak, s, pinputs, scratch, result, on_row)
         artefact_seconds[model_name] = dict(arts.seconds)
         if s.faces:
             _face_rows(spec, arts, s, result)
@@ -318,7 +320,8 @@ def run(s: Settings, scratch: Path) -> dict:
 
 
 def _measure_variant(v: Variant, spec, arts: Artefacts, macs: int, peak: dict | None, s: Settings,
-                     pinputs: PipelineInputs, scratch: Path, result: dict) -> None:
+                     pinputs: PipelineInputs, scratch: Path, result: dict,
+                     on_row: Callable[[dict], None] | None = None) -> None:
     backend = None
     try:
         for batch in s.batches:
@@ -352,6 +355,8 @@ def _measure_variant(v: Variant, spec, arts: Artefacts, macs: int, peak: dict | 
                     else:
                         row.folder_images_per_s = round(fps, 3)
             result["rows"].append(row)
+            if on_row is not None:
+                on_row(result)
     except (ArtefactUnavailable, CycleMaskError) as exc:
         # A variant that cannot run here (a GPU stack without its libraries, say) is reported,
         # and the others are still measured.
@@ -468,6 +473,8 @@ def markdown(result: dict) -> str:
         f"Load average (1/5/15 min) at start {m['load_start']}, at end {m.get('load_end')}. Inputs: {m['inputs']}. "
         "All rows measured in this one run, one after another.",
     ]
+    if not m.get("complete"):
+        lines.append("PARTIAL: the run has not finished (or was stopped); rows so far.")
     if peak:
         lines.append(f"Device peak: {peak['tflops']} TFLOP/s ({peak['what']}, {peak['gpu']}).")
     lines += ["", "| model | variant | backend | batch | images/s | p50 ms | p99 ms | video img/s | folder img/s "
@@ -583,13 +590,21 @@ def main(device, models, batches, patterns, repeats, min_seconds, warmup, pipeli
                  d["min_seconds"] if min_seconds is None else min_seconds, d["warmup"] if warmup is None else warmup,
                  pipeline, d["pipeline_seconds"] if pipeline_seconds is None else pipeline_seconds, max_frames, faces,
                  threads, slow)
-    with tempfile.TemporaryDirectory(prefix="cyclemask-bench-") as tmp:
-        result = run(s, Path(tmp))
-    md, js = markdown(result), to_json(result)
+    def save(result: dict) -> None:
+        # Rewritten after every row, so a run stopped by a time limit keeps what it measured.
+        from cyclemask.imageio import write_bytes_atomic
+
+        write_bytes_atomic(out / "throughput.md", (markdown(result) + "\n").encode())
+        write_bytes_atomic(out / "throughput.json", (to_json(result) + "\n").encode())
+
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "throughput.md").write_text(md + "\n")
-        (out / "throughput.json").write_text(js + "\n")
+    with tempfile.TemporaryDirectory(prefix="cyclemask-bench-") as tmp:
+        result = run(s, Path(tmp), on_row=save if out is not None else None)
+    result["meta"]["complete"] = True
+    md, js = markdown(result), to_json(result)
+    if out is not None:
+        save(result)
     click.echo(js if as_json else md)
     if out is not None:
         click.echo(f"written: {out / 'throughput.md'}, {out / 'throughput.json'}", err=True)

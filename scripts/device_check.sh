@@ -67,7 +67,7 @@ mkdir -p "$OUTDIR" || { echo "error: cannot create $OUTDIR" >&2; exit 2; }
 OUTDIR="$(cd "$OUTDIR" && pwd)"
 cd "$REPO" || exit 2
 
-TOTAL_S=460   # the whole run: under 8 minutes with room for start-up
+TOTAL_S=470   # the whole run: under 8 minutes with room for start-up
 if [ "$DRY" = 1 ]; then MODE="dry run (CPU, tiny sizes)"; else MODE="GPU check"; fi
 export PYTHONUNBUFFERED=1
 export PYTHONDONTWRITEBYTECODE=1  # leave no __pycache__ in the checkout
@@ -203,7 +203,7 @@ fi
 TEST_ARGS+=(--continue-on-collection-errors)
 if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then TEST_ARGS+=(--timeout 120); fi
 if [ "$IMPORT_OK" = 1 ]; then
-    CYCLEMASK_PARITY_OUT="$OUTDIR/parity.json" run_step tests 210 "$OUTDIR/tests.log" \
+    CYCLEMASK_PARITY_OUT="$OUTDIR/parity.json" run_step tests 180 "$OUTDIR/tests.log" \
         "$PY" -m pytest "${TEST_ARGS[@]}" -ra -q -p no:cacheprovider --junitxml="$OUTDIR/tests.xml"
 else
     STEPS+=("| tests | skipped | 0 | cyclemask could not be imported |"); STATUS=1
@@ -219,7 +219,7 @@ else
     BENCH_ARGS=(--device cuda --models full,small --batches 1,32 --pipeline-seconds 1 --max-frames 256)
 fi
 if [ "$IMPORT_OK" = 1 ]; then
-    run_step bench 230 "$OUTDIR/bench.log" "$PY" benchmarks/throughput.py "${BENCH_ARGS[@]}" --out "$OUTDIR"
+    run_step bench 270 "$OUTDIR/bench.log" "$PY" benchmarks/throughput.py "${BENCH_ARGS[@]}" --out "$OUTDIR"
 else
     STEPS+=("| bench | skipped | 0 | cyclemask could not be imported |"); STATUS=1
 fi

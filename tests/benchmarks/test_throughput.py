@@ -95,6 +95,15 @@ def test_choose_variants_by_device_pattern_and_slowness():
         assert why["torch-cuda-fp32"].startswith("needs a CUDA GPU")
 
 
+def test_run_reports_each_row_as_it_is_measured(tmp_path):
+    s = tp.Settings("cpu", ("tiny",), (1, 2), ("torch-cpu-fp32",), 1, 0.0, 0, False, 1.0, 8, False, None)
+    seen = []
+    result = tp.run(s, tmp_path, on_row=lambda r: seen.append([(x.variant, x.batch) for x in r["rows"]]))
+    assert seen == [[("torch-cpu-fp32", 1)], [("torch-cpu-fp32", 1), ("torch-cpu-fp32", 2)]]
+    assert [r.batch for r in result["rows"]] == [1, 2] and result["rows"][0].video_images_per_s is None
+    assert result["meta"]["load_end"] is not None and result["artefact_seconds"]["tiny"]["checkpoint"] >= 0
+
+
 def _row(**kw):
     base = dict(model="full", variant="torch-cuda-fp16", backend="torch (cuda:0, fp16)", precision="fp16", batch=8,
                 images_per_s=1000.0, latency_p50_ms=8.0, latency_p99_ms=9.0, calls=10, macs_per_image=50_000_000_000)
@@ -131,6 +140,9 @@ def test_markdown_lists_rows_faces_and_what_was_not_measured():
     assert "| full | c.mp4 | 8 | 23 | 20 | 100.00 | 90.00 | 0.09 | backend |" in md
     assert "- trt-fp16: needs TensorRT" in md and "- a note" in md
     assert '"images_per_s": 1000.0' in tp.to_json(result)
+    assert "PARTIAL: the run has not finished" in md  # saved after each row until complete
+    result["meta"]["complete"] = True
+    assert "PARTIAL" not in tp.markdown(result)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -57,6 +57,7 @@ def test_dry_run_passes_and_writes_every_result(tmp_path):
         assert r["model"] == "tiny" and r["images_per_s"] > 0 and r["latency_p99_ms"] >= r["latency_p50_ms"] > 0
         assert r["video_images_per_s"] > 0 and r["folder_images_per_s"] > 0 and r["macs_per_image"] > 0
     assert "| tiny | torch-cpu-fp32 |" in (out / "throughput.md").read_text()
+    assert bench["meta"]["complete"] and "PARTIAL" not in (out / "throughput.md").read_text()
     assert "torch: " in (out / "env.txt").read_text() and "import: installed package" in (out / "env.txt").read_text()
     print(f"device_check.sh --dry-run took {seconds:.1f} s")
 
