@@ -43,7 +43,7 @@ CANDIDATES = {
     "openvino": ("graph", ["--backend", "openvino"]),
     "auto": ("graph", ["--backend", "auto"]),
 }
-FPS = re.compile(r"throughput: ([0-9.]+) frames/s")
+FPS = re.compile(r"throughput: [0-9.]+ frames/s \((\d+) frames in ([0-9.]+) s")
 CHOSEN = re.compile(r"^backend: (.*?)  \[(.*)\]$", re.M)
 
 
@@ -80,7 +80,7 @@ def run_one(name: str, files: dict[str, Path], out: Path, batch: int, threads: i
     if res.returncode != 0:
         raise click.ClickException(f"{name} failed (exit {res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
     m, c = FPS.search(res.stdout), CHOSEN.search(res.stdout)
-    return {"fps": float(m.group(1)), "wall_s": round(wall, 2), "load": [round(load0, 2), round(_load(), 2)],
+    return {"fps": round(int(m.group(1)) / float(m.group(2)), 4), "wall_s": round(wall, 2), "load": [round(load0, 2), round(_load(), 2)],
             "backend": c.group(1) if c else "", "reason": c.group(2) if c else ""}
 
 

@@ -136,6 +136,23 @@ def test_create_backend_openvino_and_auto_on_cpu(mask_graph, bundle_path, tiny_p
         be.deactivate()
 
 
+@needs_openvino
+def test_auto_skips_timing_ort_when_one_image_is_slow(mask_graph, monkeypatch):
+    import cyclemask.engine.backends as backends
+    from cyclemask.engine.backend_openvino import OpenVinoBackend
+
+    monkeypatch.setattr(backends, "PROBE_HEAVY_S", 0.0)  # every model counts as heavy
+    built = []
+    real_ort = backends._ort
+    monkeypatch.setattr(backends, "_ort", lambda *a: built.append(a) or real_ort(*a))
+    be, why = create_backend(mask_graph, "auto")
+    try:
+        assert isinstance(be, OpenVinoBackend) and be.is_active
+        assert "too long to time ONNX Runtime" in why and not built
+    finally:
+        be.deactivate()
+
+
 def test_auto_without_openvino_takes_ort_and_says_why(mask_graph, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
