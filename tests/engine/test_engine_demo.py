@@ -1,0 +1,218 @@
+"""The embedded demo: shipped package data, `cyclemask-run --demo`, and the default model."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from fnmatch import fnmatch
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cyclemask.checkpoint import load_generators
+from cyclemask.errors import ConfigError
+from cyclemask.faces import crop_face, square_crop_box
+from cyclemask.imageio import read_image
+from cyclemask.imaging import translate
+from cyclemask.engine import demo
+from cyclemask.engine.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_ASSET_BYTES = 10 * 1024 * 1024
+SHIPPED = ("generators.pt", "mask.onnx", "unmask.onnx", "demo.json")
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["--no-progress", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def tiny_graphs(tmp_path_factory, tiny_pair) -> dict[str, Path]:
+    from cyclemask.export.onnx import export_onnx
+
+    root = tmp_path_factory.mktemp("demo_onnx")
+    return {d: Path(export_onnx(g, root / f"{d}.onnx", image_size=64, metadata={"direction": d}))
+            for d, g in tiny_pair.items()}
+
+
+def _portrait() -> demo.Portrait:
+    found = demo.demo_portraits()
+    if not found:
+        pytest.fail("matplotlib's sample_data/grace_hopper.jpg is missing: the demo has no input")
+    return found[0]
+
+
+# -------------------------------------------------------------------------------------------
+# Package data
+
+
+def test_shipped_assets_present_and_small():
+    root = demo.assets_dir()
+    sizes = {name: (root / name).stat().st_size for name in SHIPPED if (root / name).is_file()}
+    assert sorted(sizes) == sorted(SHIPPED), f"missing from {root}: {set(SHIPPED) - set(sizes)}"
+    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    assert total <= MAX_ASSET_BYTES, f"demo assets are {total / 1e6:.1f} MB, over the 10 MB limit"
+    info = json.loads((root / "demo.json").read_text())
+    for key in ("image_size", "command", "iterations", "train_seconds"):
+        assert key in info, f"demo.json lacks {key}"
+
+
+def test_package_data_glob_ships_the_assets():
+    # An editable install finds files anywhere; a wheel only carries what package-data names.
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
+    globs = cfg["tool"]["setuptools"]["package-data"]["cyclemask"]
+    for name in SHIPPED:
+        rel = f"assets/demo/{name}"
+        assert any(fnmatch(rel, g) and g.count("/") == rel.count("/") for g in globs), f"{rel} not in {globs}"
+
+
+def test_shipped_checkpoint_and_onnx_agree_within_one_lsb(rng):
+    from cyclemask.engine.backends import OrtBackend
+
+    root = demo.assets_dir()
+    gens = load_generators(root / "generators.pt")
+    size = json.loads((root / "demo.json").read_text())["image_size"]
+    p = _portrait()
+    image = read_image(p.path)
+    crop, _ = crop_face(image, demo.KnownFaceDetector([p.face]).detect(image)[0].box, size)
+    batch = np.stack([crop, rng.integers(0, 256, (size, size, 3), dtype=np.uint8)])
+    for d in ("mask", "unmask"):
+        with torch.no_grad():
+            eager = translate(gens[d].generator.eval(), batch)
+        with OrtBackend(root / f"{d}.onnx", d, provider="cpu") as be:
+            graph = be.infer(batch)
+        diff = np.abs(eager.astype(np.int16) - graph.astype(np.int16))
+        assert diff.max() <= 1, f"{d}: ONNX differs from the checkpoint by {diff.max()} LSB"
+
+
+# -------------------------------------------------------------------------------------------
+# run_demo with tiny stand-in models (fast, and checks the geometry exactly)
+
+
+@pytest.mark.parametrize("kind", ["torch", "ort"])
+def test_run_demo_tiny_models(tmp_path, kind, bundle_path, tiny_graphs):
+    models = {"mask": bundle_path, "unmask": bundle_path} if kind == "torch" else tiny_graphs
+    report = demo.run_demo(tmp_path / "out", models=models, backend="auto")
+    assert report.ok, report.failures
+    p = _portrait()
+    names = sorted(x.name for x in report.written)
+    assert names == sorted(demo.output_names([p]))
+    src = read_image(p.path)
+    masked = read_image(tmp_path / "out" / f"{p.name}_masked.png")
+    unmasked = read_image(tmp_path / "out" / f"{p.name}_unmasked.png")
+    assert masked.shape == unmasked.shape == src.shape
+    h, w = src.shape[:2]
+    fx, fy, fw, fh = p.face
+    x0, y0, x1, y1 = square_crop_box((fx * w, fy * h, fw * w, fh * h), src.shape, 0.3, fit="pad")
+    outside = np.ones(src.shape[:2], bool)
+    outside[max(y0, 0):y1, max(x0, 0):x1] = False
+    # Pixels outside the face's crop box keep their values bit for bit; the face itself changes.
+    assert np.array_equal(masked[outside], src[outside])
+    assert np.array_equal(unmasked[outside], src[outside])
+    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+    assert np.abs(masked[cy - 10:cy + 10, cx - 10:cx + 10].astype(int) - src[cy - 10:cy + 10, cx - 10:cx + 10]).mean() > 5
+    sheet = read_image(tmp_path / "out" / demo.SHEET_NAME)
+    assert sheet.shape[0] > 400 and sheet.shape[1] > 600
+    assert report.faces == {p.name: 1}
+
+
+def test_run_demo_refuses_to_overwrite_then_overwrites(tmp_path, bundle_path):
+    models = {"mask": bundle_path, "unmask": bundle_path}
+    demo.run_demo(tmp_path, models=models)
+    before = (tmp_path / demo.SHEET_NAME).stat().st_mtime_ns
+    with pytest.raises(ConfigError, match="already holds .*--overwrite"):
+        demo.run_demo(tmp_path, models=models)
+    assert (tmp_path / demo.SHEET_NAME).stat().st_mtime_ns == before
+    assert demo.run_demo(tmp_path, models=models, overwrite=True).ok
+
+
+def test_run_demo_errors(tmp_path, bundle_path, monkeypatch):
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        demo.run_demo(a_file, models={"mask": bundle_path, "unmask": bundle_path})
+    with pytest.raises(ConfigError, match="missing: unmask"):
+        demo.run_demo(tmp_path / "o", models={"mask": bundle_path})
+    monkeypatch.setattr(demo, "assets_dir", lambda: tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="embedded demo model .*missing.*--model"):
+        demo.run_demo(tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_demo_portrait_without_face_is_reported(tmp_path, bundle_path):
+    p = _portrait()
+    far = demo.Portrait("tiny_face", p.path, (0.0, 0.0, 0.01, 0.01), "test")  # below min_face
+    report = demo.run_demo(tmp_path, models={"mask": bundle_path, "unmask": bundle_path}, portraits=[far, p])
+    assert not report.ok
+    assert any("no face found" in f and str(p.path) in f for f in report.failures)
+    assert (tmp_path / f"{p.name}_masked.png").is_file()  # the other portrait is still done
+
+
+def test_known_face_detector_validates_and_scales():
+    with pytest.raises(ConfigError, match="relative face box"):
+        demo.KnownFaceDetector([(0.5, 0.5, 0.0, 0.1)])
+    faces = demo.KnownFaceDetector([(0.25, 0.5, 0.5, 0.25)]).detect(np.zeros((200, 100, 3), np.uint8))
+    assert [f.box for f in faces] == [(25.0, 100.0, 50.0, 50.0)]
+
+
+@pytest.mark.shared
+def test_known_box_matches_yunet(face_detector_path):
+    """The stored box is what YuNet finds on the shipped portrait (so --demo frames it the same)."""
+    from cyclemask.faces import FaceDetector
+
+    p = _portrait()
+    image = read_image(p.path)
+    found = FaceDetector(face_detector_path).detect(image)
+    assert len(found) == 1
+    known = demo.KnownFaceDetector([p.face]).detect(image)[0]
+    assert np.allclose(found[0].box, known.box, atol=1.0)
+
+
+# -------------------------------------------------------------------------------------------
+# The CLI: --demo and the default model, with the shipped assets
+
+
+def test_cli_demo_with_shipped_models(tmp_path, monkeypatch):
+    monkeypatch.delenv("CYCLEMASK_FACE_DETECTOR", raising=False)
+    r = run("--demo", "--out", tmp_path / "demo_out")
+    assert r.exit_code == 0, r.output
+    assert "embedded demo generators" in r.output
+    assert "known face box" in r.output
+    p = _portrait()
+    for name in demo.output_names([p]):
+        assert (tmp_path / "demo_out" / name).is_file(), name
+    src = read_image(p.path)
+    masked = read_image(tmp_path / "demo_out" / f"{p.name}_masked.png")
+    assert masked.shape == src.shape and not np.array_equal(masked, src)
+    # A second run without --overwrite refuses and says so.
+    r2 = run("--demo", "--out", tmp_path / "demo_out")
+    assert r2.exit_code == 1 and "--overwrite" in r2.output
+
+
+def test_cli_demo_usage_errors(tmp_path):
+    r = run("--demo")
+    assert r.exit_code == 2 and "--demo needs --out" in r.output
+    r = run("--demo", "--out", tmp_path / "o", "--images", tmp_path)
+    assert r.exit_code == 2 and "--demo" in r.output and "--images" in r.output
+
+
+def test_cli_without_model_uses_the_demo_generators(tmp_path):
+    from cyclemask.imageio import write_image
+
+    src = tmp_path / "faces"
+    p = _portrait()
+    image = read_image(p.path)
+    write_image(src / "hopper.png", image[100:400, 150:400])
+    r = run("--images", src, "--out", tmp_path / "default", "--aligned")
+    assert r.exit_code == 0, r.output
+    assert "embedded demo generators" in r.output
+    explicit = run("--images", src, "--out", tmp_path / "explicit", "--aligned",
+                   "--model", demo.assets_dir() / "mask.onnx")
+    assert explicit.exit_code == 0, explicit.output
+    a = read_image(tmp_path / "default" / "hopper.png")
+    b = read_image(tmp_path / "explicit" / "hopper.png")
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, image[100:400, 150:400])
