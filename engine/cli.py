@@ -97,8 +97,8 @@ MAX_LISTED_FAILURES = 20
                    "decode thread).")
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True,
               help="auto: trt for an engine; for a graph, ort on a GPU machine (best provider that "
-                   "really loads) and on a CPU machine ort or openvino, whichever a short warm-up "
-                   "measures faster (see --no-probe); torch for a checkpoint. It says which and why. "
+                   "really loads) and on a CPU machine openvino or ort (see --probe); torch for a "
+                   "checkpoint. It says which and why. "
                    "openvino runs graphs on the CPU (pip install openvino).")
 @click.option("--batch", type=click.IntRange(1, 4096), default=8, show_default=True,
               help="Images per model call (the last batch may be smaller).")
@@ -131,9 +131,10 @@ MAX_LISTED_FAILURES = 20
               help="openvino backend, throughput mode: infer requests (batches) in flight. "
                    "Default: OpenVINO's optimum for this CPU.")
 @click.option("--probe/--no-probe", default=True, show_default=True,
-              help="--backend auto with a graph on a CPU machine: time ONNX Runtime and OpenVINO for "
-                   "a few images and keep the faster (a few seconds on the full model); --no-probe "
-                   "takes OpenVINO when installed without timing.")
+              help="--backend auto with a graph on a CPU machine: time OpenVINO and ONNX Runtime on "
+                   "single images for about a second and keep the faster; a model whose first image "
+                   "takes over 0.25 s (the full generator on a small CPU) gets OpenVINO untimed. "
+                   "--no-probe: OpenVINO whenever it is installed.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (never inputs).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="--images: refuse images with more pixels than this (each is reported).")
