@@ -830,9 +830,9 @@ def _probe_cpu(path: Path, direction: str | None, opts: BackendOptions) -> tuple
             f"load it ({exc})")
     if first > PROBE_HEAVY_S:
         return ov, (
-            f"auto: openvino, because the model is an ONNX graph and no CUDA GPU is visible; one image takes "
-            f"{first:.2f} s here, too long to time ONNX Runtime against it, and OpenVINO is the faster CPU "
-            "runtime for generators of this size (benchmarks/cpu_backends.py)")
+            f"auto: openvino, because the model is an ONNX graph and no CUDA GPU is visible; its first image "
+            f"took {first:.2f} s here, too long to time ONNX Runtime against it too, and OpenVINO is the faster "
+            "CPU runtime for generators of this size (benchmarks/cpu_backends.py)")
     cands: dict[str, Backend] = {"openvino": ov, "ort": _ort(path, direction, cpu)}
     best: dict[str, float] = {}
     try:
