@@ -794,7 +794,7 @@ def _auto_graph(path: Path, direction: str | None, opts: BackendOptions) -> tupl
     if not opts.probe:
         return _openvino(path, direction, opts), (
             "auto: openvino, because the model is an ONNX graph, no CUDA GPU is visible and OpenVINO is "
-            "the faster CPU runtime for these generators (measured 1.2-1.6x ONNX Runtime; --no-probe: not "
+            "the faster CPU runtime for these generators (1.1-1.6x ONNX Runtime in our runs; --no-probe: not "
             "timed on this machine)")
     return _probe_cpu(path, direction, opts)
 
