@@ -50,12 +50,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr = terminalreporter
     tr.section("parity figures (backend vs eager)")
-    tr.write_line(f"{'model':13s} {'variant':24s} {'check':5s} {'imgs':>4s} {'max LSB':>7s} {'>1 LSB':>8s} "
+    tr.write_line(f"{'model':13s} {'variant':26s} {'check':5s} {'imgs':>4s} {'max LSB':>7s} {'>1 LSB':>8s} "
                   f"{'PSNR dB':>7s} {'FID (bound)':>19s}  worst images")
     for r in RESULTS:
         psnr = "inf" if r["psnr_db"] is None else f"{r['psnr_db']:.1f}"
         fid = "-" if r["fid"] is None else f"{r['fid']:.2e} ({r['fid_max']:.2e})"
-        tr.write_line(f"{r['model']:13s} {r['variant']:24s} {r['check']:5s} {r['images']:4d} {r['max_abs_lsb']:7d} "
+        tr.write_line(f"{r['model']:13s} {r['variant']:26s} {r['check']:5s} {r['images']:4d} {r['max_abs_lsb']:7d} "
                       f"{r['frac_off_gt1']:8.4%} {psnr:>7s} {fid:>19s}  {', '.join(r['worst'][:2])}")
     out = os.environ.get("CYCLEMASK_PARITY_OUT")
     if out:

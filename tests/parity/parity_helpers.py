@@ -29,7 +29,8 @@ BOUNDS: dict[str, Bounds] = {"fp32": FP32_BOUNDS, "fp16": FP16_BOUNDS, "fp16-trt
 #: (PSNR ~45 dB).
 #: The bound is measured per case, so it follows the number and size of the images (FID of a
 #: few images is biased upwards). Measured on the fast case (6 faces, 64 px): FP32 variants
-#: ~1e-5, FP16 ~0.01; +-1 LSB noise 0.09, +-2 LSB 0.27, +-4 LSB 0.74.
+#: ~1e-5, FP16 0.017; bounds 0.10 (+-1 LSB) and 0.29 (+-2 LSB). Full size (8 faces, 256 px):
+#: FP32 3e-5, FP16 0.03; bounds 0.15 and 0.42.
 FID_NOISE_LSB: dict[str, int] = {"fp32": 1, "fp16": 2, "fp16-trt": 2}
 
 
