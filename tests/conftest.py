@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,39 +40,13 @@ def pytest_collection_modifyitems(config, items):
     else:
         skip_trt = None
     skip_shared = None if SHARED_DATA.is_dir() else pytest.mark.skip(reason=f"needs the shared data folder {SHARED_DATA}, absent here")
-    isolate = not os.environ.get(_ISOLATED_ENV)
     for item in items:
-        if isolate and "isolated" in item.keywords:
-            item.runtest = _in_fresh_interpreter(item)
         if skip_gpu and "gpu" in item.keywords:
             item.add_marker(skip_gpu)
         if skip_trt and "trt" in item.keywords:
             item.add_marker(skip_trt)
         if skip_shared and "shared" in item.keywords:
             item.add_marker(skip_shared)
-
-
-_ISOLATED_ENV = "CYCLEMASK_TEST_ISOLATED"
-
-
-def _in_fresh_interpreter(item):
-    """Run one test in its own Python process. Used for tests that train in-process after
-    the rest of the suite has loaded native runtimes (OpenVINO, ONNX Runtime, inductor) into
-    this process: that combination crashed the interpreter (SIGSEGV) in the full suite, while
-    each part passes alone. A fresh process gives the test what a user's run has."""
-
-    def runtest():
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", item.nodeid]
-        env = {**os.environ, _ISOLATED_ENV: "1"}
-        proc = subprocess.run(cmd, cwd=str(item.config.rootpath), env=env, capture_output=True,
-                              text=True, timeout=900)
-        out = proc.stdout + proc.stderr
-        if proc.returncode == 0 and " skipped" in out and " passed" not in out:
-            pytest.skip(f"skipped in its own process: {out.strip().splitlines()[-1]}")
-        if proc.returncode != 0:
-            pytest.fail(f"failed in its own process (exit {proc.returncode}):\n{out[-4000:]}", pytrace=False)
-
-    return runtest
 
 
 @pytest.fixture

@@ -19,10 +19,6 @@ from cyclemask.train.trainer import Trainer
 
 from train_helpers import tiny_config
 
-# These tests train in the pytest process; after the engine tests have loaded OpenVINO and
-# friends, that crashed the interpreter in the full suite. Each runs in a fresh process.
-pytestmark = pytest.mark.isolated
-
 
 def _free_port() -> int:
     with socket.socket() as s:
