@@ -10,8 +10,9 @@
 #   import  makes `cyclemask` importable: already installed; else a path shim (scripts/pyshim,
 #           nothing installed); else `pip install -e . --no-deps --no-build-isolation`
 #           (written to env.txt)
-#   tests   pytest -m "gpu or trt" over tests/: Torch CUDA parity against eager (small and
-#           full-size generator), the CUDA pipeline, the engine's GPU tests; what needs
+#   tests   pytest -m "gpu or trt" over tests/ (tests/train in a second process, as CI does):
+#           Torch CUDA parity against eager (small and full-size generator, eager / CUDA graphs
+#           / torch.compile), the CUDA pipeline, the engine's and trainer's GPU tests; what needs
 #           TensorRT, an ONNX Runtime GPU build or a missing package skips with its reason
 #   bench   benchmarks/throughput.py --device cuda: torch eager FP32 and FP16, CUDA graphs,
 #           torch.compile, ORT CUDA / TensorRT where present; full and small generator,
@@ -23,8 +24,9 @@
 # Exit status: 0 when every step passed, 1 when one failed, 2 for a usage error.
 #
 # --dry-run runs the same steps on the CPU with tiny sizes, so CI can test this script:
-# tests = the torch parity case on the CPU plus its CUDA twin (skipped there), bench = the tiny
-# generator, torch variants, batches 1 and 2. About half a minute on 2 idle cores.
+# tests = the torch parity case on the CPU plus its CUDA twins (skipped there) and the trainer's
+# GPU selection (skipped), bench = the tiny generator, torch variants, batches 1 and 2. About
+# 15-30 s on 2 cores.
 set -u
 set -o pipefail
 
@@ -111,7 +113,8 @@ run_step() {
 
 step_detail() {
     case "$1" in
-        tests) grep -E '^(=+ )?[0-9]+ (passed|failed|skipped|error)|no tests ran' "$2" | tail -1 | tr -d '=' | sed 's/^ *//' ;;
+        tests) grep -E '^(=+ )?[0-9]+ (passed|failed|skipped|error|deselected)|no tests ran' "$2" | tr -d '=' \
+                   | sed 's/^ *//' | paste -sd ';' - | sed 's/;/; train: /' ;;
         bench) "$PY" -c "import json, sys; d = json.load(open(sys.argv[1])); print(len(d['rows']), 'rows,', len(d['face_rows']), 'face rows,', len(d['skipped']), 'not measured')" "$OUTDIR/throughput.json" 2>/dev/null || echo "no results" ;;
         env) grep -E '^(gpu|torch):' "$2" | tr '\n' ' ' ;;
     esac
@@ -193,18 +196,34 @@ fi
 echo "   import: ${IMPORT_MODE:-FAILED}" >&2
 
 # -- tests ----------------------------------------------------------------------------------------
+# Two pytest processes, as CI runs the suite: in one process the training tests crashed the
+# interpreter after the engine tests (an open bug). The parity figures and tests.xml come from
+# the first; the second's output is appended to tests.log.
 if [ "$DRY" = 1 ]; then
-    TEST_ARGS=(tests/parity/test_parity.py -k "pixel_parity_small and (torch-cpu-fp32 or torch-cuda-fp32)")
+    TEST_ARGS=(tests/parity/test_parity.py -m "not slow" -k "pixel_parity_small and (torch-cpu-fp32 or torch-cuda-fp32)")
 else
-    TEST_ARGS=(tests -m "gpu or trt")
+    TEST_ARGS=(tests --ignore=tests/train -m "gpu or trt")
 fi
+TRAIN_ARGS=(tests/train -m "gpu or trt")
 # A module that fails to import (a package missing there) must not stop the other tests; with
 # pytest-timeout present, one hung test cannot eat the step's whole limit.
-TEST_ARGS+=(--continue-on-collection-errors)
-if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then TEST_ARGS+=(--timeout 120); fi
+COMMON_ARGS=(-ra -q -p no:cacheprovider --continue-on-collection-errors)
+if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then COMMON_ARGS+=(--timeout 120); fi
+run_tests() {
+    local rc1 rc2
+    CYCLEMASK_PARITY_OUT="$OUTDIR/parity.json" with_limit 140 \
+        "$PY" -m pytest "${TEST_ARGS[@]}" "${COMMON_ARGS[@]}" --junitxml="$OUTDIR/tests.xml"
+    rc1=$?
+    echo
+    echo "== tests/train, its own process"
+    with_limit 40 "$PY" -m pytest "${TRAIN_ARGS[@]}" "${COMMON_ARGS[@]}"
+    rc2=$?
+    # pytest exit 5 = nothing selected: no gpu/trt tests under tests/train is not a failure
+    [ "$rc2" = 5 ] && rc2=0
+    [ "$rc1" = 0 ] && [ "$rc2" = 0 ]
+}
 if [ "$IMPORT_OK" = 1 ]; then
-    CYCLEMASK_PARITY_OUT="$OUTDIR/parity.json" run_step tests 180 "$OUTDIR/tests.log" \
-        "$PY" -m pytest "${TEST_ARGS[@]}" -ra -q -p no:cacheprovider --junitxml="$OUTDIR/tests.xml"
+    run_step tests 180 "$OUTDIR/tests.log" run_tests
 else
     STEPS+=("| tests | skipped | 0 | cyclemask could not be imported |"); STATUS=1
 fi
