@@ -214,8 +214,34 @@ def main(config_path: str | None, resume: bool, resume_from: str | None, print_c
     finally:
         if bar is not None:
             bar.close()
-    if result.rank != 0:
-        return
+    if result.rank == 0:
+        _summary(result, config)
+    if _world_size() > 1:
+        _exit_without_finalizing()
+
+
+def _world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def _exit_without_finalizing() -> None:
+    """End a torchrun rank after a successful run without interpreter shutdown: gloo's worker
+    threads, which torch never joins once DDP has been used, can still be releasing tensors
+    then, and that aborts the process (see train.distributed.cleanup). Everything is written
+    and closed by now; only the streams and log handlers need flushing."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
+
+
+def _summary(result, config: TrainConfig) -> None:
     click.echo(f"stopped: {result.stopped} after {result.steps} iterations "
                f"({result.epochs_completed}/{config.total_epochs} epochs), "
                f"{result.images_per_s:.1f} images/s over {result.seconds:.0f} s")
