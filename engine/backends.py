@@ -166,6 +166,21 @@ class Backend(abc.ABC):
             )
         self._direction = have or want
 
+    def _adopt_graph_metadata(self, metadata: dict) -> None:
+        """Check an exported graph's metadata_props against the request and the graph's input
+        (ORT and OpenVINO run the same graphs, so they share this)."""
+        p = self.model_path
+        self.metadata = metadata
+        if metadata.get("format") != "cyclemask.onnx":
+            unknown = "" if _metadata_direction(metadata) else "; it does not record its direction"
+            self.notes.append(f"{p.name} was not written by cyclemask-export (no cyclemask format tag){unknown}")
+        self._check_direction(_metadata_direction(metadata), "graph")
+        meta_size = _metadata_int(metadata, ("image_size", "size"))
+        if meta_size is not None and meta_size != self._image_size:
+            raise BackendError(
+                f"{p}: metadata says image size {meta_size}, but the graph's input is {self._image_size}x{self._image_size}"
+            )
+
 
 # ------------------------------------------------------------------------------------------------
 # PyTorch
@@ -190,8 +205,9 @@ class TorchBackend(Backend):
     """Eager PyTorch from a checkpoint (a bundle holding both directions, a network file, or a
     reference-repository generator file).
 
-    device: "cpu" or "cuda[:i]"; precision "fp32" or "fp16" (CUDA only: half-precision
-    convolutions on the CPU are slow and not what the engines run). `cuda_graphs` captures the
+    device: "cpu" or "cuda[:i]"; precision "fp32" (IEEE: TF32 is off while it runs on CUDA) or
+    "fp16" (CUDA only: half-precision convolutions on the CPU are slow and not what the engines
+    run). `cuda_graphs` captures the
     forward pass once for `max_batch` images and replays it (a partial batch is padded: instance
     and batch norm in eval mode treat images independently, so padding changes nothing);
     `channels_last` stores activations NHWC, which cuDNN prefers for FP16.
@@ -287,10 +303,22 @@ class TorchBackend(Backend):
             net = net.to(memory_format=torch.channels_last)
         self._net = net
         self._dtype = dtype
-        if self.cuda_graphs:
-            self._capture_graph()
-        if self.compile:
-            self._compile()
+        with self._precision():
+            if self.cuda_graphs:
+                self._capture_graph()
+            if self.compile:
+                self._compile()
+
+    def _precision(self):
+        """FP32 means IEEE FP32 on CUDA too, so that this backend matches the CPU reference to
+        1 LSB: cuDNN would otherwise run the convolutions in TF32 (cyclemask.precision)."""
+        import contextlib
+
+        from cyclemask.precision import ieee_fp32
+
+        if self.precision == "fp32":
+            return ieee_fp32(self._device)
+        return contextlib.nullcontext()
 
     def _compile(self) -> None:
         """torch.compile the whole uint8 -> uint8 forward (pre/post-processing fuse with the
@@ -362,7 +390,7 @@ class TorchBackend(Backend):
 
         n = batch_u8.shape[0]
         x = torch.from_numpy(np.ascontiguousarray(batch_u8))
-        with torch.inference_mode():
+        with torch.inference_mode(), self._precision():
             if self._graph is not None:
                 graph, static_in, static_out = self._graph
                 static_in[:n].copy_(x, non_blocking=False)
@@ -551,16 +579,7 @@ class OrtBackend(Backend):
         if missing:
             self.notes.append(f"ONNX Runtime could not use {', '.join(missing)}; running on {got[0]}")
         self._check_graph(session)
-        self.metadata = _graph_metadata(p, session)
-        if self.metadata.get("format") != "cyclemask.onnx":
-            unknown = "" if _metadata_direction(self.metadata) else "; it does not record its direction"
-            self.notes.append(f"{p.name} was not written by cyclemask-export (no cyclemask format tag){unknown}")
-        self._check_direction(_metadata_direction(self.metadata), "graph")
-        meta_size = _metadata_int(self.metadata, ("image_size", "size"))
-        if meta_size is not None and meta_size != self._image_size:
-            raise BackendError(
-                f"{p}: metadata says image size {meta_size}, but the graph's input is {self._image_size}x{self._image_size}"
-            )
+        self._adopt_graph_metadata(_graph_metadata(p, session))
         self._session = session
 
     def _check_graph(self, session) -> None:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, InputError
+from ..precision import ieee_fp32
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def extract_features(
     def flush() -> None:
         nonlocal done
         x = torch.cat(pending).to(device=device, dtype=dtype)
-        with torch.inference_mode(), _full_precision(device):
+        with torch.inference_mode(), ieee_fp32(device):
             feats = model.network(x)
         out.append(feats.flatten(1).double().cpu().numpy())
         done += len(pending)
@@ -294,25 +295,6 @@ def extract_features(
     if not out:
         raise InputError("no images to compute features of")
     return np.concatenate(out)
-
-
-class _full_precision:
-    """On CUDA, turn TF32 off while extracting: cuDNN convolutions use it by default, and its
-    10-bit mantissa moves features (and FID) more than the metric's reporting precision."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-
-    def __enter__(self):
-        if self.cuda:
-            self.saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
 
 
 # ---------------------------------------------------------------------------------------------
