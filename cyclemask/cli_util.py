@@ -53,3 +53,31 @@ def debug_option(f):
 
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+class StageBars:
+    """One tqdm bar per stage name, fed by the libraries' (stage, done, total) progress
+    callbacks; `leave` keeps finished bars on screen. Redraws at most every 25 items (and at the
+    end of a stage), so a fast stage does not spend its time drawing."""
+
+    def __init__(self, leave: bool = True) -> None:
+        self.leave = leave
+        self.bar = None
+        self.stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, unit="img", dynamic_ncols=True, leave=self.leave)
+        self.bar.n = done
+        if done == total or done % 25 == 0:
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.refresh()
+            self.bar.close()
+            self.bar = None

@@ -27,7 +27,7 @@ import numpy as np
 
 from cyclemask.errors import BackendError, ConfigError, CycleMaskError
 
-from .backends import Backend, _metadata_direction, _metadata_int
+from .backends import Backend
 
 log = logging.getLogger(__name__)
 
@@ -142,16 +142,7 @@ class OpenVinoBackend(Backend):
         except Exception as exc:
             raise BackendError(f"{p}: OpenVINO cannot read this graph ({_first_line(exc)})") from None
         self._check_graph(model)
-        self.metadata = _read_metadata(p)
-        if self.metadata.get("format") != "cyclemask.onnx":
-            unknown = "" if _metadata_direction(self.metadata) else "; it does not record its direction"
-            self.notes.append(f"{p.name} was not written by cyclemask-export (no cyclemask format tag){unknown}")
-        self._check_direction(_metadata_direction(self.metadata), "graph")
-        meta_size = _metadata_int(self.metadata, ("image_size", "size"))
-        if meta_size is not None and meta_size != self._image_size:
-            raise BackendError(
-                f"{p}: metadata says image size {meta_size}, but the graph's input is {self._image_size}x{self._image_size}"
-            )
+        self._adopt_graph_metadata(_read_metadata(p))
         threads = self.threads or usable_cpus()
         config = {
             "PERFORMANCE_HINT": self.mode.upper(),

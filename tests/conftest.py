@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,25 @@ def tiny_generator():
 
     torch.manual_seed(0)
     return build_generator(GeneratorConfig(ngf=8, n_blocks=2)).eval()
+
+
+class _TinyFeatures(torch.nn.Module):
+    """Stands in for the 95 MB Inception network in FID/KID tests: same input, 32-d features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 5, stride=4)
+
+    def forward(self, x):
+        return torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 2).flatten(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_features_path(tmp_path_factory) -> Path:
+    """A TorchScript feature extractor file that load_inception accepts."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("feat") / "tiny_features.pt"
+    with warnings.catch_warnings():  # torch >= 2.9 marks jit.trace deprecated; we only need a file
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.trace(_TinyFeatures().eval(), torch.zeros(1, 3, 299, 299)).save(str(path))
+    return path

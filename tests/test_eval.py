@@ -7,7 +7,6 @@ image on CPU and is tested in test_metrics_fid.py); generators are tiny (ngf 8, 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,25 +25,6 @@ from cyclemask.metrics.figures import changed_region, cycle_sheet, outline_sheet
 from cyclemask.models import build_generator
 
 SIZE = 32
-
-
-class TinyFeatures(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 5, stride=4)
-
-    def forward(self, x):
-        return torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 2).flatten(1)
-
-
-@pytest.fixture(scope="module")
-def tiny_features_path(tmp_path_factory) -> Path:
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("feat") / "tiny_features.pt"
-    with warnings.catch_warnings():  # torch >= 2.9 marks jit.trace deprecated; we only need a file
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.trace(TinyFeatures().eval(), torch.zeros(1, 3, 299, 299)).save(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")

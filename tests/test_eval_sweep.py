@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,25 +18,6 @@ from cyclemask.train.sweep import PAPER_TRIALS, SweepConfig, run_sweep, table_ma
 
 TINY = {"ngf": 8, "ndf": 8, "n_blocks": 1, "load_size": 32, "crop_size": 32, "num_workers": 0,
         "n_samples": 0, "device": "cpu", "pool_size": 2, "save_latest_every": 0}
-
-
-class TinyFeatures(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 5, stride=4)
-
-    def forward(self, x):
-        return torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 2).flatten(1)
-
-
-@pytest.fixture(scope="module")
-def features_path(tmp_path_factory) -> str:
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("feat") / "tiny_features.pt"
-    with warnings.catch_warnings():  # torch >= 2.9 marks jit.trace deprecated; we only need a file
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.trace(TinyFeatures().eval(), torch.zeros(1, 3, 299, 299)).save(str(path))
-    return str(path)
 
 
 @pytest.fixture
@@ -84,11 +64,11 @@ def test_config_errors(kw, message):
         SweepConfig(data_root="d", out_dir="o", **kw)
 
 
-def test_two_trial_sweep_writes_the_table_and_continues(tmp_path, data, features_path):
+def test_two_trial_sweep_writes_the_table_and_continues(tmp_path, data, tiny_features_path):
     out = tmp_path / "sweep"
     cfg = SweepConfig(data_root=str(data), out_dir=str(out), batch_sizes=(2,), norms=("instance", "batch"),
                       lr_policies=("linear",), gan_modes=("lsgan",), epochs=1, max_iters=2, base=TINY,
-                      kid_subsets=2, inception=features_path)
+                      kid_subsets=2, inception=str(tiny_features_path))
     done = []
     rows = run_sweep(cfg, on_trial_done=done.append)
     assert [r["name"] for r in rows] == ["trial_01_bs2_instance_linear_lsgan", "trial_02_bs2_batch_linear_lsgan"]
@@ -107,7 +87,7 @@ def test_two_trial_sweep_writes_the_table_and_continues(tmp_path, data, features
         run_sweep(SweepConfig(**{**cfg.__dict__, "max_iters": 3}))
 
 
-def test_interrupted_trial_is_not_recorded_and_resumes(tmp_path, data, features_path, monkeypatch):
+def test_interrupted_trial_is_not_recorded_and_resumes(tmp_path, data, tiny_features_path, monkeypatch):
     from cyclemask.train import trainer
 
     real_train = trainer.train
@@ -123,7 +103,7 @@ def test_interrupted_trial_is_not_recorded_and_resumes(tmp_path, data, features_
     monkeypatch.setattr(trainer, "train", interrupted_once)
     cfg = SweepConfig(data_root=str(data), out_dir=str(tmp_path / "s"), batch_sizes=(2,), norms=("instance",),
                       lr_policies=("cosine",), gan_modes=("vanilla",), epochs=1, max_iters=1, base=TINY,
-                      kid_subsets=2, inception=features_path)
+                      kid_subsets=2, inception=str(tiny_features_path))
     assert run_sweep(cfg) == []
     rows = run_sweep(cfg)
     assert calls == [False, True] and len(rows) == 1
@@ -137,10 +117,10 @@ def test_table_with_paper_columns():
     assert "| 2 | 16 | Instance | Linear | Lsgan | 20.00 | 70.50 | 17.07 | 261.78 | 1.000 | 2.000 | 10 | completed |" in md
 
 
-def test_cli_sweep(tmp_path, data, features_path):
+def test_cli_sweep(tmp_path, data, tiny_features_path):
     args = ["sweep", "--data", str(data), "--out", str(tmp_path / "s"), "--batch-sizes", "2", "--norms", "instance",
             "--lr-policies", "linear", "--gan-modes", "vanilla", "--epochs", "1", "--max-iters", "1",
-            "--inception", features_path, "--kid-subsets", "2", "--feature-device", "cpu"]
+            "--inception", str(tiny_features_path), "--kid-subsets", "2", "--feature-device", "cpu"]
     for k, v in TINY.items():
         args += ["--set", f"{k}={v}"]
     r = CliRunner().invoke(eval_cli, args)

@@ -11,35 +11,11 @@ from pathlib import Path
 
 import click
 
-from cyclemask.cli_util import Command, Group, debug_option
+from cyclemask.cli_util import Command, Group, StageBars, debug_option
 from cyclemask.errors import DataError
 from cyclemask.faces import DETECTOR_ENV, FIT_MODES
 
 from .prepare import FORMATS, LAYOUTS, MANIFEST_NAME, PrepareConfig, prepare_dataset
-
-
-class TqdmProgress:
-    """One tqdm bar per stage, fed by the library's (stage, done, total) callback."""
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.stage = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit="img", dynamic_ncols=True)
-        self.bar.n = done
-        self.bar.refresh() if done == total or done % 25 == 0 else None
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.refresh()
-            self.bar.close()
-            self.bar = None
 
 
 @click.group(cls=Group)
@@ -97,7 +73,7 @@ def prepare(**kwargs) -> None:
     """
     kwargs["detect"] = not kwargs.pop("no_detect")
     config = PrepareConfig(**kwargs)
-    bar = TqdmProgress()
+    bar = StageBars()
     try:
         result = prepare_dataset(config, progress=bar)
     finally:

@@ -16,33 +16,10 @@ from pathlib import Path
 
 import click
 
-from ..cli_util import Command, Group, debug_option
+from ..cli_util import Command, Group, StageBars, debug_option
 from ..errors import ConfigError
 from ..faces import DETECTOR_ENV
 from ..imageio import write_bytes_atomic, write_image
-
-
-class TqdmStages:
-    """One tqdm bar per stage name, fed by (stage, done, total) callbacks."""
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.stage = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit="img", dynamic_ncols=True, leave=False)
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def _write_text(path: str, text: str) -> None:
@@ -138,7 +115,7 @@ def fid(folder1, folder2, inception, feature_device, kid_subsets, kid_subset_siz
 
     sets = [load_folder(folder1, limit), load_folder(folder2, limit)]
     net = _inception(inception, feature_device)
-    bar = TqdmStages()
+    bar = StageBars(leave=False)
     feats = []
     try:
         for s in sets:
@@ -191,7 +168,7 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
     test_b = load_folder(Path(data) / "testB", limit)
     det = None if (pairs is None or pairs_aligned) else FaceDetector(detector)
     net = _inception(inception, feature_device)
-    bar = TqdmStages()
+    bar = StageBars(leave=False)
     try:
         with _open(model, mask_model, unmask_model, backend, device, image_size) as models:
             pair_set = load_pairs(pairs, models.size, det, limit=limit) if pairs else None

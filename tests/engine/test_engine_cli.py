@@ -16,6 +16,8 @@ from click.testing import CliRunner
 from cyclemask.imageio import read_image
 from cyclemask.engine.cli import main
 
+from engine_helpers import video_props
+
 
 def run(*args):
     return CliRunner().invoke(main, ["--no-progress", *map(str, args)])
@@ -232,16 +234,6 @@ def make_video(path: Path, n: int, size=(80, 60), fps=7.5, rng=None) -> Path:
         w.write(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     w.release()
     return path
-
-
-def video_props(path: Path):
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    props = (n, cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    cap.release()
-    return props
 
 
 def test_video_keeps_fps_frame_count_and_size(tmp_path, bundle_path):

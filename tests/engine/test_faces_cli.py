@@ -17,6 +17,8 @@ from cyclemask.engine.cli import main
 from cyclemask.engine.faces import FaceConfig, FaceProcessor
 from cyclemask.engine.sources import VideoSource
 
+from engine_helpers import video_props
+
 SIZE = 64
 CLIPS = ["head-pose-face-detection-female-and-male.mp4", "head-pose-face-detection-female.mp4",
          "head-pose-face-detection-male.mp4"]
@@ -24,16 +26,6 @@ CLIPS = ["head-pose-face-detection-female-and-male.mp4", "head-pose-face-detecti
 
 def run(*args):
     return CliRunner().invoke(main, ["--no-progress", *map(str, args)])
-
-
-def video_props(path: Path):
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    props = (n, cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    cap.release()
-    return props
 
 
 @pytest.fixture(scope="module")
