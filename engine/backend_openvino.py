@@ -8,9 +8,10 @@ Two modes, mapped onto OpenVINO's PERFORMANCE_HINT:
 
 - "latency": one infer request, all threads on it: lowest time per batch (single images,
   interactive use).
-- "throughput": several streams, each its own infer request; `submit()` starts a batch
-  asynchronously and returns at once, so the pipeline keeps `max_in_flight` batches running on
-  the cores together (image folders and videos).
+- "throughput": several streams, each its own infer request; `submit()` splits a batch over
+  the free requests, starts the parts asynchronously and returns at once, so every stream works
+  on each batch and the pipeline can prepare the next one meanwhile (image folders and videos);
+  batches of one image run on separate requests side by side.
 
 INFERENCE_NUM_THREADS defaults to the CPUs this process may run on (sched_getaffinity, so a
 container's or taskset's limit is respected), or `threads` when given.
@@ -54,26 +55,36 @@ def openvino_version() -> str | None:
 
 
 class _OvHandle:
-    """One batch started on an infer request; `result()` waits and copies the output out."""
+    """One batch started on one or more infer requests (a batch split across the streams);
+    `result()` waits for every part and copies the outputs out, in order."""
 
-    def __init__(self, backend: "OpenVinoBackend", request, n: int, keep: np.ndarray) -> None:
+    def __init__(self, backend: "OpenVinoBackend", n: int, keep: np.ndarray) -> None:
         self._backend = backend
-        self._request = request
         self._n = n
-        self._keep = keep  # the input must outlive the asynchronous run
+        self._keep = keep  # the input must outlive the asynchronous runs
+        self._requests: list = []
         self._value: np.ndarray | None = None
 
     def result(self) -> np.ndarray:
         if self._value is None:
-            try:
-                self._request.wait()
-                # The output tensor is the request's own buffer, reused by its next batch: copy.
-                out = np.array(self._request.get_output_tensor(0).data, copy=True)
-            except Exception as exc:
-                raise BackendError(f"{self._backend.model_path}: OpenVINO inference failed ({_first_line(exc)})") from None
-            finally:
-                self._keep = None
-                self._backend._release(self._request, self)
+            outs, error = [], None
+            for request in self._requests:
+                try:
+                    # Every part is waited for, also after a failure, so that no request goes
+                    # back to the free list while it still runs.
+                    request.wait()
+                    if error is None:
+                        # The output tensor is the request's own buffer, reused by its next
+                        # batch: copy.
+                        outs.append(np.array(request.get_output_tensor(0).data, copy=True))
+                except Exception as exc:
+                    error = error or exc
+                finally:
+                    self._backend._release(request, self)
+            self._requests, self._keep = [], None
+            if error is not None:
+                raise BackendError(f"{self._backend.model_path}: OpenVINO inference failed ({_first_line(error)})")
+            out = outs[0] if len(outs) == 1 else np.concatenate(outs)
             self._value = self._backend._check_output(out, self._n)
         return self._value
 
@@ -207,14 +218,13 @@ class OpenVinoBackend(Backend):
         self._free, self._owner, self._compiled = [], {}, None
 
     # -- inference -----------------------------------------------------------------------------
-    def _take_request(self):
+    def _ensure_free(self) -> None:
         if not self._free:
             # Every request is busy with a batch whose handle is still open: finish the oldest
             # (its value stays in its handle), so a caller that keeps more in flight than
             # max_in_flight is slowed down, never given a wrong result.
             oldest = next(iter(self._owner.values()))
             oldest.result()
-        return self._free.pop(0)
 
     def _release(self, request, handle: _OvHandle) -> None:
         if self._owner.get(id(request)) is handle:
@@ -222,19 +232,33 @@ class OpenVinoBackend(Backend):
             self._free.append(request)
 
     def submit(self, batch_u8: np.ndarray):
+        """Start a batch and return its handle. In throughput mode the batch is split over the
+        free infer requests, so that one batch keeps every stream busy: with whole batches per
+        stream, the last batch of a folder ran on one stream alone (a third of the run for 24
+        images in batches of 8 on 2 streams: 1.53 instead of 2.04 images/s, full model, 2 CPUs)."""
         self._check_input(batch_u8)
         import openvino as ov
 
         x = np.ascontiguousarray(batch_u8)
-        request = self._take_request()
-        handle = _OvHandle(self, request, x.shape[0], x)
-        self._owner[id(request)] = handle
-        try:
-            request.set_input_tensor(ov.Tensor(x, shared_memory=True))
-            request.start_async()
-        except Exception as exc:
-            self._release(request, handle)
-            raise BackendError(f"{self.model_path}: OpenVINO inference failed ({_first_line(exc)})") from None
+        self._ensure_free()
+        parts = np.array_split(x, min(x.shape[0], len(self._free))) if self.mode == "throughput" else [x]
+        handle = _OvHandle(self, x.shape[0], x)
+        for part in parts:
+            request = self._free.pop(0)
+            self._owner[id(request)] = handle
+            handle._requests.append(request)
+            try:
+                # Slices along the batch axis of a C-contiguous array are contiguous: shared, no copy.
+                request.set_input_tensor(ov.Tensor(part, shared_memory=True))
+                request.start_async()
+            except Exception as exc:
+                handle._requests.pop()
+                self._release(request, handle)
+                try:
+                    handle.result()  # the parts already started: wait for them, free their requests
+                except CycleMaskError:
+                    pass
+                raise BackendError(f"{self.model_path}: OpenVINO inference failed ({_first_line(exc)})") from None
         return handle
 
     def _infer(self, batch_u8: np.ndarray) -> np.ndarray:  # submit() is overridden; kept for the ABC

@@ -72,6 +72,22 @@ def test_openvino_throughput_mode_keeps_batches_in_flight_in_order(ov_cls, mask_
     assert not np.shares_memory(outs[0], outs[2])
 
 
+def test_openvino_throughput_mode_splits_a_batch_over_the_free_requests(ov_cls, mask_graph, rng):
+    # One batch keeps every stream busy (otherwise the last batch of a folder runs on one).
+    batch = rng.integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
+    with ov_cls(mask_graph, mode="latency", threads=2) as lat:
+        ref = lat.infer(batch)
+    with ov_cls(mask_graph, mode="throughput", threads=2, requests=2) as be:
+        h = be.submit(batch)
+        assert len(h._requests) == 2 and not be._free
+        np.testing.assert_array_equal(h.result(), ref)
+        assert len(be._free) == 2 and not be._owner
+        # One image cannot be split: it takes one request and leaves the other for the next.
+        h1, h2 = be.submit(batch[:1]), be.submit(batch[1:2])
+        assert len(h1._requests) == len(h2._requests) == 1
+        np.testing.assert_array_equal(np.concatenate([h1.result(), h2.result()]), ref[:2])
+
+
 def test_openvino_errors_name_the_file(ov_cls, mask_graph, tmp_path, batch64):
     with pytest.raises(BackendError, match="missing.onnx: no such ONNX graph"):
         ov_cls(tmp_path / "missing.onnx").activate()
