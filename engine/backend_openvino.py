@@ -19,8 +19,11 @@ container's or taskset's limit is respected), or `threads` when given.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -54,6 +57,64 @@ def openvino_version() -> str | None:
         return None
 
 
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def current_signal_stack() -> tuple[int, int, int] | None:
+    """(address, size, flags) of this thread's alternate signal stack (Linux), else None."""
+    if _LIBC is None:
+        return None
+    old = _StackT()
+    if _LIBC.sigaltstack(None, ctypes.byref(old)) != 0:
+        return None
+    return (old.ss_sp or 0, old.ss_size, old.ss_flags)
+
+
+def keeps_signal_stack(fn):
+    """Run fn with this thread's alternate signal stack put back afterwards.
+
+    Why: OpenVINO's CPU plugin installs a buffer of its own as the calling thread's alternate
+    signal stack when it compiles or runs a model, and puts the previous one back when that
+    model is destroyed. With two models destroyed out of order (load A, load B, free A, free B)
+    the thread is left with A's freed buffer as its signal stack (shown with openvino 2026.4).
+    Python's signal handlers run on that stack, so the next signal (Ctrl-C, SIGCHLD) either
+    kills the process with SIGSEGV or writes its frame into reused heap memory: the test
+    suite crashed that way in later, unrelated tests (a corrupted tuple free list). Putting
+    the caller's stack back after every OpenVINO call keeps it valid (OpenVINO's own handlers,
+    if it ever raises a signal in this thread, then run on the caller's stack; the OpenVINO
+    parity and pipeline tests pass this way).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if _LIBC is None:
+            return fn(*args, **kwargs)
+        saved = _StackT()
+        have = _LIBC.sigaltstack(None, ctypes.byref(saved)) == 0
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if have:
+                # An enabled stack cannot be replaced while running on it: never the case here,
+                # since this is not a signal handler.
+                _LIBC.sigaltstack(ctypes.byref(saved), None)
+
+    return wrapper
+
+
 class _OvHandle:
     """One batch started on one or more infer requests (a batch split across the streams);
     `result()` waits for every part and copies the outputs out, in order."""
@@ -65,6 +126,7 @@ class _OvHandle:
         self._requests: list = []
         self._value: np.ndarray | None = None
 
+    @keeps_signal_stack
     def result(self) -> np.ndarray:
         if self._value is None:
             outs, error = [], None
@@ -135,6 +197,7 @@ class OpenVinoBackend(Backend):
         self._threads_used: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
+    @keeps_signal_stack
     def _activate(self) -> None:
         p = self.model_path
         if not p.is_file():
@@ -209,6 +272,7 @@ class OpenVinoBackend(Backend):
         if dims[0] is not None:
             self.max_batch = int(dims[0])  # a graph exported with a fixed batch
 
+    @keeps_signal_stack
     def _deactivate(self) -> None:
         for handle in list(self._owner.values()):
             try:
@@ -231,6 +295,7 @@ class OpenVinoBackend(Backend):
             del self._owner[id(request)]
             self._free.append(request)
 
+    @keeps_signal_stack
     def submit(self, batch_u8: np.ndarray):
         """Start a batch and return its handle. In throughput mode the batch is split over the
         free infer requests, so that one batch keeps every stream busy: with whole batches per

@@ -88,6 +88,55 @@ def test_openvino_throughput_mode_splits_a_batch_over_the_free_requests(ov_cls, 
         np.testing.assert_array_equal(np.concatenate([h1.result(), h2.result()]), ref[:2])
 
 
+_SIGNAL_AFTER_TWO_MODELS = """
+import os, signal, sys
+import numpy as np
+import cyclemask.engine.backend_openvino as bo
+if sys.argv[2] == "unguarded":
+    bo._LIBC = None  # what the backend did before keeps_signal_stack
+a = bo.OpenVinoBackend(sys.argv[1], mode="latency", threads=1); a.activate()
+b = bo.OpenVinoBackend(sys.argv[1], mode="latency", threads=1); b.activate()
+x = np.zeros((1, a.image_size, a.image_size, 3), np.uint8)
+a.infer(x); b.infer(x)
+a.deactivate(); b.deactivate()  # out of order: A's signal stack buffer is freed first
+got = []
+signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("handled", len(got))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="alternate signal stacks are checked on Linux only")
+@pytest.mark.parametrize("guard", ["guarded", "unguarded"])
+def test_signals_still_work_after_two_models_are_freed_out_of_order(ov_cls, mask_graph, guard):
+    # OpenVINO leaves the thread's alternate signal stack on a freed buffer; without the
+    # backend's guard the next Python signal handler crashed the process (SIGSEGV). The
+    # unguarded run shows the bug is still there, so that the guarded run means something.
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-c", _SIGNAL_AFTER_TWO_MODELS, str(mask_graph), guard],
+                         capture_output=True, text=True, timeout=120)
+    if guard == "guarded":
+        assert res.returncode == 0 and "handled 1" in res.stdout, res.stderr[-2000:]
+    elif res.returncode != -11:
+        pytest.skip(f"this OpenVINO no longer leaves a freed signal stack behind (unguarded run exit "
+                    f"{res.returncode}): the guarded case proves nothing, keeps_signal_stack may go")
+
+
+def test_openvino_keeps_the_callers_signal_stack(ov_cls, mask_graph, batch64):
+    from cyclemask.engine.backend_openvino import current_signal_stack
+
+    if current_signal_stack() is None:
+        pytest.skip("sigaltstack is not available here (Linux only)")
+    before = current_signal_stack()
+    a, b = ov_cls(mask_graph, mode="latency", threads=1), ov_cls(mask_graph, mode="throughput", threads=1)
+    a.activate(); b.activate()
+    a.infer(batch64); b.submit(batch64).result()
+    assert current_signal_stack() == before
+    a.deactivate(); b.deactivate()
+    assert current_signal_stack() == before
+
+
 def test_openvino_errors_name_the_file(ov_cls, mask_graph, tmp_path, batch64):
     with pytest.raises(BackendError, match="missing.onnx: no such ONNX graph"):
         ov_cls(tmp_path / "missing.onnx").activate()
