@@ -10,7 +10,7 @@
 #   import  makes `cyclemask` importable: already installed; else a path shim (scripts/pyshim,
 #           nothing installed); else `pip install -e . --no-deps --no-build-isolation`
 #           (written to env.txt)
-#   tests   pytest -m "gpu or trt" over tests/ (tests/train in a second process, as CI does):
+#   tests   pytest -m "gpu or trt" over tests/, one process as CI:
 #           Torch CUDA parity against eager (small and full-size generator, eager / CUDA graphs
 #           / torch.compile), the CUDA pipeline, the engine's and trainer's GPU tests; what needs
 #           TensorRT, an ONNX Runtime GPU build or a missing package skips with its reason
@@ -196,31 +196,18 @@ fi
 echo "   import: ${IMPORT_MODE:-FAILED}" >&2
 
 # -- tests ----------------------------------------------------------------------------------------
-# Two pytest processes, as CI runs the suite: in one process the training tests crashed the
-# interpreter after the engine tests (an open bug). The parity figures and tests.xml come from
-# the first; the second's output is appended to tests.log.
 if [ "$DRY" = 1 ]; then
     TEST_ARGS=(tests/parity/test_parity.py -m "not slow" -k "pixel_parity_small and (torch-cpu-fp32 or torch-cuda-fp32)")
 else
-    TEST_ARGS=(tests --ignore=tests/train -m "gpu or trt")
+    TEST_ARGS=(tests -m "gpu or trt")
 fi
-TRAIN_ARGS=(tests/train -m "gpu or trt")
 # A module that fails to import (a package missing there) must not stop the other tests; with
 # pytest-timeout present, one hung test cannot eat the step's whole limit.
 COMMON_ARGS=(-ra -q -p no:cacheprovider --continue-on-collection-errors)
 if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then COMMON_ARGS+=(--timeout 120); fi
 run_tests() {
-    local rc1 rc2
-    CYCLEMASK_PARITY_OUT="$OUTDIR/parity.json" with_limit 140 \
+    CYCLEMASK_PARITY_OUT="$OUTDIR/parity.json" with_limit 170 \
         "$PY" -m pytest "${TEST_ARGS[@]}" "${COMMON_ARGS[@]}" --junitxml="$OUTDIR/tests.xml"
-    rc1=$?
-    echo
-    echo "== tests/train, its own process"
-    with_limit 40 "$PY" -m pytest "${TRAIN_ARGS[@]}" "${COMMON_ARGS[@]}"
-    rc2=$?
-    # pytest exit 5 = nothing selected: no gpu/trt tests under tests/train is not a failure
-    [ "$rc2" = 5 ] && rc2=0
-    [ "$rc1" = 0 ] && [ "$rc2" = 0 ]
 }
 if [ "$IMPORT_OK" = 1 ]; then
     run_step tests 180 "$OUTDIR/tests.log" run_tests
