@@ -73,14 +73,18 @@ def _libc():
 _LIBC = _libc()
 
 
-def current_signal_stack() -> tuple[int, int, int] | None:
-    """(address, size, flags) of this thread's alternate signal stack (Linux), else None."""
+def _signal_stack() -> _StackT | None:
+    """This thread's alternate signal stack as sigaltstack reports it (Linux), else None."""
     if _LIBC is None:
         return None
-    old = _StackT()
-    if _LIBC.sigaltstack(None, ctypes.byref(old)) != 0:
-        return None
-    return (old.ss_sp or 0, old.ss_size, old.ss_flags)
+    st = _StackT()
+    return st if _LIBC.sigaltstack(None, ctypes.byref(st)) == 0 else None
+
+
+def current_signal_stack() -> tuple[int, int, int] | None:
+    """(address, size, flags) of this thread's alternate signal stack (Linux), else None."""
+    st = _signal_stack()
+    return None if st is None else (st.ss_sp or 0, st.ss_size, st.ss_flags)
 
 
 def keeps_signal_stack(fn):
@@ -100,14 +104,11 @@ def keeps_signal_stack(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if _LIBC is None:
-            return fn(*args, **kwargs)
-        saved = _StackT()
-        have = _LIBC.sigaltstack(None, ctypes.byref(saved)) == 0
+        saved = _signal_stack()
         try:
             return fn(*args, **kwargs)
         finally:
-            if have:
+            if saved is not None:
                 # An enabled stack cannot be replaced while running on it: never the case here,
                 # since this is not a signal handler.
                 _LIBC.sigaltstack(ctypes.byref(saved), None)

@@ -207,9 +207,9 @@ class TorchBackend(Backend):
 
     device: "cpu" or "cuda[:i]"; precision "fp32" (IEEE: TF32 is off while it runs on CUDA) or
     "fp16" (CUDA only: half-precision convolutions on the CPU are slow and not what the engines
-    run). `cuda_graphs` captures the
-    forward pass once for `max_batch` images and replays it (a partial batch is padded: instance
-    and batch norm in eval mode treat images independently, so padding changes nothing);
+    run). `cuda_graphs` captures the forward pass once for `max_batch` images and replays it (a
+    partial batch is padded: instance and batch norm in eval mode treat images independently,
+    so padding changes nothing);
     `channels_last` stores activations NHWC, which cuDNN prefers for FP16.
     """
 

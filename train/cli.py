@@ -216,15 +216,8 @@ def main(config_path: str | None, resume: bool, resume_from: str | None, print_c
             bar.close()
     if result.rank == 0:
         _summary(result, config)
-    if _world_size() > 1:
+    if result.world_size > 1:
         _exit_without_finalizing()
-
-
-def _world_size() -> int:
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
 
 
 def _exit_without_finalizing() -> None:

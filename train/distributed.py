@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,21 +91,18 @@ def setup(device_preference: str) -> tuple[DistEnv, torch.device]:
 
 
 def cleanup(env: DistEnv) -> None:
-    """Destroy the process group, then give gloo's worker threads a moment (see below).
+    """Destroy the process group.
 
-    A gloo worker thread releases a collective's tensors a moment after the caller's wait()
-    returns, and that release takes the GIL. If the interpreter is already shutting down by
-    then, the thread is killed inside C++ and the process aborts ("terminate called without an
-    active exception"; about 1 run in 10 of a 2-rank CPU run of torch 2.13). Destroying the
-    group does not join those threads: once a DistributedDataParallel has been built, torch
-    keeps the C++ group alive to the end (pytorch#107298). So the short sleep here only makes
-    the race rare; cyclemask-train itself closes it by ending its ranks with os._exit (see
-    train/cli.py), and a script that calls train() under torchrun should end the same way.
+    This does not end gloo's worker threads: once a DistributedDataParallel has been built,
+    torch keeps the C++ group alive to the end (pytorch#107298). Such a thread releases a
+    collective's tensors a moment after the caller's wait() returns, and that release takes
+    the GIL; if the interpreter is shutting down by then, the thread is killed inside C++ and
+    the process aborts ("terminate called without an active exception"; about 1 run in 10 of
+    a 2-rank CPU run of torch 2.13). So a process that trained under torchrun ends with
+    os._exit once its files are written, as cyclemask-train does (train/cli.py).
     """
     if env.owns_group and dist.is_initialized():
         dist.destroy_process_group()
-        if dist.is_gloo_available():
-            time.sleep(0.05)
 
 
 def all_gather_objects(env: DistEnv, obj: Any) -> list[Any]:

@@ -99,6 +99,7 @@ class TrainResult:
     images_per_s: float
     skipped_files: tuple[str, ...] = field(default_factory=tuple)
     rank: int = 0
+    world_size: int = 1
 
 
 def train(config: TrainConfig, progress: Callable[[ProgressInfo], None] | None = None,
@@ -526,7 +527,7 @@ class Trainer:
             loss_plot_path=plot_path if env.is_main else None, sample_grids=tuple(grids),
             last_losses=dict(self._last_losses), steps=self.step, epochs_completed=self.epoch,
             stopped=stopped, seconds=seconds, images_per_s=ips,
-            skipped_files=tuple(self.skipped), rank=env.rank,
+            skipped_files=tuple(self.skipped), rank=env.rank, world_size=env.world_size,
         )
 
     def _end_epoch(self, out: Path, samples, total_epochs: int) -> Path | None:

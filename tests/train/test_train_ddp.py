@@ -26,6 +26,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _train_two_ranks(data, out, *extra: str) -> subprocess.CompletedProcess:
+    """cyclemask-train under torchrun, 2 gloo processes, a tiny model: global batch 4, 1 + 1
+    epochs. It must exit 0 (ranks that abort at exit fail here too)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "cyclemask.train.cli", "--data-root", str(data), "--out", str(out),
+           "--load-size", "36", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2",
+           "--batch-size", "4", "--n-epochs", "1", "--n-epochs-decay", "1", "--num-workers", "0",
+           "--device", "cpu", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def _norm_cancelled_biases(net: nn.Module) -> set[str]:
     """Biases of convolutions followed by an InstanceNorm: the norm subtracts them again, so
     their true gradient is zero and Adam turns rounding noise into +-lr steps. They cannot
@@ -49,15 +64,7 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
     train(single_cfg)
 
     ddp_out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "cyclemask.train.cli", "--data-root", str(tiny_data), "--out", str(ddp_out),
-           "--load-size", "36", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2",
-           "--batch-size", "4", "--pool-size", "0", "--n-epochs", "1", "--n-epochs-decay", "1",
-           "--save-every", "10", "--num-workers", "0", "--n-samples", "2", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _train_two_ranks(tiny_data, ddp_out, "--pool-size", "0", "--save-every", "10", "--n-samples", "2")
     assert "stopped: completed after 4 iterations" in proc.stdout  # printed by rank 0 only
     assert proc.stdout.count("stopped: completed") == 1
 
@@ -96,16 +103,8 @@ def test_two_processes_with_wgangp_batchnorm_and_pools(tiny_data, tmp_path):
     """The other code paths under DDP: the gradient penalty's double backward (outside DDP),
     batch-norm buffers, one image pool per rank saved for each rank."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "cyclemask.train.cli", "--data-root", str(tiny_data), "--out", str(out),
-           "--load-size", "36", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2",
-           "--batch-size", "4", "--pool-size", "3", "--gan-mode", "wgangp", "--norm", "batch",
-           "--n-epochs", "1", "--n-epochs-decay", "1", "--num-workers", "0", "--n-samples", "0",
-           "--device", "cpu"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _train_two_ranks(tiny_data, out, "--pool-size", "3", "--gan-mode", "wgangp", "--norm", "batch",
+                     "--n-samples", "0")
     state = read_checkpoint(out / "latest.pt")
     assert state["step"] == 4 and state["world_size"] == 2
     ranks = state["rank_states"]
