@@ -232,3 +232,55 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     if size < 1:
         raise ConfigError(f"size must be a positive integer; got {size!r}")
     return resize(image, size, "auto")
+
+
+# -------------------------------------------------------------------------------------------
+# The mask zone: where a face mask sits, estimated from YuNet's five landmarks.
+
+# The six anchors in the order of MaskTheFace's template files (masks.cfg, mask_a..mask_f):
+# a/c the top corners by the ears, b the top centre on the nose bridge, d/f the lower corners
+# along the jaw, e the bottom centre under the chin. a, d are on the image's left.
+ANCHOR_NAMES = ("a", "b", "c", "d", "e", "f")
+
+
+def mask_anchors(landmarks) -> np.ndarray:
+    """The six mask anchors [6, 2] (pixel x, y; order `ANCHOR_NAMES`) of one face.
+
+    YuNet gives eyes, nose tip and mouth corners, not the jaw, so the jaw and chin are
+    extrapolated with proportions of an average face, in the face's own frame: x along the
+    eye line (so the zone follows the head's roll), y perpendicular to it, both in units of the
+    eye-to-mouth distance (so it follows scale, including a face that is tilted forward or
+    back, where the eye distance alone would mislead). A turned head (yaw) brings the nose tip
+    towards one eye: each side's half-width is scaled by how far the nose tip lies from that
+    side's eye, so the far cheek narrows as it does in the image.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    r_eye, l_eye, nose, r_mouth, l_mouth = pts
+    eyes, mouth = (r_eye + l_eye) / 2.0, (r_mouth + l_mouth) / 2.0
+    across = l_eye - r_eye
+    d_eyes = float(np.hypot(*across))
+    if d_eyes < 1e-6:
+        raise InputError("face landmarks: the two eyes are at the same point")
+    ux = across / d_eyes
+    uy = np.array([-ux[1], ux[0]])  # down the face (image y grows downwards)
+    h = float(np.dot(mouth - eyes, uy))
+    if h <= 0.05 * d_eyes:  # mouth above the eyes or on their line: not a usable face
+        h = d_eyes
+    # Half-widths on the image-left and image-right side, from where the nose tip sits
+    # between the eyes (0.5 for a frontal face).
+    t = float(np.clip(np.dot(nose - r_eye, ux) / d_eyes, 0.1, 0.9))
+    left_w, right_w = 2.0 * t, 2.0 * (1.0 - t)
+    centre_top = eyes + (float(np.dot(nose - eyes, ux))) * ux  # the nose's line through the eyes
+    def at(base, x, y):
+        return base + x * ux + y * uy
+    # Proportions (units of h = eye line to mouth, looked at on the shared faces): the top runs
+    # over the nose bridge a fifth of the way down, the cheeks are ~1.0 h wide at the top and
+    # ~0.9 h at the jaw on each side of a frontal face, the chin lies ~0.8 h below the mouth.
+    a = at(centre_top, -1.0 * h * left_w, 0.30 * h)
+    b = at(centre_top, 0.0, 0.18 * h)
+    c = at(centre_top, 1.0 * h * right_w, 0.30 * h)
+    mouth_line = mouth + float(np.dot(nose - mouth, ux)) * ux * 0.5
+    d = at(mouth_line, -0.9 * h * left_w, 0.35 * h)
+    e = at(mouth_line, 0.0, 0.80 * h)
+    f = at(mouth_line, 0.9 * h * right_w, 0.35 * h)
+    return np.stack([a, b, c, d, e, f]).astype(np.float32)

@@ -216,3 +216,37 @@ def test_face_to_dict_and_scaled():
     g = f.scaled(2.0, dx=1.0, dy=-1.0)
     assert g.box == (21.0, 39.0, 60.0, 80.0) and g.landmarks[0] == (3.0, 3.0)
     assert f.to_dict()["score"] == 0.9123 and f.size == 30.0
+
+
+def test_mask_anchors_follow_roll_and_scale():
+    from cyclemask.faces import mask_anchors
+
+    # A frontal face: eyes at y=100, nose at 130, mouth at 160 (eye-mouth distance 60).
+    lm = [(80, 100), (120, 100), (100, 130), (85, 160), (115, 160)]
+    a = mask_anchors(lm)
+    assert a.shape == (6, 2)
+    xa, xb, xc, xd, xe, xf = a[:, 0]
+    ya, yb, yc, yd, ye, yf = a[:, 1]
+    assert xa < xb < xc and xd < xe < xf  # left to right
+    assert 100 < yb < 130 and ye > 160  # top below the eyes, above the nose tip; chin under the mouth
+    assert abs(xb - 100) < 1e-3 and abs(xe - 100) < 1e-3  # symmetric face, centred
+    # Twice the size and rotated by 30 degrees about the origin: anchors transform the same way.
+    t = np.deg2rad(30)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    moved = mask_anchors((np.asarray(lm, float) @ rot.T) * 2)
+    np.testing.assert_allclose(moved, (a.astype(float) @ rot.T) * 2, atol=1e-3)
+
+
+def test_mask_anchors_turned_head_narrows_far_side():
+    from cyclemask.faces import mask_anchors
+
+    lm = [(80, 100), (120, 100), (112, 130), (90, 160), (118, 160)]  # nose towards the image-right eye
+    a = mask_anchors(lm)
+    assert (a[1, 0] - a[0, 0]) > (a[2, 0] - a[1, 0])  # the image-right cheek is the far one
+
+
+def test_mask_anchors_refuse_degenerate_eyes():
+    from cyclemask.faces import mask_anchors
+
+    with pytest.raises(InputError, match="same point"):
+        mask_anchors([(100, 100), (100, 100), (100, 130), (90, 160), (110, 160)])
