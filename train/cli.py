@@ -57,6 +57,10 @@ _HELP: dict[str, tuple[str, bool]] = {
     "lambda_identity": ("Weight of the identity loss, relative to lambda_A / lambda_B (0 disables).", True),
     "lambda_gp": ("Weight of the gradient penalty (wgangp only).", False),
     "pool_size": ("Earlier fakes kept per discriminator (0 disables the pool).", True),
+    "pairs_dir": ("cyclemask extension: a folder of twins, without_mask/ and with_mask/ under the same "
+                  "names (cyclemask-data synth writes one); they join the two domains.", False),
+    "paired_weight": ("cyclemask extension: weight of an L1 term between G(x) and x's twin, both "
+                      "directions, for samples from --pairs-dir (0 = the paper's unpaired objective).", False),
     "seed": ("Random seed (weights, data order, augmentation, pools).", False),
     "device": ("auto | cpu | cuda | cuda:N (under torchrun each process takes GPU LOCAL_RANK).", False),
     "precision": ("auto = bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16.", False),
@@ -75,7 +79,7 @@ _HELP: dict[str, tuple[str, bool]] = {
 }
 
 _CHOICES = {"lr_policy": LR_POLICIES, "norm": NORMS, "gan_mode": GAN_MODES, "precision": PRECISIONS}
-_FLAGS = {"data_root": "--data-root", "out_dir": "--out", "time_budget_s": "--time-budget"}
+_FLAGS = {"data_root": "--data-root", "out_dir": "--out", "time_budget_s": "--time-budget", "pairs_dir": "--pairs"}
 
 
 def parse_duration(text: str) -> float:
@@ -114,7 +118,7 @@ def _options(f):
             opt = click.option(flag, name, type=click.Choice(_CHOICES[name]), default=None, help=help_text)
         elif name == "time_budget_s":
             opt = click.option(flag, name, type=str, default=None, metavar="DURATION", help=help_text)
-        elif name in ("data_root", "out_dir"):
+        elif name in ("data_root", "out_dir", "pairs_dir"):
             opt = click.option(flag, name, type=click.Path(file_okay=False), default=None, help=help_text)
         else:
             ftype = {int: int, float: float}.get(type(getattr(_DEFAULTS, name)), None)

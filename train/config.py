@@ -32,18 +32,18 @@ PRECISIONS = ("auto", "fp32", "bf16")
 RUNTIME_FIELDS = frozenset({
     "data_root", "out_dir", "device", "num_workers", "max_iters", "time_budget_s", "save_every",
     "save_latest_every", "sample_every", "n_samples", "compile", "channels_last", "precision",
-    "n_epochs", "n_epochs_decay",
+    "n_epochs", "n_epochs_decay", "pairs_dir",
 })
 
 _INT_FIELDS = ("n_epochs", "n_epochs_decay", "batch_size", "load_size", "crop_size", "ngf", "ndf",
                "n_blocks", "n_layers_D", "pool_size", "seed", "save_every", "save_latest_every",
                "sample_every", "n_samples", "num_workers")
 _FLOAT_FIELDS = ("lr", "beta1", "beta2", "lambda_A", "lambda_B", "lambda_identity", "lambda_gp",
-                 "init_gain")
+                 "init_gain", "paired_weight")
 _BOOL_FIELDS = ("flip", "dropout", "compile", "channels_last")
 _OPTIONAL_INT_FIELDS = ("max_iters", "max_dataset_size")
 _OPTIONAL_FLOAT_FIELDS = ("time_budget_s",)
-_STR_FIELDS = ("data_root", "out_dir", "norm", "gan_mode", "lr_policy", "device", "precision")
+_STR_FIELDS = ("data_root", "out_dir", "norm", "gan_mode", "lr_policy", "device", "precision", "pairs_dir")
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,12 @@ class TrainConfig:
     lambda_identity: float = 0.5
     lambda_gp: float = 10.0
     pool_size: int = 50
+    # Paired data (a cyclemask extension; the paper trains unpaired only): pairs_dir holds
+    # without_mask/ and with_mask/ twins under the same names (cyclemask-data synth writes
+    # them); they join the two domains, and paired_weight x L1(G(x), twin of x) is added in both
+    # directions for samples that have a twin. 0 (the default) is the paper's objective.
+    pairs_dir: str = ""
+    paired_weight: float = 0.0
     # Execution.
     seed: int = 0
     device: str = "auto"
@@ -153,9 +159,12 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1); got {getattr(self, name)}")
-        for name in ("lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "init_gain"):
+        for name in ("lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "init_gain", "paired_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative; got {getattr(self, name)}")
+        if self.paired_weight > 0 and not self.pairs_dir:
+            raise ConfigError("paired_weight > 0 needs pairs_dir: a folder of without_mask/ and with_mask/ "
+                              "twins (cyclemask-data synth writes one)")
         _check_choice("norm", self.norm, NORMS)
         _check_choice("gan_mode", self.gan_mode, GAN_MODES)
         _check_choice("lr_policy", self.lr_policy, LR_POLICIES)

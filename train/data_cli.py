@@ -2,6 +2,7 @@
 
     cyclemask-data prepare --a RAW_UNMASKED --b RAW_MASKED --out DATA
     cyclemask-data report DATA [--reason no_face]
+    cyclemask-data synth --in FACES --out PAIRS --templates MASK_TEMPLATES
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from cyclemask.errors import DataError
 from cyclemask.faces import DETECTOR_ENV, FIT_MODES
 
 from .prepare import FORMATS, LAYOUTS, MANIFEST_NAME, PrepareConfig, prepare_dataset
+from . import synth as _synth
 
 
 @click.group(cls=Group)
@@ -116,3 +118,52 @@ def report(data: str, reason: str | None) -> None:
             raise DataError(f"no rejections with reason {reason!r}; present: {', '.join(known) or 'none'}")
         for r in rows:
             click.echo(f"{r['domain']}  {r['source']}  {r['detail']}")
+
+
+@main.command(cls=Command)
+@click.option("--in", "source", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of face photos WITHOUT masks (searched recursively), e.g. a prepared trainA/.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: with_mask/<name> (the masked twins), without_mask/<name> (the sources), synth.json.")
+@click.option("--templates", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Mask templates in MaskTheFace's layout: RGBA PNGs and masks.cfg with six anchors each.")
+@click.option("--textures", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder of texture images for patterned cloth masks (optional).")
+@click.option("--kinds", default=",".join(_synth.DEFAULT_KINDS), show_default=True,
+              help="Comma-separated template kinds to use (masks.cfg section names without _left/_right/colour).")
+@click.option("--keep-colour", default=0.35, show_default=True,
+              help="Share of masks left in the template's own colour; the rest get a plain colour or a texture.")
+@click.option("--texture-share", default=0.25, show_default=True,
+              help="Share of recoloured masks that get a texture (with --textures).")
+@click.option("--min-face", default=40, show_default=True, help="Smallest face to mask (short side of its box, px).")
+@click.option("--score-threshold", default=0.6, show_default=True, help="YuNet confidence needed to count a face.")
+@click.option("--detector", type=click.Path(dir_okay=False), default=None,
+              help=f"YuNet ONNX model. Default: ${DETECTOR_ENV}, else the one shipped with cyclemask.")
+@click.option("--all-faces", is_flag=True, help="Mask every face; by default photos with several faces are skipped.")
+@click.option("--format", "image_format", type=click.Choice(_synth.FORMATS), default="same", show_default=True,
+              help="Output format; same keeps each input's.")
+@click.option("--quality", default=95, show_default=True, help="JPEG quality of the outputs.")
+@click.option("--seed", default=0, show_default=True,
+              help="Seed; each image's choices come from (seed, its path), so re-runs write the same twins.")
+@debug_option
+def synth(**kwargs) -> None:
+    """Put a mask on every face photo: paired masked / unmasked twins, no GAN needed.
+
+    Each face's five YuNet landmarks place a mask template (nose bridge, cheeks, jaw, chin),
+    chosen to match the head's turn, recoloured or textured at random, warped to the face's
+    roll and scale and shaded with its light. Writes PAIRS/with_mask/ and PAIRS/without_mask/
+    under the same names (the layout `cyclemask-eval model --pairs` and `cyclemask-train
+    --pairs` read) and PAIRS/synth.json: every pair with its template, colour and landmarks,
+    and every skipped photo with its reason.
+    """
+    kwargs["kinds"] = tuple(k.strip() for k in kwargs["kinds"].split(",") if k.strip())
+    config = _synth.SynthConfig(**kwargs)
+    bar = StageBars()
+    try:
+        result = _synth.synthesize(config, progress=bar)
+    finally:
+        bar.close()
+    c = result.manifest["counts"]
+    reasons = ", ".join(f"{k} {v}" for k, v in c["skipped_by_reason"].items()) or "none"
+    click.echo(f"masked {c['written']} of {c['found']} photo(s); skipped {c['skipped']} ({reasons}); "
+               f"manifest: {Path(config.out) / _synth.MANIFEST_NAME}")

@@ -4,6 +4,11 @@ Layout: `<data_root>/trainA/` (domain A, unmasked faces) and `<data_root>/trainB
 masked faces), searched recursively; optionally `testA/` and `testB/`. Every image is decoded to
 RGB by `cyclemask.imageio.read_image`.
 
+Pairs (a cyclemask extension, optional): a folder with `without_mask/` and `with_mask/` holding
+the same face under the same relative name (what `cyclemask-data synth` writes). Its images join
+the two domains, and a sample drawn from a pair carries its twin, cropped and flipped exactly as
+the sample is, for the trainer's paired L1 term.
+
 Randomness is per sample, not per process: the crop, the flip and the B partner of sample `i`
 in epoch `e` come from a generator seeded with (seed, e, i). The same sample therefore gets the
 same augmentation whichever rank or DataLoader worker loads it, and a resumed run replays the
@@ -68,31 +73,100 @@ def resize_bicubic(image: np.ndarray, size: int) -> torch.Tensor:
     return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def augment(image: np.ndarray, load_size: int, crop_size: int, flip: bool,
-            rng: np.random.Generator) -> torch.Tensor:
-    """The reference's training transform: resize to load_size, random crop to crop_size,
-    random horizontal flip; returns float CHW in [-1, 1]. Always draws three numbers, so the
-    stream of draws does not depend on the settings."""
-    t = resize_bicubic(image, load_size)
+PAIR_DIRS = ("without_mask", "with_mask")  # unmasked (A) and masked (B) halves of a pairs folder
+
+
+def find_pairs(pairs_dir: str | Path, max_size: int | None = None) -> list[tuple[Path, Path]]:
+    """(unmasked, masked) paths of a pairs folder, matched by relative name; a clear DataError
+    when the folder is not one or holds no pair."""
+    root = Path(pairs_dir)
+    halves = [root / d for d in PAIR_DIRS]
+    missing = [str(h) for h in halves if not h.is_dir()]
+    if missing:
+        raise DataError(f"{root}: not a pairs folder ({', '.join(missing)} missing; a pairs folder holds "
+                        f"{PAIR_DIRS[0]}/ and {PAIR_DIRS[1]}/ with the same file names, as cyclemask-data synth writes)")
+    try:
+        masked = {p.relative_to(halves[1]).as_posix(): p for p in list_images(halves[1])}
+        plain = list_images(halves[0])
+    except InputError as exc:
+        raise DataError(str(exc)) from None
+    pairs = [(p, masked[p.relative_to(halves[0]).as_posix()]) for p in plain
+             if p.relative_to(halves[0]).as_posix() in masked]
+    if not pairs:
+        raise DataError(f"{root}: no pairs (no file name is in both {PAIR_DIRS[0]}/ and {PAIR_DIRS[1]}/)")
+    return pairs[:max_size] if max_size else pairs
+
+
+def merge_pairs(paths_A: Sequence[Path], pairs: Sequence[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """Pairs whose unmasked image is byte for byte a file of domain A are re-pointed at that
+    file, so a face that is both in trainA/ and in the pairs folder (synth copies its sources)
+    is one sample with a twin, not two samples."""
+    import hashlib
+
+    if not pairs:
+        return []
+    by_size: dict[int, list[Path]] = {}
+    for p in paths_A:
+        by_size.setdefault(Path(p).stat().st_size, []).append(Path(p))
+    digests: dict[Path, str] = {}
+
+    def digest(p: Path) -> str:
+        if p not in digests:
+            digests[p] = hashlib.sha256(p.read_bytes()).hexdigest()
+        return digests[p]
+
+    out = []
+    for a, b in pairs:
+        same = [p for p in by_size.get(Path(a).stat().st_size, []) if digest(p) == digest(Path(a))]
+        out.append((same[0] if same else Path(a), Path(b)))
+    return out
+
+
+def draw_crop(rng: np.random.Generator, load_size: int, crop_size: int) -> tuple[int, int, bool]:
+    """The random part of `augment`: (x, y, flip). Always draws three numbers, so the stream of
+    draws does not depend on the settings."""
     x = int(rng.integers(0, load_size - crop_size + 1))
     y = int(rng.integers(0, load_size - crop_size + 1))
-    do_flip = bool(rng.random() < 0.5)
-    t = t[:, y:y + crop_size, x:x + crop_size]
+    return x, y, bool(rng.random() < 0.5)
+
+
+def apply_crop(image: np.ndarray, load_size: int, crop_size: int, flip: bool,
+               drawn: tuple[int, int, bool]) -> torch.Tensor:
+    """Resize to load_size, crop and flip as drawn; float CHW in [-1, 1]."""
+    x, y, do_flip = drawn
+    t = resize_bicubic(image, load_size)[:, y:y + crop_size, x:x + crop_size]
     if flip and do_flip:
         t = t.flip(-1)
     return preprocess(t.permute(1, 2, 0)[None].contiguous())[0]
 
 
+def augment(image: np.ndarray, load_size: int, crop_size: int, flip: bool,
+            rng: np.random.Generator) -> torch.Tensor:
+    """The reference's training transform: resize to load_size, random crop to crop_size,
+    random horizontal flip; returns float CHW in [-1, 1]."""
+    return apply_crop(image, load_size, crop_size, flip, draw_crop(rng, load_size, crop_size))
+
+
 class UnpairedDataset(Dataset):
     """Indexed by (epoch, index) keys (see `EpochSampler`). Length is the larger domain, as in
-    the reference; A is walked in order (modulo its size), B is drawn at random."""
+    the reference; A is walked in order (modulo its size), B is drawn at random.
+
+    pairs: (unmasked, masked) twins; each joins its domain, and a sample that is one of them
+    also returns the other as `A_twin` / `B_twin` with `A_paired` / `B_paired` set (zeros and
+    False for samples without a twin)."""
 
     def __init__(self, paths_A: Sequence[Path], paths_B: Sequence[Path], load_size: int,
-                 crop_size: int, flip: bool = True, seed: int = 0) -> None:
-        if not paths_A or not paths_B:
-            raise DataError("both domains need at least one image")
+                 crop_size: int, flip: bool = True, seed: int = 0,
+                 pairs: Sequence[tuple[Path, Path]] = ()) -> None:
         self.paths_A = [str(p) for p in paths_A]
-        self.paths_B = [str(p) for p in paths_B]
+        known_A = set(self.paths_A)
+        self.paths_A += [str(a) for a, _ in pairs if str(a) not in known_A]
+        self.paths_B = [str(p) for p in paths_B] + [str(b) for _, b in pairs]
+        if not self.paths_A or not self.paths_B:
+            raise DataError("both domains need at least one image")
+        self.twin_of_A = {str(a): str(b) for a, b in pairs}
+        self.twin_of_B = {str(b): str(a) for a, b in pairs}
+        self.paired = bool(pairs)
         self.load_size, self.crop_size, self.flip, self.seed = load_size, crop_size, flip, seed
         # Per process (each DataLoader worker has its own copy): avoids decoding a known-bad
         # file again; reporting is done once by the trainer.
@@ -108,13 +182,32 @@ class UnpairedDataset(Dataset):
         skipped: list[str] = []
         img_A, path_A = self._read(self.paths_A, index % len(self.paths_A), "A", skipped)
         img_B, path_B = self._read(self.paths_B, ib, "B", skipped)
-        return {
-            "A": augment(img_A, self.load_size, self.crop_size, self.flip, rng),
-            "B": augment(img_B, self.load_size, self.crop_size, self.flip, rng),
+        crop_A = draw_crop(rng, self.load_size, self.crop_size)
+        crop_B = draw_crop(rng, self.load_size, self.crop_size)
+        sample = {
+            "A": apply_crop(img_A, self.load_size, self.crop_size, self.flip, crop_A),
+            "B": apply_crop(img_B, self.load_size, self.crop_size, self.flip, crop_B),
             "A_path": path_A,
             "B_path": path_B,
             "skipped": skipped,
         }
+        if self.paired:
+            for d, path, drawn, twins in (("A", path_A, crop_A, self.twin_of_A), ("B", path_B, crop_B, self.twin_of_B)):
+                twin = self._read_twin(twins.get(path), skipped)
+                sample[f"{d}_paired"] = twin is not None
+                sample[f"{d}_twin"] = (apply_crop(twin, self.load_size, self.crop_size, self.flip, drawn)
+                                       if twin is not None else torch.zeros_like(sample[d]))
+        return sample
+
+    def _read_twin(self, path: str | None, skipped: list[str]) -> np.ndarray | None:
+        if path is None or path in self._bad:
+            return None
+        try:
+            return read_image(path)
+        except InputError as exc:
+            self._bad.add(path)
+            skipped.append(str(exc))
+            return None
 
     def _read(self, paths: list[str], start: int, domain: str, skipped: list[str]) -> tuple[np.ndarray, str]:
         n = len(paths)
@@ -132,13 +225,18 @@ class UnpairedDataset(Dataset):
 
 
 def collate(samples: list[dict]) -> dict:
-    return {
+    batch = {
         "A": torch.stack([s["A"] for s in samples]),
         "B": torch.stack([s["B"] for s in samples]),
         "A_paths": [s["A_path"] for s in samples],
         "B_paths": [s["B_path"] for s in samples],
         "skipped": [msg for s in samples for msg in s["skipped"]],
     }
+    if "A_twin" in samples[0]:
+        for d in "AB":
+            batch[f"{d}_twin"] = torch.stack([s[f"{d}_twin"] for s in samples])
+            batch[f"{d}_paired"] = torch.tensor([s[f"{d}_paired"] for s in samples], dtype=torch.bool)
+    return batch
 
 
 class EpochSampler(Sampler):

@@ -16,7 +16,9 @@ from cyclemask.imageio import write_bytes_atomic, write_image
 
 log = logging.getLogger(__name__)
 
-LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
+# The paper's eight losses, then the paired L1 terms (a cyclemask extension: zero unless
+# training with --pairs and --paired-weight).
+LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "pair_A", "D_B", "G_B", "cycle_B", "idt_B", "pair_B")
 
 
 def read_loss_log(path: str | Path) -> list[dict]:
@@ -46,7 +48,7 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_losses(records: Sequence[dict], out_path: str | Path, title: str | None = None) -> Path | None:
-    """Eight panels, one per loss, raw per-iteration values in a light line and a moving
+    """One panel per loss, raw per-iteration values in a light line and a moving
     average in a dark one, against epochs. Returns the path, or None with nothing to plot."""
     if not records:
         return None
@@ -57,7 +59,7 @@ def plot_losses(records: Sequence[dict], out_path: str | Path, title: str | None
 
     x = np.array([r.get("epoch_f", r["step"]) for r in records], dtype=float)
     window = max(1, min(100, len(records) // 25))
-    fig, axes = plt.subplots(2, 4, figsize=(16, 6.5), sharex=True)
+    fig, axes = plt.subplots(2, len(LOSS_NAMES) // 2, figsize=(20, 6.5), sharex=True)
     for ax, name in zip(axes.flat, LOSS_NAMES):
         y = np.array([r.get(name, math.nan) for r in records], dtype=float)
         ax.plot(x, y, color="tab:blue", alpha=0.25, linewidth=0.6)

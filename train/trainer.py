@@ -51,7 +51,8 @@ from cyclemask.models import build_discriminator, build_generator, init_weights
 
 from . import distributed
 from .config import RUNTIME_FIELDS, TrainConfig
-from .datasets import EpochSampler, UnpairedDataset, collate, find_domain, load_sample_images
+from .datasets import (EpochSampler, UnpairedDataset, collate, find_domain, find_pairs, load_sample_images,
+                       merge_pairs)
 from .losses import GANLoss, gradient_penalty
 from .plots import LOSS_NAMES, plot_losses, read_loss_log, write_sample_grid
 from .pool import ImagePool
@@ -256,9 +257,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- one iteration
 
-    def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> torch.Tensor:
-        """One CycleGAN iteration on this rank's batch; returns the eight losses (detached,
-        float32, on the device, in LOSS_NAMES order)."""
+    def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor, twins: dict | None = None) -> torch.Tensor:
+        """One CycleGAN iteration on this rank's batch; returns the losses (detached, float32,
+        on the device, in LOSS_NAMES order).
+
+        twins: the batch's `A_twin`, `A_paired`, `B_twin`, `B_paired` (see UnpairedDataset)
+        when training with pairs; the paired L1 terms cover the samples that have a twin."""
         cfg = self.config
         real_A = real_A.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         real_B = real_B.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -287,7 +291,10 @@ class Trainer:
             loss_idt_B = F.l1_loss(idt_B.float(), real_A) * cfg.lambda_A * lam_idt
         else:
             loss_idt_A = loss_idt_B = torch.zeros((), device=self.device)
-        loss_G = loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
+        loss_pair_A = self._paired_l1(fake_B, twins, "A")
+        loss_pair_B = self._paired_l1(fake_A, twins, "B")
+        loss_G = (loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
+                  + loss_pair_A + loss_pair_B)
         loss_G.backward()
         self.opt_G.step()
 
@@ -298,8 +305,22 @@ class Trainer:
         loss_D_B = self._backward_D(self.d_b, self.nets["D_B"], real_A, self.pool_A.query(fake_A.detach()))
         self.opt_D.step()
 
-        return torch.stack([loss_D_A, loss_G_A, loss_cycle_A, loss_idt_A,
-                            loss_D_B, loss_G_B, loss_cycle_B, loss_idt_B]).detach().float()
+        return torch.stack([loss_D_A, loss_G_A, loss_cycle_A, loss_idt_A, loss_pair_A,
+                            loss_D_B, loss_G_B, loss_cycle_B, loss_idt_B, loss_pair_B]).detach().float()
+
+    def _paired_l1(self, fake: torch.Tensor, twins: dict | None, domain: str) -> torch.Tensor:
+        """paired_weight x L1 between the translations of the samples that have a twin and
+        their twins (G_A(x) vs x's masked twin for A, G_B(y) vs y's unmasked source for B).
+        Averaged over this rank's paired samples: a batch without any adds zero, and under DDP
+        each rank weighs its own pairs (as the other losses weigh its own batch)."""
+        w = self.config.paired_weight
+        if not w or twins is None:
+            return torch.zeros((), device=self.device)
+        paired = twins[f"{domain}_paired"].to(self.device)
+        if not bool(paired.any()):
+            return fake.float().sum() * 0.0  # keeps every rank's graph the same shape under DDP
+        twin = twins[f"{domain}_twin"].to(self.device, non_blocking=True)
+        return F.l1_loss(fake.float()[paired], twin[paired]) * w
 
     def _backward_D(self, d: nn.Module, d_plain: nn.Module, real: torch.Tensor,
                     fake: torch.Tensor) -> torch.Tensor:
@@ -403,6 +424,7 @@ class Trainer:
         # Data first: an empty or missing domain fails before anything is written.
         paths_A = find_domain(cfg.data_root, "trainA", max_size=cfg.max_dataset_size)
         paths_B = find_domain(cfg.data_root, "trainB", max_size=cfg.max_dataset_size)
+        pairs = merge_pairs(paths_A, find_pairs(cfg.pairs_dir, max_size=cfg.max_dataset_size)) if cfg.pairs_dir else []
         if resume:
             ckpt_path = latest if resume is True else Path(resume)
             if not ckpt_path.is_file():
@@ -425,9 +447,10 @@ class Trainer:
         elif latest.exists():
             raise ConfigError(f"{out} already holds a run ({latest}); resume it (--resume) or "
                               f"choose another output folder")
-        log.info("data: %d images in trainA, %d in trainB (%s)", len(paths_A), len(paths_B), cfg.data_root)
+        log.info("data: %d images in trainA, %d in trainB (%s)%s", len(paths_A), len(paths_B), cfg.data_root,
+                 f", {len(pairs)} pairs ({cfg.pairs_dir}, weight {cfg.paired_weight:g})" if pairs else "")
 
-        dataset = UnpairedDataset(paths_A, paths_B, cfg.load_size, cfg.crop_size, cfg.flip, cfg.seed)
+        dataset = UnpairedDataset(paths_A, paths_B, cfg.load_size, cfg.crop_size, cfg.flip, cfg.seed, pairs=pairs)
         sampler = EpochSampler(dataset, env.world_size, env.rank, seed=cfg.seed)
         workers = cfg.num_workers
         loader = DataLoader(
@@ -473,7 +496,7 @@ class Trainer:
                 lr = self.opt_G.param_groups[0]["lr"]
                 for batch in loader:
                     self._note_skipped(batch["skipped"])
-                    losses = self.train_step(batch["A"], batch["B"])
+                    losses = self.train_step(batch["A"], batch["B"], batch if "A_twin" in batch else None)
                     self.step += 1
                     self.batch_in_epoch += 1
                     self._pending.append((self.step, self.epoch, self.batch_in_epoch, lr, losses))
