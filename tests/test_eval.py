@@ -124,6 +124,8 @@ def test_pairs_cropped_with_one_box(tmp_path, face_detector_path):
     diff = np.abs(s.unmasked[0].astype(int) - s.masked[0].astype(int)).sum(axis=2)
     assert diff[:20].max() == 0  # the top of the face is the same in both crops
     assert diff[40:].max() > 0
+    zone = s.zones[0]  # the mask zone: the lower half of the face, found on the unmasked photo
+    assert zone.shape == (64, 64) and not zone[:20].any() and zone[40:].any()
 
 
 def test_pair_errors(tmp_path):

@@ -148,20 +148,29 @@ def fid(folder1, folder2, inception, feature_device, kid_subsets, kid_subset_siz
 @click.option("--pairs-aligned", is_flag=True, help="The pairs are aligned face crops already: no detection, centred square.")
 @click.option("--limit", type=int, default=None, help="At most this many images per test folder and pairs.")
 @click.option("--batch-size", default=8, show_default=True, help="Images per generator batch.")
+@click.option("--classifier", type=click.Path(dir_okay=False), default=None,
+              help="Masked / unmasked classifier graph for the success rates. Default: the one shipped with cyclemask.")
+@click.option("--no-classifier", is_flag=True, help="Skip the success rates.")
 @inception_options
 @click.option("--out-json", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON here.")
 @click.option("--out-md", type=click.Path(dir_okay=False), default=None, help="Write the report as Markdown here.")
 @debug_option
 def model(model, mask_model, unmask_model, backend, device, image_size, data, pairs, detector, pairs_aligned, limit,
-          batch_size, inception, feature_device, kid_subsets, kid_subset_size, out_json, out_md) -> None:
-    """Score a model: FID_AB, FID_BA, KID, paired PSNR / SSIM (JSON and Markdown).
+          batch_size, classifier, no_classifier, inception, feature_device, kid_subsets, kid_subset_size, out_json,
+          out_md) -> None:
+    """Score a model: FID_AB, FID_BA, KID, task success, paired PSNR / SSIM (JSON and Markdown).
 
-    FID_AB = FID(G_mask(testA), testB), FID_BA = FID(G_unmask(testB), testA); KID beside them; on
-    paired photos PSNR / SSIM of unmasking and masking against the true counterpart. Works for a
+    FID_AB = FID(G_mask(testA), testB), FID_BA = FID(G_unmask(testB), testA); KID beside them;
+    success: the share of masked outputs a masked / unmasked classifier calls masked, and of
+    unmasked outputs it calls unmasked; on paired photos PSNR / SSIM of unmasking and masking
+    against the true counterpart, over the whole crop and over the mask zone alone. Works for a
     checkpoint, exported ONNX graphs or TensorRT engines.
     """
     from ..faces import FaceDetector
+    from .classifier import MaskClassifier
     from .evaluate import EvalOptions, FeatureCache, evaluate_translators, load_folder, load_pairs, to_markdown
+
+    clf = None if no_classifier else MaskClassifier(classifier)
 
     options = EvalOptions(batch_size=batch_size, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
     test_a = load_folder(Path(data) / "testA", limit)
@@ -173,8 +182,10 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
         with _open(model, mask_model, unmask_model, backend, device, image_size) as models:
             pair_set = load_pairs(pairs, models.size, det, limit=limit) if pairs else None
             report = evaluate_translators(models.translators(), models.size, test_a, test_b, FeatureCache(net),
-                                          pair_set, options, progress=bar)
+                                          pair_set, options, progress=bar, classifier=clf)
             report["models"] = models.info
+            if clf is not None:
+                report["classifier"] = {"path": str(clf.path)}
     finally:
         bar.close()
     report["inception"] = net.info.to_dict()
@@ -189,6 +200,38 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
         _write_text(out_json, json.dumps(_finite(report), indent=1) + "\n")
     if out_md:
         _write_text(out_md, md + "\n")
+
+
+@main.command("train-classifier", cls=Command)
+@click.option("--unmasked", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of face crops WITHOUT masks (training split only); repeatable.")
+@click.option("--masked", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of face crops WITH masks (training split only); repeatable.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Writes mask_classifier.onnx and mask_classifier.json (its record) here.")
+@click.option("--epochs", default=12, show_default=True, help="Passes over the training images.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the weights, the validation split and augmentation.")
+@debug_option
+def train_classifier_cmd(unmasked, masked, out, epochs, seed) -> None:
+    """Train the masked / unmasked face classifier that `model` scores success with.
+
+    A ~60 k-parameter CNN on 64 x 64 crops, exported as an ONNX graph (uint8 in, P(masked) out)
+    and checked against torch before it is kept; 10 % of the images (by a seeded hash of the
+    file name) are held out and scored. Needs torch. Train on the training split only: the
+    test split is what the model is scored on.
+    """
+    from .classifier import ClassifierTrainConfig, train_classifier
+
+    bar = StageBars()
+    try:
+        record = train_classifier(ClassifierTrainConfig(unmasked, masked, out, epochs=epochs, seed=seed), progress=bar)
+    finally:
+        bar.close()
+    v = record["val"] or {}
+    click.echo(f"wrote {Path(out) / 'mask_classifier.onnx'} ({record['params']} parameters); held-out accuracy "
+               f"{100 * v.get('accuracy', float('nan')):.1f} % on {v.get('n', 0)} images "
+               f"(masked recall {100 * (v.get('masked_recall') or float('nan')):.1f} %, unmasked "
+               f"{100 * (v.get('unmasked_recall') or float('nan')):.1f} %)")
 
 
 @main.group(cls=Group)

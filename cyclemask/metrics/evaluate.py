@@ -8,7 +8,12 @@ photos.
   file name, the mask pasted on): both images are cropped with the box found on the unmasked
   one, resized to the model size; unmasking is scored as PSNR / SSIM of G_unmask(with) against
   without, masking as G_mask(without) against with. The identity (the input itself) is
-  reported as the baseline to beat.
+  reported as the baseline to beat. Where the crops come from detection, the mask zone (the
+  polygon of `cyclemask.faces.mask_anchors` on the unmasked face) is scored on its own too: the
+  only pixels a mask changes, so the figure is not diluted by the untouched rest.
+- With a masked / unmasked classifier (`cyclemask.metrics.classifier`): the success rate of each
+  direction, the share of G_mask(testA) called masked and of G_unmask(testB) called unmasked,
+  beside the untranslated test sets as the reference.
 
 Models run through cyclemask.engine's backends (checkpoints on PyTorch, ONNX graphs on ONNX
 Runtime, engines on TensorRT), at the size the model was built or trained for; real images are
@@ -28,10 +33,10 @@ import numpy as np
 
 from .. import DIRECTIONS
 from ..errors import ConfigError, DataError, InputError
-from ..faces import FaceDetector, crop_square, resize_square, square_crop_box
+from ..faces import FaceDetector, crop_square, mask_anchors, resize_square, square_crop_box
 from ..imageio import list_images, read_image
 from .fid import InceptionFeatures, extract_features, fid_from_features, kid_from_features
-from .quality import psnr, ssim
+from .quality import psnr, psnr_in, ssim
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,20 @@ class PairSet:
     unmasked: list[np.ndarray]  # crops, at the model size
     masked: list[np.ndarray]
     rejected: list[dict]
+    zones: list[np.ndarray] | None = None  # bool [size, size] mask zones (None for aligned pairs)
+
+
+def zone_in_crop(landmarks, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The mask zone polygon of a face, as a bool [size, size] mask of its crop."""
+    import cv2
+
+    x0, y0, x1, _ = box
+    scale = size / float(x1 - x0)
+    pts = (mask_anchors(landmarks) - np.array([x0, y0], np.float32)) * scale
+    poly = pts[[0, 1, 2, 5, 4, 3]]  # a, b, c, f, e, d: round the outline
+    zone = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(zone, [np.round(poly * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    return zone.astype(bool)
 
 
 def load_pairs(folder: str | os.PathLike, size: int, detector: FaceDetector | None, margin: float = 0.3,
@@ -123,7 +142,7 @@ def load_pairs(folder: str | os.PathLike, size: int, detector: FaceDetector | No
     common = sorted(names_a & names_b)
     if not common:
         raise DataError(f"{root}: no file name is in both {PAIR_FOLDERS[0]}/ and {PAIR_FOLDERS[1]}/")
-    out = PairSet([], [], [], [])
+    out = PairSet([], [], [], [], zones=None if detector is None else [])
     for name in common:
         if limit is not None and len(out.names) >= limit:
             break
@@ -147,6 +166,11 @@ def load_pairs(folder: str | os.PathLike, size: int, detector: FaceDetector | No
                                      "detail": f"{len(faces)} faces of >= {min_face} px on the unmasked photo"})
                 continue
             box = square_crop_box(faces[0].box, un.shape, margin, "shift")
+            zone = zone_in_crop(faces[0].landmarks, box, size)
+            if not zone.any():
+                out.rejected.append({"name": name, "reason": "no_zone", "detail": "the mask zone falls outside the crop"})
+                continue
+            out.zones.append(zone)
         out.names.append(name)
         out.unmasked.append(resize_square(crop_square(un, box), size))
         out.masked.append(resize_square(crop_square(ma, box), size))
@@ -155,12 +179,20 @@ def load_pairs(folder: str | os.PathLike, size: int, detector: FaceDetector | No
     return out
 
 
-def score_pairs(outputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> dict:
+def score_pairs(outputs: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+                zones: Sequence[np.ndarray] | None = None) -> dict:
     p = [psnr(o, t) for o, t in zip(outputs, targets)]
     s = [ssim(o, t) for o, t in zip(outputs, targets)]
     finite = [v for v in p if math.isfinite(v)]
-    return {"psnr": float(np.mean(finite)) if finite else float("inf"), "ssim": float(np.mean(s)),
-            "psnr_std": float(np.std(finite)) if finite else 0.0, "ssim_std": float(np.std(s)), "n": len(p)}
+    out = {"psnr": float(np.mean(finite)) if finite else float("inf"), "ssim": float(np.mean(s)),
+           "psnr_std": float(np.std(finite)) if finite else 0.0, "ssim_std": float(np.std(s)), "n": len(p)}
+    if zones:
+        zp = [psnr_in(o, t, z) for o, t, z in zip(outputs, targets, zones)]
+        zs = [ssim(o, t, region=z) for o, t, z in zip(outputs, targets, zones)]
+        zf = [v for v in zp if math.isfinite(v)]
+        out.update({"zone_psnr": float(np.mean(zf)) if zf else float("inf"), "zone_ssim": float(np.mean(zs)),
+                    "zone_psnr_std": float(np.std(zf)) if zf else 0.0})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +250,7 @@ def evaluate_translators(
     pairs: PairSet | None = None,
     options: EvalOptions = EvalOptions(),
     progress: Progress | None = None,
+    classifier=None,
 ) -> dict:
     """The scores of translators keyed by direction ("mask": A->B, "unmask": B->A)."""
     unknown = set(translators) - set(DIRECTIONS)
@@ -231,22 +264,33 @@ def evaluate_translators(
     real_b = features.features(test_b.images, f"B:{test_b.folder}", size, stage("features testB"))
     report: dict = {"image_size": size, "n_testA": len(test_a.images), "n_testB": len(test_b.images),
                     "reference": {"FID_A_vs_B": fid_from_features(real_a, real_b)}}
+    success: dict = {}
+    if classifier is not None:
+        success["reference"] = {"testA_called_unmasked": classifier.rates(test_a.images, want_masked=False),
+                                "testB_called_masked": classifier.rates(test_b.images, want_masked=True)}
     if "mask" in translators:
         fake_b = translate_all(translators["mask"], test_a.images, size, options.batch_size, stage("mask testA"))
         report["AB"] = _fid_kid(features.features(fake_b, progress=stage("features G_mask(testA)")), real_b, options)
+        if classifier is not None:
+            success["mask"] = classifier.rates(fake_b, want_masked=True)
     if "unmask" in translators:
         fake_a = translate_all(translators["unmask"], test_b.images, size, options.batch_size, stage("unmask testB"))
         report["BA"] = _fid_kid(features.features(fake_a, progress=stage("features G_unmask(testB)")), real_a, options)
+        if classifier is not None:
+            success["unmask"] = classifier.rates(fake_a, want_masked=False)
+    if success:
+        report["success"] = success
     if pairs is not None:
+        zones = pairs.zones or None
         paired: dict = {"n": len(pairs.names), "rejected": len(pairs.rejected),
-                        "identity": {"unmask": score_pairs(pairs.masked, pairs.unmasked),
-                                     "mask": score_pairs(pairs.unmasked, pairs.masked)}}
+                        "identity": {"unmask": score_pairs(pairs.masked, pairs.unmasked, zones),
+                                     "mask": score_pairs(pairs.unmasked, pairs.masked, zones)}}
         if "unmask" in translators:
             out = translate_all(translators["unmask"], pairs.masked, size, options.batch_size, stage("unmask pairs"))
-            paired["unmask"] = score_pairs(out, pairs.unmasked)
+            paired["unmask"] = score_pairs(out, pairs.unmasked, zones)
         if "mask" in translators:
             out = translate_all(translators["mask"], pairs.unmasked, size, options.batch_size, stage("mask pairs"))
-            paired["mask"] = score_pairs(out, pairs.masked)
+            paired["mask"] = score_pairs(out, pairs.masked, zones)
         report["paired"] = paired
     return report
 
@@ -271,6 +315,20 @@ def to_markdown(report: dict) -> str:
     lines.append(f"| KID x 100 | " + (f"{100 * report['AB']['kid']:.3f} ± {100 * report['AB']['kid_std']:.3f}" if "AB" in report else "-")
                  + " | " + (f"{100 * report['BA']['kid']:.3f} ± {100 * report['BA']['kid_std']:.3f}" if "BA" in report else "-") + " |")
     lines += ["", f"Reference without translation: FID(testA, testB) = {report['reference']['FID_A_vs_B']:.2f}.", ""]
+    if "success" in report:
+        sc = report["success"]
+        lines += ["## Task success (masked / unmasked classifier)", "",
+                  "| direction | success | n | reference (untranslated inputs) |", "|---|---|---|---|"]
+        ref = sc.get("reference", {})
+        if "mask" in sc:
+            r = ref.get("testA_called_unmasked", {})
+            lines.append(f"| mask: G_mask(testA) called masked | {100 * sc['mask']['success']:.1f} % | {sc['mask']['n']} | "
+                         f"testA called unmasked: {100 * r.get('success', float('nan')):.1f} % |")
+        if "unmask" in sc:
+            r = ref.get("testB_called_masked", {})
+            lines.append(f"| unmask: G_unmask(testB) called unmasked | {100 * sc['unmask']['success']:.1f} % | "
+                         f"{sc['unmask']['n']} | testB called masked: {100 * r.get('success', float('nan')):.1f} % |")
+        lines.append("")
     if "paired" in report:
         p = report["paired"]
         lines += [f"## Paired photos ({p['n']} pairs, {p['rejected']} rejected)", "",
@@ -279,6 +337,9 @@ def to_markdown(report: dict) -> str:
             if task in p:
                 s, i = p[task], p["identity"][task]
                 lines.append(f"| {label} | {s['psnr']:.2f} | {s['ssim']:.4f} | {i['psnr']:.2f} | {i['ssim']:.4f} |")
+                if "zone_psnr" in s:
+                    lines.append(f"| {task}, mask zone only | {s['zone_psnr']:.2f} | {s['zone_ssim']:.4f} | "
+                                 f"{i['zone_psnr']:.2f} | {i['zone_ssim']:.4f} |")
         lines.append("")
     skipped = report.get("skipped", [])
     if skipped:

@@ -45,8 +45,19 @@ def _gaussian_filter(x: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(x, (SSIM_WIN, SSIM_WIN), SSIM_SIGMA, borderType=cv2.BORDER_REFLECT_101)
 
 
-def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
-    """Mean structural similarity of two uint8 RGB images (at least 11x11)."""
+def psnr_in(a: np.ndarray, b: np.ndarray, region: np.ndarray, data_range: float = 255.0) -> float:
+    """PSNR over the pixels where region [H, W] is true (all channels); infinity if identical there."""
+    _check_pair(a, b)
+    if region.shape != a.shape[:2] or not region.any():
+        raise InputError(f"region must be a non-empty boolean mask of {list(a.shape[:2])}; got {list(region.shape)}")
+    d = a[region].astype(np.float64) - b[region].astype(np.float64)
+    m = float(np.mean(d * d))
+    return float("inf") if m == 0.0 else float(10.0 * np.log10(data_range * data_range / m))
+
+
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, region: np.ndarray | None = None) -> float:
+    """Mean structural similarity of two uint8 RGB images (at least 11x11); with region [H, W],
+    the SSIM map is averaged over the region's pixels instead (border band included)."""
     _check_pair(a, b)
     if min(a.shape[:2]) < SSIM_WIN:
         raise InputError(f"SSIM needs images of at least {SSIM_WIN}x{SSIM_WIN}; got {a.shape[1]}x{a.shape[0]}")
@@ -61,5 +72,5 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
         vy = _gaussian_filter(y * y) - my * my
         cxy = _gaussian_filter(x * y) - mx * my
         s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-        values.append(s[pad:-pad, pad:-pad].mean())
+        values.append(s[region].mean() if region is not None else s[pad:-pad, pad:-pad].mean())
     return float(np.mean(values))

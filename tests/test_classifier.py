@@ -1,0 +1,122 @@
+"""The masked / unmasked classifier (task metric) and the mask-zone scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cyclemask.errors import ConfigError, InputError
+from cyclemask.imageio import list_images, read_image, write_image
+from cyclemask.metrics import evaluate as ev
+from cyclemask.metrics.classifier import DEFAULT_PATH, MaskClassifier
+from cyclemask.metrics.cli import main as eval_cli
+from cyclemask.metrics.quality import psnr, psnr_in, ssim
+
+
+def _faces(rng, n, masked):
+    import cv2
+
+    out = []
+    for _ in range(n):
+        small = rng.integers(60, 200, (4, 4, 3)).astype(np.uint8)
+        img = cv2.resize(small, (72, 72), interpolation=cv2.INTER_CUBIC)
+        if masked:  # a light block over the lower half, as a mask would be
+            img[40:68, 10:62] = rng.integers(200, 255, 3)
+        out.append(img)
+    return out
+
+
+def test_train_classifier_cli_writes_a_verified_graph_that_separates_the_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls, masked in (("plain", False), ("masked", True)):
+        for i, im in enumerate(_faces(rng, 40, masked)):
+            write_image(tmp_path / cls / f"{i}.png", im)
+    r = CliRunner().invoke(eval_cli, ["train-classifier", "--unmasked", str(tmp_path / "plain"), "--masked",
+                                      str(tmp_path / "masked"), "--out", str(tmp_path / "clf"), "--epochs", "8"])
+    assert r.exit_code == 0, r.output
+    assert "held-out accuracy" in r.output
+    record = json.loads((tmp_path / "clf" / "mask_classifier.json").read_text())
+    assert record["onnx_vs_torch_max_abs"] <= 1e-4 and record["counts"]["val"] == 8
+    clf = MaskClassifier(tmp_path / "clf" / "mask_classifier.onnx")
+    fresh = np.random.default_rng(9)
+    assert clf.rates(_faces(fresh, 20, True), want_masked=True)["success"] >= 0.8
+    assert clf.rates(_faces(fresh, 20, False), want_masked=False)["success"] >= 0.8
+
+
+def test_classifier_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        MaskClassifier(tmp_path / "none.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ConfigError, match="cannot load"):
+        MaskClassifier(tmp_path / "bad.onnx")
+
+
+@pytest.mark.shared
+def test_shipped_classifier_tells_real_masked_from_unmasked_photos(shared_data):
+    """On photos it never trained on in this form (whole cfmd photos, not crops of the split)."""
+    clf = MaskClassifier()
+    assert clf.path == DEFAULT_PATH
+    cfmd = shared_data / "faces" / "cfmd"
+    masked = [read_image(p) for p in list_images(cfmd / "with_mask")[::40]]
+    plain = [read_image(p) for p in list_images(cfmd / "without_mask")[::40]]
+    assert clf.rates(masked, want_masked=True)["success"] >= 0.8
+    assert clf.rates(plain, want_masked=False)["success"] >= 0.8
+
+
+def test_region_scores():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    b = a.copy()
+    b[16:] = 255 - b[16:]  # only the lower half differs
+    lower = np.zeros((32, 32), bool)
+    lower[16:] = True
+    assert psnr_in(a, b, ~lower) == float("inf")
+    assert psnr_in(a, b, lower) < psnr(a, b) < float("inf")
+    assert ssim(a, b, region=~lower) > ssim(a, b) > ssim(a, b, region=lower)
+    with pytest.raises(InputError, match="non-empty boolean mask"):
+        psnr_in(a, b, np.zeros((32, 32), bool))
+
+
+def test_zone_in_crop_covers_nose_mouth_chin_not_eyes():
+    lm = [(60, 60), (100, 60), (80, 85), (65, 110), (95, 110)]
+    box = (20, 10, 140, 130)  # a 120 px square crop, scored at 64 px
+    zone = ev.zone_in_crop(lm, box, 64)
+    s = 64 / 120
+
+    def at(x, y):
+        return zone[int((y - box[1]) * s), int((x - box[0]) * s)]
+
+    assert at(80, 85) and at(65, 110) and at(95, 110) and at(80, 125)  # nose, mouth, chin
+    assert not at(60, 60) and not at(100, 60)  # eyes
+
+
+def test_success_rates_in_the_report(tmp_path, tiny_features_path):
+    """An identity 'mask' translator succeeds exactly as often as testA is called masked."""
+    from cyclemask.metrics.fid import load_inception
+
+    rng = np.random.default_rng(1)
+    for split, masked in (("testA", False), ("testB", True)):
+        for i, im in enumerate(_faces(rng, 6, masked)):
+            write_image(tmp_path / split / f"{i}.png", im)
+
+    class Fixed:
+        """Calls an image masked when its lower half is brighter than its top."""
+
+        def rates(self, images, want_masked):
+            called = np.array([im[40:].mean() > im[:30].mean() + 20 for im in images])
+            hits = called if want_masked else ~called
+            return {"success": float(hits.mean()), "n": len(images)}
+
+    a, b = ev.load_folder(tmp_path / "testA"), ev.load_folder(tmp_path / "testB")
+    ident = {"mask": lambda x: x.copy(), "unmask": lambda x: x.copy()}
+    r = ev.evaluate_translators(ident, 72, a, b, ev.FeatureCache(load_inception(tiny_features_path)),
+                                options=ev.EvalOptions(kid_subsets=3), classifier=Fixed())
+    sc = r["success"]
+    assert sc["mask"]["success"] == pytest.approx(1.0 - sc["reference"]["testA_called_unmasked"]["success"])
+    assert sc["unmask"]["success"] == pytest.approx(1.0 - sc["reference"]["testB_called_masked"]["success"])
+    assert sc["mask"]["success"] == 0.0 and sc["unmask"]["success"] == 0.0
+    assert "Task success" in ev.to_markdown(r)
