@@ -239,6 +239,15 @@ class Trainer:
         self.skipped: dict[str, None] = {}
         self._saved_step: int | None = None
         self._stop_signal: int | None = None
+        # State of a run in progress (see `run`).
+        self._t_start: float | None = None
+        self._iters_per_epoch = 1
+        self._last_plot = 0.0
+        self._loss_file = None
+        self._tb = None
+        self._pending: list[tuple[int, int, int, float, torch.Tensor]] = []
+        self._last_losses: dict[str, float] = {}
+        self._step_times: deque[tuple[float, int]] = deque(maxlen=50)
 
     def _wrap(self, net: nn.Module) -> nn.Module:
         m: nn.Module = net
@@ -411,8 +420,7 @@ class Trainer:
     # ---------------------------------------------------------------- the run
 
     def _run_seconds(self) -> float:
-        start = getattr(self, "_t_start", None)
-        return 0.0 if start is None else time.monotonic() - start
+        return 0.0 if self._t_start is None else time.monotonic() - self._t_start
 
     def run(self, progress: Callable[[ProgressInfo], None] | None = None,
             resume: bool | str | os.PathLike = False) -> TrainResult:
@@ -420,37 +428,83 @@ class Trainer:
         if not cfg.data_root:
             raise ConfigError("data_root is not set: give the folder that holds trainA/ and trainB/")
         out = Path(cfg.out_dir)
-        latest = out / "latest.pt"
         # Data first: an empty or missing domain fails before anything is written.
+        dataset = self._dataset()
+        self._resume(out, resume)
+        loader, sampler = self._loader(dataset)
+        iters_per_epoch = math.ceil(sampler.samples_per_epoch / self.per_rank_batch)
+        total_epochs = cfg.total_epochs
+        total_steps = total_epochs * iters_per_epoch
+        if cfg.max_iters is not None:
+            total_steps = min(total_steps, cfg.max_iters)
+        self._iters_per_epoch = iters_per_epoch
+        samples = self._open_outputs(out, resumed=bool(resume))
+
+        stopped = "completed"
+        start_step = self.step
+        grids: list[Path] = []
+        self._t_start = time.monotonic()
+        handlers = self._install_signal_handlers()
+        try:
+            while self.epoch < total_epochs:
+                if cfg.max_iters is not None and self.step >= cfg.max_iters:
+                    stopped = "max_iters"
+                    break
+                reason = self._run_epoch(loader, sampler, out, progress, total_steps, total_epochs)
+                if self.batch_in_epoch >= iters_per_epoch:
+                    grid = self._end_epoch(out, samples, total_epochs)
+                    if grid is not None:
+                        grids.append(grid)
+                elif reason is not None:
+                    self._flush_losses()
+                    self.save(out, epoch_files=False)
+                if reason is not None:
+                    stopped = reason
+                    break
+        finally:
+            self._restore_signal_handlers(handlers)
+            self._close_outputs()
+        return self._result(out, stopped, start_step, total_epochs, grids)
+
+    def _dataset(self) -> UnpairedDataset:
+        cfg = self.config
         paths_A = find_domain(cfg.data_root, "trainA", max_size=cfg.max_dataset_size)
         paths_B = find_domain(cfg.data_root, "trainB", max_size=cfg.max_dataset_size)
         pairs = merge_pairs(paths_A, find_pairs(cfg.pairs_dir, max_size=cfg.max_dataset_size)) if cfg.pairs_dir else []
-        if resume:
-            ckpt_path = latest if resume is True else Path(resume)
-            if not ckpt_path.is_file():
-                raise CheckpointError(f"{ckpt_path}: no checkpoint to resume from")
-            state = read_train_state(ckpt_path)
-            saved = TrainConfig.from_dict(state["config"])
-            diff = {k: v for k, v in saved.differences(cfg).items() if k not in RUNTIME_FIELDS}
-            if diff:
-                detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
-                raise ConfigError(f"{ckpt_path}: cannot resume with a different config ({detail}); "
-                                  f"only these may change: {', '.join(sorted(RUNTIME_FIELDS))}")
-            for k in ("n_epochs", "n_epochs_decay"):
-                if getattr(saved, k) != getattr(cfg, k):
-                    log.warning("%s changed from %s to %s: the learning-rate schedule changes with it",
-                                k, getattr(saved, k), getattr(cfg, k))
-            self.load_state(state)
-            del state
-            log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, self.step,
-                     self.epoch + 1, self.batch_in_epoch)
-        elif latest.exists():
-            raise ConfigError(f"{out} already holds a run ({latest}); resume it (--resume) or "
-                              f"choose another output folder")
         log.info("data: %d images in trainA, %d in trainB (%s)%s", len(paths_A), len(paths_B), cfg.data_root,
                  f", {len(pairs)} pairs ({cfg.pairs_dir}, weight {cfg.paired_weight:g})" if pairs else "")
+        return UnpairedDataset(paths_A, paths_B, cfg.load_size, cfg.crop_size, cfg.flip, cfg.seed, pairs=pairs)
 
-        dataset = UnpairedDataset(paths_A, paths_B, cfg.load_size, cfg.crop_size, cfg.flip, cfg.seed, pairs=pairs)
+    def _resume(self, out: Path, resume: bool | str | os.PathLike) -> None:
+        """Load the checkpoint to continue from (checking its config), or refuse to start a new
+        run over an existing one."""
+        cfg = self.config
+        latest = out / "latest.pt"
+        if not resume:
+            if latest.exists():
+                raise ConfigError(f"{out} already holds a run ({latest}); resume it (--resume) or "
+                                  f"choose another output folder")
+            return
+        ckpt_path = latest if resume is True else Path(resume)
+        if not ckpt_path.is_file():
+            raise CheckpointError(f"{ckpt_path}: no checkpoint to resume from")
+        state = read_train_state(ckpt_path)
+        saved = TrainConfig.from_dict(state["config"])
+        diff = {k: v for k, v in saved.differences(cfg).items() if k not in RUNTIME_FIELDS}
+        if diff:
+            detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise ConfigError(f"{ckpt_path}: cannot resume with a different config ({detail}); "
+                              f"only these may change: {', '.join(sorted(RUNTIME_FIELDS))}")
+        for k in ("n_epochs", "n_epochs_decay"):
+            if getattr(saved, k) != getattr(cfg, k):
+                log.warning("%s changed from %s to %s: the learning-rate schedule changes with it",
+                            k, getattr(saved, k), getattr(cfg, k))
+        self.load_state(state)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, self.step,
+                 self.epoch + 1, self.batch_in_epoch)
+
+    def _loader(self, dataset: UnpairedDataset) -> tuple[DataLoader, EpochSampler]:
+        cfg, env = self.config, self.env
         sampler = EpochSampler(dataset, env.world_size, env.rank, seed=cfg.seed)
         workers = cfg.num_workers
         loader = DataLoader(
@@ -461,78 +515,60 @@ class Trainer:
             # Its own generator: DataLoader draws worker seeds from it, not from the global RNG.
             generator=torch.Generator().manual_seed(cfg.seed),
         )
-        iters_per_epoch = math.ceil(sampler.samples_per_epoch / self.per_rank_batch)
-        total_epochs = cfg.total_epochs
-        total_steps = total_epochs * iters_per_epoch
-        if cfg.max_iters is not None:
-            total_steps = min(total_steps, cfg.max_iters)
+        return loader, sampler
 
-        samples = None
-        if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(out / "config.json", cfg.to_json().encode())
-            self._open_loss_log(out / "losses.jsonl", keep_until=self.step if resume else 0)
-            samples = load_sample_images(cfg.data_root, cfg.crop_size, cfg.n_samples, cfg.max_dataset_size)
-            self._tb = _tensorboard_writer(out / "tensorboard")
-        self._iters_per_epoch = iters_per_epoch
+    def _open_outputs(self, out: Path, resumed: bool):
+        """config.json, the loss log and TensorBoard (rank 0); returns the sample images."""
+        cfg = self.config
         self._last_plot = time.monotonic()
-        self._pending: list[tuple[int, int, int, float, torch.Tensor]] = []
-        self._last_losses: dict[str, float] = {}
-        grids: list[Path] = []
-        flush_every = 1 if self.device.type == "cpu" else 20
-        times: deque[tuple[float, int]] = deque(maxlen=50)
+        if not self.env.is_main:
+            return None
+        out.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(out / "config.json", cfg.to_json().encode())
+        self._open_loss_log(out / "losses.jsonl", keep_until=self.step if resumed else 0)
+        self._tb = _tensorboard_writer(out / "tensorboard")
+        return load_sample_images(cfg.data_root, cfg.crop_size, cfg.n_samples, cfg.max_dataset_size)
 
-        stopped = "completed"
-        start_step = self.step
-        self._t_start = time.monotonic()
-        handlers = self._install_signal_handlers()
-        try:
-            while self.epoch < total_epochs:
-                if cfg.max_iters is not None and self.step >= cfg.max_iters:
-                    stopped = "max_iters"
-                    break
-                sampler.set_epoch(self.epoch, start=self.batch_in_epoch * self.per_rank_batch)
-                stop_now = False
-                lr = self.opt_G.param_groups[0]["lr"]
-                for batch in loader:
-                    self._note_skipped(batch["skipped"])
-                    losses = self.train_step(batch["A"], batch["B"], batch if "A_twin" in batch else None)
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    self._pending.append((self.step, self.epoch, self.batch_in_epoch, lr, losses))
-                    times.append((time.monotonic(), self.step))
-                    if cfg.max_iters is not None and self.step >= cfg.max_iters:
-                        stopped, stop_now = "max_iters", True
-                    if len(self._pending) >= flush_every or stop_now:
-                        self._flush_losses()
-                        reason = self._external_stop()
-                        if reason and not stop_now:
-                            stopped, stop_now = reason, True
-                    if env.is_main and progress is not None:
-                        progress(self._progress_info(times, total_steps, total_epochs, lr))
-                    epoch_done = self.batch_in_epoch >= iters_per_epoch
-                    if (not epoch_done and cfg.save_latest_every
-                            and self.step % cfg.save_latest_every == 0 and not stop_now):
-                        self._flush_losses()
-                        self.save(out, epoch_files=False)
-                    if stop_now:
-                        break
-                if self.batch_in_epoch >= iters_per_epoch:
-                    grid = self._end_epoch(out, samples, total_epochs)
-                    if grid is not None:
-                        grids.append(grid)
-                elif stop_now:
-                    self._flush_losses()
-                    self.save(out, epoch_files=False)
-                if stop_now:
-                    break
-        finally:
-            self._restore_signal_handlers(handlers)
-            if getattr(self, "_loss_file", None) is not None:
-                self._loss_file.close()
-                self._loss_file = None
-            if getattr(self, "_tb", None) is not None:
-                self._tb.close()
+    def _close_outputs(self) -> None:
+        if self._loss_file is not None:
+            self._loss_file.close()
+            self._loss_file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    def _run_epoch(self, loader: DataLoader, sampler: EpochSampler, out: Path,
+                   progress: Callable[[ProgressInfo], None] | None, total_steps: int,
+                   total_epochs: int) -> str | None:
+        """The rest of the current epoch; returns why it stopped early, or None at its end."""
+        cfg = self.config
+        flush_every = 1 if self.device.type == "cpu" else 20
+        sampler.set_epoch(self.epoch, start=self.batch_in_epoch * self.per_rank_batch)
+        lr = self.opt_G.param_groups[0]["lr"]
+        for batch in loader:
+            self._note_skipped(batch["skipped"])
+            losses = self.train_step(batch["A"], batch["B"], batch if "A_twin" in batch else None)
+            self.step += 1
+            self.batch_in_epoch += 1
+            self._pending.append((self.step, self.epoch, self.batch_in_epoch, lr, losses))
+            self._step_times.append((time.monotonic(), self.step))
+            reason = "max_iters" if cfg.max_iters is not None and self.step >= cfg.max_iters else None
+            if len(self._pending) >= flush_every or reason:
+                self._flush_losses()
+                reason = reason or self._external_stop()
+            if self.env.is_main and progress is not None:
+                progress(self._progress_info(total_steps, total_epochs, lr))
+            epoch_done = self.batch_in_epoch >= self._iters_per_epoch
+            if (not epoch_done and cfg.save_latest_every
+                    and self.step % cfg.save_latest_every == 0 and not reason):
+                self._flush_losses()
+                self.save(out, epoch_files=False)
+            if reason:
+                return reason
+        return None
+
+    def _result(self, out: Path, stopped: str, start_step: int, total_epochs: int, grids: list[Path]) -> TrainResult:
+        cfg, env = self.config, self.env
         seconds = self._run_seconds()
         self._gather_skipped()
         if stopped == "completed" and self.step == start_step:
@@ -545,7 +581,7 @@ class Trainer:
         log.info("stopped (%s) at step %d, epoch %d of %d; %.1f images/s over %.0f s",
                  stopped, self.step, self.epoch, total_epochs, ips, seconds)
         return TrainResult(
-            out_dir=out, generators_path=out / "generators.pt", checkpoint_path=latest,
+            out_dir=out, generators_path=out / "generators.pt", checkpoint_path=out / "latest.pt",
             config_path=out / "config.json", loss_log_path=out / "losses.jsonl",
             loss_plot_path=plot_path if env.is_main else None, sample_grids=tuple(grids),
             last_losses=dict(self._last_losses), steps=self.step, epochs_completed=self.epoch,
@@ -659,9 +695,10 @@ class Trainer:
         self._loss_file.write("".join(lines))
         self._last_losses = dict(zip(LOSS_NAMES, values[-1]))
 
-    def _progress_info(self, times, total_steps: int, total_epochs: int, lr: float) -> ProgressInfo:
+    def _progress_info(self, total_steps: int, total_epochs: int, lr: float) -> ProgressInfo:
         ips = 0.0
         eta = None
+        times = self._step_times
         if len(times) >= 2:
             (t0, s0), (t1, s1) = times[0], times[-1]
             if t1 > t0:
