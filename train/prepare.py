@@ -380,22 +380,45 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None) -> 
     out = Path(config.out)
     prev = _load_previous(out)
     _check_out_folder(out, prev)
-    fingerprint = config.crop_fingerprint()
-    cache: dict[tuple[str, str], dict] = {}
-    if prev and prev.get("crop_fingerprint") == fingerprint:
-        for rec in prev.get("cache", []):
-            cache[(rec["source"], rec["source_sha256"])] = rec
-
     cands = _gather(config)
-    if not any(c.domain == "A" for c in cands) or not any(c.domain == "B" for c in cands):
-        raise DataError("no images found in the domain " + ("A" if not any(c.domain == "A" for c in cands) else "B") + " sources")
+    for domain in DOMAINS:
+        if not any(c.domain == domain for c in cands):
+            raise DataError(f"no images found in the domain {domain} sources")
     cropper = _Cropper(config)
-    detector_info = None
-    if config.detect:
-        from cyclemask.checkpoint import file_sha256
+    _detect_all(cands, cropper, _detection_cache(config, prev), progress)
+    _assign_names(cands, config.image_format)
+    _dedup(cands, config.dup_threshold)
+    plan = _split(cands, config)
+    interim = _record_plan(out, cands, prev)
+    result = PrepareResult(out=out, manifest={})
+    _write_outputs(out, cands, cropper, config, prev, result, progress)
+    final_planned = _remove_unplanned(out, cands, interim, result)
+    text = json.dumps(_manifest(config, cands, plan, final_planned, _detector_info(cropper)), indent=1) + "\n"
+    write_bytes_atomic(out / MANIFEST_NAME, text.encode())
+    result.manifest = json.loads(text)
+    return result
 
-        detector_info = {"path": str(cropper.detector.model_path), "sha256": file_sha256(cropper.detector.model_path)}
 
+_CACHED_FIELDS = ("reason", "detail", "face", "crop_box", "dhash", "dhash_mirror")
+
+
+def _detection_cache(config: PrepareConfig, prev: dict | None) -> dict[tuple[str, str], dict]:
+    """The previous run's detections by (source, sha256), when they were made with the same crop options."""
+    if not prev or prev.get("crop_fingerprint") != config.crop_fingerprint():
+        return {}
+    return {(rec["source"], rec["source_sha256"]): rec for rec in prev.get("cache", [])}
+
+
+def _detector_info(cropper: _Cropper) -> dict | None:
+    if cropper.detector is None:
+        return None
+    from cyclemask.checkpoint import file_sha256
+
+    return {"path": str(cropper.detector.model_path), "sha256": file_sha256(cropper.detector.model_path)}
+
+
+def _detect_all(cands: list[Candidate], cropper: _Cropper, cache: dict, progress: Progress | None) -> None:
+    """Hash every source; reuse its cached detection or detect, crop and hash the crop."""
     hits = 0
     for i, c in enumerate(cands):
         path = Path(c.source)
@@ -408,9 +431,9 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None) -> 
             c.source_sha256 = sha256_bytes(data)
             rec = cache.get((c.source, c.source_sha256))
             if rec is not None:
-                for k, v in rec.items():
-                    if k in ("reason", "detail", "face", "crop_box", "dhash", "dhash_mirror"):
-                        setattr(c, k, v)
+                for k in _CACHED_FIELDS:
+                    if k in rec:
+                        setattr(c, k, rec[k])
                 hits += 1
             else:
                 _analyse_file(c, path, cropper)
@@ -419,7 +442,9 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None) -> 
     if hits:
         log.info("reused %d cached detection results from the previous manifest", hits)
 
-    ext = config.image_format
+
+def _assign_names(cands: list[Candidate], ext: str) -> None:
+    """A unique output file name for every candidate of the two domains."""
     names: dict[str, Candidate] = {}
     for c in cands:
         if c.domain == "holdout":
@@ -434,21 +459,29 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None) -> 
         c.name = name
         names[name] = c
 
-    _dedup(cands, config.dup_threshold)
-    plan = _split(cands, config)
 
-    # Record what this run will write before writing it, so that an interrupted run leaves
-    # nothing that a re-run would take for a stranger's file.
-    planned = {s: sorted(c.name for c in cands if c.split == s and c.reason is None) for s in SPLITS}
+def _planned(cands: list[Candidate]) -> dict[str, list[str]]:
+    return {s: sorted(c.name for c in cands if c.split == s and c.reason is None) for s in SPLITS}
+
+
+def _record_plan(out: Path, cands: list[Candidate], prev: dict | None) -> dict:
+    """Record what this run will write before writing it, so that an interrupted run leaves
+    nothing that a re-run would take for a stranger's file."""
+    planned = _planned(cands)
     previous_planned = prev.get("planned", {}) if prev else {}
     interim = {"format": MANIFEST_FORMAT, "status": "writing",
                "planned": {s: sorted(set(planned[s]) | set(previous_planned.get(s, []))) for s in SPLITS}}
     out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out / MANIFEST_NAME, json.dumps(interim, indent=1).encode())
+    return interim
 
-    result = PrepareResult(out=out, manifest={})
+
+def _write_outputs(out: Path, cands: list[Candidate], cropper: _Cropper, config: PrepareConfig, prev: dict | None,
+                   result: PrepareResult, progress: Progress | None) -> None:
+    """Write every planned crop, leaving alone those a previous run wrote the same."""
     prev_sha = {}
-    if prev and prev.get("crop_fingerprint") == fingerprint and prev.get("output_options") == _output_options(config):
+    if (prev and prev.get("crop_fingerprint") == config.crop_fingerprint()
+            and prev.get("output_options") == _output_options(config)):
         prev_sha = {f"{r['split']}/{r['name']}": (r["source_sha256"], r["sha256"]) for r in prev.get("files", [])}
     todo = [c for c in cands if c.reason is None and c.split]
     for i, c in enumerate(todo):
@@ -463,7 +496,7 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None) -> 
             except InputError as exc:  # changed on disk since detection
                 c.reason, c.detail, c.split = UNREADABLE, str(exc), None
             else:
-                data = encode_image(cropper.crop(image, c.crop_box), "." + ext, config.quality)
+                data = encode_image(cropper.crop(image, c.crop_box), "." + config.image_format, config.quality)
                 c.sha256 = sha256_bytes(data)
                 if not (target.is_file() and target.read_bytes() == data):
                     write_bytes_atomic(target, data)
@@ -473,18 +506,17 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None) -> 
         if progress:
             progress("write", i + 1, len(todo))
 
-    final_planned = {s: sorted(c.name for c in cands if c.split == s and c.reason is None) for s in SPLITS}
+
+def _remove_unplanned(out: Path, cands: list[Candidate], interim: dict, result: PrepareResult) -> dict[str, list[str]]:
+    """Remove outputs this run or the previous one planned that the final plan no longer has."""
+    final_planned = _planned(cands)
     for s in SPLITS:
         for name in set(interim["planned"][s]) - set(final_planned[s]):
             p = out / s / name
             if p.is_file():
                 p.unlink()
                 result.removed += 1
-
-    text = json.dumps(_manifest(config, cands, plan, final_planned, detector_info), indent=1) + "\n"
-    write_bytes_atomic(out / MANIFEST_NAME, text.encode())
-    result.manifest = json.loads(text)
-    return result
+    return final_planned
 
 
 def _output_options(config: PrepareConfig) -> dict:
