@@ -7,7 +7,9 @@ collects them oldest first.
 
 Per-frame problems (a file that does not decode, an image that cannot be written) are recorded
 and the run goes on; anything else (the backend fails, the video cannot be written, Ctrl-C)
-stops every stage cleanly, and the report says what was written and what was not.
+stops every stage cleanly, and the report says what was written and what was not. A live input
+(`source.live`: a capture device or stream URL) is the exception: Ctrl-C is its normal end, so
+the frames already read are finished and the video is kept.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ class Pipeline:
         if processor.size != backend.image_size:
             raise ConfigError(f"processor size {processor.size} != model image size {backend.image_size}")
         self.report = RunReport(total=getattr(source, "total", None))
+        self._live = bool(getattr(source, "live", False))
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._source_failures: list[str] = []
@@ -278,6 +281,9 @@ class Pipeline:
                                             f"({type(exc).__name__}: {exc})")
                 if frame.error is not None:
                     rep.failures.append((frame.key, frame.error))
+                    skip = getattr(self.sink, "skip", None)
+                    if skip is not None:  # a video still gets the sound that went with the frame
+                        skip(frame)
                 frame.image = None
                 if self.progress is not None:
                     self.progress(1)
@@ -295,6 +301,22 @@ class Pipeline:
             if not isinstance(exc, CycleMaskError):
                 log.error("%s stage failed", fn.__name__.strip("_"), exc_info=True)
             self._stop.set()
+
+    def _end_live(self, threads) -> None:
+        """Ctrl-C on a live input (capture device, stream URL, named pipe) is its normal end:
+        stop reading, let every frame read so far through, keep the file. A second Ctrl-C stops
+        at once (the reader may sit in a blocking read: it is a daemon thread, left behind)."""
+        self.source.stop_reading()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.1)
+            self.report.notes.append("live input ended by Ctrl-C: everything read until then was written")
+        except KeyboardInterrupt:
+            self.report.interrupted = True
+            self._stop.set()
+            for t in threads[1:]:
+                t.join()
 
     def run(self) -> RunReport:
         cfg, rep = self.config, self.report
@@ -315,19 +337,27 @@ class Pipeline:
                 while t.is_alive():
                     t.join(0.1)
         except KeyboardInterrupt:
-            rep.interrupted = True
-            self._stop.set()
-            for t in threads:
-                t.join()
+            if self._live:
+                self._end_live(threads)
+            else:
+                rep.interrupted = True
+                self._stop.set()
+                for t in threads:
+                    t.join()
         finally:
             rep.elapsed_s = time.perf_counter() - start
             try:
                 self.source.close()
             finally:
-                rep.notes += self.sink.finish(commit=not rep.stopped)
-        where = str(getattr(self.source, "path", None) or getattr(self.source, "root", "input"))
+                # A file's video is all or nothing (the file can be run again); a live input
+                # cannot be read again, so its video keeps whatever was written, however it ended.
+                commit = not rep.stopped or self._live
+                rep.notes += self.sink.finish(commit=commit)
+        where = str(getattr(self.source, "path", None) or getattr(self.source, "spec", None)
+                    or getattr(self.source, "root", "input"))
         for problem in self._source_failures + list(getattr(self.source, "problems", [])):
             rep.failures.append((where, problem))
+        rep.notes += list(getattr(self.source, "notes", []))
         return rep
 
 
