@@ -73,16 +73,7 @@ def make_clip(path: Path, n: int = 24, size: tuple[int, int] = (96, 64), fps: in
         s = out.add_stream("subrip")
         s.codec_context.subtitle_header = ASS_HEADER
         s.codec_context.time_base = Fraction(1, 1000)
-    for i in range(n):
-        rgb = frames(i) if frames is not None else pattern(i, w, h)
-        f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
-            format=pix_fmt, dst_colorspace=matrix, dst_color_range=2 if full_range else 1)
-        if tag is None:
-            f.colorspace = 2
-        f.pts, f.time_base = stamps[i], tb
-        out.mux(v.encode(f))
-    out.mux(v.encode(None))
-    if a is not None:
+    def audio_frames():
         seconds = audio_seconds if audio_seconds is not None else float((stamps[-1] + 1) * tb) - audio_start
         first = int(round(audio_start * 48000))
         total, chunk = int(seconds * 48000), 1024
@@ -94,15 +85,41 @@ def make_clip(path: Path, n: int = 24, size: tuple[int, int] = (96, 64), fps: in
             else:
                 af = av.AudioFrame.from_ndarray(x.astype(np.float32)[None], format="fltp", layout="mono")
             af.sample_rate, af.pts, af.time_base = 48000, first + k, Fraction(1, 48000)
-            out.mux(a.encode(af))
+            yield af
+
+    def subtitle_packets():
+        for j, (start, end, text) in enumerate(subtitles or ()):
+            sub = av.subtitles.subtitle.SubtitleSet.create(f"{j},0,Default,,0,0,0,,{text}".encode(), 0, end - start, start)
+            p = s.codec_context.encode_subtitle(sub)
+            p.stream, p.time_base = s, Fraction(1, 1000)
+            p.pts = p.dts = start
+            p.duration = end - start
+            yield p
+
+    # Interleaved as a recorder writes: each stream's data up to the time of the next frame.
+    pending_audio = audio_frames() if a is not None else iter(())
+    pending_subs = subtitle_packets()
+    next_audio, next_sub = next(pending_audio, None), next(pending_subs, None)
+    for i in range(n + 1):
+        until = float(stamps[i] * tb) if i < n else float("inf")
+        while next_audio is not None and float(next_audio.pts / 48000) < until:
+            out.mux(a.encode(next_audio))
+            next_audio = next(pending_audio, None)
+        while next_sub is not None and next_sub.pts / 1000 < until:
+            out.mux(next_sub)
+            next_sub = next(pending_subs, None)
+        if i == n:
+            break
+        rgb = frames(i) if frames is not None else pattern(i, w, h)
+        f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+            format=pix_fmt, dst_colorspace=matrix, dst_color_range=2 if full_range else 1)
+        if tag is None:
+            f.colorspace = 2
+        f.pts, f.time_base = stamps[i], tb
+        out.mux(v.encode(f))
+    out.mux(v.encode(None))
+    if a is not None:
         out.mux(a.encode(None))
-    for j, (start, end, text) in enumerate(subtitles or ()):
-        sub = av.subtitles.subtitle.SubtitleSet.create(f"{j},0,Default,,0,0,0,,{text}".encode(), 0, end - start, start)
-        p = s.codec_context.encode_subtitle(sub)
-        p.stream, p.time_base = s, Fraction(1, 1000)
-        p.pts = p.dts = start
-        p.duration = end - start
-        out.mux(p)
     out.close()
     return path
 
