@@ -345,7 +345,8 @@ class VideoSource:
         self.frames_read = 0
         self._packets = 0  # video packets with data
         self._corrupt = 0
-        self._decode_errors: list[str] = []
+        self._decode_errors = 0
+        self._first_decode_error: str | None = None
         self._demux_errors: list[str] = []
         self._read_error: str | None = None
         self._resized = 0
@@ -362,7 +363,8 @@ class VideoSource:
         try:
             first = next(self._reader)
         except StopIteration:
-            why = f" ({self._read_error or self._decode_errors[0]})" if (self._read_error or self._decode_errors) else ""
+            why = self._read_error or self._first_decode_error
+            why = f" ({why})" if why else ""
             raise InputError(f"{label}: the video has no frames{why}") from None
         self._first = first
         rot = int(first.rotation or 0)
@@ -420,13 +422,7 @@ class VideoSource:
 
     def stop_reading(self) -> None:
         """End a live input now (safe from any thread): the frames read so far still come out."""
-        self._stop.set()
-        c = getattr(self, "_container", None)
-        if c is not None and self.live:
-            try:  # a read waiting on the network gives up within PyAV's interrupt poll
-                c.read_timeout = 0.05
-            except (AttributeError, ValueError):
-                pass
+        self._stop.set()  # seen before the next packet is read (a stalled stream: within the read timeout)
 
     # -- the frames -------------------------------------------------------------------------------
     @property
@@ -526,7 +522,8 @@ class VideoSource:
                 frames = packet.decode()
             except av.FFmpegError as exc:
                 # One undecodable packet costs its frame; the decoder picks up at the next one.
-                self._decode_errors.append(_reason(exc))
+                self._decode_errors += 1
+                self._first_decode_error = self._first_decode_error or _reason(exc)
                 continue
             yield from frames
         if stopped or self._read_error:
@@ -586,8 +583,8 @@ class VideoSource:
         if self._read_error:
             damage.append(f"reading failed: {self._read_error}")
         if self._decode_errors:
-            k = len(self._decode_errors)
-            damage.append(f"{k} packet{'s' if k > 1 else ''} could not be decoded ({self._decode_errors[0]})")
+            k = self._decode_errors
+            damage.append(f"{k} packet{'s' if k > 1 else ''} could not be decoded ({self._first_decode_error})")
         if self._corrupt:
             damage.append(f"{self._corrupt} packet{'s are' if self._corrupt > 1 else ' is'} marked damaged")
         damage += self._demux_errors[:1]
@@ -744,7 +741,8 @@ class VideoSink:
         self._tmp: Path | None = None
         self._last_pts: int | None = None
         self._nudged = 0
-        self._carry_errors: list[str] = []
+        self._carry_errors = 0
+        self._first_carry_error: str | None = None
         self._reformatter = None
         self.frames_written = 0
 
@@ -988,7 +986,11 @@ class VideoSink:
                 sp.count += 1
             except (av.FFmpegError, ValueError) as exc:
                 # A bad audio or subtitle packet costs itself, not the video.
-                self._carry_errors.append(f"{sp.label}: {_reason(exc)}")
+                self._carry_error(sp, exc)
+
+    def _carry_error(self, sp: _StreamPlan, exc: BaseException) -> None:
+        self._carry_errors += 1
+        self._first_carry_error = self._first_carry_error or f"{sp.label}: {_reason(exc)}"
 
     def _flush(self) -> None:
         av = _av()
@@ -998,7 +1000,7 @@ class VideoSink:
                 try:
                     self._out.mux(self._outs[sp.index].encode(None))
                 except av.FFmpegError as exc:
-                    self._carry_errors.append(f"{sp.label}: {_reason(exc)}")
+                    self._carry_error(sp, exc)
 
     def _abandon(self) -> None:
         out, self._out = self._out, None
@@ -1026,13 +1028,13 @@ class VideoSink:
         for sp in self._streams:
             what = {"copy": "copied as it is", "aac": "re-encoded to AAC (the container does not take it as it is)",
                     "mov_text": "converted to mov_text (MP4's subtitle format)", "srt": "converted to SubRip"}[sp.action]
-            unit = "packets" if sp.action == "copy" else ("decoded frames" if sp.type == "audio" else "cues")
-            notes.append(f"{sp.type}: {sp.label} {what} ({sp.count} {unit})")
+            unit = "packet" if sp.action == "copy" else ("decoded frame" if sp.type == "audio" else "cue")
+            notes.append(f"{sp.type}: {sp.label} {what} ({sp.count} {unit}{'' if sp.count == 1 else 's'})")
         for d in self._dropped:
             notes.append(f"not copied: {d}")
         if self._carry_errors:
-            notes.append(f"{len(self._carry_errors)} audio or subtitle packets could not be written "
-                         f"(first: {self._carry_errors[0]})")
+            notes.append(f"{self._carry_errors} audio or subtitle packets could not be written "
+                         f"(first: {self._first_carry_error})")
         if self._nudged:
             notes.append(f"{self._nudged} frames had timestamps that did not increase; each was moved one tick on")
         return notes
