@@ -353,6 +353,7 @@ class VideoSource:
         self._side_errors = 0
         self._capture = None
         self._capture_thread = None
+        self._reading = False  # a read of the input is under way (on the reading thread)
         from av.video.reformatter import Interpolation, VideoReformatter
 
         self._reformatter = VideoReformatter()
@@ -482,9 +483,11 @@ class VideoSource:
         if self._capture_thread != tid:
             self._capture, self._capture_thread = av.logging.Capture(local=True), tid
         with self._capture as lines:
+            self._reading = True
             try:
                 return next(packets)
             finally:
+                self._reading = False
                 if lines:
                     for level, name, message in lines:
                         if level <= av.logging.ERROR and len(self._demux_errors) < 5:
@@ -603,6 +606,10 @@ class VideoSource:
 
     def close(self) -> None:
         c = getattr(self, "_container", None)
+        if c is not None and getattr(self, "_reading", False) and threading.get_ident() != self._capture_thread:
+            # Another thread is blocked in a read of a live input that was abandoned: closing the
+            # input under it would pull the memory from under FFmpeg. The process ends instead.
+            return
         if c is not None:
             self._container = None
             self._reader = iter(())

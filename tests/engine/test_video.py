@@ -437,6 +437,66 @@ def test_ctrl_c_on_a_live_stream_keeps_a_playable_file(tmp_path, bundle_path, st
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
+class _StalledLiveSource:
+    """A live input that delivers `n` frames and then blocks in a read, like a camera that went
+    quiet with its connection open; stop_reading() cannot end that read."""
+
+    live = True
+    total = None
+
+    def __init__(self, n: int) -> None:
+        self.n, self.release, self.stops, self.closed = n, threading.Event(), 0, False
+
+    def __iter__(self):
+        from cyclemask.engine.sources import Frame
+
+        for i in range(self.n):
+            yield Frame(i, f"frame {i}", np.full((8, 8, 3), i, np.uint8))
+        self.release.wait(30)
+
+    def stop_reading(self):
+        self.stops += 1
+
+    def close(self):
+        self.closed = True
+
+
+class _KeepingSink:
+    fatal_write_errors = True
+
+    def __init__(self, on_write):
+        self.written, self.on_write, self.committed = 0, on_write, None
+
+    def write(self, frame, image):
+        self.written += 1
+        self.on_write(self.written)
+
+    def finish(self, commit):
+        self.committed = commit
+        return []
+
+
+def test_a_stalled_live_input_ends_on_a_second_ctrl_c_and_keeps_its_video():
+    source = _StalledLiveSource(6)
+
+    def on_write(n):
+        if n == 6:  # everything the input gave is written; its reader now waits for more
+            _thread.interrupt_main()
+            threading.Timer(0.5, _thread.interrupt_main).start()
+
+    sink = _KeepingSink(on_write)
+    try:
+        with IdentityBackend() as backend:
+            t0 = time.perf_counter()
+            report = run_pipeline(source, PassThroughProcessor(backend.image_size), backend, sink,
+                                  PipelineConfig(batch_size=2))
+        assert time.perf_counter() - t0 < 10  # a hang guard, not a timing
+        assert source.stops == 1 and report.interrupted and sink.committed is True
+        assert report.written == 6 and not source.closed  # its reader is still inside a read
+    finally:
+        source.release.set()
+
+
 def test_named_pipe_input(tmp_path, bundle_path):
     clip = make_clip(tmp_path / "feed.ts", n=30, size=(64, 48), audio="aac")
     fifo = tmp_path / "feed.pipe"
@@ -499,3 +559,13 @@ def test_memory_stays_flat_over_a_ten_minute_clip(tmp_path):
     assert report.ok and report.written == n
     assert rss["end"] - rss["1 min"] <= 50, rss
     assert len(packets(tmp_path / "long_out.mp4", "audio")) > minutes * 60 * 40
+
+
+def test_importing_the_cli_does_not_load_ffmpeg():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, cyclemask.engine.cli, cyclemask.engine.sinks, "
+                          "cyclemask.engine.sources; print('av' in sys.modules)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
