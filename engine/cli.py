@@ -6,7 +6,7 @@ photos that are already aligned face crops.
 
 The CLI parses, builds the source, backend and sink, runs the pipeline with a progress bar and
 prints a summary. Exit status: 0 when every input was written, 1 when anything failed (the
-summary lists what), 130 after Ctrl-C.
+summary lists what), 130 after Ctrl-C (on a live video input, Ctrl-C is its normal end: 0).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from .backends import BACKEND_NAMES, BackendOptions, create_backend
 from .faces import FaceConfig, FaceProcessor
 from .pipeline import PipelineConfig, RunReport, run_pipeline
 from .processing import AlignedProcessor
-from .sinks import ImageFolderSink, VideoSink, default_images_out, video_output_path
-from .sources import DEFAULT_MAX_PIXELS, ImageFolderSource, VideoSource
+from .sinks import ImageFolderSink, default_images_out, video_output_path
+from .sources import DEFAULT_MAX_PIXELS, ImageFolderSource
+from .video import CODECS, DEFAULT_CRF, PRESETS, VideoOutputConfig, VideoSink, VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,31 @@ MAX_LISTED_FAILURES = 20
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Translate every image under this folder (recursive). The output tree mirrors "
                    "the input's names and formats.")
-@click.option("--video", type=click.Path(path_type=Path), default=None,
-              help="Translate every frame of this video. The output keeps its frame rate, frame "
-                   "count and size (mp4v).")
+@click.option("--video", metavar="FILE|DEVICE|URL", default=None,
+              help="Translate every frame of this video: a file, a capture device (/dev/video0) or a "
+                   "stream URL (rtsp://, http://, ...). The output keeps every frame's timestamp, the "
+                   "size and the sound and subtitles. Ctrl-C on a device or stream ends it and keeps "
+                   "the video; on a file it discards the unfinished output.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output folder (--images), or output video file (.mp4/.mov/.m4v/.avi) or folder "
+              help="Output folder (--images), or output video file (.mp4/.m4v/.mov/.mkv/.avi) or folder "
                    "(--video). Never the input folder or inside it. Default: beside the input, named "
-                   "<input>_<direction>.")
+                   "<input>_<direction> (for a device or stream: in the current folder).")
+@click.option("--codec", type=click.Choice(list(CODECS)), default="h264", show_default=True,
+              help="--video: the output's video codec. h264 (libx264) plays everywhere; hevc (libx265) and "
+                   "av1 (SVT-AV1) are smaller for the same quality and slower; mpeg4 is the old MPEG-4 "
+                   "Part 2. On a machine with an NVIDIA driver NVENC is tried first (see --nvenc).")
+@click.option("--crf", type=click.IntRange(0, 63), default=None,
+              help="--video: constant quality, lower is better and bigger. Default: "
+                   + ", ".join(f"{c} {q}" for c, q in DEFAULT_CRF.items())
+                   + " (mpeg4: the quantiser, 1-31).")
+@click.option("--preset", type=click.Choice(PRESETS), default="medium", show_default=True,
+              help="--video: encoder speed against size (x264's names; mapped onto the others).")
+@click.option("--no-audio", is_flag=True,
+              help="--video: drop the audio and subtitle streams. Default: copy them as they are, or "
+                   "re-encode audio to AAC / convert subtitles where the output container needs it.")
+@click.option("--nvenc/--no-nvenc", default=None,
+              help="--video: try (or never try) the NVIDIA GPU encoder. Default: try it where an NVIDIA "
+                   "driver is present; when it does not open, the CPU encoder takes over with a note.")
 @click.option("--mask", "direction", flag_value="mask",
               help="Put a mask on (the 'mask' generator). Default: the direction the model holds.")
 @click.option("--unmask", "direction", flag_value="unmask",
@@ -144,7 +163,8 @@ MAX_LISTED_FAILURES = 20
               help="Batches buffered between pipeline stages (memory stays bounded by it).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.pass_context
-def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None, video: Path | None, out: Path | None,
+def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None, video: str | None, out: Path | None,
+         codec: str, crf: int | None, preset: str, no_audio: bool, nvenc: bool | None,
          direction: str | None, aligned: bool, face_detector: Path | None, min_face: int, margin: float,
          no_track: bool, color_match: bool, detect_side: int, detect_workers: int, backend: str,
          batch: int, device: str, precision: str, ort_provider: str, size: int | None, streams: int,
@@ -183,6 +203,10 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
                                  color_match=color_match, detect_side=detect_side,
                                  detect_retry=images is not None)
 
+    video_config = None
+    if video is not None:
+        video_config = VideoOutputConfig(codec=codec, crf=crf, preset=preset, audio=not no_audio, nvenc=nvenc)
+
     t0 = time.perf_counter()
     source = ImageFolderSource(images, max_pixels=max_pixels) if images is not None else VideoSource(video)
     options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
@@ -204,8 +228,8 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
                 out_root = out if out is not None else default_images_out(images, name)
                 sink = ImageFolderSink(images, out_root, source.paths, overwrite=overwrite, quality=quality)
             else:
-                sink = VideoSink(video_output_path(video, out, name), source.info, source=video,
-                                 overwrite=overwrite)
+                sink = VideoSink(video_output_path(video, out, name), source.info, source=source,
+                                 overwrite=overwrite, config=video_config)
             click.echo(f"input:   {source.describe()}")
             click.echo(f"output:  {sink.describe()}")
             click.echo(f"model:   {model_label} ({be.direction or 'direction not recorded'}, {be.image_size}px)")

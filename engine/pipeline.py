@@ -7,7 +7,9 @@ collects them oldest first.
 
 Per-frame problems (a file that does not decode, an image that cannot be written) are recorded
 and the run goes on; anything else (the backend fails, the video cannot be written, Ctrl-C)
-stops every stage cleanly, and the report says what was written and what was not.
+stops every stage cleanly, and the report says what was written and what was not. A live input
+(`source.live`: a capture device or stream URL) is the exception: Ctrl-C is its normal end, so
+the frames already read are finished and the video is kept.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ class Pipeline:
         if processor.size != backend.image_size:
             raise ConfigError(f"processor size {processor.size} != model image size {backend.image_size}")
         self.report = RunReport(total=getattr(source, "total", None))
+        self._live = bool(getattr(source, "live", False))
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._source_failures: list[str] = []
@@ -278,12 +281,15 @@ class Pipeline:
                                             f"({type(exc).__name__}: {exc})")
                 if frame.error is not None:
                     rep.failures.append((frame.key, frame.error))
+                    skip = getattr(self.sink, "skip", None)
+                    if skip is not None:  # a video still gets the sound that went with the frame
+                        skip(frame)
                 frame.image = None
                 if self.progress is not None:
                     self.progress(1)
 
     # -- running ---------------------------------------------------------------------------------
-    def _stage(self, fn, *args) -> None:
+    def _stage(self, done: threading.Event, fn, *args) -> None:
         try:
             fn(*args)
         except _Stopped:
@@ -295,39 +301,71 @@ class Pipeline:
             if not isinstance(exc, CycleMaskError):
                 log.error("%s stage failed", fn.__name__.strip("_"), exc_info=True)
             self._stop.set()
+        finally:
+            done.set()
+
+    @staticmethod
+    def _wait(done: list[threading.Event]) -> None:
+        # Stages are waited for by their own events, not Thread.join: a join that Ctrl-C
+        # interrupts can leave is_alive() False for a thread still running (CPython < 3.13).
+        for d in done:
+            while not d.wait(0.1):
+                pass
+
+    def _end_live(self, done: list[threading.Event]) -> None:
+        """Ctrl-C on a live input (capture device, stream URL, named pipe) is its normal end:
+        stop reading, let every frame read so far through, keep the file. A second Ctrl-C stops
+        at once (the reader may sit in a blocking read: it is a daemon thread, left behind)."""
+        stop_reading = getattr(self.source, "stop_reading", None)
+        if stop_reading is not None:
+            stop_reading()
+        try:
+            self._wait(done)
+            self.report.notes.append("live input ended by Ctrl-C: everything read until then was written")
+        except KeyboardInterrupt:
+            self.report.interrupted = True
+            self._stop.set()
+            self._wait(done[1:])
 
     def run(self) -> RunReport:
         cfg, rep = self.config, self.report
         q_dec = _Queue("decoded", cfg.batch_size * cfg.queue_depth, self._stop, rep)
         q_batch = _Queue("batches", cfg.queue_depth, self._stop, rep)
         q_out = _Queue("translated", cfg.queue_depth, self._stop, rep)
+        done = [threading.Event() for _ in range(4)]
         threads = [
-            threading.Thread(target=self._stage, args=(self._decode, q_dec), name="cyclemask-decode", daemon=True),
-            threading.Thread(target=self._stage, args=(self._batch, q_dec, q_batch), name="cyclemask-batch", daemon=True),
-            threading.Thread(target=self._stage, args=(self._infer, q_batch, q_out), name="cyclemask-infer", daemon=True),
-            threading.Thread(target=self._stage, args=(self._write, q_out), name="cyclemask-write", daemon=True),
+            threading.Thread(target=self._stage, args=(done[0], self._decode, q_dec), name="cyclemask-decode", daemon=True),
+            threading.Thread(target=self._stage, args=(done[1], self._batch, q_dec, q_batch), name="cyclemask-batch", daemon=True),
+            threading.Thread(target=self._stage, args=(done[2], self._infer, q_batch, q_out), name="cyclemask-infer", daemon=True),
+            threading.Thread(target=self._stage, args=(done[3], self._write, q_out), name="cyclemask-write", daemon=True),
         ]
         start = time.perf_counter()
         for t in threads:
             t.start()
         try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.1)
+            self._wait(done)
         except KeyboardInterrupt:
-            rep.interrupted = True
-            self._stop.set()
-            for t in threads:
-                t.join()
+            if self._live:
+                self._end_live(done)
+            else:
+                rep.interrupted = True
+                self._stop.set()
+                self._wait(done)
         finally:
             rep.elapsed_s = time.perf_counter() - start
             try:
-                self.source.close()
+                if done[0].is_set():  # else it sits in a read of the input: leave that open
+                    self.source.close()
             finally:
-                rep.notes += self.sink.finish(commit=not rep.stopped)
-        where = str(getattr(self.source, "path", None) or getattr(self.source, "root", "input"))
+                # A file's video is all or nothing (the file can be run again); a live input
+                # cannot be read again, so its video keeps whatever was written, however it ended.
+                commit = not rep.stopped or self._live
+                rep.notes += self.sink.finish(commit=commit)
+        where = str(getattr(self.source, "path", None) or getattr(self.source, "spec", None)
+                    or getattr(self.source, "root", "input"))
         for problem in self._source_failures + list(getattr(self.source, "problems", [])):
             rep.failures.append((where, problem))
+        rep.notes += list(getattr(self.source, "notes", []))
         return rep
 
 

@@ -59,3 +59,14 @@ class AlignedProcessor(FrameProcessor):
             return out
         shrinking = w <= self.size and h <= self.size
         return resize(out, (w, h), interpolation="area" if shrinking else "linear")
+
+
+class PassThroughProcessor(FrameProcessor):
+    """No model input at all: every frame comes out exactly as it went in. What the decode and
+    encode around the model cost, and what they do to the pixels, is measured with it."""
+
+    def prepare(self, image: np.ndarray) -> tuple[list[np.ndarray], Any]:
+        return [], None
+
+    def finish(self, image: np.ndarray, state: Any, outputs: list[np.ndarray]) -> np.ndarray:
+        return image

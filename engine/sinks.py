@@ -1,28 +1,29 @@
-"""Where translated frames go: an image tree mirroring the input folder, or a video file.
+"""Where translated frames go: an image tree mirroring the input folder, or a video file
+(`VideoSink`, FFmpeg through PyAV: engine/video.py).
 
 Both write atomically (a temporary name beside the target, renamed when complete), never write
 into the input folder and never replace an input; existing outputs are replaced only with
-`overwrite=True`. A video is all or nothing: a run that stops early discards the partial file,
-because a video with fewer frames than its input would silently break the frame-count promise.
+`overwrite=True`. A video from a file is all or nothing: a run that stops early discards the
+partial file, because a video with fewer frames than its input would silently break the
+frame-count promise. A live input (capture device, stream URL) has no end of its own, so a stop
+is its normal end and its video is kept.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from cyclemask.errors import InputError
-from cyclemask.imageio import FILE_MODE, encode_image, write_bytes_atomic
+from cyclemask.imageio import encode_image, write_bytes_atomic
 
-from .sources import Frame, VideoInfo
+from .sources import Frame
+from .video import VIDEO_SUFFIXES, VideoSink, input_place  # noqa: F401 - VideoSink: one place to import sinks from
 
 log = logging.getLogger(__name__)
-
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi")  # containers that take OpenCV's mp4v encoder
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -34,17 +35,19 @@ def default_images_out(root: Path, direction: str) -> Path:
     return root.parent / f"{root.name}_{direction}"
 
 
-def default_video_out(video: Path, direction: str) -> Path:
-    return video.resolve().parent / f"{video.stem}_{direction}.mp4"
+def default_video_out(video: str | os.PathLike, direction: str) -> Path:
+    folder, stem = input_place(video)
+    return folder / f"{stem}_{direction}.mp4"
 
 
-def video_output_path(video: Path, out: Path | None, direction: str) -> Path:
-    """--out for a video: a file (.mp4/.mov/.m4v/.avi), or a folder (an existing one, or a name
-    without a suffix, created) that receives <stem>_<direction>.mp4. Default: beside the input."""
+def video_output_path(video: str | os.PathLike, out: Path | None, direction: str) -> Path:
+    """--out for a video: a file (.mp4/.m4v/.mov/.mkv/.avi), or a folder (an existing one, or a
+    name without a suffix, created) that receives <stem>_<direction>.mp4. Default: beside the
+    input file (for a device or a stream URL, in the current folder)."""
     if out is None:
         return default_video_out(video, direction)
     if out.is_dir() or (not out.suffix and not out.exists()):
-        return out.resolve() / f"{video.stem}_{direction}.mp4"
+        return out.resolve() / f"{input_place(video)[1]}_{direction}.mp4"
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(
             f"--out {out}: a video output needs one of the suffixes {', '.join(VIDEO_SUFFIXES)} "
@@ -116,76 +119,3 @@ class ImageFolderSink:
     def finish(self, commit: bool) -> list[str]:
         # Every image was complete when written; nothing to undo.
         return []
-
-
-class VideoSink:
-    """Writes frames with OpenCV's mp4v encoder to a temporary file, renamed on success.
-
-    Keeps the input's frame rate and size; the frame count is the number of frames written.
-    """
-
-    fatal_write_errors = True  # a video with a hole in it is not a usable output
-
-    def __init__(self, out_path: Path, info: VideoInfo, *, source: Path | None = None,
-                 overwrite: bool = False) -> None:
-        self.path = Path(out_path)
-        if source is not None and self.path.resolve() == Path(source).resolve():
-            raise InputError(f"--out {self.path}: is the input video; refusing to overwrite an input")
-        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise InputError(f"{self.path}: a video output needs one of the suffixes {', '.join(VIDEO_SUFFIXES)}")
-        if self.path.is_dir():
-            raise InputError(f"--out {self.path}: is a folder")
-        if self.path.exists() and not overwrite:
-            raise InputError(f"{self.path}: already exists; pass --overwrite to replace it")
-        self.info = info
-        self._writer = None
-        self._tmp: Path | None = None
-        self.frames_written = 0
-
-    def describe(self) -> str:
-        return str(self.path)
-
-    def open(self) -> None:
-        import cv2
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}")
-        os.close(fd)
-        self._tmp = Path(tmp)
-        writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.info.fps,
-                                 (self.info.width, self.info.height))
-        if not writer.isOpened():
-            self._tmp.unlink(missing_ok=True)
-            raise InputError(f"{self.path}: OpenCV cannot open a video writer (mp4v) for this file")
-        self._writer = writer
-
-    def write(self, frame: Frame, image: np.ndarray) -> Path:
-        import cv2
-
-        if self._writer is None:
-            self.open()
-        if image.shape[:2] != (self.info.height, self.info.width):
-            raise InputError(
-                f"{self.path}: {frame.key} came out {image.shape[1]}x{image.shape[0]}, but the video "
-                f"is {self.info.width}x{self.info.height}"
-            )
-        self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        self.frames_written += 1
-        return self.path
-
-    def finish(self, commit: bool) -> list[str]:
-        """Close; rename into place when commit, else delete. Returns notes for the summary."""
-        notes = []
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        if self._tmp is None:
-            return notes
-        if commit and self.frames_written:
-            os.chmod(self._tmp, FILE_MODE)
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
-            notes.append(f"{self.path}: not written ({self.frames_written} frames were encoded, then discarded)")
-        self._tmp = None
-        return notes

@@ -1,9 +1,11 @@
-"""Where frames come from: an image folder (recursive) or a video file.
+"""Where frames come from: an image folder (recursive), or a video (engine/video.py: a file, a
+capture device or a stream URL, read through FFmpeg).
 
 A source yields `Frame`s in order; a file that cannot be used becomes a `Frame` with `error` set
 (naming the file and what is wrong), so the run goes on and the summary can list it. Problems
 that make the whole input unusable (an empty folder, a video that does not open or has no
-frames) raise InputError when the source is created, before any model is loaded.
+frames, a file that is not a video) raise InputError when the source is created, before any
+model is loaded.
 """
 
 from __future__ import annotations
@@ -100,91 +102,11 @@ def _non_images(root: Path) -> list[str]:
     return sorted(found)
 
 
-@dataclass(frozen=True)
-class VideoInfo:
-    fps: float
-    frame_count: int  # as the container declares it; 0 when unknown
-    width: int
-    height: int
+def __getattr__(name: str):
+    # The video source (FFmpeg through PyAV) lives in video.py, imported on first use; it stays
+    # importable from here.
+    if name in ("VideoSource", "VideoInfo"):
+        from . import video
 
-
-class VideoSource:
-    """Frames of a video file, decoded by OpenCV (FFmpeg), as RGB."""
-
-    kind = "video"
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        import cv2
-
-        self.path = Path(path)
-        if not self.path.exists():
-            raise InputError(f"{self.path}: no such video file")
-        if self.path.is_dir():
-            raise InputError(f"{self.path}: is a folder (use --images for a folder of images)")
-        if not os.access(self.path, os.R_OK):
-            raise InputError(f"{self.path}: cannot read file (permission denied)")
-        # FFmpeg only: OpenCV's image-sequence backend would "open" a single JPEG as a video.
-        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
-        if not cap.isOpened():
-            cap.release()
-            raise InputError(
-                f"{self.path}: cannot open as a video (not a video file, an unsupported codec, "
-                "or a file without any frames)"
-            )
-        ok, first = cap.read()
-        if not ok or first is None:
-            cap.release()
-            raise InputError(f"{self.path}: the video has no frames")
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        count = int(max(cap.get(cv2.CAP_PROP_FRAME_COUNT), 0))
-        if not fps > 0 or fps > 1000:
-            log.warning("%s: the container declares no usable frame rate (%s); writing 25 fps", self.path, fps)
-            fps = 25.0
-        self.info = VideoInfo(fps, count, first.shape[1], first.shape[0])
-        self._cap = cap
-        self._first = first
-        self.frames_read = 0
-        self.problems: list[str] = []  # found while reading; the run counts them as failures
-
-    @property
-    def total(self) -> int | None:
-        return self.info.frame_count or None
-
-    def describe(self) -> str:
-        i = self.info
-        return f"{self.path} ({i.width}x{i.height}, {i.fps:g} fps, {i.frame_count or 'unknown'} frames)"
-
-    def __iter__(self) -> Iterator[Frame]:
-        import cv2
-
-        if self._cap is None:
-            raise InputError(f"{self.path}: a video source can be read once")
-        frame, i = self._first, 0
-        self._first = None
-        try:
-            while frame is not None:
-                if frame.shape[1] != self.info.width or frame.shape[0] != self.info.height:
-                    raise InputError(
-                        f"{self.path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, but the video "
-                        f"started at {self.info.width}x{self.info.height}"
-                    )
-                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-                self.frames_read = i + 1
-                yield Frame(i, f"frame {i}", rgb)
-                i += 1
-                ok, frame = self._cap.read()
-                if not ok:
-                    frame = None
-        finally:
-            self.close()
-        declared = self.info.frame_count
-        if declared and self.frames_read < declared:
-            self.problems.append(
-                f"{self.path}: decoded {self.frames_read} frames, but the container declares {declared} "
-                "(a truncated or damaged file?)"
-            )
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        return getattr(video, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -81,7 +81,8 @@ def test_cli_video_with_torch_and_ort(shared_data, bundle_path, mask_graph, tmp_
     for backend, model, extra in (("torch", bundle_path, ["--device", "cpu"]), ("ort", mask_graph, ["--ort-provider", "cpu"])):
         out = tmp_path / f"{backend}.mp4"
         res = CliRunner().invoke(main, ["--no-progress", "--model", str(model), "--video", str(shared_data / CLIP),
-                                        "--out", str(out), "--mask", "--aligned", "--backend", backend, *extra])
+                                        "--out", str(out), "--mask", "--aligned", "--backend", backend,
+                                        "--crf", "8", *extra])
         assert res.exit_code == 0, res.output
         assert "written:  56" in res.output and "frames/s" in res.output
         cap = cv2.VideoCapture(str(out))
@@ -93,7 +94,8 @@ def test_cli_video_with_torch_and_ort(shared_data, bundle_path, mask_graph, tmp_
             frames.append(f)
         assert len(frames) == 56 and cap.get(cv2.CAP_PROP_FPS) == 12.5 and frames[0].shape == (270, 480, 3)
         outs[backend] = np.stack(frames).astype(np.int16)
-    # After lossy mp4 encoding only a loose check remains: the two videos are nearly the same.
+    # After lossy encoding only a loose check remains: the two videos are nearly the same (near
+    # lossless --crf 8, so the encoder's own choices do not swamp the backends' 1 LSB).
     assert np.abs(outs["torch"] - outs["ort"]).mean() < 1.0
 
 
