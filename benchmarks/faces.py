@@ -39,7 +39,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CYCLEMASK_SHARED", REPO.parent / "shared"))
-DEFAULT_DETECTOR = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
+DEFAULT_DETECTOR = REPO / "cyclemask" / "assets" / "yunet" / "face_detection_yunet_2023mar.onnx"  # shipped
 
 
 def default_clips() -> list[Path]:

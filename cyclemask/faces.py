@@ -66,18 +66,32 @@ class Face:
         }
 
 
+SHIPPED_DETECTOR = "face_detection_yunet_2023mar.onnx"
+
+
+def shipped_detector_path() -> Path:
+    """The YuNet model shipped inside the package (cyclemask/assets/yunet/, with its licence)."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("cyclemask"))) / "assets" / "yunet" / SHIPPED_DETECTOR
+
+
 def resolve_detector_path(model_path: str | os.PathLike | None = None) -> Path:
-    """The YuNet model file: the argument, else $CYCLEMASK_FACE_DETECTOR; an error naming both."""
+    """The YuNet model file: the argument, else $CYCLEMASK_FACE_DETECTOR, else the shipped one."""
     source = "the model_path argument"
     if model_path is None or str(model_path) == "":
         env = os.environ.get(DETECTOR_ENV, "")
-        if not env:
-            raise ConfigError(
-                "no face detector model given: pass a YuNet ONNX file (e.g. face_detection_yunet_2023mar.onnx "
-                f"from OpenCV's model zoo) as the model path / --detector option, or set the {DETECTOR_ENV} "
-                "environment variable to its path"
-            )
-        model_path, source = env, f"${DETECTOR_ENV}"
+        if env:
+            model_path, source = env, f"${DETECTOR_ENV}"
+        else:
+            model_path, source = shipped_detector_path(), "the copy shipped with cyclemask"
+            if not Path(model_path).is_file():
+                raise ConfigError(
+                    f"the face detector shipped with cyclemask ({model_path}) is missing from this "
+                    "installation: reinstall cyclemask, or pass a YuNet ONNX file "
+                    "(face_detection_yunet_2023mar.onnx from OpenCV's model zoo) as the model path / "
+                    f"--face-detector option, or set the {DETECTOR_ENV} environment variable to its path"
+                )
     p = Path(model_path)
     if not p.is_file():
         raise ConfigError(f"face detector model {p} (from {source}): no such file")
@@ -243,6 +257,29 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 ANCHOR_NAMES = ("a", "b", "c", "d", "e", "f")
 
 
+def _face_frame(landmarks) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """(eyes' midpoint, x unit vector along the eye line, y unit vector down the face, h, eye
+    distance) of five YuNet landmarks; h is the eye-line-to-mouth distance (see mask_anchors)."""
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    r_eye, l_eye, _, r_mouth, l_mouth = pts
+    eyes, mouth = (r_eye + l_eye) / 2.0, (r_mouth + l_mouth) / 2.0
+    across = l_eye - r_eye
+    d_eyes = float(np.hypot(*across))
+    if d_eyes < 1e-6:
+        raise InputError("face landmarks: the two eyes are at the same point")
+    ux = across / d_eyes
+    uy = np.array([-ux[1], ux[0]])  # down the face (image y grows downwards)
+    h = float(np.dot(mouth - eyes, uy))
+    if h <= 0.05 * d_eyes:  # mouth above the eyes or on their line: not a usable face
+        h = d_eyes
+    return eyes, ux, uy, h, d_eyes
+
+
+def eye_mouth_distance(landmarks) -> float:
+    """h, the unit of the mask zone: the distance from the eye line down to the mouth (pixels)."""
+    return _face_frame(landmarks)[3]
+
+
 def mask_anchors(landmarks) -> np.ndarray:
     """The six mask anchors [6, 2] (pixel x, y; order `ANCHOR_NAMES`) of one face.
 
@@ -255,17 +292,9 @@ def mask_anchors(landmarks) -> np.ndarray:
     side's eye, so the far cheek narrows as it does in the image.
     """
     pts = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
-    r_eye, l_eye, nose, r_mouth, l_mouth = pts
-    eyes, mouth = (r_eye + l_eye) / 2.0, (r_mouth + l_mouth) / 2.0
-    across = l_eye - r_eye
-    d_eyes = float(np.hypot(*across))
-    if d_eyes < 1e-6:
-        raise InputError("face landmarks: the two eyes are at the same point")
-    ux = across / d_eyes
-    uy = np.array([-ux[1], ux[0]])  # down the face (image y grows downwards)
-    h = float(np.dot(mouth - eyes, uy))
-    if h <= 0.05 * d_eyes:  # mouth above the eyes or on their line: not a usable face
-        h = d_eyes
+    r_eye, _, nose, r_mouth, l_mouth = pts
+    eyes, ux, uy, h, d_eyes = _face_frame(pts)
+    mouth = (r_mouth + l_mouth) / 2.0
     # Half-widths on the image-left and image-right side, from where the nose tip sits
     # between the eyes (0.5 for a frontal face).
     t = float(np.clip(np.dot(nose - r_eye, ux) / d_eyes, 0.1, 0.9))
@@ -284,3 +313,92 @@ def mask_anchors(landmarks) -> np.ndarray:
     e = at(mouth_line, 0.0, 0.80 * h)
     f = at(mouth_line, 0.9 * h * right_w, 0.35 * h)
     return np.stack([a, b, c, d, e, f]).astype(np.float32)
+
+
+def _closed_spline(points: np.ndarray, per_segment: int = 12) -> np.ndarray:
+    """A closed Catmull-Rom curve through points [N, 2] (rounded corners, no overshoot to speak of)."""
+    p = np.asarray(points, dtype=np.float64)
+    n = len(p)
+    t = np.linspace(0.0, 1.0, per_segment, endpoint=False)[:, None]
+    t2, t3 = t * t, t * t * t
+    out = []
+    for i in range(n):
+        p0, p1, p2, p3 = p[i - 1], p[i], p[(i + 1) % n], p[(i + 2) % n]
+        out.append(0.5 * (2 * p1 + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2
+                          + (-p0 + 3 * p1 - 3 * p2 + p3) * t3))
+    return np.concatenate(out)
+
+
+def _smoothstep(u: np.ndarray) -> np.ndarray:
+    u = np.clip(u, 0.0, 1.0)
+    return u * u * (3.0 - 2.0 * u)
+
+
+# The zone's defaults, in units of h (the eye-line-to-mouth distance). Real masks reach past
+# the anchors (to the ears, under the chin), and on a masked face the mouth corners are
+# guessed, so the matte is 1 up to grow - feather outside the anchors' outline and 0 from grow
+# outside it. Its top is bounded by a line parallel to the eyes: 0 up to ZONE_TOP[0] below
+# them, 1 from ZONE_TOP[1] (a lower eyelid lies ~0.1 h below the eye's centre). On the 339
+# observations pairs (masks pasted by image processing, landmarks found on the masked twin)
+# these cover 97 % of the mask's pixels with a matte above 0.5.
+ZONE_GROW = 0.30
+ZONE_FEATHER = 0.20
+ZONE_TOP = (0.12, 0.24)
+
+
+def mask_zone_matte(
+    landmarks,
+    box: tuple[int, int, int, int],
+    grow: float = ZONE_GROW,
+    feather: float = ZONE_FEATHER,
+    top: tuple[float, float] = ZONE_TOP,
+    max_side: int = 384,
+) -> np.ndarray:
+    """The mask zone of one face as a soft alpha matte [side, side] float32 over a square box.
+
+    landmarks: YuNet's five points in frame pixels; box: the square (x0, y0, x1, y1) the matte
+    covers, in the same frame (side = x1 - x0). The zone is the closed curve through the six
+    `mask_anchors` (nose bridge, cheeks, jaw, under the chin), grown and feathered by `grow`
+    and `feather` (units of h, see ZONE_GROW) and cut off below the eyes by `top`; it follows
+    the face's roll, scale and yaw as the anchors do. Values are in [0, 1] and exactly 0
+    outside the grown zone and on the box's border, so a blend with it leaves those pixels as
+    they were. Computed at most max_side pixels wide, then enlarged (bilinear, which keeps the
+    zeros).
+    """
+    import cv2
+
+    if not 0.0 < feather <= grow + 1.0 or grow < 0:
+        raise ConfigError(f"zone grow must be >= 0 and feather in (0, grow + 1]; got grow {grow!r}, feather {feather!r}")
+    if not 0.0 <= top[0] < top[1]:
+        raise ConfigError(f"zone top must be two increasing fractions (start, full); got {top!r}")
+    x0, y0, x1, y1 = (int(v) for v in box)
+    side = x1 - x0
+    if side < 2 or y1 - y0 != side:
+        raise InputError(f"mask zone box must be a square of at least 2 px; got {[x0, y0, x1, y1]}")
+    work = min(side, max_side)
+    scale = work / side
+    eyes, ux, uy, h, _ = _face_frame(landmarks)
+    h_px = h * scale
+
+    def to_work(pts):  # frame pixels -> work pixels (pixel centres map to pixel centres)
+        return (np.asarray(pts, np.float64) - (x0, y0) + 0.5) * scale - 0.5
+
+    outline = to_work(mask_anchors(landmarks)[[0, 1, 2, 5, 4, 3]])  # a b c f e d: around the zone
+    curve = _closed_spline(outline)
+    inside = np.zeros((work, work), np.uint8)
+    cv2.fillPoly(inside, [np.rint(curve * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    # Signed distance to the outline (positive inside); 5x5 masks are within ~1 % of Euclidean.
+    d_out = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 5)
+    d_in = cv2.distanceTransform(inside, cv2.DIST_L2, 5)
+    alpha = _smoothstep((d_in - d_out + grow * h_px) / (feather * h_px))
+    # Below the eyes: distance from the eye line, down the face.
+    g = np.arange(work, dtype=np.float32)
+    ex, ey = to_work(eyes)
+    v = (g[None, :] - ex) * float(uy[0]) + (g[:, None] - ey) * float(uy[1])
+    alpha *= _smoothstep((v - top[0] * h_px) / ((top[1] - top[0]) * h_px))
+    alpha[0, :] = alpha[-1, :] = alpha[:, 0] = alpha[:, -1] = 0.0  # continuity with the frame
+    alpha = alpha.astype(np.float32)
+    if work != side:
+        alpha = cv2.resize(alpha, (side, side), interpolation=cv2.INTER_LINEAR)
+        alpha[0, :] = alpha[-1, :] = alpha[:, 0] = alpha[:, -1] = 0.0
+    return alpha
