@@ -8,10 +8,13 @@ a crop box is integer (x0, y0, x1, y1), square, half-open, and may also reach pa
 have the box's exact geometry.
 
 Detection policy (see `FaceDetector.detect`): detect on the image as given (downscaled when its
-long side exceeds `max_side`); when nothing is found, detect once more on a copy padded by
-`retry_pad` x the long side on every side. The retry exists for tight face crops (common in
-scraped data sets), where the face touches the image edge and the detector, trained on faces
-with context, can miss it; the padded copy gives it that context back.
+long side exceeds `max_side`) and, when `rotations` are given, on copies rotated by those angles
+(boxes and landmarks rotated back, all passes merged by non-maximum suppression): YuNet misses
+heads tilted by more than ~20 degrees, and more so when a mask hides the mouth. When nothing is
+found, detect once more on a copy padded by `retry_pad` x the long side on every side. The
+retry exists for tight face crops (common in scraped data sets), where the face touches the
+image edge and the detector, trained on faces with context, can miss it; the padded copy gives
+it that context back.
 """
 
 from __future__ import annotations
@@ -106,6 +109,8 @@ class FaceDetector:
     retry_pad: the fraction of the long side to pad on each side for the retry on a miss;
     0 disables the retry.
     max_side: images with a longer side are downscaled for detection (boxes are mapped back).
+    rotations: angles (degrees, counter-clockwise as the image is seen) of extra passes on
+    rotated copies, for tilted heads; each costs one more detection per image.
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class FaceDetector:
         top_k: int = 50,
         retry_pad: float = 0.5,
         max_side: int = 1024,
+        rotations: tuple[float, ...] = (),
     ) -> None:
         if not 0.0 < score_threshold < 1.0:
             raise ConfigError(f"score_threshold must be in (0, 1); got {score_threshold!r}")
@@ -125,6 +131,10 @@ class FaceDetector:
             raise ConfigError(f"retry_pad must be >= 0; got {retry_pad!r}")
         if max_side < 32:
             raise ConfigError(f"max_side must be at least 32; got {max_side!r}")
+        rotations = tuple(float(a) for a in rotations)
+        if any(not -90.0 <= a <= 90.0 or a == 0.0 for a in rotations):
+            raise ConfigError(f"rotations must be non-zero angles in [-90, 90] degrees; got {rotations!r}")
+        self.rotations = rotations
         self.model_path = resolve_detector_path(model_path)
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
@@ -152,8 +162,34 @@ class FaceDetector:
             faces.append(Face(tuple(r[0:4]), r[14], tuple((r[4 + 2 * i], r[5 + 2 * i]) for i in range(5))))
         return faces
 
-    def detect(self, image_rgb: np.ndarray, retry: bool = True) -> list[Face]:
-        """Faces in a uint8 RGB HWC image, highest score first, in that image's pixel coordinates."""
+    def _detect_rotated(self, bgr: np.ndarray, degrees: float) -> list[Face]:
+        """Faces found on a copy rotated by degrees about the centre, in bgr's coordinates."""
+        import cv2
+
+        h, w = bgr.shape[:2]
+        t = np.deg2rad(degrees)
+        c, s = abs(np.cos(t)), abs(np.sin(t))
+        # The canvas grows to hold the whole rotated image, so no face at a corner is cut off.
+        cw, ch = int(np.ceil(w * c + h * s)), int(np.ceil(w * s + h * c))
+        m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), degrees, 1.0)
+        m[:, 2] += ((cw - w) / 2.0, (ch - h) / 2.0)
+        rotated = cv2.warpAffine(bgr, m, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        back = cv2.invertAffineTransform(m)
+        faces = []
+        for f in self._detect_bgr(rotated):
+            x, y, bw, bh = f.box
+            cx, cy = back @ (x + bw / 2.0, y + bh / 2.0, 1.0)
+            # The box keeps its size around the face's centre: an upright box of a tilted face,
+            # as YuNet itself reports one.
+            lms = tuple(tuple(float(v) for v in back @ (px, py, 1.0)) for px, py in f.landmarks)
+            faces.append(Face((float(cx - bw / 2.0), float(cy - bh / 2.0), bw, bh), f.score, lms))
+        return faces
+
+    def detect(self, image_rgb: np.ndarray, retry: bool = True, rotations: tuple[float, ...] | None = None) -> list[Face]:
+        """Faces in a uint8 RGB HWC image, highest score first, in that image's pixel coordinates.
+
+        rotations: the rotated passes for this call (default: the detector's own).
+        """
         import cv2
 
         if not isinstance(image_rgb, np.ndarray) or image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
@@ -165,17 +201,68 @@ class FaceDetector:
         if scale < 1.0:
             work = resize(image_rgb, (max(1, round(w * scale)), max(1, round(h * scale))), "area")
         bgr = cv2.cvtColor(work, cv2.COLOR_RGB2BGR)
-        faces = self._detect_bgr(bgr)
+        rotations = self.rotations if rotations is None else tuple(rotations)
+        passes = [self._detect_bgr(bgr)] + [self._detect_rotated(bgr, a) for a in rotations]
+        faces = merge_faces(passes, self.nms_threshold)
         if not faces and retry and self.retry_pad > 0:
             pad = max(1, round(self.retry_pad * max(bgr.shape[:2])))
             # Replicated edges keep the face's colours at the border; a constant frame would
             # add a hard edge the detector never saw in training.
             padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-            faces = [f.scaled(1.0, -pad, -pad) for f in self._detect_bgr(padded)]
+            faces = merge_faces([[f.scaled(1.0, -pad, -pad) for f in self._detect_bgr(padded)]], self.nms_threshold)
         if scale < 1.0:
             sx = w / work.shape[1]
             faces = [f.scaled(sx) for f in faces]
         return sorted(faces, key=lambda f: -f.score)
+
+    def detect_near(self, image_rgb: np.ndarray, box: tuple[float, float, float, float],
+                    rotations: tuple[float, ...] = (25.0, -25.0), context: float = 2.2) -> list[Face]:
+        """Faces around one expected face box (x, y, w, h), e.g. where a tracked face was lost:
+        upright and rotated passes over a square of `context` x the box's long side around its
+        centre (replicated past the image's edge); cheap, as the square is small. Faces are in
+        the image's coordinates, highest score first; only those centred inside the square."""
+        x, y, w, h = (float(v) for v in box)
+        side = max(16, round(max(w, h) * context))
+        x0, y0 = round(x + w / 2.0 - side / 2.0), round(y + h / 2.0 - side / 2.0)
+        region = crop_square(image_rgb, (x0, y0, x0 + side, y0 + side))
+        faces = [f.scaled(1.0, x0, y0) for f in self.detect(region, retry=False, rotations=rotations)]
+        return [f for f in faces if x0 <= f.box[0] + f.box[2] / 2 < x0 + side and y0 <= f.box[1] + f.box[3] / 2 < y0 + side]
+
+
+def _box_iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = min(ax + aw, bx + bw) - max(ax, bx)
+    ih = min(ay + ah, by + bh) - max(ay, by)
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / (aw * ah + bw * bh - inter)
+
+
+def _inside(small, big) -> float:
+    """The share of box small's area that lies inside box big."""
+    sx, sy, sw, sh = small
+    bx, by, bw, bh = big
+    iw = min(sx + sw, bx + bw) - max(sx, bx)
+    ih = min(sy + sh, by + bh) - max(sy, by)
+    return 0.0 if iw <= 0 or ih <= 0 else iw * ih / (sw * sh)
+
+
+NESTED = 0.7  # a box this much inside a larger one is a part of that face, not a face
+
+
+def merge_faces(passes: list[list[Face]], nms_threshold: float = 0.3) -> list[Face]:
+    """The faces of one or several detection passes over one image, as one list: greedy
+    non-maximum suppression by score (a face found by two passes is kept once, at its best
+    score), then boxes lying mostly inside a larger one are dropped (YuNet sometimes reports a
+    face's lower half, or a mask's print, as a second, smaller face)."""
+    kept: list[Face] = []
+    for f in sorted((f for p in passes for f in p), key=lambda f: -f.score):
+        if all(_box_iou(f.box, k.box) <= nms_threshold for k in kept):
+            kept.append(f)
+    return [f for f in kept
+            if not any(k.box[2] * k.box[3] > f.box[2] * f.box[3] and _inside(f.box, k.box) >= NESTED for k in kept)]
 
 
 def square_crop_box(

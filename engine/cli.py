@@ -22,7 +22,7 @@ from cyclemask.errors import ConfigError
 from cyclemask.faces import DETECTOR_ENV, resolve_detector_path
 
 from .backends import BACKEND_NAMES, BackendOptions, create_backend
-from .faces import PASTE_MODES, FaceConfig, FaceProcessor
+from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig, FaceProcessor
 from .pipeline import PipelineConfig, RunReport, run_pipeline
 from .processing import AlignedProcessor
 from .sinks import ImageFolderSink, VideoSink, default_images_out, video_output_path
@@ -91,6 +91,16 @@ MAX_LISTED_FAILURES = 20
 @click.option("--detect-side", type=click.IntRange(32, 8192), default=FaceConfig.detect_side, show_default=True,
               help="Face-aware mode: frames larger than this (long side, pixels) are downscaled for "
                    "detection only.")
+@click.option("--detect-score", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              default=FaceConfig.score_threshold, show_default=True,
+              help="Face-aware mode: the detector's confidence needed to count a face (masked faces "
+                   "score lower than bare ones; lower finds more and risks false faces).")
+@click.option("--rotated-detection", type=click.Choice(("auto",) + ROTATED_MODES), default="auto",
+              show_default=True,
+              help="Face-aware mode: also detect on copies rotated by +-25 degrees, for tilted heads. "
+                   "full: the whole image, every image (about 3x the detection time); lost: videos, only "
+                   "around a followed face the upright pass lost; off. auto: full for --images, lost for "
+                   "--video (full without tracking).")
 @click.option("--detect-workers", type=click.IntRange(0, 64), default=2, show_default=True,
               help="Face-aware mode: threads that detect faces ahead of the pipeline (0: detect on the "
                    "decode thread).")
@@ -145,7 +155,8 @@ MAX_LISTED_FAILURES = 20
 @click.pass_context
 def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None, video: Path | None, out: Path | None,
          direction: str | None, aligned: bool, face_detector: Path | None, min_face: int, margin: float,
-         no_track: bool, color_match: bool, paste: str, detect_side: int, detect_workers: int, backend: str,
+         no_track: bool, color_match: bool, paste: str, detect_side: int, detect_score: float,
+         rotated_detection: str, detect_workers: int, backend: str,
          batch: int, device: str, precision: str, ort_provider: str, size: int | None, streams: int,
          threads: int | None, cuda_graphs: bool, channels_last: bool, compile_: bool, ov_mode: str,
          ov_requests: int | None, probe: bool, overwrite: bool, max_pixels: int,
@@ -178,9 +189,16 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
         # The option, else $CYCLEMASK_FACE_DETECTOR, else the YuNet model shipped with cyclemask.
         face_detector = resolve_detector_path(face_detector)
         # Photos in a folder are unrelated to each other: following faces across them is wrong.
-        face_config = FaceConfig(min_face=min_face, margin=margin, track=video is not None and not no_track,
+        follow = video is not None and not no_track
+        if rotated_detection == "auto":
+            rotated_detection = "lost" if follow else "full"
+        elif rotated_detection == "lost" and not follow:
+            raise ConfigError("--rotated-detection lost needs faces followed across video frames "
+                              "(--video without --no-track); use full or off")
+        face_config = FaceConfig(min_face=min_face, margin=margin, track=follow,
                                  color_match=color_match, paste=paste, detect_side=detect_side,
-                                 detect_retry=images is not None)
+                                 detect_retry=images is not None, score_threshold=detect_score,
+                                 rotated=rotated_detection)
 
     t0 = time.perf_counter()
     source = ImageFolderSource(images, max_pixels=max_pixels) if images is not None else VideoSource(video)
@@ -218,8 +236,11 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
                 processor = FaceProcessor(be.image_size, face_config, model_path=face_detector)
                 track = "tracked across frames" if face_config.track else "each frame on its own"
                 pasted = "mask zone pasted" if paste == "zone" else "whole crop pasted"
-                click.echo(f"mode:    face-aware (YuNet {face_detector.name}, min face {min_face} px, margin "
-                           f"{margin:g}, {pasted}, {track}{', colour matched' if color_match else ''})")
+                rotated = {"full": ", rotated passes on every frame", "lost": ", rotated passes around lost faces",
+                           "off": ""}[face_config.rotated]
+                click.echo(f"mode:    face-aware (YuNet {face_detector.name}, score >= {detect_score:g}{rotated}, "
+                           f"min face {min_face} px, margin {margin:g}, {pasted}, {track}"
+                           f"{', colour matched' if color_match else ''})")
             report = _run(source, processor, be, sink, PipelineConfig(batch, queue_depth), progress,
                           detect_workers)
     finally:

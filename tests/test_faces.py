@@ -394,3 +394,60 @@ def test_zone_covers_a_pasted_mask_found_on_the_masked_face(detector, shared_dat
         covered.append((m[changed] > 0.5).mean())
     assert len(covered) >= 5, "too few pairs detected to judge"
     assert np.mean(covered) > 0.9, covered
+
+
+# --- rotated passes for tilted heads ------------------------------------------------------------
+
+
+def _rotate(image, degrees):
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REPLICATE), m
+
+
+@pytest.mark.parametrize("degrees", [40, -40])
+def test_rotated_passes_find_a_tilted_face_with_its_landmarks(detector, portrait, degrees):
+    from cyclemask.faces import FaceDetector
+
+    ref = detector.detect(portrait)[0]
+    tilted, m = _rotate(portrait, degrees)
+    expected = np.c_[np.asarray(ref.landmarks), np.ones(5)] @ m.T
+    rotating = FaceDetector(rotations=(25.0, -25.0))
+    faces = rotating.detect(tilted)
+    assert len(faces) == 1  # found by several passes, kept once
+    err = np.abs(np.asarray(faces[0].landmarks) - expected).max()
+    upright = detector.detect(tilted)
+    up_err = np.abs(np.asarray(upright[0].landmarks) - expected).max() if upright else np.inf
+    assert err < 0.06 * ref.box[2] and err < up_err, (err, up_err)  # the rotated pass places them better
+    cx, cy = faces[0].box[0] + faces[0].box[2] / 2, faces[0].box[1] + faces[0].box[3] / 2
+    ex, ey = m @ (ref.box[0] + ref.box[2] / 2, ref.box[1] + ref.box[3] / 2, 1.0)
+    assert abs(cx - ex) < 0.1 * ref.box[2] and abs(cy - ey) < 0.1 * ref.box[3]
+
+
+def test_detect_near_finds_the_face_around_a_box(detector, portrait):
+    ref = detector.detect(portrait)[0]
+    tilted, m = _rotate(portrait, 45)
+    cx, cy = m @ (ref.box[0] + ref.box[2] / 2, ref.box[1] + ref.box[3] / 2, 1.0)
+    box = (cx - ref.box[2] / 2, cy - ref.box[3] / 2, ref.box[2], ref.box[3])
+    near = detector.detect_near(tilted, box)
+    assert len(near) == 1 and iou(near[0].box, box) > 0.5
+    assert detector.detect_near(tilted, (0, 0, 40, 40)) == []  # nothing around a corner
+
+
+def test_merge_faces_keeps_the_best_of_overlapping_detections():
+    from cyclemask.faces import merge_faces
+
+    a = Face((10.0, 10.0, 50.0, 50.0), 0.7, ())
+    b = Face((12.0, 11.0, 50.0, 50.0), 0.9, ())
+    c = Face((200.0, 10.0, 50.0, 50.0), 0.6, ())
+    assert merge_faces([[a, c], [b]]) == [b, c]
+    assert merge_faces([[], []]) == []
+    lower_half = Face((20.0, 35.0, 30.0, 25.0), 0.95, ())  # inside a, even at a higher score
+    assert merge_faces([[a, lower_half, c]]) == [a, c]
+
+
+def test_rotations_validation(face_detector_path):
+    with pytest.raises(ConfigError, match="rotations must be non-zero angles"):
+        FaceDetector(face_detector_path, rotations=(0.0,))
+    with pytest.raises(ConfigError, match="rotations must be non-zero angles"):
+        FaceDetector(face_detector_path, rotations=(120.0,))

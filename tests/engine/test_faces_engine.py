@@ -18,6 +18,7 @@ from cyclemask.engine.faces import (
     FaceTracker,
     apply_gain,
     feather_mask,
+    iou,
     mean_luminance,
 )
 from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
@@ -467,6 +468,72 @@ def test_tracker_carries_landmarks_smoothed_and_held():
     np.testing.assert_allclose(moved, np.broadcast_to(box_moved, moved.shape), atol=1e-6)
     # A detector without landmarks gives tracks without them.
     assert FaceTracker(FaceConfig()).update(frame, [Face((10.0, 10.0, 50.0, 50.0), 0.9, ())])[0][2] is None
+
+
+# --- rotated passes around lost tracks ---------------------------------------------------------
+
+
+class MissesTilted(GreenFaces):
+    """Finds green faces in frames the test marks upright; elsewhere only detect_near finds them
+    (as YuNet's rotated passes find a tilted head the upright pass misses)."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+        self.upright = True
+
+    def detect(self, image):
+        return super().detect(image) if self.upright else []
+
+    def detect_near(self, image, box, rotations):
+        self.log.append((tuple(round(v) for v in box), tuple(rotations)))
+        return [f for f in super().detect(image) if iou(f.box, box) > 0.2]
+
+
+def test_lost_tracks_are_found_again_on_rotated_passes(rng):
+    log = []
+    stub = MissesTilted(log)
+    proc = FaceProcessor(SIZE, FaceConfig(hold_frames=0), detector_factory=lambda: stub)
+    frames = [scene(rng, [(60 + 2 * i, 30, 50)]) for i in range(6)]
+    counts = []
+    for i, img in enumerate(frames):
+        stub.upright = i < 2
+        counts.append(len(proc.prepare(img)[0]))
+    assert counts == [1] * 6  # hold 0: without the rotated passes, frames 2-5 would lose the face
+    assert proc.stats.recovered == 4 and proc.stats.held == 0 and len(log) == 4
+    assert all(rot == (25.0, -25.0) for _, rot in log)
+    assert "4 found again on rotated copies" in proc.stats.summary(32)
+    # Off: the face is lost; a face never tracked is not searched for.
+    stub.upright, log[:] = True, []
+    off = FaceProcessor(SIZE, FaceConfig(hold_frames=0, rotated="off"), detector_factory=lambda: stub)
+    off.prepare(frames[0])
+    off.prepare(frames[1])
+    stub.upright = False
+    assert len(off.prepare(frames[2])[0]) == 0 and log == []
+    fresh = FaceProcessor(SIZE, FaceConfig(hold_frames=0), detector_factory=lambda: stub)
+    assert len(fresh.prepare(frames[0])[0]) == 0 and log == []
+
+
+def test_tracker_lost_names_confirmed_unmatched_tracks():
+    tracker = FaceTracker(FaceConfig())
+    frame = np.full((240, 320, 3), 100, np.uint8)
+    a, b = landmarked(40, 60, 50), landmarked(200, 70, 60)
+    tracker.update(frame, [a])
+    assert tracker.lost([]) == []  # seen once: not confirmed
+    tracker.update(frame, [a, b])
+    lost = tracker.lost([b])
+    assert len(lost) == 1 and iou(lost[0], a.box) > 0.9
+    assert tracker.lost([a, b]) == [] and len(tracker.update(frame, [a, b])) == 2  # lost() changed nothing
+
+
+def test_rotated_config():
+    with pytest.raises(ConfigError, match="rotated must be one of full, lost, off; got 'always'"):
+        FaceConfig(rotated="always")
+    with pytest.raises(ConfigError, match="rotations must be non-zero angles"):
+        FaceConfig(rotations=())
+    proc = FaceProcessor(SIZE, FaceConfig(rotated="full"))
+    assert proc._detector().rotations == (25.0, -25.0)
+    assert FaceProcessor(SIZE, FaceConfig(rotated="lost"))._detector().rotations == ()
 
 
 # --- in the pipeline --------------------------------------------------------------------------
