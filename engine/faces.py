@@ -85,6 +85,9 @@ class FaceConfig:
         the margin the training crops were prepared with (`cyclemask-data prepare --margin`).
     detect_side: frames with a longer side are downscaled to it for detection (boxes are mapped
         back); YuNet was trained at 640 x 640.
+    score_threshold: YuNet's confidence needed to count a face. Masked faces score lower than
+        bare ones: 0.5 finds more of them than 0.6 with no more false faces on the shared
+        pairs and clips (benchmarks/detect_recall.py measures it).
     detect_retry: detect again on a padded copy when nothing is found (for tight face crops in
         photo folders; it costs a second, larger detection on every frame without faces).
     smoothing: 0 follows every detection exactly; towards 1, small movements are smoothed more.

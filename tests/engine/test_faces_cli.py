@@ -71,6 +71,21 @@ def test_face_mode_is_the_default_and_uses_the_shipped_detector(tmp_path, bundle
     assert not (tmp_path / "o2").exists()
 
 
+def test_detection_options(tmp_path, bundle_path, no_env, two_faces):
+    write_image(tmp_path / "in" / "a.png", two_faces)
+    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o", "--mask",
+              "--rotated-detection", "lost")
+    assert res.exit_code == 1 and "--rotated-detection lost needs faces followed across video frames" in res.output
+    assert not (tmp_path / "o").exists()
+    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o", "--mask")
+    assert res.exit_code == 0, res.output
+    assert "score >= 0.5, rotated passes on every frame" in res.output and "2 found in 1 of 1 frames" in res.output
+    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o2", "--mask",
+              "--rotated-detection", "off", "--detect-score", "0.99")
+    assert res.exit_code == 0 and "score >= 0.99, min face" in res.output and "0 found in 0 of 1 frames" in res.output
+    assert run("--images", tmp_path / "in", "--detect-score", "1.5").exit_code == 2
+
+
 def test_detector_from_the_environment_must_exist(tmp_path, bundle_path, monkeypatch):
     (tmp_path / "in").mkdir()
     write_image(tmp_path / "in" / "a.png", np.zeros((20, 20, 3), np.uint8))
@@ -84,7 +99,7 @@ def test_help_documents_the_face_options():
     assert res.exit_code == 0
     text = " ".join(res.output.split())
     for opt in ("--face-detector", "--min-face", "--margin", "--no-track", "--color-match", "--detect-side",
-                "--detect-workers", "--paste"):
+                "--detect-workers", "--paste", "--detect-score", "--rotated-detection"):
         assert opt in text, opt
     assert DETECTOR_ENV in text
     assert "[default: 32; x>=1]" in text and "[default: 0.3; 0.0<=x<=2.0]" in text
