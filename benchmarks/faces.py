@@ -39,7 +39,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CYCLEMASK_SHARED", REPO.parent / "shared"))
-DEFAULT_DETECTOR = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
+DEFAULT_DETECTOR = REPO / "cyclemask" / "assets" / "yunet" / "face_detection_yunet_2023mar.onnx"  # shipped
 
 
 def default_clips() -> list[Path]:
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--direction", default="mask", help="mask | unmask [mask]")
     ap.add_argument("--backend", default="auto", help="auto | trt | ort | torch, with --model [auto]")
     ap.add_argument("--device", default="auto", help="torch backend device [auto]")
-    ap.add_argument("--detector", default=None, help="YuNet ONNX [$CYCLEMASK_FACE_DETECTOR, else ../shared/models]")
+    ap.add_argument("--detector", default=None, help="YuNet ONNX [$CYCLEMASK_FACE_DETECTOR, else the shipped model]")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="detection workers to compare [0 2]")
     ap.add_argument("--detect-side", type=int, nargs="+", default=[640], help="detection long sides [640]")

@@ -1,7 +1,7 @@
 """`cyclemask-run`: translate an image folder or a video with a graph, engine or checkpoint.
 
-By default it is face-aware: it finds the faces in each image or frame (YuNet), translates each
-and pastes it back (engine/faces.py); `--aligned` uses the whole image as the model input, for
+By default it is face-aware: it finds the faces in each image or frame (YuNet, shipped with the
+package), translates each and pastes its mask zone back (engine/faces.py); `--aligned` uses the whole image as the model input, for
 photos that are already aligned face crops.
 
 The CLI parses, builds the source, backend and sink, runs the pipeline with a progress bar and
@@ -12,7 +12,6 @@ summary lists what), 130 after Ctrl-C (on a live video input, Ctrl-C is its norm
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from cyclemask.errors import ConfigError
 from cyclemask.faces import DETECTOR_ENV, resolve_detector_path
 
 from .backends import BACKEND_NAMES, BackendOptions, create_backend
-from .faces import FaceConfig, FaceProcessor
+from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig, FaceProcessor
 from .pipeline import PipelineConfig, RunReport, run_pipeline
 from .processing import AlignedProcessor
 from .sinks import ImageFolderSink, default_images_out, video_output_path
@@ -32,12 +31,6 @@ from .video import CODECS, DEFAULT_CRF, PRESETS, VideoOutputConfig, VideoSink, V
 
 log = logging.getLogger(__name__)
 
-NO_DETECTOR = (
-    "face-aware mode (the default) needs the YuNet face detector: pass --face-detector PATH "
-    "(face_detection_yunet_2023mar.onnx from OpenCV's model zoo) or set the {env} environment "
-    "variable to its path. For photos that are already aligned face crops, pass --aligned instead "
-    "(no detector needed)."
-)
 MAX_LISTED_FAILURES = 20
 
 
@@ -52,8 +45,8 @@ MAX_LISTED_FAILURES = 20
               help="Mask and unmask the public-domain portrait shipped with matplotlib "
                    "(grace_hopper.jpg) and write the results and a before/after sheet to --out: "
                    "nothing to download. Uses the embedded demo generators unless --model names a "
-                   "checkpoint bundle; faces: --face-detector / $CYCLEMASK_FACE_DETECTOR when given, "
-                   "else the portrait's known face box.")
+                   "checkpoint bundle, and the shipped face detector unless --face-detector / "
+                   "$CYCLEMASK_FACE_DETECTOR names another; --paste and --margin apply.")
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Translate every image under this folder (recursive). The output tree mirrors "
                    "the input's names and formats.")
@@ -89,10 +82,11 @@ MAX_LISTED_FAILURES = 20
 @click.option("--aligned", is_flag=True,
               help="Use the whole image as the model input (resize to the model size and back): "
                    "for photos that are already aligned face crops. Default: face-aware mode (find "
-                   "each face, translate it, paste it back with a feathered edge).")
+                   "each face, translate it, paste its mask zone back: see --paste).")
 @click.option("--face-detector", type=click.Path(path_type=Path), default=None,
-              help=f"Face-aware mode: the YuNet ONNX file (face_detection_yunet_2023mar.onnx). "
-                   f"Default: ${DETECTOR_ENV}.")
+              help=f"Face-aware mode: a YuNet ONNX file to use instead of the one shipped with "
+                   f"cyclemask (face_detection_yunet_2023mar.onnx). Default: ${DETECTOR_ENV} when set, "
+                   f"else the shipped model.")
 @click.option("--min-face", type=click.IntRange(1), default=FaceConfig.min_face, show_default=True,
               help="Face-aware mode: faces smaller than this (short side of the detected box, in "
                    "pixels) are left as they are.")
@@ -108,9 +102,24 @@ MAX_LISTED_FAILURES = 20
               help="Face-aware mode: bring dark faces to a normal exposure for the model and the result "
                    "back to the frame's, and match its colour to the frame around the face (for "
                    "under-exposed footage).")
+@click.option("--paste", type=click.Choice(PASTE_MODES), default=FaceConfig.paste, show_default=True,
+              help="Face-aware mode: zone pastes the model's output only where a mask sits (nose bridge "
+                   "to under the chin, cheek to cheek, placed from the face's landmarks), colour-matched "
+                   "to the frame, and keeps every other pixel (eyes, glasses, hair, background) as it "
+                   "was; crop pastes the whole face crop with a feathered edge.")
 @click.option("--detect-side", type=click.IntRange(32, 8192), default=FaceConfig.detect_side, show_default=True,
               help="Face-aware mode: frames larger than this (long side, pixels) are downscaled for "
                    "detection only.")
+@click.option("--detect-score", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              default=FaceConfig.score_threshold, show_default=True,
+              help="Face-aware mode: the detector's confidence needed to count a face (masked faces "
+                   "score lower than bare ones; lower finds more and risks false faces).")
+@click.option("--rotated-detection", type=click.Choice(("auto",) + ROTATED_MODES), default="auto",
+              show_default=True,
+              help="Face-aware mode: also detect on copies rotated by +-25 degrees, for tilted heads. "
+                   "full: the whole image, every image (about 3x the detection time); lost: videos, only "
+                   "around a followed face the upright pass lost; off. auto: full for --images, lost for "
+                   "--video (full without tracking).")
 @click.option("--detect-workers", type=click.IntRange(0, 64), default=2, show_default=True,
               help="Face-aware mode: threads that detect faces ahead of the pipeline (0: detect on the "
                    "decode thread).")
@@ -166,7 +175,8 @@ MAX_LISTED_FAILURES = 20
 def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None, video: str | None, out: Path | None,
          codec: str, crf: int | None, preset: str, no_audio: bool, nvenc: bool | None,
          direction: str | None, aligned: bool, face_detector: Path | None, min_face: int, margin: float,
-         no_track: bool, color_match: bool, detect_side: int, detect_workers: int, backend: str,
+         no_track: bool, color_match: bool, paste: str, detect_side: int, detect_score: float,
+         rotated_detection: str, detect_workers: int, backend: str,
          batch: int, device: str, precision: str, ort_provider: str, size: int | None, streams: int,
          threads: int | None, cuda_graphs: bool, channels_last: bool, compile_: bool, ov_mode: str,
          ov_requests: int | None, probe: bool, overwrite: bool, max_pixels: int,
@@ -186,22 +196,29 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
         options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
                                  ort_provider=ort_provider, threads=threads, compile=compile_,
                                  ov_mode=ov_mode, ov_requests=ov_requests, probe=probe)
-        if not demo_command(model, out, backend, options, face_detector, margin, overwrite, click.echo):
+        if not demo_command(model, out, backend, options, face_detector, margin, overwrite, click.echo,
+                            paste=paste):
             ctx.exit(1)
         return
     if (images is None) == (video is None):
         raise click.UsageError("give exactly one input: --images DIR or --video FILE")
     face_config = None
     if not aligned:
-        if face_detector is None and not os.environ.get(DETECTOR_ENV):
-            raise ConfigError(NO_DETECTOR.format(env=DETECTOR_ENV))
         if face_detector is not None and not face_detector.is_file():
             raise ConfigError(f"--face-detector {face_detector}: no such file (a YuNet ONNX model is expected)")
-        face_detector = resolve_detector_path(face_detector)  # $CYCLEMASK_FACE_DETECTOR checked here
+        # The option, else $CYCLEMASK_FACE_DETECTOR, else the YuNet model shipped with cyclemask.
+        face_detector = resolve_detector_path(face_detector)
         # Photos in a folder are unrelated to each other: following faces across them is wrong.
-        face_config = FaceConfig(min_face=min_face, margin=margin, track=video is not None and not no_track,
-                                 color_match=color_match, detect_side=detect_side,
-                                 detect_retry=images is not None)
+        follow = video is not None and not no_track
+        if rotated_detection == "auto":
+            rotated_detection = "lost" if follow else "full"
+        elif rotated_detection == "lost" and not follow:
+            raise ConfigError("--rotated-detection lost needs faces followed across video frames "
+                              "(--video without --no-track); use full or off")
+        face_config = FaceConfig(min_face=min_face, margin=margin, track=follow,
+                                 color_match=color_match, paste=paste, detect_side=detect_side,
+                                 detect_retry=images is not None, score_threshold=detect_score,
+                                 rotated=rotated_detection)
 
     video_config = None
     if video is not None:
@@ -242,7 +259,11 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
             else:
                 processor = FaceProcessor(be.image_size, face_config, model_path=face_detector)
                 track = "tracked across frames" if face_config.track else "each frame on its own"
-                click.echo(f"mode:    face-aware (YuNet, min face {min_face} px, margin {margin:g}, {track}"
+                pasted = "mask zone pasted" if paste == "zone" else "whole crop pasted"
+                rotated = {"full": ", rotated passes on every frame", "lost": ", rotated passes around lost faces",
+                           "off": ""}[face_config.rotated]
+                click.echo(f"mode:    face-aware (YuNet {face_detector.name}, score >= {detect_score:g}{rotated}, "
+                           f"min face {min_face} px, margin {margin:g}, {pasted}, {track}"
                            f"{', colour matched' if color_match else ''})")
             report = _run(source, processor, be, sink, PipelineConfig(batch, queue_depth), progress,
                           detect_workers)

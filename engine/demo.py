@@ -11,13 +11,11 @@ and far less trained than the paper's model.
 (matplotlib's sample_data/grace_hopper.jpg), takes it off again, and writes the results and a
 before/after sheet: nothing is downloaded and ../shared is not needed.
 
-Face finding for the demo: the YuNet detector (the default of face-aware mode) is a separate
-download that cannot ship with the package, and opencv-python 5 no longer ships the Haar
-cascade files, so there is no detector inside the dependencies. Each shipped portrait
-therefore carries its face box, measured once with YuNet and stored relative to the image size
-(`Portrait.face`); `KnownFaceDetector` hands that box to the same face-aware processor
-(engine/faces.py: square crop with margin, translate, feathered paste-back) that a normal run
-uses. With --face-detector or $CYCLEMASK_FACE_DETECTOR set, YuNet finds the faces instead.
+Faces are found as in a normal face-aware run: YuNet (shipped with the package, or
+--face-detector / $CYCLEMASK_FACE_DETECTOR) and the same processor (engine/faces.py: square
+crop with margin, translate, mask-zone or whole-crop paste-back). The unmask pass detects again
+on the masked result, as a run on a masked photo would, and falls back to the input's faces
+where the detector misses the masked face.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from cyclemask.errors import ConfigError, InputError
-from cyclemask.faces import DETECTOR_ENV, Face, FaceDetector, crop_square, resize_square, square_crop_box
+from cyclemask.faces import Face, FaceDetector, crop_square, resize_square, square_crop_box
 from cyclemask.imageio import read_image, write_bytes_atomic, write_image
 
 from .backends import BackendOptions, create_backend
@@ -96,16 +94,10 @@ def describe_default() -> str:
 
 @dataclass(frozen=True)
 class Portrait:
-    """A public-domain photo shipped inside a dependency, with its face box.
-
-    face: (x, y, w, h) of the face as fractions of the image width / height, measured with
-    YuNet (face_detection_yunet_2023mar) on the file named; relative, so it stays right if the
-    dependency ever ships the photo at another resolution.
-    """
+    """A public-domain photo shipped inside a dependency."""
 
     name: str
     path: Path
-    face: tuple[float, float, float, float]
     credit: str
 
 
@@ -116,24 +108,9 @@ def demo_portraits() -> list[Portrait]:
     found = []
     hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if hopper.is_file():
-        # YuNet on the 512 x 600 file: box (182.87, 120.48, 170.26, 212.49), score 0.94.
-        found.append(Portrait("grace_hopper", hopper, (182.87 / 512, 120.48 / 600, 170.26 / 512, 212.49 / 600),
+        found.append(Portrait("grace_hopper", hopper,
                               "Grace Hopper, public domain (US Navy photo), from matplotlib's sample data"))
     return found
-
-
-class KnownFaceDetector:
-    """A detector for images whose face boxes are known: returns them, scaled to the image."""
-
-    def __init__(self, relative_boxes: list[tuple[float, float, float, float]]) -> None:
-        for b in relative_boxes:
-            if len(b) != 4 or not all(0.0 <= v <= 1.0 for v in b) or b[2] <= 0 or b[3] <= 0:
-                raise ConfigError(f"a relative face box is (x, y, w, h) in [0, 1] with w, h > 0; got {b!r}")
-        self.relative_boxes = [tuple(float(v) for v in b) for b in relative_boxes]
-
-    def detect(self, image_rgb: np.ndarray, retry: bool = True) -> list[Face]:
-        h, w = image_rgb.shape[:2]
-        return [Face((x * w, y * h, bw * w, bh * h), 1.0, ()) for x, y, bw, bh in self.relative_boxes]
 
 
 class _FixedFaces:
@@ -157,6 +134,7 @@ class DemoReport:
     failures: list[str] = field(default_factory=list)
     faces: dict[str, int] = field(default_factory=dict)
     detector: str = ""
+    reused: dict[str, int] = field(default_factory=dict)  # unmask pass: faces not found on the masked image
     models: dict[str, str] = field(default_factory=dict)
     backends: dict[str, str] = field(default_factory=dict)
 
@@ -170,6 +148,17 @@ def output_names(portraits: list[Portrait]) -> list[str]:
     for p in portraits:
         names += [f"{p.name}_masked.png", f"{p.name}_unmasked.png"]
     return names + [SHEET_NAME]
+
+
+def _faces_on_masked(found: list[Face], faces: list[Face]) -> tuple[list[Face], int]:
+    """The faces to unmask: those detected on the masked image, plus each input face the
+    detector missed there (a masked face scores lower), so the demo always shows both passes;
+    and how many were such misses."""
+    from .faces import iou
+
+    out = [f for f in found if any(iou(f.box, g.box) >= 0.3 for g in faces)]
+    missed = [g for g in faces if not any(iou(f.box, g.box) >= 0.3 for f in out)]
+    return out + missed, len(missed)
 
 
 def _translate(backend, image: np.ndarray, faces: list[Face], config: FaceConfig) -> np.ndarray:
@@ -190,6 +179,7 @@ def run_demo(
     face_detector: str | os.PathLike | None = None,
     portraits: list[Portrait] | None = None,
     margin: float = FaceConfig.margin,
+    paste: str = FaceConfig.paste,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> DemoReport:
@@ -197,8 +187,9 @@ def run_demo(
 
     models: {"mask": path, "unmask": path} (a bundle may be named for both); default: the
     shipped demo models for the backend. face_detector: a YuNet file; default
-    $CYCLEMASK_FACE_DETECTOR when set, else each portrait's known face box. Existing outputs are
-    an error unless overwrite; nothing is written before every model has loaded.
+    $CYCLEMASK_FACE_DETECTOR when set, else the one shipped with cyclemask. paste: "zone" or
+    "crop" (see FaceConfig). Existing outputs are an error unless overwrite; nothing is written
+    before every model has loaded.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -214,18 +205,12 @@ def run_demo(
     missing = [d for d in DIRECTIONS if d not in models]
     if missing:
         raise ConfigError(f"the demo needs a model for each direction; missing: {', '.join(missing)}")
-    config = FaceConfig(track=False, margin=margin)
+    config = FaceConfig(track=False, margin=margin, paste=paste)
     report = DemoReport(out)
     say = progress or (lambda msg: None)
 
-    yunet = face_detector if face_detector is not None else os.environ.get(DETECTOR_ENV) or None
-    if yunet is not None:
-        detector = FaceDetector(yunet, score_threshold=config.score_threshold, retry_pad=0.5)
-        report.detector = f"YuNet ({detector.model_path})"
-    else:
-        detector = None
-        report.detector = ("each portrait's known face box (measured with YuNet; no detector ships with "
-                           "the package: pass --face-detector to detect instead)")
+    detector = FaceDetector(face_detector, score_threshold=config.score_threshold, retry_pad=0.5)
+    report.detector = f"YuNet ({detector.model_path}), {'mask zone' if paste == 'zone' else 'whole crop'} pasted"
 
     backends = {}
     for d in DIRECTIONS:
@@ -247,14 +232,15 @@ def run_demo(
             except InputError as exc:
                 report.failures.append(str(exc))
                 continue
-            det = detector or KnownFaceDetector([p.face])
-            faces = [f for f in det.detect(image) if f.size >= config.min_face]
+            faces = [f for f in detector.detect(image) if f.size >= config.min_face]
             report.faces[p.name] = len(faces)
             if not faces:
                 report.failures.append(f"{p.path}: no face found")
                 continue
             masked = _translate(backends["mask"], image, faces, config)
-            unmasked = _translate(backends["unmask"], masked, faces, config)
+            masked_faces, reused = _faces_on_masked(detector.detect(masked), faces)
+            report.reused[p.name] = reused
+            unmasked = _translate(backends["unmask"], masked, masked_faces, config)
             for suffix, img in (("masked", masked), ("unmasked", unmasked)):
                 path = out / f"{p.name}_{suffix}.png"
                 write_image(path, img)
@@ -266,12 +252,12 @@ def run_demo(
                 be.deactivate()
     if rows:
         sheet = out / SHEET_NAME
-        write_bytes_atomic(sheet, before_after_sheet(rows, margin, backends["mask"].image_size))
+        write_bytes_atomic(sheet, before_after_sheet(rows, margin, backends["mask"].image_size, paste))
         report.written.append(sheet)
     return report
 
 
-def before_after_sheet(rows, margin: float, model_size: int) -> bytes:
+def before_after_sheet(rows, margin: float, model_size: int, paste: str = FaceConfig.paste) -> bytes:
     """PNG bytes: per portrait, the whole images and close-ups of the first face."""
     import matplotlib
 
@@ -293,7 +279,9 @@ def before_after_sheet(rows, margin: float, model_size: int) -> bytes:
                 ax.set_xticks([])
                 ax.set_yticks([])
         axes[2 * r, 0].set_ylabel(p.name, fontsize=10)
-    fig.suptitle(f"cyclemask demo: CPU-trained {model_size}px generators, not the paper's model", fontsize=11)
+    pasted = "mask zone pasted" if paste == "zone" else "whole crop pasted"
+    fig.suptitle(f"cyclemask demo: CPU-trained {model_size}px generators, not the paper's model; {pasted}",
+                 fontsize=11)
     fig.text(0.5, 0.005, "; ".join(sorted({p.credit for p, *_ in rows})), ha="center", fontsize=7)
     fig.tight_layout(rect=(0, 0.015, 1, 0.97))
     buf = io.BytesIO()
@@ -302,7 +290,8 @@ def before_after_sheet(rows, margin: float, model_size: int) -> bytes:
 
 
 def demo_command(model: Path | None, out: Path | None, backend: str, options: BackendOptions,
-                 face_detector: Path | None, margin: float, overwrite: bool, echo: Callable[[str], None]) -> bool:
+                 face_detector: Path | None, margin: float, overwrite: bool, echo: Callable[[str], None],
+                 paste: str = FaceConfig.paste) -> bool:
     """`cyclemask-run --demo`: run the demo, print what it did; True when everything was written."""
     import time
 
@@ -319,7 +308,8 @@ def demo_command(model: Path | None, out: Path | None, backend: str, options: Ba
         models = None
     t0 = time.perf_counter()
     report = run_demo(out, models=models, backend=backend, options=options, face_detector=face_detector,
-                      margin=margin, overwrite=overwrite, progress=lambda name: echo(f"portrait: {name}"))
+                      margin=margin, paste=paste, overwrite=overwrite,
+                      progress=lambda name: echo(f"portrait: {name}"))
     echo("")
     echo("summary:")
     echo(f"  models:   {describe_default() if model is None else model}")
@@ -328,6 +318,10 @@ def demo_command(model: Path | None, out: Path | None, backend: str, options: Ba
         echo(f"      backend: {report.backends[d]}")
     echo(f"  faces:    {report.detector}; found: "
          + ", ".join(f"{k} {v}" for k, v in report.faces.items()))
+    missed = {k: v for k, v in report.reused.items() if v}
+    if missed:
+        echo("  unmask:   not detected on the masked image, the input's face box used: "
+             + ", ".join(f"{k} {v}" for k, v in missed.items()))
     echo(f"  written:  {len(report.written)} -> {report.out_dir}")
     for p in report.written:
         echo(f"    - {p.name}")

@@ -6,10 +6,16 @@ to frame (`FaceTracker`), and cuts each face out with the square-with-margin fra
 `cyclemask-data prepare` used for the training crops (`square_crop_box`, here with fit="pad" so
 a face at the frame's edge keeps the same framing). The pipeline batches the crops of many
 frames together; `finish` resizes each translated crop back to its box and blends it in with a
-feathered mask that is exactly 0 on the crop's border, so pixels outside the pasted faces keep
-their values bit for bit and no seam shows. A frame without faces is returned as it came.
+weight that is exactly 0 outside what it pastes, so those pixels keep their values bit for bit.
+By default (paste="zone") the weight is the face's mask zone (`cyclemask.faces.mask_zone_matte`:
+nose bridge to under the chin, cheek to cheek, from the five landmarks), and the generator's
+colour drift around the zone is removed first (`zone_colour_offset`), so only nose, mouth and
+chin come from the model and they meet the frame without a halo; paste="crop" blends the whole
+crop with a feathered edge that is 0 on the crop's border. A frame without faces is returned as
+it came.
 
-Tracking (videos): detections are associated with tracks by IoU; a track's box is an
+Tracking (videos): detections are associated with tracks by IoU; a track's box (and its
+landmarks, with the same weight, so the zone moves with the crop) is an
 exponential moving average whose weight on the new detection grows with the distance from the
 smoothed box (a jitter of a few pixels is smoothed away, a real head movement is followed at
 once); a track (seen in at least two frames) that the detector misses for up to `hold_frames`
@@ -45,7 +51,17 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from cyclemask.errors import ConfigError
-from cyclemask.faces import Face, FaceDetector, crop_square, resize_square, square_crop_box
+from cyclemask.faces import (
+    ZONE_FEATHER,
+    ZONE_GROW,
+    Face,
+    FaceDetector,
+    crop_square,
+    eye_mouth_distance,
+    mask_zone_matte,
+    resize_square,
+    square_crop_box,
+)
 from cyclemask.imaging import resize
 
 from .processing import FrameProcessor
@@ -53,6 +69,9 @@ from .processing import FrameProcessor
 log = logging.getLogger(__name__)
 
 BLEND_SHAPES = ("ellipse", "rect")
+PASTE_MODES = ("zone", "crop")
+ZONE_COLOUR_MODES = ("field", "mean", "none")
+ROTATED_MODES = ("full", "lost", "off")
 
 Box = tuple[float, float, float, float]  # (x, y, w, h), as YuNet reports a face
 
@@ -66,17 +85,34 @@ class FaceConfig:
         the margin the training crops were prepared with (`cyclemask-data prepare --margin`).
     detect_side: frames with a longer side are downscaled to it for detection (boxes are mapped
         back); YuNet was trained at 640 x 640.
+    score_threshold: YuNet's confidence needed to count a face. Masked faces score lower than
+        bare ones: 0.5 finds more of them than 0.6 with no more false faces on the shared
+        pairs and clips (benchmarks/detect_recall.py measures it).
     detect_retry: detect again on a padded copy when nothing is found (for tight face crops in
         photo folders; it costs a second, larger detection on every frame without faces).
     smoothing: 0 follows every detection exactly; towards 1, small movements are smoothed more.
     snap: a detection this far from the smoothed box (as a fraction of the face size) is
         followed at once.
     hold_frames: frames a track is kept, and translated, after the detector lost it.
+    rotated: extra detection passes on copies rotated by `rotations` degrees, for tilted heads
+        (YuNet misses heads tilted past ~20 degrees, masked ones sooner): "full" over the whole
+        frame, every frame (about 3x the detection time); "lost" only around a tracked face
+        the upright pass lost (videos: cheap, as the region is small); "off".
     scene_cut: mean absolute difference (0..1) between 32 x 32 thumbnails of consecutive
         frames above which every track is dropped (within the shared clips: at most 0.012;
         between them: 0.10-0.24; a false cut only costs one frame of smoothing).
-    feather: the fraction of the crop's half-side over which the paste-back weight falls from
-        1 to 0 at the crop's border.
+    paste: "zone" (default) blends the generator's output into the mask zone only (a soft
+        matte from the landmarks, `cyclemask.faces.mask_zone_matte`), colour-matched to the
+        frame around it; everything else keeps its own pixels. "crop" blends the whole crop
+        with the feathered `blend_shape`. A face without usable landmarks is pasted as a crop.
+    zone_grow, zone_feather: the zone's growth past the anchors' outline and its soft edge,
+        in units of the eye-to-mouth distance (see `cyclemask.faces.ZONE_GROW`).
+    zone_colour: in zone mode, remove the generator's colour drift measured in a band just
+        outside the zone, so the pasted zone meets the frame without a halo: "field" as a
+        low-frequency offset that follows the band (see `zone_colour_offset`), "mean" as one
+        offset per channel, "none" not at all.
+    feather: paste="crop": the fraction of the crop's half-side over which the paste-back
+        weight falls from 1 to 0 at the crop's border.
     exposure_target: mean linear luminance (0..1) a darker crop is brought to before
         translation when colour matching: the median of face crops in the shared training data
         (their 10th-90th percentiles: 0.15-0.46); max_gain caps the brightening.
@@ -87,13 +123,19 @@ class FaceConfig:
     track: bool = True
     color_match: bool = False
     detect_side: int = 640
-    score_threshold: float = 0.6
+    score_threshold: float = 0.5
     detect_retry: bool = False
     smoothing: float = 0.7
     snap: float = 0.25
     iou_threshold: float = 0.3
     hold_frames: int = 2
+    rotated: str = "lost"
+    rotations: tuple[float, ...] = (25.0, -25.0)
     scene_cut: float = 0.08
+    paste: str = "zone"
+    zone_grow: float = ZONE_GROW
+    zone_feather: float = ZONE_FEATHER
+    zone_colour: str = "field"
     feather: float = 0.3
     blend_shape: str = "ellipse"
     exposure_target: float = 0.3
@@ -121,6 +163,18 @@ class FaceConfig:
             raise ConfigError(f"scene_cut must be in (0, 1]; got {self.scene_cut!r}")
         if not 0.0 < self.feather <= 1.0:
             raise ConfigError(f"feather must be in (0, 1]; got {self.feather!r}")
+        if self.rotated not in ROTATED_MODES:
+            raise ConfigError(f"rotated must be one of {', '.join(ROTATED_MODES)}; got {self.rotated!r}")
+        if not self.rotations or any(not -90.0 <= a <= 90.0 or a == 0 for a in self.rotations):
+            raise ConfigError(f"rotations must be non-zero angles in [-90, 90] degrees; got {self.rotations!r}")
+        if self.paste not in PASTE_MODES:
+            raise ConfigError(f"paste must be one of {', '.join(PASTE_MODES)}; got {self.paste!r}")
+        if not 0.0 <= self.zone_grow <= 2.0:
+            raise ConfigError(f"zone_grow must be in [0, 2]; got {self.zone_grow!r}")
+        if not 0.0 < self.zone_feather <= self.zone_grow + 1.0:
+            raise ConfigError(f"zone_feather must be in (0, zone_grow + 1]; got {self.zone_feather!r}")
+        if self.zone_colour not in ZONE_COLOUR_MODES:
+            raise ConfigError(f"zone_colour must be one of {', '.join(ZONE_COLOUR_MODES)}; got {self.zone_colour!r}")
         if self.blend_shape not in BLEND_SHAPES:
             raise ConfigError(f"blend_shape must be one of {', '.join(BLEND_SHAPES)}; got {self.blend_shape!r}")
         if not 0.0 < self.exposure_target < 1.0:
@@ -138,6 +192,8 @@ class FaceStats:
     found: int = 0  # detections at or above min_face
     too_small: int = 0  # detections below min_face (left as they are)
     held: int = 0  # crops of tracks the detector missed in that frame
+    recovered: int = 0  # faces the upright pass lost, found again by rotated passes around their track
+    whole_crop: int = 0  # zone mode: faces pasted as whole crops (no usable landmarks)
     crops: int = 0  # crops handed to the model
     translated: int = 0  # crops pasted back into a frame
     scene_cuts: int = 0
@@ -153,9 +209,11 @@ class FaceStats:
 
     def summary(self, min_face: int) -> str:
         held = f", {self.held} of them held by tracking" if self.held else ""
+        held += f"; {self.recovered} found again on rotated copies" if self.recovered else ""
         small = f"; {self.too_small} under --min-face {min_face} px left as they were" if self.too_small else ""
+        whole = f"; {self.whole_crop} pasted as whole crops (no usable landmarks)" if self.whole_crop else ""
         return (f"{self.found} found in {self.frames_with_faces} of {self.frames} frames{small}; "
-                f"{self.translated} translated{held}")
+                f"{self.translated} translated{held}{whole}")
 
 
 # -------------------------------------------------------------------------------------------
@@ -277,10 +335,25 @@ def shift_lab(image: np.ndarray, delta: np.ndarray) -> np.ndarray:
 # Tracking
 
 
+def _landmarks(face: Face) -> np.ndarray | None:
+    """A face's five landmarks as a [5, 2] array, or None when the detector gave none."""
+    if len(face.landmarks) != 5:
+        return None
+    return np.asarray(face.landmarks, np.float64).reshape(5, 2)
+
+
+def _usable_landmarks(landmarks: np.ndarray | None) -> bool:
+    """Landmarks a zone can be built from: five finite points, eyes at least 2 px apart."""
+    if landmarks is None or not np.all(np.isfinite(landmarks)):
+        return False
+    return float(np.hypot(*(landmarks[1] - landmarks[0]))) >= 2.0
+
+
 @dataclass
 class _Track:
     ident: int
     box: Box  # smoothed (x, y, w, h)
+    landmarks: np.ndarray | None = None  # smoothed [5, 2], moved with the box when held
     velocity: tuple[float, float] = (0.0, 0.0)  # of the box centre, pixels per frame
     missed: int = 0
     hits: int = 1  # frames with a detection
@@ -288,6 +361,9 @@ class _Track:
     def predicted(self) -> Box:
         x, y, w, h = self.box
         return (x + self.velocity[0], y + self.velocity[1], w, h)
+
+    def predicted_landmarks(self) -> np.ndarray | None:
+        return None if self.landmarks is None else self.landmarks + np.asarray(self.velocity)
 
 
 class FaceTracker:
@@ -314,10 +390,10 @@ class FaceTracker:
         self._thumb, self._shape = thumb, image.shape
         return changed or new_shape
 
-    def _smooth(self, track: _Track, det: Box) -> None:
+    def _smooth(self, track: _Track, face: Face) -> None:
         c = self.config
         sx, sy, sw, sh = track.box
-        dx, dy, dw, dh = det
+        dx, dy, dw, dh = face.box
         scx, scy, dcx, dcy = sx + sw / 2, sy + sh / 2, dx + dw / 2, dy + dh / 2
         size = max(sw, sh, 1.0)
         deviation = max(abs(dcx - scx), abs(dcy - scy), abs(dw - sw), abs(dh - sh)) / size
@@ -326,11 +402,40 @@ class FaceTracker:
         cx, cy = scx + a * (dcx - scx), scy + a * (dcy - scy)
         track.velocity = (cx - scx, cy - scy)
         track.box = (cx - w / 2, cy - h / 2, w, h)
+        # The landmarks take the box's weight, so the zone moves with the crop, steady or snapping.
+        lm = _landmarks(face)
+        if lm is None or track.landmarks is None:
+            track.landmarks = lm
+        else:
+            track.landmarks = track.landmarks + a * (lm - track.landmarks)
         track.missed = 0
         track.hits += 1
 
-    def update(self, image: np.ndarray, faces: list[Face]) -> list[tuple[Box, bool]]:
-        """This frame's boxes to translate: (box, held) per live track, in track order.
+    def _associate(self, preds: list[Box], faces: list[Face]) -> list[tuple[int, int]]:
+        """(track index, face index) pairs: greedy by IoU, at least iou_threshold."""
+        pairs = sorted(((iou(p, f.box), ti, fi) for ti, p in enumerate(preds) for fi, f in enumerate(faces)),
+                       reverse=True)
+        used_t, used_f, out = set(), set(), []
+        for score, ti, fi in pairs:
+            if score < self.config.iou_threshold:
+                break
+            if ti in used_t or fi in used_f:
+                continue
+            used_t.add(ti)
+            used_f.add(fi)
+            out.append((ti, fi))
+        return out
+
+    def lost(self, faces: list[Face]) -> list[Box]:
+        """Predicted boxes of the confirmed tracks (seen twice or more) that none of this
+        frame's faces matches; changes nothing."""
+        preds = [t.predicted() for t in self._tracks]
+        matched = {ti for ti, _ in self._associate(preds, faces)}
+        return [p for ti, (p, t) in enumerate(zip(preds, self._tracks)) if ti not in matched and t.hits >= 2]
+
+    def update(self, image: np.ndarray, faces: list[Face]) -> list[tuple[Box, bool, np.ndarray | None]]:
+        """This frame's faces to translate: (box, held, landmarks [5, 2] or None) per live
+        track, in track order.
 
         `faces` are this frame's detections that are large enough to translate.
         """
@@ -339,23 +444,18 @@ class FaceTracker:
             self.cuts += 1
             self.reset()
         preds = [t.predicted() for t in self._tracks]
-        pairs = sorted(((iou(p, f.box), ti, fi) for ti, p in enumerate(preds) for fi, f in enumerate(faces)),
-                       reverse=True)
         used_t, used_f = set(), set()
-        for score, ti, fi in pairs:
-            if score < c.iou_threshold:
-                break
-            if ti in used_t or fi in used_f:
-                continue
+        for ti, fi in self._associate(preds, faces):
             used_t.add(ti)
             used_f.add(fi)
-            self._smooth(self._tracks[ti], faces[fi].box)
+            self._smooth(self._tracks[ti], faces[fi])
         alive = []
         h, w = image.shape[:2]
         for ti, t in enumerate(self._tracks):
             if ti not in used_t:
                 t.missed += 1
                 t.box = preds[ti]
+                t.landmarks = t.predicted_landmarks()
                 t.velocity = (t.velocity[0] * 0.5, t.velocity[1] * 0.5)
                 x, y, bw, bh = t.box
                 # A face seen in one frame only may be a false detection: holding it would
@@ -366,10 +466,10 @@ class FaceTracker:
             alive.append(t)
         for fi, f in enumerate(faces):
             if fi not in used_f:
-                alive.append(_Track(self._next_id, f.box))
+                alive.append(_Track(self._next_id, f.box, _landmarks(f)))
                 self._next_id += 1
         self._tracks = alive
-        return [(t.box, t.missed > 0) for t in alive]
+        return [(t.box, t.missed > 0, t.landmarks) for t in alive]
 
 
 # -------------------------------------------------------------------------------------------
@@ -381,6 +481,53 @@ class _Paste:
     box: tuple[int, int, int, int]  # square crop box in frame pixels (may reach past the edge)
     gain: float = 1.0  # exposure gain applied before translation
     ring: np.ndarray | None = None  # median LAB of the original crop's ring (colour matching)
+    landmarks: np.ndarray | None = None  # zone paste: [5, 2] in frame pixels; None: whole crop
+    source: np.ndarray | None = None  # zone colour: the crop as cut, at model size, before any gain
+    face: Box | None = None  # the (tracked) face box the crop was cut around
+
+
+# -------------------------------------------------------------------------------------------
+# Zone compositing
+
+
+def zone_colour_offset(source: np.ndarray, generated: np.ndarray, matte: np.ndarray, h: float,
+                       band: float = 0.15, sigma: float = 0.35, tolerance: float = 24.0,
+                       field: bool = True) -> np.ndarray:
+    """The generator's low-frequency colour drift around the zone, as an offset field [S, S, 3].
+
+    source, generated: the crop before and after translation (uint8 [S, S, 3]); matte: the
+    zone's alpha at the same size; h: the face's eye-to-mouth distance in these pixels.
+    Outside the zone the generator should have kept the crop as it was, so source - generated
+    there is its drift (colour cast, brightness). It is measured in a band `band` x h wide just
+    outside the matte, robustly (pixels that differ from the crop's overall drift by more than
+    `tolerance`, where the generator painted something such as a mask reaching past the zone,
+    are left out), and spread into the zone by a normalised Gaussian of
+    `sigma` x h: near the band it is the local drift (a seamless edge), far from it the band's
+    mean. Adding it to `generated` makes the pasted zone meet the frame with no halo.
+    """
+    import cv2
+
+    s = source.shape[0]
+    support = (matte > 0).astype(np.uint8)
+    r = max(1, int(round(band * h)))
+    ring = cv2.dilate(support, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > support
+    diff = source.astype(np.float32) - generated.astype(np.float32)
+    # The overall drift, from the crop's outer ring (background and hair, far from any mask);
+    # in the band, a difference further than `tolerance` from it is content the generator
+    # changed on purpose (a mask painted past the zone, a real mask's edge it removed).
+    overall = np.median(diff[_ring(s)], axis=0)
+    w = (ring & np.all(np.abs(diff - overall) <= tolerance, axis=2)).astype(np.float32)
+    if w.sum() < 8:
+        return np.broadcast_to(overall.astype(np.float32), diff.shape).copy()
+    mean = (diff * w[..., None]).sum(axis=(0, 1)) / w.sum()
+    if not field:
+        return np.broadcast_to(mean.astype(np.float32), diff.shape).copy()
+    sig = max(1.0, sigma * h)
+    k = int(min(2 * s + 1, 2 * round(3 * sig) + 1))
+    num = cv2.GaussianBlur(diff * w[..., None], (k, k), sig, borderType=cv2.BORDER_REPLICATE)
+    den = cv2.GaussianBlur(w, (k, k), sig, borderType=cv2.BORDER_REPLICATE)[..., None]
+    eps = 0.02  # where the band's weight is this small, the offset fades to the band's mean
+    return ((num + eps * mean) / (den + eps)).astype(np.float32)
 
 
 class FaceProcessor(FrameProcessor):
@@ -398,7 +545,8 @@ class FaceProcessor(FrameProcessor):
         if detector_factory is None:
             def detector_factory():
                 return FaceDetector(model_path, score_threshold=c.score_threshold,
-                                    retry_pad=0.5 if c.detect_retry else 0.0, max_side=c.detect_side)
+                                    retry_pad=0.5 if c.detect_retry else 0.0, max_side=c.detect_side,
+                                    rotations=c.rotations if c.rotated == "full" else ())
         self._factory = detector_factory
         self._local = threading.local()
         self._local.detector = detector_factory()
@@ -408,16 +556,41 @@ class FaceProcessor(FrameProcessor):
         self._ahead: collections.deque = collections.deque()
 
     # -- detection ----------------------------------------------------------------------------
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Detections in image, on the calling thread's own detector; counts detector time."""
+    def _detector(self):
         det = getattr(self._local, "detector", None)
         if det is None:
             det = self._local.detector = self._factory()
+        return det
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Detections in image, on the calling thread's own detector; counts detector time."""
+        det = self._detector()
         t0 = time.perf_counter()
         try:
             return list(det.detect(image))
         finally:
             self.stats.add_detect_time(time.perf_counter() - t0)
+
+    def _recover(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+        """Faces found again by rotated passes around the tracks this frame's faces lost."""
+        c = self.config
+        det = self._detector()
+        if not hasattr(det, "detect_near"):
+            return []
+        found: list[Face] = []
+        t0 = time.perf_counter()
+        try:
+            for box in self.tracker.lost(faces):
+                # Only a face the lost track will take up (IoU as the tracker associates): any
+                # other would start a second track beside the held one, two crops of one face.
+                near = [f for f in det.detect_near(image, box, c.rotations)
+                        if f.size >= c.min_face and iou(f.box, box) >= c.iou_threshold
+                        and all(iou(f.box, g.box) <= 0.3 for g in faces + found)]
+                if near:
+                    found.append(near[0])
+        finally:
+            self.stats.add_detect_time(time.perf_counter() - t0)
+        return found
 
     def detect_ahead(self, source, workers: int = 2, depth: int | None = None):
         """Wrap a source so frames are detected on `workers` threads ahead of `prepare`.
@@ -451,24 +624,33 @@ class FaceProcessor(FrameProcessor):
         usable = [f for f in faces if f.size >= c.min_face]
         st.found += len(usable)
         st.too_small += len(faces) - len(usable)
+        if self.tracker is not None and c.rotated == "lost":
+            recovered = self._recover(image, usable)
+            st.recovered += len(recovered)
+            usable = usable + recovered
         if self.tracker is not None:
             cuts = self.tracker.cuts
             boxes = self.tracker.update(image, usable)
             st.scene_cuts += self.tracker.cuts - cuts
         else:
-            boxes = [(f.box, False) for f in usable]
+            boxes = [(f.box, False, _landmarks(f)) for f in usable]
         crops, pastes = [], []
-        for face_box, held in boxes:
+        for face_box, held, landmarks in boxes:
             box = square_crop_box(face_box, image.shape, c.margin, fit="pad")
             crop = resize_square(crop_square(image, box), self.size)
+            source = crop if c.paste == "zone" and c.zone_colour != "none" else None
+            if c.paste != "zone" or not _usable_landmarks(landmarks):
+                landmarks = None
             gain, ring = 1.0, None
             if c.color_match:
                 ring = ring_lab(crop)
                 gain = exposure_gain(crop, c.exposure_target, c.max_gain)
                 crop = apply_gain(crop, gain)
             crops.append(np.ascontiguousarray(crop))
-            pastes.append(_Paste(box, gain, ring))
+            pastes.append(_Paste(box, gain, ring, landmarks, source if landmarks is not None else None,
+                                 tuple(face_box)))
             st.held += int(held)
+            st.whole_crop += int(c.paste == "zone" and landmarks is None)
         st.crops += len(crops)
         st.frames_with_faces += int(bool(crops))
         st.crop_s += time.perf_counter() - t0
@@ -486,9 +668,15 @@ class FaceProcessor(FrameProcessor):
                 gen = self._restore_colour(gen, paste)
             x0, y0, x1, y1 = paste.box
             side = x1 - x0
+            if paste.landmarks is not None:
+                weight = mask_zone_matte(paste.landmarks, paste.box, c.zone_grow, c.zone_feather)
+                if paste.source is not None:
+                    gen = self._match_zone_colour(gen, paste, weight)
+                weight = weight[:, :, None]
+            else:
+                weight = feather_mask(side, c.blend_shape, c.feather)
             # Bilinear when enlarging: positive weights keep backend differences within 1 LSB.
             patch = resize(gen, side, "area" if side <= self.size else "linear")
-            weight = feather_mask(side, c.blend_shape, c.feather)
             ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x1, iw), min(y1, ih)
             if ax1 <= ax0 or ay1 <= ay0:
                 continue
@@ -499,6 +687,15 @@ class FaceProcessor(FrameProcessor):
         self.stats.translated += len(outputs)
         self.stats.paste_s += time.perf_counter() - t0
         return out
+
+    def _match_zone_colour(self, gen: np.ndarray, paste: _Paste, matte: np.ndarray) -> np.ndarray:
+        """gen with the drift measured around the zone removed (see zone_colour_offset)."""
+        s = gen.shape[0]
+        side = paste.box[2] - paste.box[0]
+        small = resize(matte, s, "area") if side != s else matte
+        h = eye_mouth_distance(paste.landmarks) * s / side
+        offset = zone_colour_offset(paste.source, gen, small, h, field=self.config.zone_colour == "field")
+        return np.clip(np.rint(gen.astype(np.float32) + offset), 0, 255).astype(np.uint8)
 
     @staticmethod
     def _restore_colour(gen: np.ndarray, paste: _Paste) -> np.ndarray:

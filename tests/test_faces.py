@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from cyclemask.faces import (
     crop_face,
     crop_square,
     resolve_detector_path,
+    shipped_detector_path,
     square_crop_box,
 )
 from cyclemask.imageio import read_image
@@ -29,6 +32,9 @@ def portrait() -> np.ndarray:
     if not p.is_file():
         pytest.skip(f"matplotlib's sample portrait {p} is absent in this installation")
     return read_image(p)
+
+
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 
 
 @pytest.fixture
@@ -48,12 +54,33 @@ def iou(a, b) -> float:
 # --- model path resolution ---------------------------------------------------------------
 
 
-def test_no_detector_given_names_option_and_env(monkeypatch):
+def test_no_detector_given_uses_the_shipped_one(monkeypatch):
     monkeypatch.delenv(DETECTOR_ENV, raising=False)
-    with pytest.raises(ConfigError, match=rf"model path.*{DETECTOR_ENV}"):
+    p = resolve_detector_path(None)
+    assert p == shipped_detector_path() and p.is_file()
+    assert (p.parent / "LICENSE_yunet.txt").is_file()  # the licence travels with the weights
+    assert hashlib.sha256(p.read_bytes()).hexdigest() == YUNET_SHA256
+    assert FaceDetector().model_path == p
+
+
+def test_package_data_ships_the_detector_and_its_licence():
+    import tomllib
+    from fnmatch import fnmatch
+
+    repo = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["cyclemask"]
+    for rel in ("assets/yunet/face_detection_yunet_2023mar.onnx", "assets/yunet/LICENSE_yunet.txt"):
+        assert (repo / "cyclemask" / rel).is_file(), rel
+        assert any(fnmatch(rel, g) and g.count("/") == rel.count("/") for g in globs), f"{rel} not in {globs}"
+
+
+def test_shipped_detector_missing_is_a_clear_error(monkeypatch, tmp_path):
+    import cyclemask.faces as faces
+
+    monkeypatch.delenv(DETECTOR_ENV, raising=False)
+    monkeypatch.setattr(faces, "shipped_detector_path", lambda: tmp_path / "gone.onnx")
+    with pytest.raises(ConfigError, match=rf"shipped with cyclemask .*gone\.onnx.* missing.*{DETECTOR_ENV}"):
         resolve_detector_path(None)
-    with pytest.raises(ConfigError, match=DETECTOR_ENV):
-        FaceDetector()
 
 
 def test_detector_from_env(monkeypatch, tmp_path):
@@ -250,3 +277,177 @@ def test_mask_anchors_refuse_degenerate_eyes():
 
     with pytest.raises(InputError, match="same point"):
         mask_anchors([(100, 100), (100, 100), (100, 130), (90, 160), (110, 160)])
+
+
+# --- the mask zone matte -----------------------------------------------------------------------
+
+FRONTAL = [(80, 100), (120, 100), (100, 130), (85, 160), (115, 160)]  # eye-mouth distance h = 60
+
+
+def _rotated(points, degrees, centre=(100, 130)):
+    t = np.deg2rad(degrees)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return (np.asarray(points, float) - centre) @ rot.T + centre
+
+
+def _at(matte, box, point):
+    x, y = (int(round(v)) for v in np.asarray(point) - box[:2])
+    return float(matte[y, x])
+
+
+@pytest.mark.parametrize("roll", [0, -30, 30])
+def test_zone_covers_nose_mouth_and_chin_and_leaves_both_eyes(roll):
+    from cyclemask.faces import mask_zone_matte
+
+    box = (0, 0, 200, 200)
+    chin, cheeks = (100, 205 - 10), [(62, 150), (138, 150)]  # ~0.6 h under the mouth; beside the mouth
+    pts = _rotated(FRONTAL + [chin] + cheeks, roll)
+    lm = pts[:5]
+    m = mask_zone_matte(lm, box)
+    assert m.shape == (200, 200) and m.dtype == np.float32 and 0.0 <= m.min() and m.max() <= 1.0
+    for p in pts[2:]:  # nose tip, mouth corners, chin, cheeks: fully in the zone
+        assert _at(m, box, p) == pytest.approx(1.0, abs=1e-3), p
+    yy, xx = np.mgrid[0:200, 0:200]
+    for ex, ey in lm[:2]:  # each eye, with its lids (0.15 x the eye distance around its centre)
+        assert m[(xx - ex) ** 2 + (yy - ey) ** 2 <= 6.0 ** 2].max() == 0.0
+    (ex, ey), t = lm[:2].mean(axis=0), np.deg2rad(roll)
+    below = -(xx - ex) * np.sin(t) + (yy - ey) * np.cos(t)  # distance down the face from the eye line
+    assert m[below < 0.1 * 60].max() == 0.0  # nothing above the eyes' lower lids (brows, forehead, hair)
+    assert m[below > 0.3 * 60].max() == 1.0
+    assert not m[0].any() and not m[-1].any() and not m[:, 0].any() and not m[:, -1].any()
+
+
+def test_zone_follows_scale_and_position():
+    from cyclemask.faces import mask_zone_matte
+
+    small = mask_zone_matte(FRONTAL, (0, 0, 200, 200))
+    lm = np.asarray(FRONTAL, float) * 2 + (50, 30)  # twice the size, elsewhere in the frame
+    big = mask_zone_matte(lm, (50, 30, 450, 430))
+    down = cv2.resize(big, (200, 200), interpolation=cv2.INTER_AREA)
+    inner = np.abs(down - small)[2:-2, 2:-2]  # the border rows are zero in both, at different widths
+    assert inner.mean() < 0.01 and inner.max() < 0.25
+    # A large face's matte is computed at max_side and enlarged: the same shape.
+    capped = mask_zone_matte(lm, (50, 30, 450, 430), max_side=100)
+    assert np.abs(capped - big).mean() < 0.01 and not capped[0].any() and not capped[:, -1].any()
+
+
+def test_zone_grows_and_narrows_the_far_cheek():
+    from cyclemask.faces import mask_zone_matte
+
+    box = (0, 0, 200, 200)
+    tight, loose = mask_zone_matte(FRONTAL, box, grow=0.1, feather=0.1), mask_zone_matte(FRONTAL, box)
+    assert (loose > 0).sum() > 1.2 * (tight > 0).sum() and np.all(loose >= tight - 1e-6)
+    turned = mask_zone_matte([(80, 100), (120, 100), (112, 130), (90, 160), (118, 160)], box)
+    cols = np.nonzero(turned[150] > 0.5)[0]
+    assert (110 - cols[0]) > (cols[-1] - 110)  # the image-right cheek is the far one: narrower
+
+
+def test_zone_errors():
+    from cyclemask.faces import mask_zone_matte
+
+    with pytest.raises(InputError, match="square of at least 2 px"):
+        mask_zone_matte(FRONTAL, (0, 0, 200, 100))
+    with pytest.raises(ConfigError, match="zone grow must be >= 0"):
+        mask_zone_matte(FRONTAL, (0, 0, 200, 200), grow=-1)
+    with pytest.raises(ConfigError, match="zone top"):
+        mask_zone_matte(FRONTAL, (0, 0, 200, 200), top=(0.3, 0.2))
+    with pytest.raises(InputError, match="same point"):
+        mask_zone_matte([(100, 100)] * 5, (0, 0, 200, 200))
+
+
+def test_zone_on_the_portrait(detector, portrait):
+    """YuNet's landmarks on a real face: the zone holds nose and mouth, not the eyes or glasses."""
+    from cyclemask.faces import eye_mouth_distance, mask_zone_matte
+
+    f = detector.detect(portrait)[0]
+    box = square_crop_box(f.box, portrait.shape, 0.3, "pad")
+    m = mask_zone_matte(f.landmarks, box)
+    lm = np.asarray(f.landmarks)
+    for p in lm[2:]:
+        assert _at(m, box, p) == pytest.approx(1.0, abs=1e-3)
+    h = eye_mouth_distance(f.landmarks)
+    assert 0.8 < h / np.hypot(*(lm[1] - lm[0])) < 1.4
+    assert _at(m, box, lm[3:].mean(axis=0) + (0, 0.6 * h)) == pytest.approx(1.0, abs=1e-3)  # the chin
+    for p in lm[:2]:
+        x, y = (int(v) for v in p - box[:2])
+        assert m[y - 8:y + 9, x - 12:x + 13].max() == 0.0
+
+
+@pytest.mark.shared
+def test_zone_covers_a_pasted_mask_found_on_the_masked_face(detector, shared_data):
+    """The unmask direction: landmarks come from the masked face, and the zone must still hold
+    the mask. The observations pairs differ only where a mask was pasted."""
+    from cyclemask.faces import mask_zone_matte
+
+    pairs = shared_data / "faces" / "observations_pairs"
+    covered = []
+    for name in sorted(p.name for p in (pairs / "with_mask").glob("*.jpg"))[:8]:
+        masked, bare = read_image(pairs / "with_mask" / name), read_image(pairs / "without_mask" / name)
+        faces = detector.detect(masked)
+        if masked.shape != bare.shape or not faces:
+            continue
+        box = square_crop_box(faces[0].box, masked.shape, 1.0, "pad")
+        m = mask_zone_matte(faces[0].landmarks, box)
+        pad = max(0, -box[0], -box[1], box[2] - masked.shape[1], box[3] - masked.shape[0])
+        changed = np.abs(masked.astype(int) - bare).max(axis=2) > 40
+        changed = np.pad(changed, pad)[box[1] + pad:box[3] + pad, box[0] + pad:box[2] + pad]
+        covered.append((m[changed] > 0.5).mean())
+    assert len(covered) >= 5, "too few pairs detected to judge"
+    assert np.mean(covered) > 0.9, covered
+
+
+# --- rotated passes for tilted heads ------------------------------------------------------------
+
+
+def _rotate(image, degrees):
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REPLICATE), m
+
+
+@pytest.mark.parametrize("degrees", [40, -40])
+def test_rotated_passes_find_a_tilted_face_with_its_landmarks(detector, portrait, degrees):
+    from cyclemask.faces import FaceDetector
+
+    ref = detector.detect(portrait)[0]
+    tilted, m = _rotate(portrait, degrees)
+    expected = np.c_[np.asarray(ref.landmarks), np.ones(5)] @ m.T
+    rotating = FaceDetector(rotations=(25.0, -25.0))
+    faces = rotating.detect(tilted)
+    assert len(faces) == 1  # found by several passes, kept once
+    err = np.abs(np.asarray(faces[0].landmarks) - expected).max()
+    upright = detector.detect(tilted)
+    up_err = np.abs(np.asarray(upright[0].landmarks) - expected).max() if upright else np.inf
+    assert err < 0.06 * ref.box[2] and err < up_err, (err, up_err)  # the rotated pass places them better
+    cx, cy = faces[0].box[0] + faces[0].box[2] / 2, faces[0].box[1] + faces[0].box[3] / 2
+    ex, ey = m @ (ref.box[0] + ref.box[2] / 2, ref.box[1] + ref.box[3] / 2, 1.0)
+    assert abs(cx - ex) < 0.1 * ref.box[2] and abs(cy - ey) < 0.1 * ref.box[3]
+
+
+def test_detect_near_finds_the_face_around_a_box(detector, portrait):
+    ref = detector.detect(portrait)[0]
+    tilted, m = _rotate(portrait, 45)
+    cx, cy = m @ (ref.box[0] + ref.box[2] / 2, ref.box[1] + ref.box[3] / 2, 1.0)
+    box = (cx - ref.box[2] / 2, cy - ref.box[3] / 2, ref.box[2], ref.box[3])
+    near = detector.detect_near(tilted, box)
+    assert len(near) == 1 and iou(near[0].box, box) > 0.5
+    assert detector.detect_near(tilted, (0, 0, 40, 40)) == []  # nothing around a corner
+
+
+def test_merge_faces_keeps_the_best_of_overlapping_detections():
+    from cyclemask.faces import merge_faces
+
+    a = Face((10.0, 10.0, 50.0, 50.0), 0.7, ())
+    b = Face((12.0, 11.0, 50.0, 50.0), 0.9, ())
+    c = Face((200.0, 10.0, 50.0, 50.0), 0.6, ())
+    assert merge_faces([[a, c], [b]]) == [b, c]
+    assert merge_faces([[], []]) == []
+    lower_half = Face((20.0, 35.0, 30.0, 25.0), 0.95, ())  # inside a, even at a higher score
+    assert merge_faces([[a, lower_half, c]]) == [a, c]
+
+
+def test_rotations_validation(face_detector_path):
+    with pytest.raises(ConfigError, match="rotations must be non-zero angles"):
+        FaceDetector(face_detector_path, rotations=(0.0,))
+    with pytest.raises(ConfigError, match="rotations must be non-zero angles"):
+        FaceDetector(face_detector_path, rotations=(120.0,))

@@ -357,10 +357,11 @@ def test_cli_prepare_and_report(raw, tmp_path):
 
 def test_cli_errors(raw, tmp_path, monkeypatch):
     a, b = raw
-    monkeypatch.delenv(DETECTOR_ENV, raising=False)
+    monkeypatch.setenv(DETECTOR_ENV, str(tmp_path / "gone.onnx"))
     runner = CliRunner()
     r = runner.invoke(data_cli, ["prepare", "--a", str(a), "--b", str(b), "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "Error: no face detector model given" in r.output and DETECTOR_ENV in r.output
+    assert r.exit_code == 1 and f"Error: face detector model {tmp_path / 'gone.onnx'} (from ${DETECTOR_ENV})" in r.output
+    assert not (tmp_path / "o").exists()
     r = runner.invoke(data_cli, ["report", str(tmp_path)])
     assert r.exit_code == 1 and "no manifest" in r.output
     r = runner.invoke(data_cli, ["prepare", "--a", str(a), "--b", str(b), "--out", str(tmp_path / "o"), "--fit", "zoom"])

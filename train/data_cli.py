@@ -43,7 +43,8 @@ def main() -> None:
               help="Smallest usable face (short side of the detected box, in source pixels).")
 @click.option("--score-threshold", default=0.6, show_default=True, help="YuNet confidence needed to count a face.")
 @click.option("--detector", type=click.Path(dir_okay=False), default=None,
-              help=f"YuNet ONNX model (face_detection_yunet_2023mar.onnx). Default: ${DETECTOR_ENV}.")
+              help=f"A YuNet ONNX model (face_detection_yunet_2023mar.onnx) to use instead of the one "
+                   f"shipped with cyclemask. Default: ${DETECTOR_ENV} when set, else the shipped model.")
 @click.option("--no-detect", is_flag=True,
               help="Inputs are already aligned face crops: take the centred square of each image, no detection.")
 @click.option("--test-count", type=int, default=None,

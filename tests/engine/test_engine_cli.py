@@ -192,8 +192,8 @@ def test_default_output_folder_and_permissions(small_folder, bundle_path):
 
 def test_flags_and_usage_errors(small_folder, bundle_path, mask_graph, tmp_path, monkeypatch):
     monkeypatch.delenv("CYCLEMASK_FACE_DETECTOR", raising=False)
-    res = run("--model", bundle_path, "--images", small_folder, "--mask")  # face-aware: needs a detector
-    assert res.exit_code == 1 and "face-aware mode" in res.output and "--aligned" in res.output
+    res = run("--model", bundle_path, "--images", small_folder, "--mask", "--out", tmp_path / "faces")
+    assert res.exit_code == 0 and "face-aware (YuNet" in res.output  # the shipped detector, no option needed
     res = run("--model", bundle_path, "--mask", "--aligned")
     assert res.exit_code == 2 and "exactly one input" in res.output
     res = run("--model", bundle_path, "--images", small_folder, "--video", "x.mp4", "--aligned")

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from cyclemask.checkpoint import load_generators
 from cyclemask.errors import ConfigError
-from cyclemask.faces import crop_face, square_crop_box
+from cyclemask.faces import FaceDetector, crop_face, mask_zone_matte, square_crop_box
 from cyclemask.imageio import read_image
 from cyclemask.imaging import translate
 from cyclemask.engine import demo
@@ -43,6 +43,13 @@ def _portrait() -> demo.Portrait:
     if not found:
         pytest.fail("matplotlib's sample_data/grace_hopper.jpg is missing: the demo has no input")
     return found[0]
+
+
+def _face(image):
+    """The portrait's face as the shipped detector finds it (the demo's own detection)."""
+    faces = FaceDetector(retry_pad=0.5).detect(image)
+    assert len(faces) == 1, faces
+    return faces[0]
 
 
 # -------------------------------------------------------------------------------------------
@@ -77,7 +84,7 @@ def test_shipped_checkpoint_and_onnx_agree_within_one_lsb(rng):
     size = json.loads((root / "demo.json").read_text())["image_size"]
     p = _portrait()
     image = read_image(p.path)
-    crop, _ = crop_face(image, demo.KnownFaceDetector([p.face]).detect(image)[0].box, size)
+    crop, _ = crop_face(image, _face(image).box, size)
     batch = np.stack([crop, rng.integers(0, 256, (size, size, 3), dtype=np.uint8)])
     for d in ("mask", "unmask"):
         with torch.no_grad():
@@ -104,16 +111,20 @@ def test_run_demo_tiny_models(tmp_path, kind, bundle_path, tiny_graphs):
     masked = read_image(tmp_path / "out" / f"{p.name}_masked.png")
     unmasked = read_image(tmp_path / "out" / f"{p.name}_unmasked.png")
     assert masked.shape == unmasked.shape == src.shape
-    h, w = src.shape[:2]
-    fx, fy, fw, fh = p.face
-    x0, y0, x1, y1 = square_crop_box((fx * w, fy * h, fw * w, fh * h), src.shape, 0.3, fit="pad")
+    f = _face(src)
+    x0, y0, x1, y1 = box = square_crop_box(f.box, src.shape, 0.3, fit="pad")
     outside = np.ones(src.shape[:2], bool)
     outside[max(y0, 0):y1, max(x0, 0):x1] = False
     # Pixels outside the face's crop box keep their values bit for bit; the face itself changes.
     assert np.array_equal(masked[outside], src[outside])
     assert np.array_equal(unmasked[outside], src[outside])
-    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
-    assert np.abs(masked[cy - 10:cy + 10, cx - 10:cx + 10].astype(int) - src[cy - 10:cy + 10, cx - 10:cx + 10]).mean() > 5
+    # The mask pass (zone paste, the default) changes nothing outside the face's mask zone either.
+    matte = mask_zone_matte(f.landmarks, box)
+    zero = np.zeros(src.shape[:2], bool)
+    zero[y0:y1, x0:x1] = matte == 0
+    assert np.array_equal(masked[zero], src[zero]) and zero[y0:y1, x0:x1].mean() > 0.3
+    nx, ny = (int(v) for v in f.landmarks[2])  # the nose tip is in the zone
+    assert np.abs(masked[ny - 5:ny + 5, nx - 5:nx + 5].astype(int) - src[ny - 5:ny + 5, nx - 5:nx + 5]).mean() > 5
     sheet = read_image(tmp_path / "out" / demo.SHEET_NAME)
     assert sheet.shape[0] > 400 and sheet.shape[1] > 600
     assert report.faces == {p.name: 1}
@@ -143,32 +154,43 @@ def test_run_demo_errors(tmp_path, bundle_path, monkeypatch):
 
 
 def test_run_demo_portrait_without_face_is_reported(tmp_path, bundle_path):
+    from cyclemask.imageio import write_image
+
     p = _portrait()
-    far = demo.Portrait("tiny_face", p.path, (0.0, 0.0, 0.01, 0.01), "test")  # below min_face
-    report = demo.run_demo(tmp_path, models={"mask": bundle_path, "unmask": bundle_path}, portraits=[far, p])
+    write_image(tmp_path / "wall.png", np.full((200, 160, 3), 128, np.uint8))
+    wall = demo.Portrait("wall", tmp_path / "wall.png", "test")
+    report = demo.run_demo(tmp_path / "o", models={"mask": bundle_path, "unmask": bundle_path}, portraits=[wall, p])
     assert not report.ok
-    assert any("no face found" in f and str(p.path) in f for f in report.failures)
-    assert (tmp_path / f"{p.name}_masked.png").is_file()  # the other portrait is still done
+    assert any("no face found" in f and "wall.png" in f for f in report.failures)
+    assert (tmp_path / "o" / f"{p.name}_masked.png").is_file()  # the other portrait is still done
 
 
-def test_known_face_detector_validates_and_scales():
-    with pytest.raises(ConfigError, match="relative face box"):
-        demo.KnownFaceDetector([(0.5, 0.5, 0.0, 0.1)])
-    faces = demo.KnownFaceDetector([(0.25, 0.5, 0.5, 0.25)]).detect(np.zeros((200, 100, 3), np.uint8))
-    assert [f.box for f in faces] == [(25.0, 100.0, 50.0, 50.0)]
+def test_unmask_pass_reuses_an_input_face_the_detector_misses():
+    a = demo.Face((10.0, 10.0, 50.0, 50.0), 0.9, ())
+    b = demo.Face((200.0, 10.0, 50.0, 50.0), 0.9, ())
+    moved = demo.Face((12.0, 11.0, 50.0, 50.0), 0.7, ())
+    stray = demo.Face((400.0, 300.0, 40.0, 40.0), 0.7, ())
+    faces, missed = demo._faces_on_masked([moved, stray], [a, b])
+    assert faces == [moved, b] and missed == 1  # the masked detection wins; a stray one is ignored
 
 
-@pytest.mark.shared
-def test_known_box_matches_yunet(face_detector_path):
-    """The stored box is what YuNet finds on the shipped portrait (so --demo frames it the same)."""
-    from cyclemask.faces import FaceDetector
-
+def test_run_demo_paste_modes(tmp_path, bundle_path):
+    """Zone paste keeps the eyes (and glasses) as they were; whole-crop paste replaces them."""
+    models = {"mask": bundle_path, "unmask": bundle_path}
     p = _portrait()
-    image = read_image(p.path)
-    found = FaceDetector(face_detector_path).detect(image)
-    assert len(found) == 1
-    known = demo.KnownFaceDetector([p.face]).detect(image)[0]
-    assert np.allclose(found[0].box, known.box, atol=1.0)
+    src = read_image(p.path)
+    eyes = np.asarray(_face(src).landmarks[:2]).astype(int)
+    for paste in ("zone", "crop"):
+        assert demo.run_demo(tmp_path / paste, models=models, paste=paste).ok
+        masked = read_image(tmp_path / paste / f"{p.name}_masked.png")
+        changed = [np.abs(masked[y - 6:y + 6, x - 6:x + 6].astype(int) - src[y - 6:y + 6, x - 6:x + 6]).mean()
+                   for x, y in eyes]
+        if paste == "zone":
+            assert max(changed) == 0, changed
+        else:
+            assert min(changed) > 3, changed
+    with pytest.raises(ConfigError, match="paste must be one of zone, crop"):
+        demo.run_demo(tmp_path / "bad", models=models, paste="face")
 
 
 # -------------------------------------------------------------------------------------------
@@ -180,7 +202,7 @@ def test_cli_demo_with_shipped_models(tmp_path, monkeypatch):
     r = run("--demo", "--out", tmp_path / "demo_out")
     assert r.exit_code == 0, r.output
     assert "embedded demo generators" in r.output
-    assert "known face box" in r.output
+    assert "face_detection_yunet_2023mar.onnx), mask zone pasted; found: grace_hopper 1" in r.output
     p = _portrait()
     for name in demo.output_names([p]):
         assert (tmp_path / "demo_out" / name).is_file(), name

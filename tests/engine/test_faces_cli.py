@@ -58,17 +58,32 @@ def outside(boxes, shape) -> np.ndarray:
 # --- the CLI's face options and errors -----------------------------------------------------------
 
 
-def test_face_mode_is_the_default_and_needs_a_detector(tmp_path, bundle_path, no_env):
+def test_face_mode_is_the_default_and_uses_the_shipped_detector(tmp_path, bundle_path, no_env):
     (tmp_path / "in").mkdir()
     write_image(tmp_path / "in" / "a.png", np.zeros((20, 20, 3), np.uint8))
     res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o", "--mask")
-    assert res.exit_code == 1, res.output
-    assert "needs the YuNet face detector: pass --face-detector PATH" in res.output
-    assert f"set the {DETECTOR_ENV} environment variable" in res.output and "pass --aligned" in res.output
-    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o", "--mask",
+    assert res.exit_code == 0, res.output
+    assert "face-aware (YuNet face_detection_yunet_2023mar.onnx" in res.output and "mask zone pasted" in res.output
+    assert "0 found in 0 of 1 frames" in res.output
+    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o2", "--mask",
               "--face-detector", tmp_path / "missing.onnx")
     assert res.exit_code == 1 and "--face-detector" in res.output and "missing.onnx: no such file" in res.output
+    assert not (tmp_path / "o2").exists()
+
+
+def test_detection_options(tmp_path, bundle_path, no_env, two_faces):
+    write_image(tmp_path / "in" / "a.png", two_faces)
+    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o", "--mask",
+              "--rotated-detection", "lost")
+    assert res.exit_code == 1 and "--rotated-detection lost needs faces followed across video frames" in res.output
     assert not (tmp_path / "o").exists()
+    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o", "--mask")
+    assert res.exit_code == 0, res.output
+    assert "score >= 0.5, rotated passes on every frame" in res.output and "2 found in 1 of 1 frames" in res.output
+    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o2", "--mask",
+              "--rotated-detection", "off", "--detect-score", "0.99")
+    assert res.exit_code == 0 and "score >= 0.99, min face" in res.output and "0 found in 0 of 1 frames" in res.output
+    assert run("--images", tmp_path / "in", "--detect-score", "1.5").exit_code == 2
 
 
 def test_detector_from_the_environment_must_exist(tmp_path, bundle_path, monkeypatch):
@@ -84,11 +99,12 @@ def test_help_documents_the_face_options():
     assert res.exit_code == 0
     text = " ".join(res.output.split())
     for opt in ("--face-detector", "--min-face", "--margin", "--no-track", "--color-match", "--detect-side",
-                "--detect-workers"):
+                "--detect-workers", "--paste", "--detect-score", "--rotated-detection"):
         assert opt in text, opt
     assert DETECTOR_ENV in text
     assert "[default: 32; x>=1]" in text and "[default: 0.3; 0.0<=x<=2.0]" in text
     assert "[default: 640; 32<=x<=8192]" in text and "[default: 2; 0<=x<=64]" in text
+    assert "--paste [zone|crop]" in text and "[default: zone]" in text
 
 
 def test_bad_face_option_values(tmp_path, bundle_path, face_detector_path):
@@ -110,11 +126,49 @@ def test_two_faces_in_one_picture_are_both_translated(two_faces, face_detector_p
         out = proc.finish(two_faces, state, list(be.infer(np.stack(crops))))
     keep = outside([left, right], two_faces.shape)
     np.testing.assert_array_equal(out[keep], two_faces[keep])
-    for x0, y0, x1, y1 in (left, right):
-        cx, cy, r = (x0 + x1) // 2, (y0 + y1) // 2, (x1 - x0) // 6
-        middle = (slice(cy - r, cy + r), slice(cx - r, cx + r))
-        assert (out[middle] != two_faces[middle]).mean() > 0.9
+    for p in state:  # the mask zone (a patch over the mouth) of both faces is the model's
+        mx, my = np.asarray(p.landmarks[3:]).mean(axis=0).astype(int)
+        r = (p.box[2] - p.box[0]) // 12
+        zone = (slice(my - r, my + r), slice(mx - r, mx + r))
+        assert (out[zone] != two_faces[zone]).mean() > 0.9
     assert proc.stats.found == 2 and proc.stats.translated == 2
+
+
+def _outside_zones(state, shape) -> np.ndarray:
+    from cyclemask.faces import mask_zone_matte
+
+    keep = np.ones(shape[:2], bool)
+    for p in state:
+        x0, y0, x1, y1 = p.box
+        m = mask_zone_matte(p.landmarks, p.box)
+        ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x1, shape[1]), min(y1, shape[0])
+        keep[ay0:ay1, ax0:ax1] &= m[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0] == 0
+    return keep
+
+
+def test_zone_paste_masks_then_unmasks_with_the_shipped_models(two_faces):
+    """Both directions with the embedded demo generators and the shipped detector: each pass
+    changes the mask zones of the faces it finds, and not one pixel outside them."""
+    from cyclemask.engine.backends import OrtBackend
+    from cyclemask.engine.demo import default_model
+
+    image = two_faces
+    for direction in ("mask", "unmask"):
+        with OrtBackend(default_model(direction, "ort"), direction, provider="cpu") as be:
+            proc = FaceProcessor(be.image_size, FaceConfig(track=False))
+            crops, state = proc.prepare(image)
+            # The demo model's masks can make YuNet see an extra face: at least the two real ones.
+            assert len(crops) >= 2, f"{direction}: YuNet found {len(crops)} faces"
+            assert all(p.landmarks is not None for p in state) and proc.stats.whole_crop == 0
+            out = proc.finish(image, state, list(be.infer(np.stack(crops))))
+        keep = _outside_zones(state, image.shape)
+        np.testing.assert_array_equal(out[keep], image[keep])
+        assert keep.mean() > 0.7
+        for p in sorted(state, key=lambda p: p.box[0] - p.box[2])[:2]:  # the mouths of the two faces
+            mx, my = np.asarray(p.landmarks[3:]).mean(axis=0).astype(int)
+            patch = (slice(my - 4, my + 5), slice(mx - 4, mx + 5))
+            assert np.abs(out[patch].astype(int) - image[patch]).mean() > 8, direction
+        image = out
 
 
 def test_image_folder_in_face_mode(tmp_path, bundle_path, face_detector_path, two_faces, rng):
@@ -175,12 +229,13 @@ def test_shared_clip_two_people_both_translated(shared_data, face_detector_path,
     assert len(crops) == 2
     with TorchBackend(generator=tiny_generator, image_size=SIZE, direction="mask") as be:
         out = proc.finish(frame, state, list(be.infer(np.stack(crops))))
-    keep = outside([p.box for p in state], frame.shape)
+    keep = _outside_zones(state, frame.shape)
     np.testing.assert_array_equal(out[keep], frame[keep])
-    for x0, y0, x1, y1 in (p.box for p in state):
-        r = (x1 - x0) // 6
-        middle = (slice((y0 + y1) // 2 - r, (y0 + y1) // 2 + r), slice((x0 + x1) // 2 - r, (x0 + x1) // 2 + r))
-        assert (out[middle] != frame[middle]).mean() > 0.9
+    for p in state:
+        mx, my = np.asarray(p.landmarks[3:]).mean(axis=0).astype(int)
+        r = (p.box[2] - p.box[0]) // 12
+        zone = (slice(my - r, my + r), slice(mx - r, mx + r))
+        assert (out[zone] != frame[zone]).mean() > 0.9
 
 
 @pytest.mark.shared
