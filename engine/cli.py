@@ -6,7 +6,8 @@ photos that are already aligned face crops.
 
 The CLI parses, builds the source, backend and sink, runs the pipeline with a progress bar and
 prints a summary. Exit status: 0 when every input was written, 1 when anything failed (the
-summary lists what), 130 after Ctrl-C.
+summary lists what), 130 after Ctrl-C and 143 after SIGTERM (the same stop: the summary says what
+was written; a video stopped early is discarded whole).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import click
 
-from cyclemask.cli_util import Command, debug_option
+from cyclemask.cli_util import Command, debug_option, stop_exit_code, stop_name
 from cyclemask.errors import ConfigError
 from cyclemask.faces import DETECTOR_ENV, resolve_detector_path
+from cyclemask.outputs import OutputLock, lock_outputs
 
 from .backends import BACKEND_NAMES, BackendOptions, create_backend
 from .faces import FaceConfig, FaceProcessor
@@ -166,6 +168,7 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
         options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
                                  ort_provider=ort_provider, threads=threads, compile=compile_,
                                  ov_mode=ov_mode, ov_requests=ov_requests, probe=probe)
+        ctx.with_resource(lock_outputs("cyclemask-run --demo", folders=[out]))
         if not demo_command(model, out, backend, options, face_detector, margin, overwrite, click.echo):
             ctx.exit(1)
         return
@@ -196,16 +199,20 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
         model = default_model(direction, backend)
         model_label = f"{model}: {describe_default()}"
     be, reason = create_backend(model, backend, direction, options)
+    lock = None
     try:
         with be:
             setup_s = time.perf_counter() - t0
             name = be.direction or "out"
             if images is not None:
                 out_root = out if out is not None else default_images_out(images, name)
+                lock = OutputLock(out_root, "cyclemask-run").probe()  # busy: say so before "exists"
                 sink = ImageFolderSink(images, out_root, source.paths, overwrite=overwrite, quality=quality)
             else:
-                sink = VideoSink(video_output_path(video, out, name), source.info, source=video,
-                                 overwrite=overwrite)
+                out_path = video_output_path(video, out, name)
+                lock = OutputLock(out_path, "cyclemask-run", folder=False).probe()
+                sink = VideoSink(out_path, source.info, source=video, overwrite=overwrite)
+            lock.acquire()  # after the sink's checks: nothing is created beside a refused output
             click.echo(f"input:   {source.describe()}")
             click.echo(f"output:  {sink.describe()}")
             click.echo(f"model:   {model_label} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
@@ -224,13 +231,15 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
                           detect_workers)
     finally:
         source.close()
+        if lock is not None:
+            lock.release()
     faces = None if face_config is None else processor.stats.summary(min_face)
     for line in summary_lines(report, be, reason, setup_s, output=sink.describe(), faces=faces):
         click.echo(line)
     if model_label != str(model):
         click.echo(f"  model:    {describe_default()}")
     if report.interrupted:
-        ctx.exit(130)
+        ctx.exit(stop_exit_code())
     if not report.ok:
         ctx.exit(1)
 
@@ -252,7 +261,7 @@ def summary_lines(report: RunReport, backend, reason: str, setup_s: float, outpu
     total = report.total if report.total is not None else report.inputs
     lines = ["", "summary:"]
     if report.interrupted:
-        lines.append("  stopped: interrupted (Ctrl-C)")
+        lines.append(f"  stopped: interrupted ({stop_name()})")
     elif report.error is not None:
         lines.append(f"  stopped by an error: {report.error}")
     lines.append(f"  inputs:   {total}" + (f" ({report.inputs} read)" if report.inputs != total else ""))

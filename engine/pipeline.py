@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cyclemask.errors import ConfigError, CycleMaskError
+from cyclemask.outputs import is_fatal_write_error
 
 from .processing import FrameProcessor
 from .sources import Frame
@@ -268,7 +269,9 @@ class Pipeline:
                         self.sink.write(frame, image)
                         rep.written += 1
                     except Exception as exc:
-                        if self.sink.fatal_write_errors:
+                        # A full disk or an unwritable folder fails every file after it the
+                        # same way: stop, keeping what is written, rather than list them all.
+                        if self.sink.fatal_write_errors or is_fatal_write_error(exc):
                             raise
                         # One output that cannot be made or written (disk full, a codec that
                         # refuses it) costs that file only.
@@ -324,7 +327,10 @@ class Pipeline:
             try:
                 self.source.close()
             finally:
-                rep.notes += self.sink.finish(commit=not rep.stopped)
+                try:
+                    rep.notes += self.sink.finish(commit=not rep.stopped)
+                except (CycleMaskError, OSError) as exc:  # e.g. the disk filled up
+                    rep.error = rep.error or str(exc)
         where = str(getattr(self.source, "path", None) or getattr(self.source, "root", "input"))
         for problem in self._source_failures + list(getattr(self.source, "problems", [])):
             rep.failures.append((where, problem))

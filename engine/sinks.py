@@ -9,14 +9,13 @@ because a video with fewer frames than its input would silently break the frame-
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from cyclemask.errors import InputError
-from cyclemask.imageio import FILE_MODE, encode_image, write_bytes_atomic
+from cyclemask.imageio import encode_image, write_bytes_atomic
+from cyclemask.outputs import commit_partial, create_partial, discard_partial, output_error, short_write_error
 
 from .sources import Frame, VideoInfo
 
@@ -148,14 +147,16 @@ class VideoSink:
     def open(self) -> None:
         import cv2
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}")
-        os.close(fd)
-        self._tmp = Path(tmp)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = create_partial(self.path)
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
         writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.info.fps,
                                  (self.info.width, self.info.height))
         if not writer.isOpened():
-            self._tmp.unlink(missing_ok=True)
+            discard_partial(self._tmp)
+            self._tmp = None
             raise InputError(f"{self.path}: OpenCV cannot open a video writer (mp4v) for this file")
         self._writer = writer
 
@@ -181,11 +182,28 @@ class VideoSink:
             self._writer = None
         if self._tmp is None:
             return notes
+        tmp, self._tmp = self._tmp, None
         if commit and self.frames_written:
-            os.chmod(self._tmp, FILE_MODE)
-            os.replace(self._tmp, self.path)
+            try:
+                # OpenCV's writer reports no write error: a full disk shows only in the file.
+                _check_complete(tmp, self.path, self.frames_written)
+                commit_partial(tmp, self.path)
+            except BaseException:
+                discard_partial(tmp)
+                raise
         else:
-            self._tmp.unlink(missing_ok=True)
+            discard_partial(tmp)
             notes.append(f"{self.path}: not written ({self.frames_written} frames were encoded, then discarded)")
-        self._tmp = None
         return notes
+
+
+def _check_complete(tmp: Path, path: Path, frames: int) -> None:
+    import cv2
+
+    cap = cv2.VideoCapture(str(tmp))
+    try:
+        ok = cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_COUNT) >= frames
+    finally:
+        cap.release()
+    if not ok:
+        raise short_write_error(path, tmp, f"the video encoder could not write all {frames} frames")
