@@ -3,11 +3,14 @@ traceback unless --debug), usage errors stay click's exit status 2, and logging 
 
 Stopping: SIGTERM (what `timeout`, `docker stop`, Kubernetes, systemd, SLURM and Ray send) is
 handled as Ctrl-C. The first stops the command at a safe point; it prints its summary and exits
-128 + the signal (130 for SIGINT, 143 for SIGTERM). A second exits at once, after deleting the
-partial files this process was writing (cyclemask.outputs).
+128 + the signal (130 for SIGINT, 143 for SIGTERM). By default the first signal raises
+KeyboardInterrupt in the main thread, as Ctrl-C always has; commands whose work sits inside
+libraries that must not be interrupted anywhere take it at their own safe points instead
+(`stop_at_safe_points` + `check_stop`; the trainer through `stop_callback`). A second signal
+exits at once, after deleting the partial files this process was writing (cyclemask.outputs).
 
 Use `@click.command(cls=Command)` / `@click.group(cls=Group)` and `@debug_option`; scripts that
-are not click commands wrap their work in `handle_stop_signals()` and use `stop_exit_code()`.
+are not click commands run their main through `run_stoppable`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Callable
 
 import click
 
+from . import outputs
 from .errors import CycleMaskError
 
 _DEBUG_KEY = "cyclemask.debug"
@@ -33,27 +37,40 @@ def _reraise_as_click(ctx: click.Context, exc: CycleMaskError):
 
 
 def _invoke(super_invoke, ctx: click.Context):
-    mark = _outputs().history_mark()
+    mark = 0
     try:
-        return super_invoke(ctx)
-    except CycleMaskError as exc:
-        _reraise_as_click(ctx, exc)
+        mark = outputs.history_mark()
+        with _interruptible():
+            return super_invoke(ctx)
     except KeyboardInterrupt:
-        # Commands with their own summary catch the interrupt themselves; this is the rest's.
-        signum = stop_signal() or signal.SIGINT
-        click.echo(f"\nstopped: interrupted ({stop_name(signum)})", err=True)
-        for line in _outputs().stop_report(mark):
-            click.echo(f"  {line}", err=True)
-        ctx.exit(128 + signum)
-    except OSError as exc:
-        if not _outputs().is_fatal_write_error(exc) or ctx.find_root().meta.get(_DEBUG_KEY):
-            raise
-        _reraise_as_click(ctx, _outputs().output_error(exc.filename or "output", exc))
+        _stopped(ctx, mark)
+    except Exception as exc:
+        if stop_signal() is not None and not isinstance(exc, click.exceptions.Exit):
+            # Raised by the stop itself (a library that wraps the interrupt in its own error).
+            logging.getLogger(__name__).debug("after the stop signal", exc_info=True)
+            _stopped(ctx, mark)
+        if isinstance(exc, CycleMaskError):
+            _reraise_as_click(ctx, exc)
+        if (isinstance(exc, OSError) and outputs.is_fatal_write_error(exc)
+                and not ctx.find_root().meta.get(_DEBUG_KEY)):
+            _reraise_as_click(ctx, outputs.output_error(exc.filename or "output", exc))
+        raise
+
+
+def _stopped(ctx: click.Context, mark: int):
+    # Commands with their own summary handle the stop themselves; this is the others'.
+    signum = stop_signal() or signal.SIGINT
+    click.echo(f"\nstopped: interrupted ({stop_name(signum)})", err=True)
+    for line in outputs.stop_report(mark):
+        click.echo(f"  {line}", err=True)
+    ctx.exit(128 + signum)
 
 
 class Command(click.Command):
     def main(self, *args, **kwargs):
-        with handle_stop_signals():
+        # Until the command runs (click parsing), a signal is only recorded: click would turn
+        # an interrupt there into "Aborted!" and exit 1.
+        with handle_stop_signals(defer=True):
             return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
@@ -62,17 +79,11 @@ class Command(click.Command):
 
 class Group(click.Group):
     def main(self, *args, **kwargs):
-        with handle_stop_signals():
+        with handle_stop_signals(defer=True):
             return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
         return _invoke(super().invoke, ctx)
-
-
-def _outputs():
-    from . import outputs
-
-    return outputs
 
 
 # -- stop signals ---------------------------------------------------------------------------------
@@ -104,25 +115,44 @@ def stop_exit_code() -> int:
     return 128 + (_stop.signum or signal.SIGINT)
 
 
+def _record_only(_signum: int) -> None:
+    pass
+
+
 @contextlib.contextmanager
-def handle_stop_signals():
+def handle_stop_signals(defer: bool = False):
     """Handle SIGINT and SIGTERM as described above while the block runs (main thread only;
-    nested use is a no-op). A signal this process inherited as ignored stays ignored: a job
-    started in the background by a non-interactive shell is not meant to get that shell's Ctrl-C."""
+    nested use is a no-op). defer=True: a first signal is only recorded until an inner
+    `_interruptible` block raises it. A signal this process inherited as ignored stays ignored:
+    a job started in the background by a non-interactive shell is not meant to get that shell's
+    Ctrl-C."""
     if _stop.installed or threading.current_thread() is not threading.main_thread():
         yield
         return
+    _stop.signum = None
+    _stop.callback = _record_only if defer else None
     previous = {}
     for sig in STOP_SIGNALS:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             previous[sig] = signal.signal(sig, _on_stop_signal)
-    _stop.installed, _stop.signum = True, None
+    _stop.installed = True
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _stop.installed = False
+        _stop.installed, _stop.callback = False, None
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Inside, the first stop signal raises KeyboardInterrupt; one recorded before raises now."""
+    previous, _stop.callback = _stop.callback, None
+    try:
+        check_stop()
+        yield
+    finally:
+        _stop.callback = previous
 
 
 @contextlib.contextmanager
@@ -138,6 +168,25 @@ def stop_callback(fn: Callable[[int], None]):
             _stop.callback = previous
 
 
+def stop_at_safe_points(what: str) -> None:
+    """For the rest of the current command, the first stop signal only sets the flag (and says
+    so); the command raises KeyboardInterrupt itself at its next safe point (`check_stop`).
+    For work inside libraries that an interrupt raised anywhere would break (torch's exporter
+    turns it into its own error, or aborts)."""
+
+    def announce(signum: int) -> None:
+        # os.write: a print here could re-enter a stream the main thread is writing.
+        os.write(2, f"\n{stop_name(signum)} received: stopping after {what} (again: at once)\n".encode())
+
+    click.get_current_context().with_resource(stop_callback(announce))
+
+
+def check_stop() -> None:
+    """A safe point: raise KeyboardInterrupt if a stop signal came."""
+    if _stop.signum is not None:
+        raise KeyboardInterrupt
+
+
 def _on_stop_signal(signum, _frame) -> None:
     if _stop.signum is not None:
         exit_now(signum)
@@ -151,13 +200,14 @@ def _on_stop_signal(signum, _frame) -> None:
 def run_stoppable(fn: Callable[[], int]) -> int:
     """For scripts that are not click commands: run fn() with the stop signals handled; a stop
     prints one line and returns 128 + the signal."""
-    with handle_stop_signals():
-        mark = _outputs().history_mark()
+    mark = outputs.history_mark()
+    with handle_stop_signals(defer=True):
         try:
-            return fn()
+            with _interruptible():
+                return fn()
         except KeyboardInterrupt:
             click.echo(f"\nstopped: interrupted ({stop_name()}); nothing measured is written", err=True)
-            for line in _outputs().stop_report(mark):
+            for line in outputs.stop_report(mark):
                 click.echo(f"  {line}", err=True)
             return stop_exit_code()
 
@@ -165,7 +215,7 @@ def run_stoppable(fn: Callable[[], int]) -> int:
 def exit_now(signum: int) -> None:
     """Delete this process's partial files and exit with 128 + signum, without unwinding."""
     try:
-        n = _outputs().remove_live_partials(hold=True)
+        n = outputs.remove_live_partials(hold=True)
         msg = f"\n{stop_name(signum)} again: stopping at once" + (f"; removed {n} partial file(s)" if n else "") + "\n"
         os.write(2, msg.encode())
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cyclemask.cli_util import Command, debug_option
+from cyclemask.cli_util import Command, check_stop, debug_option, stop_at_safe_points
 from cyclemask.config import NORMS
 from cyclemask.errors import ExportError
 from cyclemask.outputs import OutputLock
@@ -120,6 +120,9 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
     def step(what: str) -> None:
         bar.set_postfix_str(what[:60])
         bar.update(1)
+        check_stop()  # between two steps: the staging folder is removed on the way out
+
+    stop_at_safe_points("the current step")
 
     lock = OutputLock(out_dir, "cyclemask-export")
     try:

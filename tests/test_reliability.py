@@ -304,6 +304,7 @@ def test_export_sigterm_leaves_no_staging_folder(tmp_path, bundle):
         child.wait_for(lambda: out.is_dir() and partials(out), "the staging folder")
         child.send(signal.SIGTERM)
         assert child.finish() == 143, child.stderr[-2000:]
+    assert "SIGTERM received: stopping after the current step" in child.stderr
     assert "stopped: interrupted (SIGTERM)" in child.stderr
     assert "output file(s) completed by this run kept; nothing half-written left" in child.stderr
     assert not partials(tmp_path)
