@@ -34,6 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import inputs  # noqa: E402
+from cyclemask.cli_util import Command  # noqa: E402
 from benchmarks.variants import MODELS, seeded_generator  # noqa: E402
 
 CANDIDATES = {
@@ -75,7 +76,16 @@ def run_one(name: str, files: dict[str, Path], out: Path, batch: int, threads: i
     if threads:
         cmd += ["--threads", str(threads)]
     load0, t0 = _load(), time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate()
+    except KeyboardInterrupt:
+        # Let the run stop itself (it removes its partial files); a Ctrl-C from the terminal
+        # reached it already, and this second signal makes it exit at once.
+        proc.terminate()
+        proc.communicate()
+        raise
+    res = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     wall = time.perf_counter() - t0
     if res.returncode != 0:
         raise click.ClickException(f"{name} failed (exit {res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
@@ -84,7 +94,7 @@ def run_one(name: str, files: dict[str, Path], out: Path, batch: int, threads: i
             "backend": c.group(1) if c else "", "reason": c.group(2) if c else ""}
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--model", type=click.Choice(sorted(MODELS)), default="full", show_default=True,
               help="Generator size (full: ngf 64, 9 blocks, 256 px).")
 @click.option("--images", "n_images", type=click.IntRange(1), default=24, show_default=True,

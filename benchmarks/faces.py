@@ -265,9 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"  {r['clip']} workers {r['detect_workers']} side {r['detect_side']}: stage busy {r['stage_busy']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        from cyclemask.imageio import write_bytes_atomic
+
+        write_bytes_atomic(args.json, json.dumps(rows, indent=2).encode())
     return 0 if all(r["ok"] for r in rows) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cyclemask.cli_util import run_stoppable
+
+    sys.exit(run_stoppable(main))

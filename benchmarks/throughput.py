@@ -598,7 +598,9 @@ def main(device, models, batches, patterns, repeats, min_seconds, warmup, pipeli
         write_bytes_atomic(out / "throughput.json", (to_json(result) + "\n").encode())
 
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        from cyclemask.outputs import lock_outputs
+
+        click.get_current_context().with_resource(lock_outputs("benchmarks/throughput.py", folders=[out]))
     with tempfile.TemporaryDirectory(prefix="cyclemask-bench-") as tmp:
         result = run(s, Path(tmp), on_row=save if out is not None else None)
     result["meta"]["complete"] = True

@@ -99,10 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['images_per_s']:.2f} images/s ({result['ms_per_iter']:.1f} ms per iteration, batch {batch}, "
           f"{args.size} px, ngf {args.ngf}, {args.n_blocks} blocks, {result['autocast']}) on {result['device']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from cyclemask.imageio import write_bytes_atomic
+
+        write_bytes_atomic(args.json, json.dumps(result, indent=2).encode())
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cyclemask.cli_util import run_stoppable
+
+    sys.exit(run_stoppable(main))

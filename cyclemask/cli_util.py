@@ -1,15 +1,30 @@
 """What every cyclemask CLI shares: user errors become one line and exit status 1 (no
 traceback unless --debug), usage errors stay click's exit status 2, and logging is set up once.
 
-Use `@click.command(cls=Command)` / `@click.group(cls=Group)` and `@debug_option`.
+Stopping: SIGTERM (what `timeout`, `docker stop`, Kubernetes, systemd, SLURM and Ray send) is
+handled as Ctrl-C. The first stops the command at a safe point; it prints its summary and exits
+128 + the signal (130 for SIGINT, 143 for SIGTERM). By default the first signal raises
+KeyboardInterrupt in the main thread, as Ctrl-C always has; commands whose work sits inside
+libraries that must not be interrupted anywhere take it at their own safe points instead
+(`stop_at_safe_points` + `check_stop`; the trainer through `stop_callback`). A second signal
+exits at once, after deleting the partial files this process was writing (cyclemask.outputs).
+
+Use `@click.command(cls=Command)` / `@click.group(cls=Group)` and `@debug_option`; scripts that
+are not click commands run their main through `run_stoppable`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import threading
+from typing import Callable
 
 import click
 
+from . import outputs
 from .errors import CycleMaskError
 
 _DEBUG_KEY = "cyclemask.debug"
@@ -21,20 +36,190 @@ def _reraise_as_click(ctx: click.Context, exc: CycleMaskError):
     raise click.ClickException(str(exc)) from None
 
 
-class Command(click.Command):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except CycleMaskError as exc:
+def _invoke(super_invoke, ctx: click.Context):
+    mark = 0
+    try:
+        mark = outputs.history_mark()
+        with _interruptible():
+            return super_invoke(ctx)
+    except KeyboardInterrupt:
+        _stopped(ctx, mark)
+    except Exception as exc:
+        if stop_signal() is not None and not isinstance(exc, click.exceptions.Exit):
+            # Raised by the stop itself (a library that wraps the interrupt in its own error).
+            logging.getLogger(__name__).debug("after the stop signal", exc_info=True)
+            _stopped(ctx, mark)
+        if isinstance(exc, CycleMaskError):
             _reraise_as_click(ctx, exc)
+        if (isinstance(exc, OSError) and outputs.is_fatal_write_error(exc)
+                and not ctx.find_root().meta.get(_DEBUG_KEY)):
+            _reraise_as_click(ctx, outputs.output_error(exc.filename or "output", exc))
+        raise
+
+
+def _stopped(ctx: click.Context, mark: int):
+    # Commands with their own summary handle the stop themselves; this is the others'.
+    signum = stop_signal() or signal.SIGINT
+    click.echo(f"\nstopped: interrupted ({stop_name(signum)})", err=True)
+    for line in outputs.stop_report(mark):
+        click.echo(f"  {line}", err=True)
+    ctx.exit(128 + signum)
+
+
+class Command(click.Command):
+    def main(self, *args, **kwargs):
+        # Until the command runs (click parsing), a signal is only recorded: click would turn
+        # an interrupt there into "Aborted!" and exit 1.
+        with handle_stop_signals(defer=True):
+            return super().main(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context):
+        return _invoke(super().invoke, ctx)
 
 
 class Group(click.Group):
+    def main(self, *args, **kwargs):
+        with handle_stop_signals(defer=True):
+            return super().main(*args, **kwargs)
+
     def invoke(self, ctx: click.Context):
+        return _invoke(super().invoke, ctx)
+
+
+# -- stop signals ---------------------------------------------------------------------------------
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _StopState:
+    installed = False
+    signum: int | None = None
+    callback: Callable[[int], None] | None = None
+
+
+_stop = _StopState()
+
+
+def stop_signal() -> int | None:
+    """The stop signal this process received (SIGINT or SIGTERM), if any."""
+    return _stop.signum
+
+
+def stop_name(signum: int | None = None) -> str:
+    signum = signum or _stop.signum or signal.SIGINT
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def stop_exit_code() -> int:
+    """128 + the stop signal received: 130 for SIGINT (and when none was), 143 for SIGTERM."""
+    return 128 + (_stop.signum or signal.SIGINT)
+
+
+def _record_only(_signum: int) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def handle_stop_signals(defer: bool = False):
+    """Handle SIGINT and SIGTERM as described above while the block runs (main thread only;
+    nested use is a no-op). defer=True: a first signal is only recorded until an inner
+    `_interruptible` block raises it. A signal this process inherited as ignored stays ignored:
+    a job started in the background by a non-interactive shell is not meant to get that shell's
+    Ctrl-C."""
+    if _stop.installed or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _stop.signum = None
+    _stop.callback = _record_only if defer else None
+    previous = {}
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, _on_stop_signal)
+    _stop.installed = True
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _stop.installed, _stop.callback = False, None
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Inside, the first stop signal raises KeyboardInterrupt; one recorded before raises now."""
+    previous, _stop.callback = _stop.callback, None
+    try:
+        check_stop()
+        yield
+    finally:
+        _stop.callback = previous
+
+
+@contextlib.contextmanager
+def stop_callback(fn: Callable[[int], None]):
+    """While the block runs, the first stop signal calls fn(signum) instead of raising
+    KeyboardInterrupt: for loops that stop at a safe point of their own (the trainer saves
+    first). A second signal still exits at once."""
+    with handle_stop_signals():
+        previous, _stop.callback = _stop.callback, fn
         try:
-            return super().invoke(ctx)
-        except CycleMaskError as exc:
-            _reraise_as_click(ctx, exc)
+            yield
+        finally:
+            _stop.callback = previous
+
+
+def stop_at_safe_points(what: str) -> None:
+    """For the rest of the current command, the first stop signal only sets the flag (and says
+    so); the command raises KeyboardInterrupt itself at its next safe point (`check_stop`).
+    For work inside libraries that an interrupt raised anywhere would break (torch's exporter
+    turns it into its own error, or aborts)."""
+
+    def announce(signum: int) -> None:
+        # os.write: a print here could re-enter a stream the main thread is writing.
+        os.write(2, f"\n{stop_name(signum)} received: stopping after {what} (again: at once)\n".encode())
+
+    click.get_current_context().with_resource(stop_callback(announce))
+
+
+def check_stop() -> None:
+    """A safe point: raise KeyboardInterrupt if a stop signal came."""
+    if _stop.signum is not None:
+        raise KeyboardInterrupt
+
+
+def _on_stop_signal(signum, _frame) -> None:
+    if _stop.signum is not None:
+        exit_now(signum)
+    _stop.signum = signum
+    if _stop.callback is not None:
+        _stop.callback(signum)
+        return
+    raise KeyboardInterrupt
+
+
+def run_stoppable(fn: Callable[[], int]) -> int:
+    """For scripts that are not click commands: run fn() with the stop signals handled; a stop
+    prints one line and returns 128 + the signal."""
+    mark = outputs.history_mark()
+    with handle_stop_signals(defer=True):
+        try:
+            with _interruptible():
+                return fn()
+        except KeyboardInterrupt:
+            click.echo(f"\nstopped: interrupted ({stop_name()}); nothing measured is written", err=True)
+            for line in outputs.stop_report(mark):
+                click.echo(f"  {line}", err=True)
+            return stop_exit_code()
+
+
+def exit_now(signum: int) -> None:
+    """Delete this process's partial files and exit with 128 + signum, without unwinding."""
+    try:
+        n = outputs.remove_live_partials(hold=True)
+        msg = f"\n{stop_name(signum)} again: stopping at once" + (f"; removed {n} partial file(s)" if n else "") + "\n"
+        os.write(2, msg.encode())
+    finally:
+        os._exit(128 + signum)
 
 
 def _set_debug(ctx: click.Context, _param, value: bool) -> bool:

@@ -6,7 +6,9 @@ photos that are already aligned face crops.
 
 The CLI parses, builds the source, backend and sink, runs the pipeline with a progress bar and
 prints a summary. Exit status: 0 when every input was written, 1 when anything failed (the
-summary lists what), 130 after Ctrl-C (on a live video input, Ctrl-C is its normal end: 0).
+summary lists what), 130 after Ctrl-C and 143 after SIGTERM (the same stop: the summary says what
+was written; a file's video stopped early is discarded whole; on a live video input, Ctrl-C is its
+normal end: 0).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 
 import click
 
-from cyclemask.cli_util import Command, debug_option
+from cyclemask.cli_util import Command, debug_option, stop_exit_code, stop_name
 from cyclemask.errors import ConfigError
 from cyclemask.faces import DETECTOR_ENV, resolve_detector_path
+from cyclemask.outputs import OutputLock, lock_outputs
 
 from .backends import BACKEND_NAMES, BackendOptions, create_backend
 from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig, FaceProcessor
@@ -196,6 +199,7 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
         options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
                                  ort_provider=ort_provider, threads=threads, compile=compile_,
                                  ov_mode=ov_mode, ov_requests=ov_requests, probe=probe)
+        ctx.with_resource(lock_outputs("cyclemask-run --demo", folders=[out]))
         if not demo_command(model, out, backend, options, face_detector, margin, overwrite, click.echo,
                             paste=paste):
             ctx.exit(1)
@@ -237,16 +241,20 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
         model = default_model(direction, backend)
         model_label = f"{model}: {describe_default()}"
     be, reason = create_backend(model, backend, direction, options)
+    lock = None
     try:
         with be:
             setup_s = time.perf_counter() - t0
             name = be.direction or "out"
             if images is not None:
                 out_root = out if out is not None else default_images_out(images, name)
+                lock = OutputLock(out_root, "cyclemask-run").probe()  # busy: say so before "exists"
                 sink = ImageFolderSink(images, out_root, source.paths, overwrite=overwrite, quality=quality)
             else:
-                sink = VideoSink(video_output_path(video, out, name), source.info, source=source,
-                                 overwrite=overwrite, config=video_config)
+                out_path = video_output_path(video, out, name)
+                lock = OutputLock(out_path, "cyclemask-run", folder=False).probe()
+                sink = VideoSink(out_path, source.info, source=source, overwrite=overwrite, config=video_config)
+            lock.acquire()  # after the sink's checks: nothing is created beside a refused output
             click.echo(f"input:   {source.describe()}")
             click.echo(f"output:  {sink.describe()}")
             click.echo(f"model:   {model_label} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
@@ -269,13 +277,15 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
                           detect_workers)
     finally:
         source.close()
+        if lock is not None:
+            lock.release()
     faces = None if face_config is None else processor.stats.summary(min_face)
     for line in summary_lines(report, be, reason, setup_s, output=sink.describe(), faces=faces):
         click.echo(line)
     if model_label != str(model):
         click.echo(f"  model:    {describe_default()}")
     if report.interrupted:
-        ctx.exit(130)
+        ctx.exit(stop_exit_code())
     if not report.ok:
         ctx.exit(1)
 
@@ -297,13 +307,15 @@ def summary_lines(report: RunReport, backend, reason: str, setup_s: float, outpu
     total = report.total if report.total is not None else report.inputs
     lines = ["", "summary:"]
     if report.interrupted:
-        lines.append("  stopped: interrupted (Ctrl-C)")
+        lines.append(f"  stopped: interrupted ({stop_name()})")
     elif report.error is not None:
         lines.append(f"  stopped by an error: {report.error}")
     lines.append(f"  inputs:   {total}" + (f" ({report.inputs} read)" if report.inputs != total else ""))
     lines.append(f"  written:  {report.written}" + (f" -> {output}" if output else ""))
     lines.append(f"  failed:   {len(report.failures)}")
-    not_reached = report.not_written - len(report.failures)
+    not_reached = report.not_written - len(report.failures) - report.discarded
+    if report.discarded:
+        lines.append(f"  not written (translated, then discarded with the unfinished video): {report.discarded}")
     if not_reached > 0:
         lines.append(f"  not written (run stopped first): {not_reached}")
     for key, message in report.failures[:MAX_LISTED_FAILURES]:
@@ -317,7 +329,7 @@ def summary_lines(report: RunReport, backend, reason: str, setup_s: float, outpu
     lines.append(f"  backend:  {backend.description}")
     lines.append(f"  providers: {', '.join(backend.providers) or 'n/a'}  [{reason}]")
     lines.append(
-        f"  throughput: {report.fps:.1f} frames/s ({report.written} frames in {report.elapsed_s:.2f} s, "
+        f"  throughput: {report.fps:.1f} frames/s ({report.written + report.discarded} frames in {report.elapsed_s:.2f} s, "
         f"batch {report.crops / report.batches if report.batches else 0:.1f} on average; "
         f"model load {setup_s:.2f} s)"
     )

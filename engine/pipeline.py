@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cyclemask.errors import ConfigError, CycleMaskError
+from cyclemask.outputs import is_fatal_write_error
 
 from .processing import FrameProcessor
 from .sources import Frame
@@ -56,6 +57,9 @@ class RunReport:
     total: int | None = None  # inputs the source announced (None: unknown, e.g. some videos)
     inputs: int = 0  # inputs that came out of the source
     written: int = 0
+    # Frames translated into an all-or-nothing output (a video) that was then not kept: the run
+    # stopped, or the file could not be finished. They are not in `written`.
+    discarded: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (input, message), input order
     interrupted: bool = False
     error: str | None = None  # what stopped the run, if anything did
@@ -83,7 +87,8 @@ class RunReport:
 
     @property
     def fps(self) -> float:
-        return self.written / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Frames translated per second, kept or not."""
+        return (self.written + self.discarded) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 @dataclass
@@ -271,7 +276,9 @@ class Pipeline:
                         self.sink.write(frame, image)
                         rep.written += 1
                     except Exception as exc:
-                        if self.sink.fatal_write_errors:
+                        # A full disk or an unwritable folder fails every file after it the
+                        # same way: stop, keeping what is written, rather than list them all.
+                        if self.sink.fatal_write_errors or is_fatal_write_error(exc):
                             raise
                         # One output that cannot be made or written (disk full, a codec that
                         # refuses it) costs that file only.
@@ -360,7 +367,14 @@ class Pipeline:
                 # A file's video is all or nothing (the file can be run again); a live input
                 # cannot be read again, so its video keeps whatever was written, however it ended.
                 commit = not rep.stopped or self._live
-                rep.notes += self.sink.finish(commit=commit)
+                kept = False
+                try:
+                    rep.notes += self.sink.finish(commit=commit)
+                    kept = commit
+                except (CycleMaskError, OSError) as exc:  # e.g. the disk filled up
+                    rep.error = rep.error or str(exc)
+                if not kept and getattr(self.sink, "all_or_nothing", False):
+                    rep.discarded, rep.written = rep.written, 0
         where = str(getattr(self.source, "path", None) or getattr(self.source, "spec", None)
                     or getattr(self.source, "root", "input"))
         for problem in self._source_failures + list(getattr(self.source, "problems", [])):

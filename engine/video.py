@@ -33,7 +33,7 @@ Writing (`VideoSink`)
   codec; otherwise audio is re-encoded to AAC and text subtitles converted (mov_text in MP4,
   SubRip in Matroska); what cannot be carried (picture subtitles in MP4, data streams) is named
   in a note. The summary says which stream went which way.
-- The file is written under a staged name beside the target (`partial_path`) and renamed into
+- The file is written under a staged name beside the target (`cyclemask.outputs.create_partial`) and renamed into
   place when complete.
 """
 
@@ -43,7 +43,6 @@ import io
 import logging
 import os
 import re
-import secrets
 import stat
 import sys
 import threading
@@ -56,6 +55,7 @@ import numpy as np
 
 from cyclemask.errors import ConfigError, InputError
 from cyclemask.imageio import FILE_MODE
+from cyclemask.outputs import commit_partial, create_partial, discard_partial, output_error
 
 from .sources import Frame
 
@@ -99,8 +99,6 @@ _MATRIX_TAGS = {"ITU709": 1, "FCC": 4, "ITU601": 6, "SMPTE240M": 7, "BT2020": 9}
 _UNSPECIFIED = 2
 _RANGE_MPEG, _RANGE_JPEG = 1, 2
 
-# The staged output: `.NAME.<pid>-<hex>.partial.<ext>` beside the target (see partial_path).
-PARTIAL_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-(?P<token>[0-9a-f]+)\.partial(?P<ext>\.[^.]*)?$")
 
 _logging_ready = False
 _logging_lock = threading.Lock()
@@ -172,27 +170,6 @@ def input_place(spec: str | os.PathLike) -> tuple[Path, str]:
     if is_live(p) and str(p.resolve().parent).startswith("/dev"):
         return Path.cwd(), p.name
     return p.resolve().parent, p.stem
-
-
-def partial_path(target: str | os.PathLike, token: str | None = None) -> Path:
-    """The staged file a video is written to before it is renamed onto `target`.
-
-    `.NAME.<pid>-<hex>.partial.<ext>` beside the target: NAME is the target's name without its
-    suffix, <pid> the writing process (so a later run can tell an orphan from a file still being
-    written), <hex> random, <ext> the target's suffix (FFmpeg picks the muxer by it). Hidden, so
-    no one takes it for a finished video. PARTIAL_RE and `partial_owner` read the name back.
-    """
-    t = Path(target)
-    return t.parent / f".{t.stem}.{os.getpid()}-{token or secrets.token_hex(4)}.partial{t.suffix}"
-
-
-def partial_owner(path: str | os.PathLike) -> tuple[Path, int] | None:
-    """(the target it stages, the pid that wrote it) for a staged file's name, else None."""
-    p = Path(path)
-    m = PARTIAL_RE.match(p.name)
-    if not m:
-        return None
-    return p.parent / f"{m.group('name')}{m.group('ext') or ''}", int(m.group("pid"))
 
 
 def _has_nvidia_driver() -> bool:
@@ -704,6 +681,7 @@ class VideoSink:
     """
 
     fatal_write_errors = True  # a video with a hole in it is not a usable output
+    all_or_nothing = True  # a video is kept whole or not at all (the report counts it so)
 
     def __init__(self, out_path: str | os.PathLike, info: VideoInfo, *, source=None,
                  overwrite: bool = False, config: VideoOutputConfig | None = None) -> None:
@@ -855,10 +833,11 @@ class VideoSink:
     # -- writing --------------------------------------------------------------------------------
     def open(self) -> None:
         av = _av()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = partial_path(self.path)
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = create_partial(self.path)
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
         self._tmp = tmp
         try:
             opts = {}
@@ -1017,7 +996,7 @@ class VideoSink:
             except Exception:  # noqa: BLE001 - the file is being thrown away
                 pass
         if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
+            discard_partial(self._tmp)
             self._tmp = None
 
     def summary_notes(self) -> list[str]:
@@ -1059,15 +1038,17 @@ class VideoSink:
             if out is not None:
                 out.close()
         except (av.FFmpegError, ValueError, OSError) as exc:
-            failure = _reason(exc)
+            failure = exc
         tmp, self._tmp = self._tmp, None
         if failure is not None and commit:
-            tmp.unlink(missing_ok=True)
+            discard_partial(tmp)
             self._abandon()
-            raise InputError(f"{self.path}: could not finish the video ({failure}); nothing was written there")
+            if isinstance(failure, OSError) and failure.errno:  # a full disk, a quota, no permission
+                raise output_error(self.path, failure) from None
+            raise InputError(f"{self.path}: could not finish the video ({_reason(failure)}); nothing was written there")
         if commit and self.frames_written:
             os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, self.path)
+            commit_partial(tmp, self.path)
             return self.summary_notes()
-        tmp.unlink(missing_ok=True)
+        discard_partial(tmp)
         return [f"{self.path}: not written ({self.frames_written} frames were encoded, then discarded)"]

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
-from cyclemask.cli_util import Command, debug_option
+from cyclemask.cli_util import Command, check_stop, debug_option, stop_at_safe_points
 from cyclemask.config import NORMS
 from cyclemask.errors import ExportError
+from cyclemask.outputs import OutputLock
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,14 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
     def step(what: str) -> None:
         bar.set_postfix_str(what[:60])
         bar.update(1)
+        check_stop()  # between two steps: the staging folder is removed on the way out
 
+    stop_at_safe_points("the current step")
+
+    lock = OutputLock(out_dir, "cyclemask-export")
     try:
+        if out_dir.is_dir() or not out_dir.exists():  # else the export's own check says what is wrong
+            lock.acquire()
         if from_onnx is not None:
             if not from_onnx.is_file():
                 raise ExportError(f"{from_onnx}: no such ONNX file")
@@ -130,6 +137,7 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
                                        norm=norm, progress=step, on_plan=plan)
     finally:
         bar.close()
+        lock.release()
     _print_summary(result)
 
 

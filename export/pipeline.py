@@ -1,7 +1,7 @@
 """The export run behind `cyclemask-export`: checkpoint -> verified graphs (and engines).
 
-Per direction, everything is written into a staging folder inside the output folder under
-temporary names, verified, and only then moved into place (os.replace, so each final file
+Per direction, everything is written into a staging folder inside the output folder
+(.D.<run>.partial/, see cyclemask.outputs), verified, and only then moved into place (os.replace, so each final file
 appears whole or not at all). Existing files are refused before any work unless `overwrite`.
 A failed direction leaves nothing of itself behind; directions finished before it stay, and
 the error says which were written.
@@ -20,8 +20,6 @@ import dataclasses
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any, Callable
 
 from cyclemask import DIRECTIONS
 from cyclemask.errors import CycleMaskError, ExportError
+from cyclemask.outputs import commit_partial, create_partial, discard_partial
 
 from .fp16 import to_fp16
 from .metadata import ONNX_FORMAT, engine_rebuild_command, read_onnx_metadata, sidecar_path, write_json_atomic
@@ -323,7 +322,7 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
                       progress: Progress | None) -> DirectionResult:
     t0 = time.perf_counter()
     final = artefact_paths(options.out_dir, direction)
-    stage = Path(tempfile.mkdtemp(dir=options.out_dir, prefix=f".{direction}.partial-"))
+    stage = create_partial(options.out_dir / direction, directory=True)
     staged: dict[str, Path] = {k: stage / p.name for k, p in final.items()}
     tick = progress or (lambda _s: None)
     artefacts: list[Artefact] = []
@@ -354,10 +353,10 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
         # everything it describes.
         for kind in ("onnx-fp32", "onnx-fp16", "engine", "sidecar"):
             if any(a.kind == kind for a in artefacts):
-                os.replace(staged[kind], final[kind])
+                commit_partial(staged[kind], final[kind])
         tick(f"{direction}: moved into place")
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        discard_partial(stage)
     return DirectionResult(direction, artefacts, time.perf_counter() - t0)
 
 
@@ -426,16 +425,16 @@ def engine_from_onnx(onnx_path: str | os.PathLike, options: ExportOptions, *, pr
     got16 = ort_outputs(src, images, batch_size=options.batch_size, threads=options.threads)
     tick = progress or (lambda _s: None)
     tick(f"{direction}: ran the FP16 graph on ORT CPU")
-    stage = Path(tempfile.mkdtemp(dir=options.out_dir, prefix=f".{direction}.partial-"))
+    stage = create_partial(options.out_dir / direction, directory=True)
     staged = {"onnx-fp16": src, "engine": stage / final["engine"].name, "sidecar": stage / final["sidecar"].name}
     try:
         arts = _engine_steps(staged, final, images, got16, None, options, tick, direction)
         for a in arts:
             a.size = staged[a.kind].stat().st_size
-        os.replace(staged["engine"], final["engine"])
-        os.replace(staged["sidecar"], final["sidecar"])
+        commit_partial(staged["engine"], final["engine"])
+        commit_partial(staged["sidecar"], final["sidecar"])
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        discard_partial(stage)
     d = DirectionResult(direction, arts, time.perf_counter() - t0)
     return ExportResult([d], True, f"engine built with {why}", [], sources)
 

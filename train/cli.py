@@ -17,8 +17,9 @@ from typing import Any
 
 import click
 
-from cyclemask.cli_util import Command, debug_option
+from cyclemask.cli_util import Command, debug_option, stop_exit_code
 from cyclemask.errors import ConfigError
+from cyclemask.outputs import OutputLock
 
 from .config import GAN_MODES, LR_POLICIES, NORMS, PRECISIONS, TrainConfig
 
@@ -155,7 +156,8 @@ def main(config_path: str | None, resume: bool, resume_from: str | None, print_c
     Defaults are the paper's (Methods III.3, Table I: instance norm, linear policy, LSGAN,
     batch 16, 200 epochs). For several GPUs launch it with torchrun (NCCL on GPUs, gloo on
     CPU); only rank 0 logs and writes. Ctrl-C (or SIGTERM) stops after the current iteration
-    and saves; --resume continues exactly where it stopped.
+    and saves (exit status 130, or 143 for SIGTERM; a second signal stops at once without
+    saving); --resume continues exactly where it stopped.
     """
     if _rank() != 0:
         logging.getLogger().setLevel(logging.WARNING)
@@ -213,18 +215,25 @@ def main(config_path: str | None, resume: bool, resume_from: str | None, print_c
             post["cyc_B"] = f"{info.losses['cycle_B']:.3f}"
         bar.set_postfix(post, refresh=False)
 
+    # Rank 0 writes the run folder: a second run on it would corrupt latest.pt, so it is refused.
+    lock = OutputLock(config.out_dir, "cyclemask-train").acquire() if _rank() == 0 else None
     try:
         result = train(config, progress=progress if bar is not None else None, resume=resume_arg)
     finally:
         if bar is not None:
             bar.close()
+        if lock is not None:
+            lock.release()
     if result.rank == 0:
         _summary(result, config)
+    code = stop_exit_code() if result.stopped == "signal" else 0
     if result.world_size > 1:
-        _exit_without_finalizing()
+        _exit_without_finalizing(code)
+    if code:
+        sys.exit(code)
 
 
-def _exit_without_finalizing() -> None:
+def _exit_without_finalizing(code: int = 0) -> None:
     """End a torchrun rank after a successful run without interpreter shutdown: gloo's worker
     threads, which torch never joins once DDP has been used, can still be releasing tensors
     then, and that aborts the process (see train.distributed.cleanup). Everything is written
@@ -235,7 +244,7 @@ def _exit_without_finalizing() -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(0)
+    os._exit(code)
 
 
 def _summary(result, config: TrainConfig) -> None:

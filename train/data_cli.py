@@ -15,6 +15,7 @@ import click
 from cyclemask.cli_util import Command, Group, StageBars, debug_option
 from cyclemask.errors import DataError
 from cyclemask.faces import DETECTOR_ENV, FIT_MODES
+from cyclemask.outputs import lock_outputs
 
 from .prepare import FORMATS, LAYOUTS, MANIFEST_NAME, PrepareConfig, prepare_dataset
 from . import synth as _synth
@@ -78,7 +79,8 @@ def prepare(**kwargs) -> None:
     config = PrepareConfig(**kwargs)
     bar = StageBars()
     try:
-        result = prepare_dataset(config, progress=bar)
+        with lock_outputs("cyclemask-data prepare", folders=[config.out]):
+            result = prepare_dataset(config, progress=bar)
     finally:
         bar.close()
     _print_counts(result.manifest)
@@ -161,7 +163,8 @@ def synth(**kwargs) -> None:
     config = _synth.SynthConfig(**kwargs)
     bar = StageBars()
     try:
-        result = _synth.synthesize(config, progress=bar)
+        with lock_outputs("cyclemask-data synth", folders=[config.out]):
+            result = _synth.synthesize(config, progress=bar)
     finally:
         bar.close()
     c = result.manifest["counts"]

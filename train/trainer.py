@@ -29,7 +29,6 @@ import math
 import os
 import random
 import signal
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -736,28 +735,23 @@ class Trainer:
         return None
 
     def _install_signal_handlers(self):
-        """SIGINT / SIGTERM: finish the current iteration, save, return. A second SIGINT aborts."""
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        previous = {}
+        """SIGINT / SIGTERM: finish the current iteration, save, return (the CLI then exits 130 /
+        143). A second signal exits at once without saving (cyclemask.cli_util)."""
+        from cyclemask.cli_util import stop_callback
 
-        def handler(signum, frame):
-            if self._stop_signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
+        def on_stop(signum: int) -> None:
             self._stop_signal = signum
             if self.env.is_main:
-                log.warning("%s received: stopping after this iteration and saving (Ctrl-C again "
-                            "to abort without saving)", signal.Signals(signum).name)
+                log.warning("%s received: stopping after this iteration and saving (a second signal "
+                            "stops at once, without saving)", signal.Signals(signum).name)
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-        return previous
+        handlers = contextlib.ExitStack()
+        handlers.enter_context(stop_callback(on_stop))
+        return handlers
 
     @staticmethod
-    def _restore_signal_handlers(previous) -> None:
-        if previous:
-            for sig, h in previous.items():
-                signal.signal(sig, h)
+    def _restore_signal_handlers(handlers) -> None:
+        handlers.close()
 
 
 def _worker_init(_worker_id: int) -> None:

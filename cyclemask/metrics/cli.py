@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_util import Command, Group, StageBars, debug_option
+from ..cli_util import Command, Group, StageBars, debug_option, stop_exit_code, stop_signal
 from ..errors import ConfigError
 from ..faces import DETECTOR_ENV
 from ..imageio import write_bytes_atomic, write_image
@@ -25,6 +25,14 @@ from ..imageio import write_bytes_atomic, write_image
 def _write_text(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode())
     click.echo(f"wrote {path}")
+
+
+def _lock_outputs(command: str, folders=(), files=()) -> None:
+    """Hold the outputs' locks until the command ends (cyclemask.outputs): a second run on the
+    same report is refused, and a killed run's partial files are swept by the next."""
+    from ..outputs import lock_outputs
+
+    click.get_current_context().with_resource(lock_outputs(command, folders, files))
 
 
 def _finite(obj):
@@ -110,6 +118,7 @@ def main() -> None:
 @debug_option
 def fid(folder1, folder2, inception, feature_device, kid_subsets, kid_subset_size, size, limit, json_out) -> None:
     """FID and KID between two image folders."""
+    _lock_outputs("cyclemask-eval fid", files=[json_out])
     from .evaluate import fit_size, load_folder
     from .fid import extract_features, fid_from_features, kid_from_features
 
@@ -166,6 +175,7 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
     against the true counterpart, over the whole crop and over the mask zone alone. Works for a
     checkpoint, exported ONNX graphs or TensorRT engines.
     """
+    _lock_outputs("cyclemask-eval model", files=[out_json, out_md])
     from ..faces import FaceDetector
     from .classifier import MaskClassifier
     from .evaluate import EvalOptions, FeatureCache, evaluate_translators, load_folder, load_pairs, to_markdown
@@ -254,6 +264,7 @@ def figures() -> None:
 @debug_option
 def cycle(model, mask_model, unmask_model, backend, device, image_size, data, images_a, images_b, count, tile, out) -> None:
     """Fig. 7: x -> G(x) -> F(G(x)) for unmasked inputs, and y -> F(y) -> G(F(y)) for masked ones."""
+    _lock_outputs("cyclemask-eval figures cycle", files=[out])
     from .evaluate import load_folder
     from .figures import cycle_sheet
 
@@ -282,6 +293,7 @@ def cycle(model, mask_model, unmask_model, backend, device, image_size, data, im
 @debug_option
 def outline(model, mask_model, unmask_model, backend, device, image_size, direction, images, count, threshold, tile, out) -> None:
     """Figs. 8-9: each real face beside its translation, the changed region outlined on both."""
+    _lock_outputs("cyclemask-eval figures outline", files=[out])
     from .evaluate import load_folder
     from .figures import outline_sheet
 
@@ -343,6 +355,7 @@ def sweep(data, out, batch_sizes, norms, lr_policies, gan_modes, paper_trials, e
 
     The grid is batch size x norm x LR policy x GAN loss (or --paper-trials). Finished trials are skipped when the same command runs again; an interrupted one resumes.
     """
+    _lock_outputs("cyclemask-eval sweep", folders=[out])
     import torch
 
     from cyclemask.train.config import TrainConfig
@@ -389,6 +402,8 @@ def sweep(data, out, batch_sizes, norms, lr_policies, gan_modes, paper_trials, e
     if len(rows) < n:
         click.echo(f"{len(rows)} of {n} trials done; run the same command again to continue")
     click.echo(f"wrote {Path(out) / TABLE_MD}")
+    if stop_signal():  # a trial stopped by Ctrl-C / SIGTERM saved its state first
+        click.get_current_context().exit(stop_exit_code())
 
 
 def _parse_overrides(items, config_cls) -> dict:

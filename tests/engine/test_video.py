@@ -21,8 +21,8 @@ from cyclemask.engine import video as vid
 from cyclemask.engine.cli import main
 from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
 from cyclemask.engine.processing import PassThroughProcessor
-from cyclemask.engine.video import (VideoOutputConfig, VideoSink, VideoSource, partial_owner,
-                                    partial_path)
+from cyclemask.engine.video import VideoOutputConfig, VideoSink, VideoSource
+from cyclemask.outputs import PARTIAL_RE, partial_path, run_id
 from cyclemask.errors import ConfigError, InputError
 
 from video_clips import (IdentityBackend, decode, frame_times, make_clip, packets, pattern,
@@ -355,19 +355,17 @@ def test_output_config_and_container_checks(tmp_path):
         VideoSink(tmp_path / "x.webm", info)
 
 
-def test_staged_file_name_and_owner(tmp_path):
+def test_staged_file_is_the_shared_partial_of_this_run(tmp_path):
     target = tmp_path / "talk_mask.mp4"
     p = partial_path(target)
-    assert re.fullmatch(rf"\.talk_mask\.{os.getpid()}-[0-9a-f]+\.partial\.mp4", p.name) and p.parent == tmp_path
-    assert partial_owner(p) == (target, os.getpid())
-    assert partial_owner(tmp_path / "talk_mask.mp4") is None
+    assert p.name == f".talk_mask.{run_id()}.partial.mp4" and p.parent == tmp_path
     src = make_clip(tmp_path / "in.mkv", n=3, size=(64, 48))
     source = VideoSource(src)
     sink = VideoSink(target, source.info, source=source)
     frames = list(source)
     sink.write(frames[0], frames[0].image)
-    staged = [q for q in tmp_path.iterdir() if partial_owner(q)]
-    assert len(staged) == 1 and partial_owner(staged[0]) == (target, os.getpid()) and not target.exists()
+    staged = [q for q in tmp_path.iterdir() if PARTIAL_RE.match(q.name)]
+    assert len(staged) == 1 and PARTIAL_RE.match(staged[0].name)["name"] == "talk_mask" and not target.exists()
     sink.finish(commit=False)
     assert not staged[0].exists() and not target.exists()
 

@@ -1,12 +1,8 @@
-"""cyclemask-train: help, config round trip, errors, a real run, resume and Ctrl-C."""
+"""cyclemask-train: help, config round trip, errors, a real run, resume, Ctrl-C and SIGTERM."""
 
 import dataclasses
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -89,29 +85,24 @@ def test_train_stop_and_resume_from_the_cli(tiny_data, tmp_path):
     assert result.exit_code == 1 and "ngf: checkpoint 8, now 16" in result.output
 
 
-def test_ctrl_c_saves_and_resume_continues(tiny_data, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stop_signal_saves_and_resume_continues(tiny_data, tmp_path, sig):
+    from proc_helpers import Child, command, partials
+
     out = tmp_path / "run"
-    # DataLoader workers too: a terminal's Ctrl-C reaches the whole process group, and a worker
-    # that died first would abort the main process's save.
-    cmd = [sys.executable, "-m", "cyclemask.train.cli", "--data-root", str(tiny_data), "--out", str(out),
+    cmd = [command("cyclemask-train"), "--data-root", tiny_data, "--out", out,
            *TINY, "--n-epochs", "500", "--n-epochs-decay", "0", "--n-samples", "0", "--num-workers", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while len(read_loss_log(out / "losses.jsonl")) < 3:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "training did not start"
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, stderr[-2000:]
+    with Child(cmd, tmp_path / "logs") as child:
+        child.wait_for(lambda: len(read_loss_log(out / "losses.jsonl")) >= 3, "three iterations")
+        # Ctrl-C reaches the whole process group, DataLoader workers too (a worker that died
+        # first would abort the main process's save); a scheduler's SIGTERM only the main process.
+        child.send(sig, group=sig == signal.SIGINT)
+        code = child.finish()
+    stdout, stderr = child.stdout, child.stderr
+    assert code == 128 + sig, stderr[-2000:]
     assert "stopped: signal after" in stdout and "--resume" in stdout
-    assert stderr.count("SIGINT received: stopping after this iteration and saving") == 1
+    assert stderr.count(f"{signal.Signals(sig).name} received: stopping after this iteration and saving") == 1
+    assert not partials(out) and not (out / ".cyclemask-journal").exists()
     steps = read_train_state(out / "latest.pt")["step"]
     assert steps >= 3 and [r["step"] for r in read_loss_log(out / "losses.jsonl")] == list(range(1, steps + 1))
     result = run(["--out", str(out), "--resume", "--max-iters", str(steps + 2)])
