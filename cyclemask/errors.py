@@ -32,3 +32,29 @@ class BackendError(CycleMaskError):
 
 class DataError(CycleMaskError):
     """A dataset is empty or malformed."""
+
+
+class OutputError(CycleMaskError, OSError):
+    """An output cannot be written (disk full, no permission, file too large, read-only).
+
+    Also an OSError carrying the original errno and strerror, so code that handles OSError
+    still does; str() is one line naming the file and the cause.
+    """
+
+    def __init__(self, path, errno: int | None, strerror: str | None, action: str = "cannot write") -> None:
+        OSError.__init__(self, errno, strerror, str(path))
+        self.action = action
+
+    def __str__(self) -> str:
+        import errno as _errno
+
+        code = _errno.errorcode.get(self.errno or 0)
+        cause = self.strerror or "unknown error"
+        return f"{self.filename}: {self.action} ({cause}{f', {code}' if code else ''})"
+
+    def __reduce__(self):  # OSError's own pickling would drop the path and the action
+        return type(self), (self.filename, self.errno, self.strerror, self.action)
+
+
+class OutputBusyError(CycleMaskError):
+    """Another live run holds the lock of the output this run would write."""

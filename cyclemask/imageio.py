@@ -5,14 +5,13 @@ so a bad file gets the same clear message everywhere and outputs are always writ
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
 
-# mkstemp creates files 0600; outputs should get the permissions a plain open() would give.
+# The permissions a plain open() gives a new file (writers that create files by other means use it).
 # Read once at import (os.umask can only be read by setting it, which is not thread-safe later).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -107,20 +106,25 @@ def encode_image(image: np.ndarray, suffix: str, quality: int = 95) -> bytes:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside path, then rename: a crash never leaves half a file."""
+    """Write under a partial name beside path, then rename: no kill, full disk or Ctrl-C ever
+    leaves half a file under path (see cyclemask.outputs). A write that fails raises OutputError
+    naming path and the cause (still an OSError)."""
+    from .outputs import commit_partial, create_partial, discard_partial, output_error
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = create_partial(p)
+    except OSError as exc:
+        raise output_error(p, exc) from None
+    try:
+        with open(tmp, "wb") as f:
             f.write(data)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        commit_partial(tmp, p)
+    except BaseException as exc:
+        discard_partial(tmp)
+        if isinstance(exc, OSError):
+            raise output_error(p, exc) from None
         raise
 
 
