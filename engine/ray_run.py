@@ -196,6 +196,29 @@ class RayReport:
     pids: set = field(default_factory=set)  # (node, pid) of every worker process that answered
     calls: int = 0
     call_s: float = 0.0  # time spent inside the workers' calls, summed
+    started_at: float = 0.0  # wall clock when the dataset started
+    spans: list = field(default_factory=list)  # (worker, start, end, files) of every call, wall clock
+
+    def gap_per_call_s(self) -> float | None:
+        """Ray's cost per call: the mean idle time between one call's end and the next call's
+        start on the same worker (scheduling, moving the batch and the rows), while work was
+        waiting. None with fewer than two calls on any worker."""
+        gaps = []
+        by_worker: dict[str, list] = {}
+        for where, t0, t1, _ in self.spans:
+            by_worker.setdefault(where, []).append((t0, t1))
+        for calls in by_worker.values():
+            calls.sort()
+            gaps += [max(0.0, b[0] - a[1]) for a, b in zip(calls, calls[1:])]
+        return sum(gaps) / len(gaps) if gaps else None
+
+    def steady_fps(self) -> float | None:
+        """Files per second from the first call's start to the last call's end: the rate once
+        the workers were up (Ray's start and the workers' model loads left out)."""
+        if not self.spans:
+            return None
+        span = max(s[2] for s in self.spans) - min(s[1] for s in self.spans)
+        return sum(s[3] for s in self.spans) / span if span > 0 else None
     faces: dict = field(default_factory=dict)  # summed FaceStats counts
     videos_written: int = 0
     frames_read: int = 0
@@ -335,7 +358,7 @@ class Worker:
     def __call__(self, batch: dict) -> dict:
         keys = [str(k) for k in batch["key"]]
         outs = [str(o) for o in batch["out"]]
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time()
         if self.error is not None:
             rows = [("error", self.error)] * len(keys)
             info: dict = {}
@@ -347,7 +370,7 @@ class Worker:
                 row, vinfo = self._video(key, out)
                 rows.append(row)
                 info["videos"].append(vinfo)
-        info.update(where=self.where, call_s=time.perf_counter() - t0)
+        info.update(where=self.where, call_s=time.perf_counter() - t0, t0=wall0, t1=time.time(), n=len(keys))
         if not self._told:  # once per process: what it runs on
             self._told = True
             be = self.backend
@@ -621,6 +644,7 @@ def _execute(ray, job: Job, spec: WorkerSpec, plan: WorkerPlan, per_call: int, t
     failures: list[tuple[int, str, str]] = []
     out_root = Path(spec.out_root)
     start = time.perf_counter()
+    report.started_at = time.time()
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for detail in batch["detail"]:
@@ -667,6 +691,8 @@ def _as_given(job: Job, message: str) -> str:
 def _take_detail(report: RayReport, info: dict) -> None:
     report.calls += 1
     report.call_s += float(info.get("call_s", 0.0))
+    if "t0" in info:
+        report.spans.append((info.get("where"), float(info["t0"]), float(info["t1"]), int(info.get("n", 0))))
     report.pids.add(info.get("where"))
     report.run.crops += int(info.get("crops", 0))
     report.run.batches += int(info.get("batches", 0))
@@ -754,9 +780,19 @@ def summary_extra(report: RayReport) -> list[str]:
         lines.append(f"  frames:   {report.frames_read} read, {report.frames_written} written")
     workers = len({w for w in report.pids if w})
     nodes = len({w.rsplit(":", 1)[0] for w in report.pids if w})
-    overhead = ""
-    if report.calls and report.run.elapsed_s > 0:
-        overhead = f"; {report.call_s / report.calls * 1000:.0f} ms per call inside the workers"
-    lines.append(f"  ray:      {workers} worker process(es) on {nodes} node(s) answered, {report.calls} call(s)"
-                 f"{overhead}; Ray start {report.start_s:.1f} s")
+    line = f"  ray:      {workers} worker process(es) on {nodes} node(s), {report.calls} call(s)"
+    if report.calls:
+        line += f": {report.call_s / report.calls * 1000:.0f} ms inside each"
+        gap = report.gap_per_call_s()
+        if gap is not None:
+            line += f", {gap * 1000:.0f} ms between calls (Ray's cost)"
+    lines.append(line)
+    timing = f"  ray time: Ray start {report.start_s:.1f} s"
+    if report.spans:
+        first = min(s[1] for s in report.spans) - report.started_at
+        timing += f", first call {max(0.0, first):.1f} s after the dataset started"
+        steady = report.steady_fps()
+        if steady is not None:
+            timing += f"; {steady:.1f} files/s from the first call to the last"
+    lines.append(timing)
     return lines
