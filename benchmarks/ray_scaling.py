@@ -4,11 +4,12 @@ and a scaling estimate for N GPUs.
     python benchmarks/ray_scaling.py                         # small model, 256 images, 2 rounds
     python benchmarks/ray_scaling.py --model tiny --images 16 --rounds 1 --json
     python benchmarks/ray_scaling.py --gpu-fps 900 --gpu-fps 2500   # add GPU rows to the estimate
+    python benchmarks/ray_scaling.py --ort-provider cuda --gpus-per-worker 0.5   # on a 1-GPU machine (not run)
 
 Each candidate is a real `cyclemask-run` process (each --ray one starts its own local Ray), and
 the candidates take turns, round after round, so that other load on a shared machine falls on all
-of them alike. All run the FP32 graph on ONNX Runtime with the same threads per model, so the
-bytes and the work per frame are the same. Per candidate, medians over rounds of:
+of them alike. All run the FP32 graph on ONNX Runtime (the CPU provider unless --ort-provider)
+with the same threads per model, so the bytes and the work per frame are the same. Per candidate, medians over rounds of:
 
 - run frames/s: the summary's throughput. Local: the pipeline (model load excluded). --ray:
   from the dataset's start, so the workers' start and model load are inside;
@@ -95,13 +96,14 @@ def parse(stdout: str) -> dict:
 
 
 def run_one(name: str, files: dict[str, Path], out: Path, batch: int, threads: int,
-            files_per_call: int | None) -> dict:
+            files_per_call: int | None, provider: str = "cpu", gpus_per_worker: float = 0.0) -> dict:
     cmd = [sys.executable, "-m", "cyclemask.engine.cli", "--model", str(files["graph"]), "--images",
            str(files["images"]), "--aligned", "--mask", "--out", str(out), "--no-progress", "--batch", str(batch),
-           "--backend", "ort", "--ort-provider", "cpu", "--threads", str(threads)]
+           "--backend", "ort", "--ort-provider", provider, "--threads", str(threads)]
     workers = CANDIDATES[name]
     if workers is not None:
-        cmd += ["--ray", "--workers", str(workers), "--cpus-per-worker", str(threads)]
+        cmd += ["--ray", "--workers", str(workers), "--cpus-per-worker", str(threads),
+                "--gpus-per-worker", f"{gpus_per_worker:g}"]
         if files_per_call:
             cmd += ["--files-per-call", str(files_per_call)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -146,10 +148,17 @@ def estimate(per_gpu_fps: float, files_per_call: int, gap_s: float, start_s: flo
               help="Model threads per process (local) and per worker (--ray; also its --cpus-per-worker).")
 @click.option("--files-per-call", type=click.IntRange(1), default=None,
               help="cyclemask-run --files-per-call for the --ray runs. [default: its own]")
+@click.option("--ort-provider", "provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu",
+              show_default=True, help="ONNX Runtime provider of every run (cuda / tensorrt on a GPU machine).")
+@click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="--ray runs: GPUs per worker (0.5 lets the 2-worker run share one GPU).")
 @click.option("--gpu-fps", type=click.FloatRange(min=0, min_open=True), multiple=True,
               help="Per-GPU frames/s to add to the estimate (e.g. a device check's figure); repeatable.")
+@click.option("--estimate-files-per-call", "est_fpc", type=click.IntRange(1), multiple=True,
+              help="Files per call to estimate with, besides the runs' own; repeatable. [default: 256]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of Markdown tables.")
-def main(model, n_images, rounds, batch, threads, files_per_call, gpu_fps, as_json):
+def main(model, n_images, rounds, batch, threads, files_per_call, provider, gpus_per_worker, gpu_fps, est_fpc,
+         as_json):
     """Time cyclemask-run locally and on a local Ray with 1 and 2 workers; estimate N GPUs."""
     names = list(CANDIDATES)
     with tempfile.TemporaryDirectory(prefix="cyclemask-ray-") as tmp:
@@ -159,7 +168,8 @@ def main(model, n_images, rounds, batch, threads, files_per_call, gpu_fps, as_js
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         for r in range(rounds):
             for n in (names if r % 2 == 0 else names[::-1]):
-                results[n].append(run_one(n, files, work / f"out-{n}-{r}", batch, threads, files_per_call))
+                results[n].append(run_one(n, files, work / f"out-{n}-{r}", batch, threads, files_per_call,
+                                          provider, gpus_per_worker))
                 last = results[n][-1]
                 click.echo(f"round {r + 1} {n}: {last['fps']:.2f} frames/s (steady {last.get('steady_fps')}), "
                            f"wall {last['wall_s']} s, load {last['load']}", err=True)
@@ -185,7 +195,9 @@ def main(model, n_images, rounds, batch, threads, files_per_call, gpu_fps, as_js
     own = fpc / (ray1["call_ms"] / 1000) if ray1["call_ms"] else local["fps"]
     per_gpu = [("this machine, 1 CPU worker (measured inside its calls)", round(own, 2))]
     per_gpu += [(f"{v:g} frames/s per GPU (given)", v) for v in gpu_fps]
-    estimates = [{"per_gpu": label, "per_gpu_fps": t, "rows": estimate(t, fpc, gap_s, start_s)} for label, t in per_gpu]
+    sizes = [fpc] + [n for n in (est_fpc or (256,)) if n != fpc]
+    estimates = [{"per_gpu": label, "per_gpu_fps": t, "files_per_call": n, "rows": estimate(t, n, gap_s, start_s)}
+                 for label, t in per_gpu for n in sizes]
     summary = {"started": started, "model": MODELS[model].describe(), "images": n_images, "rounds": rounds,
                "batch": batch, "threads": threads, "cpus": os.cpu_count(), "rows": rows, "overhead_ratio": overhead,
                "estimate_inputs": {"files_per_call": fpc, "gap_s": gap_s, "start_s": start_s},
@@ -211,7 +223,8 @@ def main(model, n_images, rounds, batch, threads, files_per_call, gpu_fps, as_js
                f"whole run {f(overhead['whole_run'], '{:.2f}')}x")
     for est in estimates:
         click.echo("")
-        click.echo(f"ESTIMATE, not measured: {est['per_gpu']}, {fpc} files per call, {gap_s * 1000:.0f} ms between "
+        click.echo(f"ESTIMATE, not measured: {est['per_gpu']}, {est['files_per_call']} files per call, "
+                   f"{gap_s * 1000:.0f} ms between "
                    f"calls, {start_s:.1f} s to start")
         click.echo("")
         click.echo("| GPUs | frames/s | efficiency | hours for 1M images |")
