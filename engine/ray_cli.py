@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .backends import BackendOptions
+from .backends import BackendOptions, model_kind
 from .faces import FaceConfig
 from .pipeline import PipelineConfig
 from .ray_run import RayOptions, WorkerBackend, WorkerSpec, image_job, model_direction, require_ray, run, summary_extra, video_job
@@ -33,6 +33,7 @@ def ray_main(opts: RayOptions, *, images: Path | None, video: str | None, out: P
         model_label = f"{model}: {describe_default()}"
         name = direction or "mask"
     else:
+        model_kind(model)  # a missing or unknown model file is refused before Ray starts
         name = direction or model_direction(model) or "out"
     spec = WorkerSpec(kind="", in_root="", out_root="", model=str(Path(model).resolve()), backend=backend,
                       direction=direction, options=options, face=face_config,

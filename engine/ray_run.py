@@ -144,8 +144,8 @@ def plan_workers(opts: RayOptions, cluster_cpus: float, cluster_gpus: float, loc
         cpus = DEFAULT_CPUS_GPU_WORKER if gpus > 0 else DEFAULT_CPUS_CPU_WORKER
         if cluster_cpus > 0 and workers * cpus > cluster_cpus:
             cpus = math.floor(cluster_cpus / workers * 1000) / 1000  # never above the total
-            notes.append(f"each worker reserves {cpus:g} CPU so that {workers} fit on the cluster's "
-                         f"{cluster_cpus:g} CPUs (--cpus-per-worker to choose)")
+            notes.append(f"each worker reserves {cpus:g} CPU so that the {workers} worker(s) fit on the "
+                         f"cluster's {cluster_cpus:g} CPUs (--cpus-per-worker to choose)")
     problems = []
     if gpus > 0 and workers * gpus > cluster_gpus:
         problems.append(f"{workers} worker(s) x {gpus:g} GPU need {workers * gpus:g} GPUs; the cluster has "
@@ -215,7 +215,7 @@ class RayReport:
     def steady_fps(self) -> float | None:
         """Files per second from the first call's start to the last call's end: the rate once
         the workers were up (Ray's start and the workers' model loads left out)."""
-        if not self.spans:
+        if not self.spans or not any(s[3] for s in self.spans):
             return None
         span = max(s[2] for s in self.spans) - min(s[1] for s in self.spans)
         return sum(s[3] for s in self.spans) / span if span > 0 else None
@@ -370,7 +370,8 @@ class Worker:
                 row, vinfo = self._video(key, out)
                 rows.append(row)
                 info["videos"].append(vinfo)
-        info.update(where=self.where, call_s=time.perf_counter() - t0, t0=wall0, t1=time.time(), n=len(keys))
+        info.update(where=self.where, call_s=time.perf_counter() - t0, t0=wall0, t1=time.time(),
+                    n=sum(1 for r in rows if r[0] != "error"))
         if not self._told:  # once per process: what it runs on
             self._told = True
             be = self.backend
@@ -538,19 +539,24 @@ def _outputs_to_do(job: Job, lock, resume: bool) -> tuple[list[int], int, list[s
     Without --resume, existing outputs are refused unless --overwrite (as a local run does).
     With it, an output the journal does not record is made again, replacing any file of that
     name: it may be what a worker wrote just before the run was stopped, unrecorded."""
-    from cyclemask.outputs import read_journal
-
     if not resume:
         if not job.overwrite:
             _refuse_existing(job)
         return list(range(len(job.keys))), 0, []
-    done = {r["done"] for r in read_journal(job.lock_root, job.lock_folder) if isinstance(r.get("done"), str)}
+    done = _recorded(job)
     todo = [i for i, out in enumerate(job.outs) if _journal_key(job, out) not in done]
     notes = []
     if not done:
         notes.append(f"--resume: {lock.journal} records no finished output (no earlier run kept one here): "
                      "every input is translated")
     return todo, len(job.keys) - len(todo), notes
+
+
+def _recorded(job: Job) -> set[str]:
+    """What the output root's journal records as complete."""
+    from cyclemask.outputs import read_journal
+
+    return {r["done"] for r in read_journal(job.lock_root, job.lock_folder) if isinstance(r.get("done"), str)}
 
 
 def _refuse_existing(job: Job) -> None:
@@ -587,6 +593,7 @@ def run(job: Job, opts: RayOptions, *, echo: Callable[[str], None] = print,
     try:
         plan = plan_workers(opts, cpus, gpus, local=opts.address is None)
         lock.acquire()
+        recorded_before = bool(_recorded(job))
         try:
             todo, report.skipped, notes = _outputs_to_do(job, lock, opts.resume)
             report.run.notes += list(plan.notes) + notes
@@ -610,6 +617,8 @@ def run(job: Job, opts: RayOptions, *, echo: Callable[[str], None] = print,
             if swept:
                 report.run.notes.append(f"removed {len(swept)} partial file(s) left by worker(s) that were "
                                         "stopped or killed mid-write")
+            if not recorded_before and lock.completed == 0:
+                lock.keep_journal = False  # nothing to resume from: leave no journal (nor a new, empty folder)
             lock.release(status)
     except BaseException:
         if started and ray.is_initialized():
@@ -635,11 +644,12 @@ def _execute(ray, job: Job, spec: WorkerSpec, plan: WorkerPlan, per_call: int, t
     index = {job.keys[i]: i for i in todo}
     items = [{"key": job.keys[i], "out": job.outs[i]} for i in todo]
     ds = ray.data.from_items(items)
-    # A dead worker is restarted and its calls retried, without end: Ray Data's defaults too,
-    # stated here because the run's promise (nothing lost) rests on them.
+    # A dead worker is restarted and its calls retried, without end: Ray Data's defaults for actor
+    # pools (max_restarts=-1, max_task_retries=-1), which nothing here overrides; the promise that
+    # nothing is lost rests on them (the killed-worker test checks it).
     ds = ds.map_batches(worker_class(spec), batch_size=per_call, batch_format="numpy",
                         compute=ActorPoolStrategy(size=plan.workers),
-                        num_cpus=plan.cpus, num_gpus=plan.gpus or None, max_restarts=-1, max_task_retries=-1)
+                        num_cpus=plan.cpus, num_gpus=plan.gpus or None)
     seen: set[str] = set()
     failures: list[tuple[int, str, str]] = []
     out_root = Path(spec.out_root)
@@ -674,8 +684,8 @@ def _execute(ray, job: Job, spec: WorkerSpec, plan: WorkerPlan, per_call: int, t
     finally:
         rep.elapsed_s = time.perf_counter() - start
     rep.failures = [(key, msg) for _, key, msg in sorted(failures)]
-    if rep.stopped:
-        rep.notes.append(f"the {rep.written} output(s) written are recorded in {lock.journal}; files the workers "
+    if rep.interrupted:
+        rep.notes.append(f"the {rep.written} output(s) counted are recorded in {lock.journal}; files the workers "
                          "finished after the stop are not, and are made again: to finish, run the same command "
                          "with --resume")
 

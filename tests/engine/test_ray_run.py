@@ -258,3 +258,40 @@ def test_a_folder_of_videos_runs_one_task_per_video(local_ray, mask_graph, tmp_p
         assert local.exit_code == 0, local.output
         assert (tmp_path / "out" / rel).read_bytes() == (tmp_path / "local" / rel).read_bytes()
     assert sorted(_done_records(tmp_path / "out")) == ["a.mp4", "sub/b.mp4"]
+
+
+def test_face_aware_run_matches_a_local_one(local_ray, mask_graph, face_detector_path, tmp_path):
+    import matplotlib
+
+    from cyclemask.imageio import read_image, write_image
+
+    portrait = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not portrait.is_file():
+        pytest.skip(f"matplotlib's sample portrait {portrait} is absent in this installation")
+    src = tmp_path / "photos"
+    face = cv2.resize(read_image(portrait), (256, 300), interpolation=cv2.INTER_AREA)
+    write_image(src / "a.png", face)
+    write_image(src / "b" / "mirrored.png", np.ascontiguousarray(face[:, ::-1]))
+    write_image(src / "noface.png", np.random.default_rng(5).integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    args = ["--model", mask_graph, "--backend", "ort", "--threads", "1", "--face-detector", face_detector_path]
+    local = run("--images", src, "--out", tmp_path / "local", *args)
+    on_ray = run("--images", src, "--out", tmp_path / "ray", *args, "--ray", "--workers", "2", "--files-per-call", "2")
+    assert local.exit_code == on_ray.exit_code == 0, on_ray.output
+    assert "mode:    face-aware" in on_ray.output
+    assert _digest(tmp_path / "ray") == _digest(tmp_path / "local")
+    faces = [line for line in local.output.splitlines() if line.startswith("  faces:")]
+    assert faces and faces[0].startswith("  faces:    2 found in 2 of 3 frames")
+    assert faces[0] in on_ray.output.splitlines()  # the face counts summed over the workers
+
+
+def test_a_model_that_does_not_load_stops_the_run_with_one_line(local_ray, mask_graph, tmp_path):
+    src = tmp_path / "in"
+    _images(src, 3, seed=6)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(mask_graph.read_bytes()[:1000])
+    res = run("--images", src, "--out", tmp_path / "out", "--model", bad, "--mask", "--backend", "ort", "--aligned",
+              "--ray", "--workers", "1")
+    assert res.exit_code == 1
+    assert f"stopped by an error: {bad}: ONNX Runtime cannot load this graph" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()  # nothing written, no journal left behind
