@@ -285,28 +285,6 @@ def connect(address: str | None, debug: bool = False) -> tuple[bool, float, floa
 # ---------------------------------------------------------------------------------------------
 
 
-class _FileListSource:
-    """The images of one call: ImageFolderSource's reading over a given list of files."""
-
-    kind = "images"
-
-    def __init__(self, root: Path, paths: list[Path], max_pixels: int) -> None:
-        self.root, self.paths, self.max_pixels = root, paths, max_pixels
-        self.problems: list[str] = []
-
-    @property
-    def total(self) -> int:
-        return len(self.paths)
-
-    def __iter__(self):
-        from .sources import ImageFolderSource
-
-        return ImageFolderSource.__iter__(self)
-
-    def close(self) -> None:
-        pass
-
-
 def _face_counts(stats) -> dict:
     return {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)
             if not f.name.startswith("_") and isinstance(getattr(stats, f.name), int)}
@@ -388,11 +366,12 @@ class Worker:
         from .faces import FaceProcessor, FaceStats
         from .pipeline import run_pipeline
         from .sinks import ImageFolderSink
+        from .sources import ImageFolderSource
 
         spec = self.spec
         in_root, out_root = Path(spec.in_root), Path(spec.out_root)
         paths = [in_root / k for k in keys]
-        source = _FileListSource(in_root, paths, spec.max_pixels)
+        source = ImageFolderSource(in_root, spec.max_pixels, paths=paths)
         # Outputs of this call may exist already: a retried call, or --resume after a stop.
         sink = ImageFolderSink(in_root, out_root, paths, overwrite=True, quality=spec.quality)
         processor = self.processor
@@ -498,7 +477,7 @@ def model_direction(model: Path) -> str | None:
             meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
             found = meta.get("direction")
         elif kind == "engine":
-            from cyclemask.export.metadata import load_engine_sidecar
+            from .backend_trt import load_engine_sidecar  # the sidecar reader the TensorRT backend uses
 
             found = load_engine_sidecar(model).get("direction")
         else:

@@ -86,6 +86,13 @@ def test_plan_defaults_fit_the_cluster():
     assert any("wait until the cluster grows" in n for n in remote.notes)
 
 
+def test_model_direction_read_without_a_runtime(mask_graph, bundle_path):
+    from cyclemask.engine.ray_run import model_direction
+
+    assert model_direction(mask_graph) == "mask"  # the graph's metadata
+    assert model_direction(bundle_path) is None  # a bundle holds both: --mask or --unmask decides
+
+
 def test_ray_options_are_checked():
     with pytest.raises(ConfigError, match="reserves nothing"):
         RayOptions(cpus_per_worker=0, gpus_per_worker=0)
