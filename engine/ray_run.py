@@ -586,6 +586,8 @@ def run(job: Job, opts: RayOptions, *, echo: Callable[[str], None] = print,
                 echo(f"resume:  {report.skipped} of {len(job.keys)} outputs already complete "
                      f"(recorded in {lock.journal}); {len(todo)} to go")
             report.run.total = len(todo)
+            if progress is not None and report.skipped:
+                progress(report.skipped)  # the bar counts every input; those already done count as done
             if todo:
                 _execute(ray, job, spec, plan, per_call, todo, report, lock, progress)
             status = "interrupted" if report.run.interrupted else "ended"
