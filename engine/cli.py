@@ -9,6 +9,8 @@ prints a summary. Exit status: 0 when every input was written, 1 when anything f
 summary lists what), 130 after Ctrl-C and 143 after SIGTERM (the same stop: the summary says what
 was written; a file's video stopped early is discarded whole; on a live video input, Ctrl-C is its
 normal end: 0).
+
+`--ray` runs the same work on a Ray cluster (engine/ray_run.py): the same outputs, the same summary.
 """
 
 from __future__ import annotations
@@ -174,6 +176,28 @@ MAX_LISTED_FAILURES = 20
 @click.option("--queue-depth", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Batches buffered between pipeline stages (memory stays bounded by it).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Spread the run over a Ray cluster (pip install 'cyclemask[ray]'): without ADDRESS, a local "
+                   "Ray on this machine; 'auto' joins the cluster `ray start` made here; HOST:PORT or "
+                   "ray://HOST:10001 joins that one. Image folders, and --video with a file or a folder of "
+                   "videos (one video per task). Inputs, --out and the model must be at the same paths on "
+                   "every node.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="--ray: workers, each holding one backend. Default: one per GPU in the cluster; without "
+                   "GPUs, one per 4 CPUs.")
+@click.option("--gpus-per-worker", type=click.FloatRange(0), default=None,
+              help="--ray: GPUs each worker reserves (fractions share a GPU). Default: 1 on a cluster with "
+                   "GPUs, else 0.")
+@click.option("--cpus-per-worker", type=click.FloatRange(0), default=None,
+              help="--ray: CPUs each worker reserves, and the CPU threads of its backend. Default: 1 with "
+                   "GPUs, 4 without; a fraction where the machine has fewer CPUs than the workers need.")
+@click.option("--files-per-call", type=click.IntRange(1), default=None,
+              help="--ray: images handed to a worker at a time. More spreads Ray's per-call cost thinner; "
+                   "fewer redo less when a worker dies. Default: 4 x --batch, at least 16.")
+@click.option("--resume", is_flag=True,
+              help="--ray: finish a run that stopped: skip the inputs whose outputs the output folder's "
+                   "journal (.cyclemask-journal) records as complete; the others are made again, replacing "
+                   "any file of that name.")
 @click.pass_context
 def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None, video: str | None, out: Path | None,
          codec: str, crf: int | None, preset: str, no_audio: bool, nvenc: bool | None,
@@ -183,13 +207,23 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
          batch: int, device: str, precision: str, ort_provider: str, size: int | None, streams: int,
          threads: int | None, cuda_graphs: bool, channels_last: bool, compile_: bool, ov_mode: str,
          ov_requests: int | None, probe: bool, overwrite: bool, max_pixels: int,
-         quality: int, queue_depth: int, progress: bool) -> None:
+         quality: int, queue_depth: int, progress: bool, ray_address: str | None, workers: int | None,
+         gpus_per_worker: float | None, cpus_per_worker: float | None, files_per_call: int | None,
+         resume: bool) -> None:
     """Mask or unmask the faces in an image folder or a video.
 
     By default every face found is translated and pasted back into the image or frame (faces
     are followed across video frames); --aligned translates whole images instead.
     """
+    if ray_address is None:
+        given = [f for f, v in (("--workers", workers), ("--gpus-per-worker", gpus_per_worker),
+                                ("--cpus-per-worker", cpus_per_worker), ("--files-per-call", files_per_call),
+                                ("--resume", resume or None)) if v is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only with --ray")
     if demo:
+        if ray_address is not None:
+            raise click.UsageError("--demo runs on this machine: do not give --ray")
         if images is not None or video is not None:
             raise click.UsageError("--demo runs on the shipped portrait: do not give --images or --video")
         if out is None:
@@ -228,12 +262,24 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
     if video is not None:
         video_config = VideoOutputConfig(codec=codec, crf=crf, preset=preset, audio=not no_audio, nvenc=nvenc)
 
-    t0 = time.perf_counter()
-    source = ImageFolderSource(images, max_pixels=max_pixels) if images is not None else VideoSource(video)
     options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
                              ort_provider=ort_provider, threads=threads, streams=streams,
                              cuda_graphs=cuda_graphs, channels_last=channels_last, compile=compile_,
                              ov_mode=ov_mode, ov_requests=ov_requests, probe=probe)
+    if ray_address is not None:
+        from .ray_cli import ray_main
+        from .ray_run import RayOptions
+
+        ctx.exit(ray_main(
+            RayOptions(address=ray_address or None, workers=workers, gpus_per_worker=gpus_per_worker,
+                       cpus_per_worker=cpus_per_worker, files_per_call=files_per_call, resume=resume),
+            images=images, video=video, out=out, model=model, backend=backend, direction=direction,
+            options=options, face_config=face_config, face_detector=face_detector, detect_workers=detect_workers,
+            pipeline=PipelineConfig(batch, queue_depth), quality=quality, max_pixels=max_pixels,
+            video_config=video_config, overwrite=overwrite, progress=progress, mode=describe_mode(face_config, face_detector),
+            debug=log.isEnabledFor(logging.DEBUG)))
+    t0 = time.perf_counter()
+    source = ImageFolderSource(images, max_pixels=max_pixels) if images is not None else VideoSource(video)
     model_label = str(model)
     if model is None:
         from .demo import default_model, describe_default
@@ -263,16 +309,9 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
                 click.echo(f"note:    {note}")
             if face_config is None:
                 processor = AlignedProcessor(be.image_size)
-                click.echo("mode:    aligned (whole image = face)")
             else:
                 processor = FaceProcessor(be.image_size, face_config, model_path=face_detector)
-                track = "tracked across frames" if face_config.track else "each frame on its own"
-                pasted = "mask zone pasted" if paste == "zone" else "whole crop pasted"
-                rotated = {"full": ", rotated passes on every frame", "lost": ", rotated passes around lost faces",
-                           "off": ""}[face_config.rotated]
-                click.echo(f"mode:    face-aware (YuNet {face_detector.name}, score >= {detect_score:g}{rotated}, "
-                           f"min face {min_face} px, margin {margin:g}, {pasted}, {track}"
-                           f"{', colour matched' if color_match else ''})")
+            click.echo(f"mode:    {describe_mode(face_config, face_detector)}")
             report = _run(source, processor, be, sink, PipelineConfig(batch, queue_depth), progress,
                           detect_workers)
     finally:
@@ -288,6 +327,19 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
         ctx.exit(stop_exit_code())
     if not report.ok:
         ctx.exit(1)
+
+
+def describe_mode(face_config: FaceConfig | None, detector: Path | None = None) -> str:
+    if face_config is None:
+        return "aligned (whole image = face)"
+    c = face_config
+    track = "tracked across frames" if c.track else "each frame on its own"
+    pasted = "mask zone pasted" if c.paste == "zone" else "whole crop pasted"
+    rotated = {"full": ", rotated passes on every frame", "lost": ", rotated passes around lost faces",
+               "off": ""}[c.rotated]
+    name = f" {Path(detector).name}" if detector is not None else ""
+    return (f"face-aware (YuNet{name}, score >= {c.score_threshold:g}{rotated}, min face {c.min_face} px, "
+            f"margin {c.margin:g}, {pasted}, {track}{', colour matched' if c.color_match else ''})")
 
 
 def _run(source, processor, backend, sink, config: PipelineConfig, progress: bool,

@@ -39,11 +39,13 @@ class Frame:
 
 
 class ImageFolderSource:
-    """Every image under `root` (recursive, sorted, hidden files skipped)."""
+    """Every image under `root` (recursive, sorted, hidden files skipped); or, given `paths`,
+    those files under it (a share of a listing made elsewhere: a Ray worker's batch)."""
 
     kind = "images"
 
-    def __init__(self, root: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, root: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *,
+                 paths: list[Path] | None = None) -> None:
         self.root = Path(root)
         if not self.root.exists():
             raise InputError(f"{self.root}: no such folder")
@@ -51,6 +53,9 @@ class ImageFolderSource:
             raise InputError(f"{self.root}: not a folder (--images takes a folder; use --video for a video file)")
         self.max_pixels = max_pixels
         self.problems: list[str] = []  # whole-input problems (none for folders: files fail one by one)
+        if paths is not None:
+            self.paths, self.ignored = list(paths), []
+            return
         self.paths = list_images(self.root)
         self.ignored = _non_images(self.root)
         if not self.paths:
