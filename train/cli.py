@@ -60,8 +60,10 @@ _HELP: dict[str, tuple[str, bool]] = {
     "pool_size": ("Earlier fakes kept per discriminator (0 disables the pool).", True),
     "pairs_dir": ("cyclemask extension: a folder of twins, without_mask/ and with_mask/ under the same "
                   "names (cyclemask-data synth writes one); they join the two domains.", False),
+    "mask_pairs_dir": ("cyclemask extension: twins for the mask direction's L1 term only (e.g. one consistent "
+                       "mask style); --pairs then serves the unmask direction.", False),
     "paired_weight": ("cyclemask extension: weight of an L1 term between G(x) and x's twin, both "
-                      "directions, for samples from --pairs-dir (0 = the paper's unpaired objective).", False),
+                      "directions, for samples from --pairs (0 = the paper's unpaired objective).", False),
     "seed": ("Random seed (weights, data order, augmentation, pools).", False),
     "device": ("auto | cpu | cuda | cuda:N (under torchrun each process takes GPU LOCAL_RANK).", False),
     "precision": ("auto = bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16.", False),
@@ -80,7 +82,7 @@ _HELP: dict[str, tuple[str, bool]] = {
 }
 
 _CHOICES = {"lr_policy": LR_POLICIES, "norm": NORMS, "gan_mode": GAN_MODES, "precision": PRECISIONS}
-_FLAGS = {"data_root": "--data-root", "out_dir": "--out", "time_budget_s": "--time-budget", "pairs_dir": "--pairs"}
+_FLAGS = {"data_root": "--data-root", "out_dir": "--out", "time_budget_s": "--time-budget", "pairs_dir": "--pairs", "mask_pairs_dir": "--mask-pairs"}
 
 
 def parse_duration(text: str) -> float:
@@ -119,7 +121,7 @@ def _options(f):
             opt = click.option(flag, name, type=click.Choice(_CHOICES[name]), default=None, help=help_text)
         elif name == "time_budget_s":
             opt = click.option(flag, name, type=str, default=None, metavar="DURATION", help=help_text)
-        elif name in ("data_root", "out_dir", "pairs_dir"):
+        elif name in ("data_root", "out_dir", "pairs_dir", "mask_pairs_dir"):
             opt = click.option(flag, name, type=click.Path(file_okay=False), default=None, help=help_text)
         else:
             ftype = {int: int, float: float}.get(type(getattr(_DEFAULTS, name)), None)

@@ -32,7 +32,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 RUNTIME_FIELDS = frozenset({
     "data_root", "out_dir", "device", "num_workers", "max_iters", "time_budget_s", "save_every",
     "save_latest_every", "sample_every", "n_samples", "compile", "channels_last", "precision",
-    "n_epochs", "n_epochs_decay", "pairs_dir",
+    "n_epochs", "n_epochs_decay", "pairs_dir", "mask_pairs_dir",
 })
 
 _INT_FIELDS = ("n_epochs", "n_epochs_decay", "batch_size", "load_size", "crop_size", "ngf", "ndf",
@@ -43,7 +43,8 @@ _FLOAT_FIELDS = ("lr", "beta1", "beta2", "lambda_A", "lambda_B", "lambda_identit
 _BOOL_FIELDS = ("flip", "dropout", "compile", "channels_last")
 _OPTIONAL_INT_FIELDS = ("max_iters", "max_dataset_size")
 _OPTIONAL_FLOAT_FIELDS = ("time_budget_s",)
-_STR_FIELDS = ("data_root", "out_dir", "norm", "gan_mode", "lr_policy", "device", "precision", "pairs_dir")
+_STR_FIELDS = ("data_root", "out_dir", "norm", "gan_mode", "lr_policy", "device", "precision", "pairs_dir",
+               "mask_pairs_dir")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,12 @@ class TrainConfig:
     # without_mask/ and with_mask/ twins under the same names (cyclemask-data synth writes
     # them); they join the two domains, and paired_weight x L1(G(x), twin of x) is added in both
     # directions for samples that have a twin. 0 (the default) is the paper's objective.
+    # mask_pairs_dir: twins for the mask direction's term instead (pairs_dir's then serve the
+    # unmask direction only). L1 towards twins of many mask colours teaches G_mask their average,
+    # a grey ghost; one consistent style gives it a target it can reach, while unmasking still
+    # learns from every colour and pattern.
     pairs_dir: str = ""
+    mask_pairs_dir: str = ""
     paired_weight: float = 0.0
     # Execution.
     seed: int = 0
@@ -162,7 +168,7 @@ class TrainConfig:
         for name in ("lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "init_gain", "paired_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative; got {getattr(self, name)}")
-        if self.paired_weight > 0 and not self.pairs_dir:
+        if self.paired_weight > 0 and not (self.pairs_dir or self.mask_pairs_dir):
             raise ConfigError("paired_weight > 0 needs pairs_dir: a folder of without_mask/ and with_mask/ "
                               "twins (cyclemask-data synth writes one)")
         _check_choice("norm", self.norm, NORMS)

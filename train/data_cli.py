@@ -133,7 +133,8 @@ def report(data: str, reason: str | None) -> None:
 @click.option("--textures", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of texture images for patterned cloth masks (optional).")
 @click.option("--kinds", default=",".join(_synth.DEFAULT_KINDS), show_default=True,
-              help="Comma-separated template kinds to use (masks.cfg section names without _left/_right/colour).")
+              help="Comma-separated template kinds (surgical: all its colours) or styles (surgical_blue: one "
+                   "colour) to use: masks.cfg section names without _left/_right (and without the colour, for a kind).")
 @click.option("--keep-colour", default=0.35, show_default=True,
               help="Share of masks left in the template's own colour; the rest get a plain colour or a texture.")
 @click.option("--texture-share", default=0.25, show_default=True,

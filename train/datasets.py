@@ -153,20 +153,24 @@ class UnpairedDataset(Dataset):
 
     pairs: (unmasked, masked) twins; each joins its domain, and a sample that is one of them
     also returns the other as `A_twin` / `B_twin` with `A_paired` / `B_paired` set (zeros and
-    False for samples without a twin)."""
+    False for samples without a twin). mask_pairs: twins that give A samples their `A_twin`
+    instead (pairs then give B samples theirs only); their masked halves join domain B too."""
 
     def __init__(self, paths_A: Sequence[Path], paths_B: Sequence[Path], load_size: int,
                  crop_size: int, flip: bool = True, seed: int = 0,
-                 pairs: Sequence[tuple[Path, Path]] = ()) -> None:
+                 pairs: Sequence[tuple[Path, Path]] = (), mask_pairs: Sequence[tuple[Path, Path]] = ()) -> None:
         self.paths_A = [str(p) for p in paths_A]
         known_A = set(self.paths_A)
-        self.paths_A += [str(a) for a, _ in pairs if str(a) not in known_A]
-        self.paths_B = [str(p) for p in paths_B] + [str(b) for _, b in pairs]
+        for a, _ in list(pairs) + list(mask_pairs):
+            if str(a) not in known_A:
+                known_A.add(str(a))
+                self.paths_A.append(str(a))
+        self.paths_B = [str(p) for p in paths_B] + [str(b) for _, b in list(pairs) + list(mask_pairs)]
         if not self.paths_A or not self.paths_B:
             raise DataError("both domains need at least one image")
-        self.twin_of_A = {str(a): str(b) for a, b in pairs}
-        self.twin_of_B = {str(b): str(a) for a, b in pairs}
-        self.paired = bool(pairs)
+        self.twin_of_A = {str(a): str(b) for a, b in (mask_pairs or pairs)}
+        self.twin_of_B = {str(b): str(a) for a, b in list(pairs) + list(mask_pairs)}
+        self.paired = bool(pairs or mask_pairs)
         self.load_size, self.crop_size, self.flip, self.seed = load_size, crop_size, flip, seed
         # Per process (each DataLoader worker has its own copy): avoids decoding a known-bad
         # file again; reporting is done once by the trainer.

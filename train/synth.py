@@ -125,11 +125,16 @@ class Template:
         return float((b[0] - a[0]) / max(c[0] - a[0], 1e-6))
 
 
-def _kind_of(name: str) -> str:
-    base = name
+def _style_of(name: str) -> str:
+    """A template's name without its view: surgical_blue_left -> surgical_blue."""
     for suffix in ("_left", "_right"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _kind_of(name: str) -> str:
+    base = _style_of(name)
     for colour in ("_blue", "_green"):
         if base.endswith(colour):
             base = base[: -len(colour)]
@@ -137,7 +142,8 @@ def _kind_of(name: str) -> str:
 
 
 def load_templates(folder: str | os.PathLike, kinds: tuple[str, ...] | None = None) -> list[Template]:
-    """Templates listed in `folder/masks.cfg` whose image is in `folder`; kinds filters them."""
+    """Templates listed in `folder/masks.cfg` whose image is in `folder`; kinds filters them by
+    kind (surgical: every colour and view) or by style (surgical_blue: its views only)."""
     root = Path(folder)
     cfg_path = root / "masks.cfg"
     if not cfg_path.is_file():
@@ -153,7 +159,7 @@ def load_templates(folder: str | os.PathLike, kinds: tuple[str, ...] | None = No
     for name in parser.sections():
         sec = parser[name]
         kind = _kind_of(name)
-        if kinds is not None and kind not in kinds:
+        if kinds is not None and kind not in kinds and _style_of(name) not in kinds:
             continue
         try:
             image = root / Path(sec["template"]).name
@@ -169,7 +175,7 @@ def load_templates(folder: str | os.PathLike, kinds: tuple[str, ...] | None = No
     for p in problems:
         log.warning("%s: template skipped: %s", cfg_path, p)
     if not out:
-        have = sorted({_kind_of(n) for n in parser.sections()})
+        have = sorted({_kind_of(n) for n in parser.sections()} | {_style_of(n) for n in parser.sections()})
         raise ConfigError(f"{cfg_path}: no usable template of the kinds {', '.join(kinds or ())} "
                           f"(the file has: {', '.join(have) or 'none'})")
     return out

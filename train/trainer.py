@@ -469,10 +469,13 @@ class Trainer:
         cfg = self.config
         paths_A = find_domain(cfg.data_root, "trainA", max_size=cfg.max_dataset_size)
         paths_B = find_domain(cfg.data_root, "trainB", max_size=cfg.max_dataset_size)
-        pairs = merge_pairs(paths_A, find_pairs(cfg.pairs_dir, max_size=cfg.max_dataset_size)) if cfg.pairs_dir else []
-        log.info("data: %d images in trainA, %d in trainB (%s)%s", len(paths_A), len(paths_B), cfg.data_root,
-                 f", {len(pairs)} pairs ({cfg.pairs_dir}, weight {cfg.paired_weight:g})" if pairs else "")
-        return UnpairedDataset(paths_A, paths_B, cfg.load_size, cfg.crop_size, cfg.flip, cfg.seed, pairs=pairs)
+        pairs, mask_pairs = ([merge_pairs(paths_A, find_pairs(d, max_size=cfg.max_dataset_size)) if d else []
+                              for d in (cfg.pairs_dir, cfg.mask_pairs_dir)])
+        log.info("data: %d images in trainA, %d in trainB (%s)%s%s", len(paths_A), len(paths_B), cfg.data_root,
+                 f", {len(pairs)} pairs ({cfg.pairs_dir}, weight {cfg.paired_weight:g})" if pairs else "",
+                 f", {len(mask_pairs)} mask-direction pairs ({cfg.mask_pairs_dir})" if mask_pairs else "")
+        return UnpairedDataset(paths_A, paths_B, cfg.load_size, cfg.crop_size, cfg.flip, cfg.seed, pairs=pairs,
+                               mask_pairs=mask_pairs)
 
     def _resume(self, out: Path, resume: bool | str | os.PathLike) -> None:
         """Load the checkpoint to continue from (checking its config), or refuse to start a new

@@ -24,7 +24,8 @@ def test_help_documents_every_knob_with_its_default():
     out = run(["--help"]).output
     flat = " ".join(out.split())
     for f in dataclasses.fields(TrainConfig):
-        flag = {"data_root": "--data-root", "out_dir": "--out", "time_budget_s": "--time-budget"}.get(
+        flag = {"data_root": "--data-root", "out_dir": "--out", "time_budget_s": "--time-budget",
+                "pairs_dir": "--pairs", "mask_pairs_dir": "--mask-pairs"}.get(
             f.name, "--" + f.name.replace("_", "-"))
         assert flag in out, f.name
     for text in ("[paper: 0.0002]", "[paper: 0.5]", "[paper: 16]", "[paper: instance]", "[paper: lsgan]",

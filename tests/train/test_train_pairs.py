@@ -96,3 +96,19 @@ def test_paired_term_is_logged_only_when_weighted(tiny_data, tmp_path):
     assert any(r["pair_A"] > 0 for r in records) and any(r["pair_B"] > 0 for r in records)
     base = train(tiny_config(tiny_data, tmp_path / "base", n_epochs=1, n_epochs_decay=0))
     assert base.last_losses["pair_A"] == 0.0 and base.last_losses["pair_B"] == 0.0
+
+
+def test_mask_pairs_give_the_mask_direction_its_twins(tmp_path):
+    trainA = make_domain(tmp_path / "trainA", 3, seed=1)
+    both = merge_pairs(trainA, find_pairs(_pairs_dir(tmp_path / "pairs", trainA, seed=7)))
+    one_style = merge_pairs(trainA, find_pairs(_pairs_dir(tmp_path / "blue", trainA, seed=8)))
+    ds = UnpairedDataset(trainA, [], 36, 32, seed=0, pairs=both, mask_pairs=one_style)
+    assert len(ds.paths_A) == 3 and len(ds.paths_B) == 6  # both twin sets join B, A is not doubled
+    for a, b in one_style:
+        assert ds.twin_of_A[str(a)] == str(b)  # G_mask's target: the consistent style
+    for a, b in both + one_style:
+        assert ds.twin_of_B[str(b)] == str(a)  # G_unmask learns from every twin
+
+
+def test_mask_pairs_alone_enable_the_paired_term(tmp_path):
+    TrainConfig(data_root=str(tmp_path), mask_pairs_dir=str(tmp_path), paired_weight=1.0)  # no error
