@@ -120,3 +120,47 @@ def test_success_rates_in_the_report(tmp_path, tiny_features_path):
     assert sc["unmask"]["success"] == pytest.approx(1.0 - sc["reference"]["testB_called_masked"]["success"])
     assert sc["mask"]["success"] == 0.0 and sc["unmask"]["success"] == 0.0
     assert "Task success" in ev.to_markdown(r)
+
+
+def test_face_aware_photo_translator_changes_only_the_mask_zone():
+    """The product path eval scores: a model that inverts every crop changes the lower face only."""
+    import matplotlib
+
+    from cyclemask.metrics.cli import _photo_translators
+
+    photo = read_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+
+    class Invert:
+        def infer(self, batch):
+            return 255 - batch
+
+    class Models:
+        size = 64
+        backends = {"mask": Invert()}
+
+    out = _photo_translators(Models(), None)["mask"](photo)
+    changed = np.abs(out.astype(int) - photo.astype(int)).max(axis=2) > 0
+    rows = np.nonzero(changed.any(axis=1))[0]
+    assert changed.sum() > 2000  # the zone was pasted
+    assert rows.min() > 200  # below the eyes (at y ~195 in this photo): the eyes keep their pixels
+    assert not changed[:200].any() and not changed[:, :100].any()
+
+
+def test_face_aware_scores_in_the_report(tmp_path, tiny_features_path):
+    import matplotlib
+
+    from cyclemask.metrics.fid import load_inception
+
+    photo = read_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    for split in ("testA", "testB"):
+        for i in range(3):
+            write_image(tmp_path / split / f"{i}.png", photo[i * 10:, i * 5:])
+    a, b = ev.load_folder(tmp_path / "testA"), ev.load_folder(tmp_path / "testB")
+    ident = {"mask": lambda x: x.copy(), "unmask": lambda x: x.copy()}
+    photos = {"mask": lambda p: p.copy(), "unmask": lambda p: p.copy()}
+    r = ev.evaluate_translators(ident, 64, a, b, ev.FeatureCache(load_inception(tiny_features_path)),
+                                options=ev.EvalOptions(kid_subsets=3), photo_translators=photos)
+    fa = r["face_aware"]
+    # Photos that come back as they were score exactly as the untranslated sets.
+    assert fa["AB"]["fid"] == pytest.approx(r["reference"]["FID_A_vs_B"], rel=1e-9) and fa["BA"]["n_fake"] == 3
+    assert "Face-aware, as cyclemask-run gives it" in ev.to_markdown(r)

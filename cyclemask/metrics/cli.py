@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 import click
+import numpy as np
 
 from ..cli_util import Command, Group, StageBars, debug_option, stop_exit_code, stop_signal
 from ..errors import ConfigError
@@ -160,13 +161,16 @@ def fid(folder1, folder2, inception, feature_device, kid_subsets, kid_subset_siz
 @click.option("--classifier", type=click.Path(dir_okay=False), default=None,
               help="Masked / unmasked classifier graph for the success rates. Default: the one shipped with cyclemask.")
 @click.option("--no-classifier", is_flag=True, help="Skip the success rates.")
+@click.option("--face-aware", is_flag=True,
+              help="Also score whole test photos as cyclemask-run gives them: detect the face, crop, translate, "
+                   "paste the mask zone back into the photo's own pixels.")
 @inception_options
 @click.option("--out-json", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON here.")
 @click.option("--out-md", type=click.Path(dir_okay=False), default=None, help="Write the report as Markdown here.")
 @debug_option
 def model(model, mask_model, unmask_model, backend, device, image_size, data, pairs, detector, pairs_aligned, limit,
-          batch_size, classifier, no_classifier, inception, feature_device, kid_subsets, kid_subset_size, out_json,
-          out_md) -> None:
+          batch_size, classifier, no_classifier, face_aware, inception, feature_device, kid_subsets, kid_subset_size,
+          out_json, out_md) -> None:
     """Score a model: FID_AB, FID_BA, KID, task success, paired PSNR / SSIM (JSON and Markdown).
 
     FID_AB = FID(G_mask(testA), testB), FID_BA = FID(G_unmask(testB), testA); KID beside them;
@@ -191,8 +195,9 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
     try:
         with _open(model, mask_model, unmask_model, backend, device, image_size) as models:
             pair_set = load_pairs(pairs, models.size, det, limit=limit) if pairs else None
+            photos = _photo_translators(models, detector) if face_aware else None
             report = evaluate_translators(models.translators(), models.size, test_a, test_b, FeatureCache(net),
-                                          pair_set, options, progress=bar, classifier=clf)
+                                          pair_set, options, progress=bar, classifier=clf, photo_translators=photos)
             report["models"] = models.info
             if clf is not None:
                 report["classifier"] = {"path": str(clf.path)}
@@ -210,6 +215,25 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
         _write_text(out_json, json.dumps(_finite(report), indent=1) + "\n")
     if out_md:
         _write_text(out_md, md + "\n")
+
+
+def _photo_translators(models, detector):
+    """One photo in, one photo out, through the runtime's face-aware processor (default settings)."""
+    from cyclemask.engine.faces import FaceConfig, FaceProcessor
+
+    def make(backend):
+        # Photos are unrelated: no tracking, a retry on a padded copy for tight crops (as image folders).
+        proc = FaceProcessor(models.size, FaceConfig(track=False, detect_retry=True, rotated="full"),
+                              model_path=detector)
+
+        def run(photo):
+            crops, state = proc.prepare(photo)
+            outputs = list(backend.infer(np.stack(crops))) if crops else []
+            return proc.finish(photo, state, outputs)
+
+        return run
+
+    return {d: make(b) for d, b in models.backends.items()}
 
 
 @main.command("train-classifier", cls=Command)

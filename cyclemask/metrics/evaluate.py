@@ -11,6 +11,10 @@ photos.
   reported as the baseline to beat. Where the crops come from detection, the mask zone (the
   polygon of `cyclemask.faces.mask_anchors` on the unmasked face) is scored on its own too: the
   only pixels a mask changes, so the figure is not diluted by the untouched rest.
+- Face-aware ("as the user gets it", optional): each test photo goes through what `cyclemask-run`
+  does (detect the face, crop, translate, paste the mask zone back into the photo's own pixels);
+  FID / KID and success are scored again on those outputs. A photo where no face is found comes
+  back unchanged and counts against the model.
 - With a masked / unmasked classifier (`cyclemask.metrics.classifier`): the success rate of each
   direction, the share of G_mask(testA) called masked and of G_unmask(testB) called unmasked,
   beside the untranslated test sets as the reference.
@@ -251,6 +255,7 @@ def evaluate_translators(
     options: EvalOptions = EvalOptions(),
     progress: Progress | None = None,
     classifier=None,
+    photo_translators: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> dict:
     """The scores of translators keyed by direction ("mask": A->B, "unmask": B->A)."""
     unknown = set(translators) - set(DIRECTIONS)
@@ -280,6 +285,9 @@ def evaluate_translators(
             success["unmask"] = classifier.rates(fake_a, want_masked=False)
     if success:
         report["success"] = success
+    if photo_translators:
+        report["face_aware"] = _face_aware(photo_translators, size, test_a, test_b, real_a, real_b, features,
+                                           options, classifier, stage)
     if pairs is not None:
         zones = pairs.zones or None
         paired: dict = {"n": len(pairs.names), "rejected": len(pairs.rejected),
@@ -293,6 +301,25 @@ def evaluate_translators(
             paired["mask"] = score_pairs(out, pairs.masked, zones)
         report["paired"] = paired
     return report
+
+
+def _face_aware(photo_translators, size, test_a, test_b, real_a, real_b, features, options, classifier, stage) -> dict:
+    """Scores of whole photos translated as cyclemask-run does (see the module docstring)."""
+    out: dict = {}
+    for direction, key, images, real, want_masked in (("mask", "AB", test_a.images, real_b, True),
+                                                      ("unmask", "BA", test_b.images, real_a, False)):
+        if direction not in photo_translators:
+            continue
+        run = stage(f"{direction} photos, face-aware")
+        fakes = []
+        for i, im in enumerate(images):
+            fakes.append(fit_size(photo_translators[direction](im), size))
+            if run:
+                run(i + 1, len(images))
+        out[key] = _fid_kid(features.features(fakes, progress=stage(f"features {direction}, face-aware")), real, options)
+        if classifier is not None:
+            out[key]["success"] = classifier.rates(fakes, want_masked=want_masked)
+    return out
 
 
 def to_markdown(report: dict) -> str:
@@ -329,6 +356,26 @@ def to_markdown(report: dict) -> str:
             lines.append(f"| unmask: G_unmask(testB) called unmasked | {100 * sc['unmask']['success']:.1f} % | "
                          f"{sc['unmask']['n']} | testB called masked: {100 * r.get('success', float('nan')):.1f} % |")
         lines.append("")
+    if "face_aware" in report:
+        fa = report["face_aware"]
+
+        def fcell(d: str, value) -> str:
+            return value(fa[d]) if d in fa else "-"
+
+        def fid(r):
+            return f"{r['fid']:.2f}"
+
+        def kid(r):
+            return f"{100 * r['kid']:.3f}"
+
+        def won(r):
+            return f"{100 * r['success']['success']:.1f} %" if "success" in r else "-"
+
+        lines += ["## Face-aware, as cyclemask-run gives it (detect, crop, translate, paste the mask zone)", "",
+                  "| metric | A→B (mask) | B→A (unmask) |", "|---|---|---|",
+                  f"| FID | {fcell('AB', fid)} | {fcell('BA', fid)} |",
+                  f"| KID x 100 | {fcell('AB', kid)} | {fcell('BA', kid)} |",
+                  f"| success | {fcell('AB', won)} | {fcell('BA', won)} |", ""]
     if "paired" in report:
         p = report["paired"]
         lines += [f"## Paired photos ({p['n']} pairs, {p['rejected']} rejected)", "",
