@@ -17,15 +17,22 @@ from torch import nn
 from .errors import InputError
 
 
+# The order of the operations below is part of the graph contract. TensorRT's ONNX parser
+# accepts a uint8 tensor only as a graph input or output ("TensorRT does not support UINT8 types
+# for intermediate tensors"), and its Transpose takes no uint8 at all: so the input is cast to
+# float before the layout change, and the output is cast to uint8 as the very last operation
+# (docs/ARCHITECTURE.md, "The graph contract"). The values are the same either way.
+
+
 def preprocess(batch_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC RGB -> float32 NCHW in [-1, 1]."""
-    return batch_u8.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+    """uint8 NHWC RGB -> float32 NCHW in [-1, 1] (cast first, then the layout change)."""
+    return batch_u8.to(torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def postprocess(batch: torch.Tensor) -> torch.Tensor:
-    """float NCHW in [-1, 1] -> uint8 NHWC RGB (round half to even, then clip)."""
+    """float NCHW in [-1, 1] -> uint8 NHWC RGB (round half to even, clip, layout, then cast)."""
     y = torch.round((batch.to(torch.float32) + 1.0) * 127.5)
-    return torch.clamp(y, 0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1)
+    return torch.clamp(y, 0.0, 255.0).permute(0, 2, 3, 1).to(torch.uint8)
 
 
 class UInt8Translator(nn.Module):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cyclemask.errors import ExportError
 
+from .graph_lint import check_tensorrt_rules
 from .metadata import set_onnx_metadata
 from .onnx import check_io_contract, save_model_atomic
 
@@ -107,6 +108,7 @@ def to_fp16(src_path: str | os.PathLike, dst_path: str | os.PathLike, *, fp32_op
     m16 = convert_model_fp16(model, fp32_ops=fp32_ops)
     if "image_size" in props:
         check_io_contract(m16, int(props["image_size"]))
+    check_tensorrt_rules(m16, "the FP16 graph")
     set_onnx_metadata(m16, {**props, "precision": "fp16", "fp32_ops": ",".join(fp32_ops) + ",pre/post"})
     try:
         onnx.checker.check_model(m16, full_check=True)

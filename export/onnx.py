@@ -29,6 +29,8 @@ from torch import nn
 from cyclemask.errors import ExportError
 from cyclemask.imaging import UInt8Translator
 
+from .graph_lint import check_tensorrt_rules
+
 # read_onnx_metadata is re-exported: the runtime reads graphs' metadata through this module too.
 from .metadata import build_onnx_metadata, read_onnx_metadata, set_onnx_metadata  # noqa: F401
 
@@ -169,6 +171,7 @@ def export_onnx(
     t0 = time.perf_counter()
     model = export_model_proto(generator, image_size=image_size, opset=opset)
     check_io_contract(model, image_size)
+    check_tensorrt_rules(model, "the exported FP32 graph")
     config = getattr(generator, "config", None)
     props = build_onnx_metadata(config=config, image_size=image_size, precision="fp32", opset=opset, extra=metadata)
     set_onnx_metadata(model, props)
