@@ -12,6 +12,8 @@ from cyclemask.cli_util import Command, debug_option
 from cyclemask.config import NORMS
 from cyclemask.errors import ExportError
 
+from .metadata import DEFAULT_STREAMS
+
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 @click.option("--min-batch", type=click.IntRange(1), default=1, help="Engine profile: smallest batch.")
 @click.option("--opt-batch", type=click.IntRange(1), default=8, help="Engine profile: batch TensorRT tunes for.")
 @click.option("--max-batch", type=click.IntRange(1), default=32, help="Engine profile: largest batch.")
+@click.option("--streams", type=click.IntRange(1, 16), default=DEFAULT_STREAMS,
+              help="Engine: optimization profiles, one per CUDA stream `cyclemask-run --streams` will run at once "
+                   "(TensorRT needs a profile per concurrent execution context; the runtime runs no more streams "
+                   "than the engine has profiles). Build time grows with the count.")
 @click.option("--timing-cache", type=click.Path(path_type=Path), default=None,
               help="TensorRT timing cache file, read before and updated after each build. Default: "
                    "OUT/trt_timing.cache.")
@@ -65,7 +71,7 @@ log = logging.getLogger(__name__)
               help="CPU threads for PyTorch and ONNX Runtime. Default: their own choice.")
 @debug_option
 def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, norm, fp16, engine, overwrite,
-         min_batch, opt_batch, max_batch, timing_cache, workspace_gib, typing, instance_norm, verify_images,
+         min_batch, opt_batch, max_batch, streams, timing_cache, workspace_gib, typing, instance_norm, verify_images,
          verify_count, verify_random, threads):
     """Export generators to verified ONNX graphs and, where TensorRT and a GPU exist, FP16 engines.
 
@@ -103,7 +109,7 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
         torch.set_num_threads(threads)
     build = EngineBuildConfig(
         profile=EngineProfile(min_batch, opt_batch, max_batch), timing_cache=timing_cache,
-        workspace_gib=workspace_gib, typing=typing, instance_norm=instance_norm,
+        workspace_gib=workspace_gib, typing=typing, instance_norm=instance_norm, profiles=streams,
     )
     if out_dir is None:
         out_dir = from_onnx.parent if from_onnx is not None else Path("exported")

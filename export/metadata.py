@@ -128,6 +128,9 @@ def write_json_atomic(path: str | os.PathLike, data: dict) -> Path:
 
 ENGINE_FORMAT = "cyclemask.engine"
 ENGINE_FORMAT_VERSION = 1
+#: CUDA streams the TensorRT runtime runs by default, and so the optimization profiles an
+#: engine is built with by default (one per concurrent execution context).
+DEFAULT_STREAMS = 2
 
 
 class EngineArtefactError(ExportError, BackendError):
@@ -144,11 +147,13 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def engine_rebuild_command(onnx_path: str | os.PathLike | None, out_dir: str | os.PathLike | None = None) -> str:
+def engine_rebuild_command(onnx_path: str | os.PathLike | None, out_dir: str | os.PathLike | None = None,
+                           streams: int | None = None) -> str:
     """The command that builds an engine from a verified FP16 graph on the target machine."""
     src = str(onnx_path) if onnx_path else "<direction>.fp16.onnx"
     out = f" --out {out_dir}" if out_dir else ""
-    return f"cyclemask-export --from-onnx {src}{out}"
+    more = f" --streams {streams}" if streams and streams != DEFAULT_STREAMS else ""
+    return f"cyclemask-export --from-onnx {src}{out}{more}"
 
 
 def format_capability(cc) -> str:

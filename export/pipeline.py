@@ -303,9 +303,14 @@ def export_checkpoint(
             written = f"written before the failure: {', '.join(done)}" if done else "nothing was written"
             raise ExportError(f"{d}: {exc} -- no '{d}' file was written; {written}") from exc
     if options.fp16 and not engine:
-        cmds = "; ".join(engine_rebuild_command(artefact_paths(options.out_dir, d)["onnx-fp16"], options.out_dir)
-                         for d in gens)
+        cmds = "; ".join(engine_rebuild_command(artefact_paths(options.out_dir, d)["onnx-fp16"], options.out_dir,
+                                                options.build.profiles) for d in gens)
         result.notes.append(f"{engine_note}. Build it on the target GPU machine with: {cmds}")
+    for d in result.directions:
+        result.notes.extend(d.notes)
+    if engine and not any(a.kind == "engine" for a in result.artefacts):
+        result.engine_built = False
+        result.engine_note = "no TensorRT engine was built: the build failed (see the notes)"
     _note_stale(result, options, engine)
     return result
 
@@ -327,6 +332,7 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
     staged: dict[str, Path] = {k: stage / p.name for k, p in final.items()}
     tick = progress or (lambda _s: None)
     artefacts: list[Artefact] = []
+    notes: list[str] = []
     try:
         export_onnx(generator, staged["onnx-fp32"], image_size=size, metadata=meta)
         tick(f"{direction}: exported FP32 graph")
@@ -347,7 +353,17 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
             artefacts.append(Artefact("onnx-fp16", final["onnx-fp16"], 0, [v16]))
             tick(f"{direction}: verified FP16 graph")
             if engine:
-                artefacts += _engine_steps(staged, final, images, got16, reference, options, tick, direction)
+                try:
+                    artefacts += _engine_steps(staged, final, images, got16, reference, options, tick, direction)
+                except ExportError as exc:
+                    if options.engine:  # asked for with --engine: no engine is a failed export
+                        raise
+                    # Built because TensorRT happened to be there: the verified graphs are the
+                    # export's product; the engine can be built later on its own.
+                    redo = engine_rebuild_command(final["onnx-fp16"], options.out_dir, options.build.profiles)
+                    notes.append(f"{direction}: no TensorRT engine: {exc}. The verified ONNX graphs were kept; "
+                                 f"build the engine with: {redo}")
+                    tick(f"{direction}: engine build failed (noted)")
         for a in artefacts:
             a.size = staged[a.kind].stat().st_size
         # Graphs first, then the engine, then its sidecar: a reader that finds a sidecar finds
@@ -358,7 +374,7 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
         tick(f"{direction}: moved into place")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return DirectionResult(direction, artefacts, time.perf_counter() - t0)
+    return DirectionResult(direction, artefacts, time.perf_counter() - t0, notes)
 
 
 def _engine_steps(staged, final, images, got16, reference, options: ExportOptions, tick, label) -> list[Artefact]:
@@ -369,11 +385,17 @@ def _engine_steps(staged, final, images, got16, reference, options: ExportOption
     build = options.build
     if build.timing_cache is None:
         build = dataclasses.replace(build, timing_cache=options.timing_cache)
-    sidecar = build_engine(staged["onnx-fp16"], staged["engine"], build,
-                           onnx_final_path=final["onnx-fp16"], engine_final_path=final["engine"])
-    tick(f"{label}: built TensorRT engine")
-    t1 = time.perf_counter()
-    got_trt = run_engine(staged["engine"], images)
+    try:
+        sidecar = build_engine(staged["onnx-fp16"], staged["engine"], build,
+                               onnx_final_path=final["onnx-fp16"], engine_final_path=final["engine"])
+        tick(f"{label}: built TensorRT engine")
+        t1 = time.perf_counter()
+        got_trt = run_engine(staged["engine"], images)
+    except CycleMaskError:
+        raise
+    except Exception as exc:  # the bindings raise RuntimeError/TypeError of their own
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"TensorRT failed ({type(exc).__name__}: {first[:300]})") from exc
     secs = time.perf_counter() - t1
     checks = [verify_outputs(got_trt, got16, ENGINE_BOUNDS, artefact=str(final["engine"]),
                              against="FP16 graph on ORT CPU", seconds=secs)]

@@ -16,7 +16,14 @@ What the build does, and why:
   `BuilderFlag.FP16`, where TensorRT picks precisions itself (only for comparisons).
 - InstanceNormalization uses TensorRT's native layer unless `instance_norm="plugin"` (10.x
   parser flag NATIVE_INSTANCENORM; DESIGN §4 asks to compare the two on a GPU).
-- One optimization profile over the batch dimension: min/opt/max from the caller.
+- One optimization profile per CUDA stream the runtime will run (`EngineBuildConfig.profiles`,
+  `cyclemask-export --streams`), all over the same batch range: every execution context in
+  concurrent use needs its own profile (TensorRT API reference, IExecutionContext: "each
+  execution context in concurrent use must use a separate optimization profile"; a new context
+  gets profile 0). The count is recorded in the sidecar; the runtime selects profile k for its
+  k-th stream with `set_optimization_profile_async` and runs no more streams than profiles.
+- The plugin registry is initialised (`trt.init_libnvinfer_plugins`) before parsing, so the
+  InstanceNormalization plugin path can be found, and before deserialising.
 - A timing cache file is loaded before and saved after every build, so later builds (the other
   direction, a rebuild) skip tactic timing they have already done.
 - The engine is written with a sidecar JSON (`<engine>.json`, see `cyclemask.export.metadata`)
@@ -43,6 +50,7 @@ import numpy as np
 from cyclemask.errors import ExportError
 
 from .metadata import (  # noqa: F401  (re-exported: the runtime imports these from here too)
+    DEFAULT_STREAMS,
     ENGINE_FORMAT,
     ENGINE_FORMAT_VERSION,
     EngineArtefactError,
@@ -59,6 +67,8 @@ from .onnx import INPUT_NAME, OUTPUT_NAME
 log = logging.getLogger(__name__)
 
 TYPINGS = ("strong", "weak-fp16")
+#: Each profile compiles its own kernels (build time and engine size grow with the count).
+MAX_PROFILES = 16
 INSTANCE_NORMS = ("native", "plugin")
 
 
@@ -94,8 +104,12 @@ class EngineBuildConfig:
     typing: str = "strong"
     instance_norm: str = "native"
     optimization_level: int | None = None
+    #: Optimization profiles, one per CUDA stream the runtime runs at once (all the same shapes).
+    profiles: int = DEFAULT_STREAMS
 
     def __post_init__(self) -> None:
+        if not isinstance(self.profiles, int) or isinstance(self.profiles, bool) or not 1 <= self.profiles <= MAX_PROFILES:
+            raise ExportError(f"profiles (--streams) must be an integer from 1 to {MAX_PROFILES}; got {self.profiles!r}")
         if self.typing not in TYPINGS:
             raise ExportError(f"typing must be one of {', '.join(TYPINGS)}; got {self.typing!r}")
         if self.instance_norm not in INSTANCE_NORMS:
@@ -166,6 +180,26 @@ class _TrtLog:
         return Logger()
 
 
+_PLUGIN_LOGGER = None
+
+
+def init_plugins(trt) -> None:
+    """Register TensorRT's bundled plugins (InstanceNormalization among them) once per process.
+
+    Needed before parsing a graph that uses a plugin and before deserialising an engine that
+    contains one. The plugin library keeps the logger it is given for as long as the process
+    lives (plugin/api/inferPlugin.cpp stores it in a global), so the logger is a module global
+    that is never freed.
+    """
+    global _PLUGIN_LOGGER
+    if _PLUGIN_LOGGER is not None:
+        return
+    logger = _TrtLog.create()
+    if not trt.init_libnvinfer_plugins(logger, ""):
+        log.warning("TensorRT's plugin library did not initialise: the InstanceNormalization plugin is unavailable")
+    _PLUGIN_LOGGER = logger
+
+
 def _load_timing_cache(trt, builder_config, path: Path | None):
     blob = b""
     if path is not None and path.is_file():
@@ -224,6 +258,7 @@ def build_engine(
     name, cc = gpu_identity()
     t0 = time.perf_counter()
     logger = _TrtLog.create()
+    init_plugins(trt)
     builder = trt.Builder(logger)
     flags = 0
     if config.typing == "strong":
@@ -259,14 +294,16 @@ def build_engine(
     if config.typing == "weak-fp16":
         bc.set_flag(trt.BuilderFlag.FP16)  # 10.x only (checked above)
     shapes = config.profile.shapes(image_size)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, shapes["min"], shapes["opt"], shapes["max"])
-    if bc.add_optimization_profile(profile) < 0:
-        raise ExportError(f"TensorRT rejected the optimization profile {shapes}")
+    for k in range(config.profiles):
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_NAME, shapes["min"], shapes["opt"], shapes["max"])
+        if bc.add_optimization_profile(profile) != k:
+            raise ExportError(f"TensorRT rejected optimization profile {k + 1} of {config.profiles} ({shapes})")
     cache = _load_timing_cache(trt, bc, config.timing_cache)
 
-    log.info("building TensorRT %s engine for %s (%s) from %s, batch %d/%d/%d ...", trt.__version__, name, cc,
-             src.name, config.profile.min_batch, config.profile.opt_batch, config.profile.max_batch)
+    log.info("building TensorRT %s engine for %s (%s) from %s, batch %d/%d/%d, %d profile(s) ...", trt.__version__,
+             name, cc, src.name, config.profile.min_batch, config.profile.opt_batch, config.profile.max_batch,
+             config.profiles)
     serialized = builder.build_serialized_network(network, bc)
     if serialized is None:
         raise ExportError(f"{src}: TensorRT could not build an engine: {'; '.join(logger.errors)[:800] or 'see its log above'}")
@@ -292,6 +329,7 @@ def build_engine(
         "output": OUTPUT_NAME,
         "image_size": image_size,
         "profile": shapes,
+        "profiles": config.profiles,
         "typing": config.typing,
         "instance_norm": config.instance_norm,
         "precision": meta.get("precision", "fp16"),
@@ -304,7 +342,8 @@ def build_engine(
         "timing_cache": str(config.timing_cache) if config.timing_cache else None,
         "build_seconds": round(seconds, 1),
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "rebuild_command": engine_rebuild_command(final_onnx, (Path(engine_final_path) if engine_final_path else dst).parent),
+        "rebuild_command": engine_rebuild_command(final_onnx, (Path(engine_final_path) if engine_final_path else dst).parent,
+                                                  config.profiles),
     }
     sidecar.update(extra or {})
     write_json_atomic(sidecar_path(dst), sidecar)
@@ -329,6 +368,7 @@ def run_engine(engine_path: str | os.PathLike, images: np.ndarray, *, batch_size
     check_batch(images, what="engine input")
     p = Path(engine_path)
     logger = _TrtLog.create()
+    init_plugins(trt)
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(p.read_bytes())
     if engine is None:

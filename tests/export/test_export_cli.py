@@ -220,3 +220,49 @@ def test_help_documents_every_option_and_default():
                 "--verify-images", "--verify-count", "--verify-random", "--threads", "--debug"):
         assert opt in res.output, opt
     assert "[default: 8;" in res.output and "[default: strong]" in res.output
+
+
+# ------------------------------------------------------------------------------------------------
+# A TensorRT build that fails. These tests make the build step raise on a CPU machine: they test
+# cyclemask-export's control flow around the build (what is kept, what is said, the exit
+# status), not TensorRT, which never runs here.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def failing_build(monkeypatch):
+    from cyclemask.export import tensorrt
+
+    monkeypatch.setattr(pipeline, "tensorrt_status", lambda: (True, "TensorRT 10.99 on a pretend GPU (test)"))
+    calls = []
+
+    def build_engine(onnx_path, engine_path, config, **kw):
+        calls.append((onnx_path, config.profiles))
+        engine_path.write_bytes(b"half an engine")  # a partial file must not survive either
+        raise RuntimeError("pretend TensorRT: [graphShapeAnalyzer] unsupported node")
+
+    monkeypatch.setattr(tensorrt, "build_engine", build_engine)
+    return calls
+
+
+def test_automatic_engine_build_failure_keeps_the_verified_graphs(tmp_path, bundle, failing_build):
+    out = tmp_path / "out"
+    res = run(["--checkpoint", bundle, "--direction", "mask", "--fp16", "--out", out, "--threads", 1,
+               "--streams", 3])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["mask.fp16.onnx", "mask.onnx"]
+    assert read_onnx_metadata(out / "mask.fp16.onnx")["precision"] == "fp16"
+    assert failing_build and failing_build[0][1] == 3  # --streams became the profile count
+    assert "Note: mask: no TensorRT engine: TensorRT failed (RuntimeError: pretend TensorRT" in res.output
+    assert f"cyclemask-export --from-onnx {out / 'mask.fp16.onnx'} --out {out} --streams 3" in res.output
+    assert "engine built with" not in res.output and "Wrote 2 files." in res.output
+    assert no_partials(out)
+
+
+def test_explicit_engine_build_failure_is_an_error_and_writes_nothing(tmp_path, bundle, failing_build):
+    out = tmp_path / "out"
+    res = run(["--checkpoint", bundle, "--direction", "mask", "--engine", "--out", out, "--threads", 1])
+    assert res.exit_code == 1
+    assert "mask: TensorRT failed (RuntimeError: pretend TensorRT" in res.output
+    assert "no 'mask' file was written" in res.output
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == [] and no_partials(out)

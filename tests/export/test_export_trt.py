@@ -39,6 +39,7 @@ def test_engine_and_sidecar_are_written_and_check_against_this_gpu(built, graphs
     assert (loaded["gpu_name"], loaded["compute_capability"]) == (name, cc)
     assert loaded["profile"] == {"min": [1, SIZE, SIZE, 3], "opt": [2, SIZE, SIZE, 3], "max": [4, SIZE, SIZE, 3]}
     assert loaded["direction"] == "mask" and loaded["typing"] == "strong"
+    assert loaded["profiles"] == 2  # one optimization profile per runtime stream (the default 2)
     assert check_sidecar(loaded, trt.__version__, name, cc) == []
 
 
