@@ -7,11 +7,15 @@ plus the runtime's own checks in `preflight`: engine file hash, direction); a mi
 error that gives the command rebuilding the engine. None of that needs a GPU, and it is tested
 here.
 
-Runtime layout (DESIGN.md section 4): one execution context per CUDA stream ("slot"); each slot
-owns device input/output buffers and pinned host buffers, allocated by torch and bound with
-`set_tensor_address(name, tensor.data_ptr())` once (no pycuda). `submit` copies a batch into
-the slot's pinned buffer, enqueues host->device copy, `execute_async_v3` and device->host copy
-on the slot's stream and records an event; `result()` waits for that event only. The pipeline
+Runtime layout: one execution context per CUDA stream ("slot"), each on its own optimization
+profile (context k selects profile k with `set_optimization_profile_async` on its stream:
+TensorRT requires a separate profile for every context in concurrent use, so an engine with P
+profiles runs at most P streams, and says so when more were asked for); each slot owns device
+input/output buffers and pinned host buffers, allocated by torch and bound with
+`set_tensor_address(name, tensor.data_ptr())` once (no pycuda). `submit_images` stacks a batch
+straight into the slot's pinned buffer, enqueues host->device copy, `execute_async_v3` and
+device->host copy on the slot's stream and records a blocking event; `result()` waits for that
+event only, asleep rather than spinning. The pipeline
 keeps `max_in_flight` (= streams) batches submitted, so copies and kernels of neighbouring
 batches overlap, and `execute_async_v3` releases the GIL while the other threads decode and
 write. Each slot has its own input buffer, and a slot is reused only after its previous batch
@@ -19,7 +23,8 @@ was collected, so no input-consumed event is needed.
 
 NOT RUN HERE: the machine that wrote this has no GPU and no TensorRT. The runtime calls follow
 the TensorRT 10.x / 11.x Python API reference (name-based I/O tensors, `set_input_shape`,
-`set_tensor_address`, `execute_async_v3(stream_handle)`, `get_tensor_profile_shape`); the tests
+`set_tensor_address`, `execute_async_v3(stream_handle)`, `get_tensor_profile_shape`,
+`set_optimization_profile_async(profile_index, stream_handle)`, `init_libnvinfer_plugins`); the tests
 that execute them are marked `trt` and skip where TensorRT or CUDA is missing.
 """
 
@@ -40,6 +45,8 @@ from cyclemask.export.metadata import (
     load_engine_sidecar,
     sidecar_path,  # noqa: F401 - re-exported for callers that locate sidecars
 )
+
+from cyclemask.export.tensorrt import init_plugins
 
 from .backends import Backend
 
@@ -106,8 +113,8 @@ class _Slot:
 
 
 class _Pending:
-    def __init__(self, slot: _Slot, n: int) -> None:
-        self.slot, self.n = slot, n
+    def __init__(self, backend: "TrtBackend", slot: _Slot, n: int) -> None:
+        self.backend, self.slot, self.n = backend, slot, n
         self._value: np.ndarray | None = None
 
     def result(self) -> np.ndarray:
@@ -115,6 +122,7 @@ class _Pending:
             self.slot.done.synchronize()  # waits for this slot's stream only
             # Copy out of the pinned buffer: the slot refills it with a later batch.
             self._value = self.slot.h_out[: self.n].numpy().copy()
+            self._value = self.backend._check_output(self._value, self.n)
             if self.slot.pending is self:
                 self.slot.pending = None
         return self._value
@@ -164,6 +172,7 @@ class TrtBackend(Backend):
         redo = self.sidecar.get("rebuild_command") or engine_rebuild_command(self.sidecar.get("onnx_path"), p)
 
         self._logger = trt.Logger(trt.Logger.WARNING)
+        init_plugins(trt)  # an engine built with the InstanceNormalization plugin needs the registry
         self._runtime = trt.Runtime(self._logger)
         engine = self._runtime.deserialize_cuda_engine(p.read_bytes())
         if engine is None:
@@ -195,6 +204,18 @@ class TrtBackend(Backend):
             self._min_batch, self.max_batch = int(pmin[0]), int(pmax[0])
         else:
             self._min_batch = self.max_batch = int(shape[0])
+        side_profiles = self.sidecar.get("profiles")
+        if isinstance(side_profiles, int) and side_profiles != n_profiles:
+            raise BackendError(f"{p}: sidecar says {side_profiles} optimization profiles, the engine has {n_profiles}; "
+                               f"rebuild it: {redo}")
+        if self.streams > n_profiles:
+            # Every execution context in concurrent use needs an optimization profile of its own.
+            msg = (f"{p.name} has {n_profiles} optimization profile(s), so it runs {n_profiles} CUDA stream(s), not "
+                   f"{self.streams}; for {self.streams}, rebuild it with --streams {self.streams}: "
+                   f"{engine_rebuild_command(self.sidecar.get('onnx_path'), p.parent, self.streams)}")
+            log.warning("%s", msg)
+            self.warnings.append(msg)
+            self.streams = n_profiles
 
         s = self._image_size
         self._slots = []
@@ -204,11 +225,20 @@ class TrtBackend(Backend):
             if ctx is None:
                 raise BackendError(f"{p}: could not create execution context {k + 1} of {self.streams} "
                                    "(out of GPU memory?); try --streams 1")
-            if n_profiles > 1:
-                # Several profiles: give each context its own, the arrangement every TensorRT
-                # version accepts for concurrent contexts.
-                if not ctx.set_optimization_profile_async(k % n_profiles, stream.cuda_stream):
-                    raise BackendError(f"{p}: cannot select optimization profile {k % n_profiles}")
+            # Profile k for context k, selected on the stream the context will run on, before any
+            # input shape is set (IExecutionContext.setOptimizationProfileAsync). The binding
+            # raises on failure in recent releases and returns False in older ones.
+            try:
+                selected = ctx.set_optimization_profile_async(k, stream.cuda_stream)
+            except Exception as exc:
+                raise BackendError(f"{p}: cannot select optimization profile {k} for stream {k + 1} ({exc})") from None
+            if selected is False:
+                raise BackendError(f"{p}: cannot select optimization profile {k} for stream {k + 1}")
+            pmin, _, pmax = engine.get_tensor_profile_shape(self._in, k)
+            if shape[0] == -1 and (int(pmin[0]), int(pmax[0])) != (self._min_batch, self.max_batch):
+                raise BackendError(f"{p}: optimization profile {k} takes batches {int(pmin[0])}..{int(pmax[0])}, profile 0 "
+                                   f"{self._min_batch}..{self.max_batch}; cyclemask builds identical profiles: rebuild "
+                                   f"it: {redo}")
             d_in = torch.empty((self.max_batch, s, s, 3), dtype=torch.uint8, device=dev)
             d_out = torch.empty_like(d_in)
             h_in = torch.empty((self.max_batch, s, s, 3), dtype=torch.uint8, pin_memory=True)
@@ -216,34 +246,39 @@ class TrtBackend(Backend):
             if not (ctx.set_tensor_address(self._in, d_in.data_ptr())
                     and ctx.set_tensor_address(self._out, d_out.data_ptr())):
                 raise BackendError(f"{p}: TensorRT refused the device buffers for {self._in!r} / {self._out!r}")
-            # Probe now rather than fail mid-run: older TensorRT releases let only one context at
-            # a time use an optimization profile, so with a one-profile engine the second
-            # context may be refused. Then run with the contexts that work.
-            try:
-                usable = bool(ctx.set_input_shape(self._in, (self.max_batch, s, s, 3)))
-            except Exception as exc:  # the bindings raise on some TensorRT versions
-                log.debug("set_input_shape on context %d: %s", k, exc)
-                usable = False
-            if not usable:
-                if k == 0:
-                    raise BackendError(f"{p}: the engine rejects its own maximum input shape "
-                                       f"{[self.max_batch, s, s, 3]}; rebuild it: {redo}")
-                msg = (f"{p}: TensorRT accepted {k} concurrent execution context(s) for this engine's "
-                       f"{n_profiles} optimization profile(s), not {self.streams}; running {k} stream(s). "
-                       f"An engine built with {self.streams} profiles runs {self.streams} streams.")
-                log.warning("%s", msg)
-                self.warnings.append(msg)
-                del ctx
-                break
-            self._slots.append(_Slot(stream, ctx, d_in, d_out, h_in, h_out, torch.cuda.Event()))
-        self.streams = self.max_in_flight = len(self._slots)
+            if not ctx.set_input_shape(self._in, (self.max_batch, s, s, 3)):
+                raise BackendError(f"{p}: the engine rejects its own maximum input shape "
+                                   f"{[self.max_batch, s, s, 3]} in profile {k}; rebuild it: {redo}")
+            # A blocking event: result() then sleeps in cudaEventSynchronize instead of spinning a
+            # CPU core that the decode and write threads need.
+            done = torch.cuda.Event(blocking=True)
+            self._slots.append(_Slot(stream, ctx, d_in, d_out, h_in, h_out, done))
+        self.max_in_flight = len(self._slots)
         self._next = 0
 
     def submit(self, batch_u8: np.ndarray):
+        self._check_input(batch_u8)
+        return self._enqueue(batch_u8.shape[0], lambda h_in: np.copyto(h_in, batch_u8))
+
+    def submit_images(self, images):
+        """Stack the images straight into the slot's pinned buffer: one host copy, not two."""
+        if not images:
+            raise BackendError("trt backend input: expected at least one image; got none")
+        s = self._image_size
+        for i, im in enumerate(images):
+            if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.shape != (s, s, 3):
+                got = f"{im.dtype} {list(im.shape)}" if isinstance(im, np.ndarray) else type(im).__name__
+                raise BackendError(f"trt backend input: image {i}: expected uint8 [{s}, {s}, 3]; got {got}")
+        if not self._active:
+            raise BackendError(f"{self.name}: call activate() (or use `with backend:`) before infer()")
+        n = len(images)
+        if n > self.max_batch:
+            raise BackendError(f"{self.name} backend input: expected at most {self.max_batch} images per batch; got {n}")
+        return self._enqueue(n, lambda h_in: np.stack(images, out=h_in))
+
+    def _enqueue(self, n: int, fill):
         import torch
 
-        self._check_input(batch_u8)
-        n = batch_u8.shape[0]
         if n < self._min_batch:
             raise BackendError(f"trt backend input: this engine takes batches of {self._min_batch} to "
                                f"{self.max_batch}; got {n}")
@@ -253,16 +288,21 @@ class TrtBackend(Backend):
             slot.pending.result()
         s = self._image_size
         with torch.cuda.device(self.device_index):
-            slot.h_in[:n].numpy()[...] = batch_u8
+            fill(slot.h_in[:n].numpy())
             with torch.cuda.stream(slot.stream):
                 slot.d_in[:n].copy_(slot.h_in[:n], non_blocking=True)
-                if not slot.context.set_input_shape(self._in, (n, s, s, 3)):
-                    raise BackendError(f"trt backend: the engine rejected input shape {[n, s, s, 3]}")
-                if not slot.context.execute_async_v3(slot.stream.cuda_stream):
-                    raise BackendError(f"{self.model_path}: TensorRT execution failed (see its log above)")
+                ok = slot.context.set_input_shape(self._in, (n, s, s, 3))
+                if ok:
+                    ok = slot.context.execute_async_v3(slot.stream.cuda_stream)
+                if not ok:
+                    # The copy above is queued and reads the pinned buffer: let it finish before
+                    # the buffer can be handed out again.
+                    slot.stream.synchronize()
+                    raise BackendError(f"{self.model_path}: TensorRT rejected a batch of {n} "
+                                       "(input shape or execution failed; see its log above)")
                 slot.h_out[:n].copy_(slot.d_out[:n], non_blocking=True)
                 slot.done.record(slot.stream)
-        slot.pending = _Pending(slot, n)
+        slot.pending = _Pending(self, slot, n)
         return slot.pending
 
     def _infer(self, batch_u8: np.ndarray) -> np.ndarray:  # submit() is the real entry point

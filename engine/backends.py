@@ -130,6 +130,13 @@ class Backend(abc.ABC):
         self._check_input(batch_u8)
         return _Ready(self._infer(batch_u8))
 
+    def submit_images(self, images: list[np.ndarray]):
+        """`submit` for a list of [S, S, 3] images; a backend with its own staging buffer (TensorRT's
+        pinned memory) stacks them straight into it."""
+        if not images:
+            raise BackendError(f"{self.name} backend input: expected at least one image; got none")
+        return self.submit(np.stack(images))
+
     def _check_input(self, batch_u8: np.ndarray) -> None:
         if not self._active:
             raise BackendError(f"{self.name}: call activate() (or use `with backend:`) before infer()")

@@ -198,7 +198,10 @@ def test_masked_vs_unmasked_is_farther_than_two_unmasked_halves(shared_data, fac
 
 @pytest.mark.gpu
 def test_cuda_features_match_cpu(inception, synthetic_features):
+    from cyclemask.precision import tf32_settings
+
+    before = tf32_settings()
     on_gpu = load_inception(device="cuda")
     a = extract_features(synthetic_set("waves")[:4], on_gpu)
     np.testing.assert_allclose(a, synthetic_features[0][:4], rtol=1e-3, atol=1e-3)
-    assert torch.backends.cudnn.allow_tf32  # restored after extraction
+    assert tf32_settings() == before  # restored after extraction

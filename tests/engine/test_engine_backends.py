@@ -211,8 +211,10 @@ def test_torch_cuda_graphs_and_fp16(bundle_path, batch64):
             TorchBackend(bundle_path, "mask", device="cuda", cuda_graphs=True, max_batch=4) as graphed, \
             TorchBackend(bundle_path, "mask", device="cuda", precision="fp16", channels_last=True) as half:
         ref = plain.infer(batch64)
-        np.testing.assert_array_equal(graphed.infer(batch64), ref)  # 3 of 4: padded partial batch
-        np.testing.assert_array_equal(graphed.infer(batch64[:1]), ref[:1])
+        # The graph runs a padded batch of 4, eager a batch of 3 (or 1): cuDNN may pick other
+        # convolution algorithms per batch size, which can move a value across a rounding edge.
+        for got, want in ((graphed.infer(batch64), ref), (graphed.infer(batch64[:1]), ref[:1])):
+            assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
         diff = np.abs(half.infer(batch64).astype(int) - ref.astype(int))
     assert diff.max() <= 8 and diff.mean() < 1.0
 

@@ -132,32 +132,12 @@ def test_trt_backend_settings(engine):
 # ------------------------------------------------------------------------------------------------
 
 
-def _build_engine(onnx_path, engine_path, max_batch):
-    """A plain TensorRT build (the export package owns the real one); writes the sidecar."""
-    import tensorrt as trt
-    import torch
+def _build_engine(onnx_path, engine_path, max_batch, profiles=2):
+    """The export package's build (one optimization profile per stream), sidecar included."""
+    from cyclemask.export.tensorrt import EngineBuildConfig, EngineProfile, build_engine
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse(onnx_path.read_bytes()), [parser.get_error(i) for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    profile.set_shape("image", (1, 64, 64, 3), (max_batch, 64, 64, 3), (max_batch, 64, 64, 3))
-    config.add_optimization_profile(profile)
-    engine_path.write_bytes(bytes(builder.build_serialized_network(network, config)))
-    major, minor = torch.cuda.get_device_capability()
-    sidecar_path(engine_path).write_text(json.dumps({
-        "format": "cyclemask.engine", "tensorrt_version": trt.__version__,
-        "gpu_name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
-        "profile": {"min": [1, 64, 64, 3], "opt": [max_batch, 64, 64, 3], "max": [max_batch, 64, 64, 3]},
-        "onnx_sha256": file_sha256(onnx_path), "image_size": 64, "direction": "mask",
-        "engine_sha256": file_sha256(engine_path),
-    }))
+    cfg = EngineBuildConfig(profile=EngineProfile(1, max_batch, max_batch), profiles=profiles)
+    build_engine(onnx_path, engine_path, cfg)
 
 
 @pytest.mark.trt
@@ -169,12 +149,23 @@ def test_trt_engine_matches_ort_with_batches_in_flight(tmp_path, mask_graph, rng
     batches = [rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8) for n in (4, 4, 3, 1, 4)]
     with TrtBackend(engine_path, "mask", streams=2) as trt_be, OrtBackend(mask_graph, provider="cpu") as ref:
         assert trt_be.max_batch == 4 and trt_be.image_size == 64
+        assert trt_be.streams == trt_be.max_in_flight == 2 and not trt_be.warnings
         handles = [trt_be.submit(b) for b in batches[:2]]  # two in flight on two streams
         outs = [h.result() for h in handles] + [trt_be.infer(b) for b in batches[2:]]
         for b, o in zip(batches, outs):
             assert np.abs(o.astype(int) - ref.infer(b).astype(int)).max() <= 1
         with pytest.raises(BackendError, match="at most 4 images per batch"):
             trt_be.infer(rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8))
+
+
+@pytest.mark.trt
+def test_trt_backend_runs_no_more_streams_than_profiles(tmp_path, mask_graph, rng):
+    engine_path = tmp_path / "mask.engine"
+    _build_engine(mask_graph, engine_path, max_batch=2, profiles=1)
+    with TrtBackend(engine_path, "mask", streams=3) as be:
+        assert be.streams == be.max_in_flight == 1
+        assert any("has 1 optimization profile(s), so it runs 1 CUDA stream(s), not 3" in w for w in be.warnings)
+        assert be.infer(rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)).shape == (2, 64, 64, 3)
 
 
 @pytest.mark.trt
