@@ -64,7 +64,7 @@ def _both(backend, folder, video) -> dict[str, dict[str, np.ndarray]]:
 def eager_frames(small_case, pipeline_inputs):
     folder, video = pipeline_inputs
     gen = small_case.artefacts.generator
-    size = small_case.spec.image_size
+    size = small_case.image_size
     return _both(TorchBackend(generator=gen, image_size=size, direction="mask"), folder, video)
 
 
