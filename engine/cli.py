@@ -4,39 +4,33 @@ By default it is face-aware: it finds the faces in each image or frame (YuNet), 
 and pastes it back (engine/faces.py); `--aligned` uses the whole image as the model input, for
 photos that are already aligned face crops.
 
-The CLI parses, builds the source, backend and sink, runs the pipeline with a progress bar and
-prints a summary. Exit status: 0 when every input was written, 1 when anything failed (the
+The CLI parses its flags into one `RunOptions` (engine/run.py, shared with --demo), runs
+`engine.run.translate` with a progress bar and prints what it did. Exit status: 0 when every input was written, 1 when anything failed (the
 summary lists what), 130 after Ctrl-C.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 import click
 
+from cyclemask import DIRECTIONS
+from cyclemask.artifacts import DEFAULT_STREAMS
 from cyclemask.cli_util import Command, debug_option
 from cyclemask.errors import ConfigError
-from cyclemask.faces import DETECTOR_ENV, resolve_detector_path
+from cyclemask.faces import DETECTOR_ENV
 
-from .backends import BACKEND_NAMES, BackendOptions, create_backend
-from .faces import FaceConfig, FaceProcessor
-from .pipeline import PipelineConfig, RunReport, run_pipeline
-from .processing import AlignedProcessor
-from .sinks import ImageFolderSink, VideoSink, default_images_out, video_output_path
-from .sources import DEFAULT_MAX_PIXELS, ImageFolderSource, VideoSource
+from .backends import BACKEND_NAMES
+from .faces import FaceConfig
+from .pipeline import RunReport
+from .run import RunOptions, RunStart, translate
+from .sources import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
-NO_DETECTOR = (
-    "face-aware mode (the default) needs the YuNet face detector: pass --face-detector PATH "
-    "(face_detection_yunet_2023mar.onnx from OpenCV's model zoo) or set the {env} environment "
-    "variable to its path. For photos that are already aligned face crops, pass --aligned instead "
-    "(no detector needed)."
-)
 MAX_LISTED_FAILURES = 20
 
 
@@ -113,8 +107,9 @@ MAX_LISTED_FAILURES = 20
 @click.option("--size", type=click.IntRange(4, 4096), default=None,
               help="torch backend: model input size in pixels (multiple of 4). Default: the size the "
                    "checkpoint records, else 256. Graphs and engines fix their own.")
-@click.option("--streams", type=click.IntRange(1, 16), default=2, show_default=True,
-              help="trt backend: CUDA streams (execution contexts), i.e. batches in flight.")
+@click.option("--streams", type=click.IntRange(1, 16), default=DEFAULT_STREAMS, show_default=True,
+              help="trt backend: CUDA streams (execution contexts), i.e. batches in flight; at most as many as "
+                   "the engine has optimization profiles (cyclemask-export --streams).")
 @click.option("--threads", type=click.IntRange(1, 512), default=None,
               help="CPU threads for the torch / ort / openvino backends. Default: the library's choice "
                    "(openvino: the CPUs this process may use).")
@@ -144,106 +139,87 @@ MAX_LISTED_FAILURES = 20
               help="Batches buffered between pipeline stages (memory stays bounded by it).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.pass_context
-def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None, video: Path | None, out: Path | None,
-         direction: str | None, aligned: bool, face_detector: Path | None, min_face: int, margin: float,
-         no_track: bool, color_match: bool, detect_side: int, detect_workers: int, backend: str,
-         batch: int, device: str, precision: str, ort_provider: str, size: int | None, streams: int,
-         threads: int | None, cuda_graphs: bool, channels_last: bool, compile_: bool, ov_mode: str,
-         ov_requests: int | None, probe: bool, overwrite: bool, max_pixels: int,
-         quality: int, queue_depth: int, progress: bool) -> None:
+def main(ctx: click.Context, demo: bool, images: Path | None, video: Path | None, out: Path | None, **params) -> None:
     """Mask or unmask the faces in an image folder or a video.
 
     By default every face found is translated and pasted back into the image or frame (faces
     are followed across video frames); --aligned translates whole images instead.
     """
+    options = RunOptions.from_cli(params)
     if demo:
         if images is not None or video is not None:
             raise click.UsageError("--demo runs on the shipped portrait: do not give --images or --video")
         if out is None:
             raise click.UsageError("--demo needs --out DIR (the folder for the results and the before/after sheet)")
-        from .demo import demo_command
-
-        options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
-                                 ort_provider=ort_provider, threads=threads, compile=compile_,
-                                 ov_mode=ov_mode, ov_requests=ov_requests, probe=probe)
-        if not demo_command(model, out, backend, options, face_detector, margin, overwrite, click.echo):
+        if not _demo(options, out):
             ctx.exit(1)
         return
     if (images is None) == (video is None):
         raise click.UsageError("give exactly one input: --images DIR or --video FILE")
-    face_config = None
-    if not aligned:
-        if face_detector is None and not os.environ.get(DETECTOR_ENV):
-            raise ConfigError(NO_DETECTOR.format(env=DETECTOR_ENV))
-        if face_detector is not None and not face_detector.is_file():
-            raise ConfigError(f"--face-detector {face_detector}: no such file (a YuNet ONNX model is expected)")
-        face_detector = resolve_detector_path(face_detector)  # $CYCLEMASK_FACE_DETECTOR checked here
-        # Photos in a folder are unrelated to each other: following faces across them is wrong.
-        face_config = FaceConfig(min_face=min_face, margin=margin, track=video is not None and not no_track,
-                                 color_match=color_match, detect_side=detect_side,
-                                 detect_retry=images is not None)
+    bar = None
 
-    t0 = time.perf_counter()
-    source = ImageFolderSource(images, max_pixels=max_pixels) if images is not None else VideoSource(video)
-    options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
-                             ort_provider=ort_provider, threads=threads, streams=streams,
-                             cuda_graphs=cuda_graphs, channels_last=channels_last, compile=compile_,
-                             ov_mode=ov_mode, ov_requests=ov_requests, probe=probe)
-    model_label = str(model)
-    if model is None:
-        from .demo import default_model, describe_default
+    def start(info: RunStart):
+        nonlocal bar
+        from tqdm import tqdm
 
-        model = default_model(direction, backend)
-        model_label = f"{model}: {describe_default()}"
-    be, reason = create_backend(model, backend, direction, options)
+        be = info.backend
+        click.echo(f"input:   {info.source}")
+        click.echo(f"output:  {info.output}")
+        click.echo(f"model:   {info.model} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
+        click.echo(f"backend: {be.description}  [{info.reason}]")
+        for note in be.notes + be.warnings:
+            click.echo(f"note:    {note}")
+        click.echo(f"mode:    {info.mode}")
+        bar = tqdm(total=info.total, unit="frame", disable=not options.progress, dynamic_ncols=True,
+                   desc="translating", leave=True)
+        return bar.update
+
     try:
-        with be:
-            setup_s = time.perf_counter() - t0
-            name = be.direction or "out"
-            if images is not None:
-                out_root = out if out is not None else default_images_out(images, name)
-                sink = ImageFolderSink(images, out_root, source.paths, overwrite=overwrite, quality=quality)
-            else:
-                sink = VideoSink(video_output_path(video, out, name), source.info, source=video,
-                                 overwrite=overwrite)
-            click.echo(f"input:   {source.describe()}")
-            click.echo(f"output:  {sink.describe()}")
-            click.echo(f"model:   {model_label} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
-            click.echo(f"backend: {be.description}  [{reason}]")
-            for note in getattr(be, "notes", []) + getattr(be, "warnings", []):
-                click.echo(f"note:    {note}")
-            if face_config is None:
-                processor = AlignedProcessor(be.image_size)
-                click.echo("mode:    aligned (whole image = face)")
-            else:
-                processor = FaceProcessor(be.image_size, face_config, model_path=face_detector)
-                track = "tracked across frames" if face_config.track else "each frame on its own"
-                click.echo(f"mode:    face-aware (YuNet, min face {min_face} px, margin {margin:g}, {track}"
-                           f"{', colour matched' if color_match else ''})")
-            report = _run(source, processor, be, sink, PipelineConfig(batch, queue_depth), progress,
-                          detect_workers)
+        result = translate(options, images=images, video=video, out=out, on_start=start)
     finally:
-        source.close()
-    faces = None if face_config is None else processor.stats.summary(min_face)
-    for line in summary_lines(report, be, reason, setup_s, output=sink.describe(), faces=faces):
+        if bar is not None:
+            bar.close()
+    for line in summary_lines(result.report, result.backend, result.reason, result.setup_s, output=result.output,
+                              faces=result.faces):
         click.echo(line)
-    if model_label != str(model):
-        click.echo(f"  model:    {describe_default()}")
-    if report.interrupted:
+    if result.model_note:
+        click.echo(f"  model:    {result.model_note}")
+    if result.report.interrupted:
         ctx.exit(130)
-    if not report.ok:
+    if not result.report.ok:
         ctx.exit(1)
 
 
-def _run(source, processor, backend, sink, config: PipelineConfig, progress: bool,
-         detect_workers: int = 0) -> RunReport:
-    from tqdm import tqdm
+def _demo(options: RunOptions, out: Path) -> bool:
+    """`--demo`: run it and print what it did; True when everything was written."""
+    from cyclemask.demo_model import describe_default
 
-    if isinstance(processor, FaceProcessor):
-        source = processor.detect_ahead(source, detect_workers)
-    with tqdm(total=source.total, unit="frame", disable=not progress, dynamic_ncols=True,
-              desc="translating", leave=True) as bar:
-        return run_pipeline(source, processor, backend, sink, config, progress=bar.update)
+    from .backends import model_kind
+    from .demo import run_demo
+
+    models = None
+    if options.model is not None:
+        if model_kind(options.model) != "checkpoint":
+            raise ConfigError(f"--demo --model {options.model}: the demo runs both directions, so it needs a "
+                              "checkpoint bundle holding both (e.g. a run's generators.pt), not one graph or engine")
+        models = {d: options.model for d in DIRECTIONS}
+    t0 = time.perf_counter()
+    report = run_demo(out, options, models=models, progress=lambda name: click.echo(f"portrait: {name}"))
+    click.echo("")
+    click.echo("summary:")
+    click.echo(f"  models:   {describe_default() if options.model is None else options.model}")
+    for d in DIRECTIONS:
+        click.echo(f"    {d}: {report.models[d]}")
+        click.echo(f"      backend: {report.backends[d]}")
+    click.echo(f"  faces:    {report.detector}; found: " + ", ".join(f"{k} {v}" for k, v in report.faces.items()))
+    click.echo(f"  written:  {len(report.written)} -> {report.out_dir}")
+    for p in report.written:
+        click.echo(f"    - {p.name}")
+    click.echo(f"  failed:   {len(report.failures)}")
+    for f in report.failures:
+        click.echo(f"    - {f}")
+    click.echo(f"  time:     {time.perf_counter() - t0:.2f} s")
+    return report.ok
 
 
 def summary_lines(report: RunReport, backend, reason: str, setup_s: float, output: str = "",

@@ -46,7 +46,7 @@ import numpy as np
 
 from cyclemask.errors import ConfigError
 from cyclemask.faces import Face, FaceDetector, crop_square, resize_square, square_crop_box
-from cyclemask.imaging import resize
+from cyclemask.images import resize
 
 from .processing import FrameProcessor
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import click
 
-from cyclemask.cli_util import Command, debug_option
+from cyclemask.artifacts import DEFAULT_STREAMS
+from cyclemask.cli_util import Command, debug_option, require_torch
 from cyclemask.config import NORMS
 from cyclemask.errors import ExportError
-
-from .metadata import DEFAULT_STREAMS
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,7 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
       cyclemask-export --checkpoint latest_net_G_A.pth --image-size 256 --out exported/
       cyclemask-export --from-onnx exported/mask.fp16.onnx        # on the GPU machine
     """
+    require_torch("cyclemask-export")
     from tqdm import tqdm
 
     from .pipeline import ExportOptions, engine_from_onnx, export_checkpoint

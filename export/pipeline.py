@@ -25,22 +25,24 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from cyclemask import DIRECTIONS
+from cyclemask.artifacts import ONNX_FORMAT, engine_rebuild_command, read_onnx_metadata, sidecar_path, write_json_atomic
+from cyclemask.engine.backends.trt import tensorrt_status
 from cyclemask.errors import CycleMaskError, ExportError
 
 from .fp16 import to_fp16
-from .metadata import ONNX_FORMAT, engine_rebuild_command, read_onnx_metadata, sidecar_path, write_json_atomic
 from .onnx import OPSET, export_onnx
-from .tensorrt import EngineBuildConfig, tensorrt_status
+from .tensorrt import EngineBuildConfig
 from .verify import (
     ENGINE_BOUNDS,
     FP16_BOUNDS,
     FP32_BOUNDS,
     Verification,
     eager_outputs,
-    ort_outputs,
+    engine_outputs,
+    graph_outputs,
     verification_images,
     verify_outputs,
 )
@@ -214,21 +216,6 @@ def resolve_generators(checkpoint: Path, direction: str | None, *, ngf=None, n_b
     return {direction: loaded[direction]}, notes
 
 
-def recorded_image_size(checkpoint: Path) -> int | None:
-    """The image size a cyclemask checkpoint records (extra.image_size, or the training
-    crop size); None for files that do not record one (reference files)."""
-    from cyclemask.checkpoint import read_checkpoint
-
-    obj = read_checkpoint(checkpoint)
-    extra = obj.get("extra") if isinstance(obj, dict) else None
-    if not isinstance(extra, dict):
-        return None
-    for value in (extra.get("image_size"), (extra.get("train_config") or {}).get("crop_size")):
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
-
-
 # ------------------------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------------------------
@@ -258,7 +245,8 @@ def export_checkpoint(
 
     `progress(step)` is called after each step; `on_plan(total_steps)` once the work is known.
     """
-    from cyclemask.checkpoint import file_sha256
+    from cyclemask.artifacts import file_sha256
+    from cyclemask.checkpoint import recorded_image_size
 
     ckpt = Path(checkpoint)
     gens, notes = resolve_generators(ckpt, direction, ngf=ngf, n_blocks=n_blocks, norm=norm)
@@ -338,7 +326,8 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
         tick(f"{direction}: exported FP32 graph")
         reference = eager_outputs(generator, images, options.batch_size)
         t1 = time.perf_counter()
-        got32 = ort_outputs(staged["onnx-fp32"], images, batch_size=options.batch_size, threads=options.threads)
+        got32 = graph_outputs(staged["onnx-fp32"], images, batch_size=options.batch_size, threads=options.threads,
+                              direction=direction)
         v32 = verify_outputs(got32, reference, FP32_BOUNDS, artefact=str(final["onnx-fp32"]), against="eager (PyTorch FP32)",
                              seconds=time.perf_counter() - t1)
         artefacts.append(Artefact("onnx-fp32", final["onnx-fp32"], 0, [v32]))
@@ -347,7 +336,8 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
             to_fp16(staged["onnx-fp32"], staged["onnx-fp16"])
             tick(f"{direction}: converted to FP16")
             t1 = time.perf_counter()
-            got16 = ort_outputs(staged["onnx-fp16"], images, batch_size=options.batch_size, threads=options.threads)
+            got16 = graph_outputs(staged["onnx-fp16"], images, batch_size=options.batch_size, threads=options.threads,
+                                  direction=direction)
             v16 = verify_outputs(got16, reference, FP16_BOUNDS, artefact=str(final["onnx-fp16"]),
                                  against="eager (PyTorch FP32)", seconds=time.perf_counter() - t1)
             artefacts.append(Artefact("onnx-fp16", final["onnx-fp16"], 0, [v16]))
@@ -355,7 +345,7 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
             if engine:
                 try:
                     artefacts += _engine_steps(staged, final, images, got16, reference, options, tick, direction)
-                except ExportError as exc:
+                except CycleMaskError as exc:
                     if options.engine:  # asked for with --engine: no engine is a failed export
                         raise
                     # Built because TensorRT happened to be there: the verified graphs are the
@@ -380,7 +370,7 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
 def _engine_steps(staged, final, images, got16, reference, options: ExportOptions, tick, label) -> list[Artefact]:
     """Build the engine into the staging folder and check it against the FP16 graph on ORT
     (and against eager when `reference` is given); the figures go into the sidecar."""
-    from .tensorrt import build_engine, run_engine
+    from .tensorrt import build_engine
 
     build = options.build
     if build.timing_cache is None:
@@ -390,7 +380,7 @@ def _engine_steps(staged, final, images, got16, reference, options: ExportOption
                                onnx_final_path=final["onnx-fp16"], engine_final_path=final["engine"])
         tick(f"{label}: built TensorRT engine")
         t1 = time.perf_counter()
-        got_trt = run_engine(staged["engine"], images)
+        got_trt = engine_outputs(staged["engine"], images, direction=label)
     except CycleMaskError:
         raise
     except Exception as exc:  # the bindings raise RuntimeError/TypeError of their own
@@ -445,7 +435,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike, options: ExportOptions, *, pr
         on_plan(3)
     images, sources = _verification_set(options, int(meta["image_size"]))
     t0 = time.perf_counter()
-    got16 = ort_outputs(src, images, batch_size=options.batch_size, threads=options.threads)
+    got16 = graph_outputs(src, images, batch_size=options.batch_size, threads=options.threads)
     tick = progress or (lambda _s: None)
     tick(f"{direction}: ran the FP16 graph on ORT CPU")
     stage = Path(tempfile.mkdtemp(dir=options.out_dir, prefix=f".{direction}.partial-"))
@@ -460,11 +450,3 @@ def engine_from_onnx(onnx_path: str | os.PathLike, options: ExportOptions, *, pr
         shutil.rmtree(stage, ignore_errors=True)
     d = DirectionResult(direction, arts, time.perf_counter() - t0)
     return ExportResult([d], True, f"engine built with {why}", [], sources)
-
-
-def summary_rows(result: ExportResult) -> list[dict[str, Any]]:
-    rows = []
-    for a in result.artefacts:
-        rows.append({"kind": a.kind, "path": str(a.path), "bytes": a.size,
-                     "checks": [c.to_dict() for c in a.checks]})
-    return rows

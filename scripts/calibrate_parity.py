@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     ckpt, shipped_size = shipped_checkpoint() if a.checkpoint is None else (a.checkpoint, None)
-    from cyclemask.export.pipeline import recorded_image_size
+    from cyclemask.checkpoint import recorded_image_size
 
     size = a.size or recorded_image_size(ckpt) or shipped_size
     if not size:

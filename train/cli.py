@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from cyclemask.cli_util import Command, debug_option
+from cyclemask.cli_util import Command, debug_option, require_torch
 from cyclemask.errors import ConfigError
 
 from .config import GAN_MODES, LR_POLICIES, NORMS, PRECISIONS, TrainConfig
@@ -153,6 +153,7 @@ def main(config_path: str | None, resume: bool, resume_from: str | None, print_c
     CPU); only rank 0 logs and writes. Ctrl-C (or SIGTERM) stops after the current iteration
     and saves; --resume continues exactly where it stopped.
     """
+    require_torch("cyclemask-train")
     if _rank() != 0:
         logging.getLogger().setLevel(logging.WARNING)
     given = {k: v for k, v in flags.items() if v is not None}

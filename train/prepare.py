@@ -449,7 +449,7 @@ def prepare_dataset(config: PrepareConfig, progress: Progress | None = None) -> 
     cropper = _Cropper(config)
     detector_info = None
     if config.detect:
-        from cyclemask.checkpoint import file_sha256
+        from cyclemask.artifacts import file_sha256
 
         detector_info = {"path": str(cropper.detector.model_path), "sha256": file_sha256(cropper.detector.model_path)}
 

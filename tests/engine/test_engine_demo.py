@@ -17,8 +17,10 @@ from cyclemask.errors import ConfigError
 from cyclemask.faces import crop_face, square_crop_box
 from cyclemask.imageio import read_image
 from cyclemask.imaging import translate
+from cyclemask import demo_model
 from cyclemask.engine import demo
 from cyclemask.engine.cli import main
+from cyclemask.engine.run import RunOptions
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_ASSET_BYTES = 10 * 1024 * 1024
@@ -50,7 +52,7 @@ def _portrait() -> demo.Portrait:
 
 
 def test_shipped_assets_present_and_small():
-    root = demo.assets_dir()
+    root = demo_model.assets_dir()
     sizes = {name: (root / name).stat().st_size for name in SHIPPED if (root / name).is_file()}
     assert sorted(sizes) == sorted(SHIPPED), f"missing from {root}: {set(SHIPPED) - set(sizes)}"
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -72,12 +74,12 @@ def test_package_data_glob_ships_the_assets():
 def test_shipped_checkpoint_and_onnx_agree_within_one_lsb(rng):
     from cyclemask.engine.backends import OrtBackend
 
-    root = demo.assets_dir()
+    root = demo_model.assets_dir()
     gens = load_generators(root / "generators.pt")
     size = json.loads((root / "demo.json").read_text())["image_size"]
     p = _portrait()
     image = read_image(p.path)
-    crop, _ = crop_face(image, demo.KnownFaceDetector([p.face]).detect(image)[0].box, size)
+    crop, _ = crop_face(image, demo.known_faces(p, image)[0].box, size)
     batch = np.stack([crop, rng.integers(0, 256, (size, size, 3), dtype=np.uint8)])
     for d in ("mask", "unmask"):
         with torch.no_grad():
@@ -95,7 +97,7 @@ def test_shipped_checkpoint_and_onnx_agree_within_one_lsb(rng):
 @pytest.mark.parametrize("kind", ["torch", "ort"])
 def test_run_demo_tiny_models(tmp_path, kind, bundle_path, tiny_graphs):
     models = {"mask": bundle_path, "unmask": bundle_path} if kind == "torch" else tiny_graphs
-    report = demo.run_demo(tmp_path / "out", models=models, backend="auto")
+    report = demo.run_demo(tmp_path / "out", RunOptions(backend="auto"), models=models)
     assert report.ok, report.failures
     p = _portrait()
     names = sorted(x.name for x in report.written)
@@ -126,7 +128,7 @@ def test_run_demo_refuses_to_overwrite_then_overwrites(tmp_path, bundle_path):
     with pytest.raises(ConfigError, match="already holds .*--overwrite"):
         demo.run_demo(tmp_path, models=models)
     assert (tmp_path / demo.SHEET_NAME).stat().st_mtime_ns == before
-    assert demo.run_demo(tmp_path, models=models, overwrite=True).ok
+    assert demo.run_demo(tmp_path, RunOptions(overwrite=True), models=models).ok
 
 
 def test_run_demo_errors(tmp_path, bundle_path, monkeypatch):
@@ -136,7 +138,7 @@ def test_run_demo_errors(tmp_path, bundle_path, monkeypatch):
         demo.run_demo(a_file, models={"mask": bundle_path, "unmask": bundle_path})
     with pytest.raises(ConfigError, match="missing: unmask"):
         demo.run_demo(tmp_path / "o", models={"mask": bundle_path})
-    monkeypatch.setattr(demo, "assets_dir", lambda: tmp_path / "nowhere")
+    monkeypatch.setattr(demo_model, "assets_dir", lambda: tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="embedded demo model .*missing.*--model"):
         demo.run_demo(tmp_path / "o")
     assert not (tmp_path / "o").exists()
@@ -151,11 +153,30 @@ def test_run_demo_portrait_without_face_is_reported(tmp_path, bundle_path):
     assert (tmp_path / f"{p.name}_masked.png").is_file()  # the other portrait is still done
 
 
-def test_known_face_detector_validates_and_scales():
+def test_known_faces_validate_and_scale():
+    p = _portrait()
     with pytest.raises(ConfigError, match="relative face box"):
-        demo.KnownFaceDetector([(0.5, 0.5, 0.0, 0.1)])
-    faces = demo.KnownFaceDetector([(0.25, 0.5, 0.5, 0.25)]).detect(np.zeros((200, 100, 3), np.uint8))
+        demo.known_faces(demo.Portrait("bad", p.path, (0.5, 0.5, 0.0, 0.1), "test"), np.zeros((10, 10, 3), np.uint8))
+    wide = demo.Portrait("wide", p.path, (0.25, 0.5, 0.5, 0.25), "test")
+    faces = demo.known_faces(wide, np.zeros((200, 100, 3), np.uint8))
     assert [f.box for f in faces] == [(25.0, 100.0, 50.0, 50.0)]
+    assert demo.FixedFaces(faces).detect(np.zeros((5, 5, 3), np.uint8)) == faces
+
+
+def test_demo_runs_through_the_pipeline(tmp_path, bundle_path, monkeypatch):
+    """One inference path: the demo's translations go through Pipeline from memory."""
+    from cyclemask.engine import pipeline
+
+    calls = []
+    real = pipeline.Pipeline.run
+
+    def counted(self):
+        calls.append(type(self.source).__name__)
+        return real(self)
+
+    monkeypatch.setattr(pipeline.Pipeline, "run", counted)
+    assert demo.run_demo(tmp_path, models={"mask": bundle_path, "unmask": bundle_path}).ok
+    assert calls == ["MemorySource", "MemorySource"]  # mask, then unmask of the masked image
 
 
 @pytest.mark.shared
@@ -167,7 +188,7 @@ def test_known_box_matches_yunet(face_detector_path):
     image = read_image(p.path)
     found = FaceDetector(face_detector_path).detect(image)
     assert len(found) == 1
-    known = demo.KnownFaceDetector([p.face]).detect(image)[0]
+    known = demo.known_faces(p, image)[0]
     assert np.allclose(found[0].box, known.box, atol=1.0)
 
 
@@ -210,7 +231,7 @@ def test_cli_without_model_uses_the_demo_generators(tmp_path):
     assert r.exit_code == 0, r.output
     assert "embedded demo generators" in r.output
     explicit = run("--images", src, "--out", tmp_path / "explicit", "--aligned",
-                   "--model", demo.assets_dir() / "mask.onnx")
+                   "--model", demo_model.assets_dir() / "mask.onnx")
     assert explicit.exit_code == 0, explicit.output
     a = read_image(tmp_path / "default" / "hopper.png")
     b = read_image(tmp_path / "explicit" / "hopper.png")

@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from cyclemask.checkpoint import file_sha256
+from cyclemask.artifacts import ArtefactError, file_sha256, sidecar_path
+from cyclemask.engine.backends.trt import TrtBackend, preflight
 from cyclemask.errors import BackendError, ConfigError
-from cyclemask.export.metadata import sidecar_path
-from cyclemask.engine.backend_trt import TrtBackend, preflight
 
 HERE = dict(trt_version="10.8.0.43", gpu_name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0))
 
@@ -24,7 +23,7 @@ def engine(tmp_path):
 
 
 def write_sidecar(engine, **changes):
-    """A sidecar in the export package's format (cyclemask.export.metadata)."""
+    """A sidecar as cyclemask-export writes it (cyclemask.artifacts)."""
     side = {
         "format": "cyclemask.engine",
         "format_version": 1,
@@ -53,7 +52,7 @@ def test_matching_sidecar_passes(engine):
 
 def test_tensorrt_version_mismatch_names_the_rebuild(engine):
     write_sidecar(engine, tensorrt_version="10.3.0.26")
-    with pytest.raises(BackendError, match=r"mask.fp16.engine: built with TensorRT 10\.3\.0\.26, but this is "
+    with pytest.raises(ArtefactError, match=r"mask.fp16.engine: built with TensorRT 10\.3\.0\.26, but this is "
                                             r"TensorRT 10\.8\.0\.43.*Rebuild it here: cyclemask-export"):
         preflight(engine, "mask", **HERE)
 
@@ -62,13 +61,13 @@ def test_version_compatible_engine_may_cross_minor_versions(engine):
     write_sidecar(engine, tensorrt_version="10.3.0.26", version_compatible=True)
     assert preflight(engine, None, **HERE)[1] == []
     write_sidecar(engine, tensorrt_version="11.4.0", version_compatible=True)
-    with pytest.raises(BackendError, match="built with TensorRT 11.4.0"):
+    with pytest.raises(ArtefactError, match="built with TensorRT 11.4.0"):
         preflight(engine, None, **HERE)
 
 
 def test_gpu_architecture_mismatch(engine):
     write_sidecar(engine, gpu_name="NVIDIA L4", compute_capability="8.9")
-    with pytest.raises(BackendError, match=r"built for NVIDIA L4 \(compute capability 8\.9\), but this GPU is "
+    with pytest.raises(ArtefactError, match=r"built for NVIDIA L4 \(compute capability 8\.9\), but this GPU is "
                                             r"NVIDIA H100 80GB HBM3 \(9\.0\)"):
         preflight(engine, "mask", **HERE)
 
@@ -86,20 +85,20 @@ def test_compute_capability_spellings(engine, cc):
 
 
 def test_missing_or_broken_sidecar(engine):
-    with pytest.raises(BackendError, match=r"mask.fp16.engine: no sidecar mask.fp16.engine.json beside the engine"):
+    with pytest.raises(ArtefactError, match=r"mask.fp16.engine: no sidecar mask.fp16.engine.json beside the engine"):
         preflight(engine, "mask", **HERE)
     sidecar_path(engine).write_text("{not json")
-    with pytest.raises(BackendError, match="not a readable sidecar"):
+    with pytest.raises(ArtefactError, match="not a readable sidecar"):
         preflight(engine, "mask", **HERE)
     write_sidecar(engine, tensorrt_version=None)
-    with pytest.raises(BackendError, match="sidecar lacks tensorrt_version"):
+    with pytest.raises(ArtefactError, match="sidecar lacks tensorrt_version"):
         preflight(engine, "mask", **HERE)
 
 
 def test_engine_replaced_after_its_sidecar(engine):
     write_sidecar(engine)
     engine.write_bytes(b"another engine")
-    with pytest.raises(BackendError, match="the engine file does not match its sidecar"):
+    with pytest.raises(ArtefactError, match="the engine file does not match its sidecar"):
         preflight(engine, "mask", **HERE)
 
 
@@ -111,7 +110,7 @@ def test_engine_direction_mismatch(engine):
 
 def test_recorded_rebuild_command_is_used(engine):
     write_sidecar(engine, tensorrt_version="9.0", rebuild_command="make engine PLEASE=1")
-    with pytest.raises(BackendError, match="make engine PLEASE=1"):
+    with pytest.raises(ArtefactError, match="make engine PLEASE=1"):
         preflight(engine, "mask", **HERE)
 
 
@@ -175,5 +174,5 @@ def test_trt_backend_refuses_a_foreign_sidecar(tmp_path, mask_graph):
     side = json.loads(sidecar_path(engine_path).read_text())
     side["tensorrt_version"] = "1.0.0"
     sidecar_path(engine_path).write_text(json.dumps(side))
-    with pytest.raises(BackendError, match="built with TensorRT 1.0.0"):
+    with pytest.raises(ArtefactError, match="built with TensorRT 1.0.0"):
         TrtBackend(engine_path).activate()

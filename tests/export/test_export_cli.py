@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from cyclemask.export import pipeline
 from cyclemask.export.cli import main
-from cyclemask.export.metadata import read_onnx_metadata
-from cyclemask.export.verify import ort_outputs
+from cyclemask.artifacts import read_onnx_metadata
+from cyclemask.export.verify import graph_outputs
 from cyclemask.imaging import translate
 from export_helpers import SIZE
 
@@ -54,7 +54,7 @@ def test_fp16_export_writes_both_graphs_per_direction_verified(exported, gen_a, 
             assert (meta["direction"], meta["precision"], meta["image_size"]) == (d, prec, SIZE)
             assert meta["checkpoint_name"] == "generators.pt" and len(meta["checkpoint_sha256"]) == 64
         x = rng.integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
-        diff = np.abs(ort_outputs(out / f"{d}.onnx", x).astype(int) - translate(g, x))
+        diff = np.abs(graph_outputs(out / f"{d}.onnx", x).astype(int) - translate(g, x))
         assert diff.max() <= 1, f"{d}.onnx does not hold the {d} generator"
 
 
@@ -196,17 +196,18 @@ def test_reference_repository_file_exports_with_flags_and_direction_from_name(tm
     meta = read_onnx_metadata(out / "unmask.onnx")
     assert (meta["direction"], meta["checkpoint_source"], meta["ngf"], meta["n_blocks"]) == ("unmask", "reference", 8, 2)
     x = np.random.default_rng(3).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
-    assert np.abs(ort_outputs(out / "unmask.onnx", x).astype(int) - translate(gen_b, x)).max() <= 1
+    assert np.abs(graph_outputs(out / "unmask.onnx", x).astype(int) - translate(gen_b, x)).max() <= 1
 
 
 def test_reference_file_records_no_size_and_its_direction_comes_from_its_name(tmp_path, gen_a):
+    from cyclemask.checkpoint import recorded_image_size
     from cyclemask.export import pipeline as pl
 
     ref = tmp_path / "latest_net_G_A.pth"
     torch.save(gen_a.state_dict(), ref)
     gens, notes = pl.resolve_generators(ref, None)
     assert list(gens) == ["mask"] and gens["mask"].source == "reference"
-    assert pl.recorded_image_size(ref) is None
+    assert recorded_image_size(ref) is None
     assert pl._guess_direction(ref) == "mask"
     assert pl._guess_direction(tmp_path / "net_G_Bx.pth") is None
 

@@ -130,14 +130,18 @@ def test_every_backend_has_variants_and_names_are_unique():
 
 
 def test_backend_added_later_is_discovered(monkeypatch):
-    import cyclemask.engine.backends as backends
+    """A backend registered in the runtime shows up as variants for the artefacts it runs, and
+    its own available() decides where it can run."""
+    from cyclemask.engine.backends import REGISTRY, BackendSpec
 
-    monkeypatch.setattr(backends, "BACKEND_NAMES", backends.BACKEND_NAMES + ("coreml",))
+    spec = BackendSpec("coreml", ("graph",), lambda *a: None, lambda: "needs macOS (test)", "test backend")
+    monkeypatch.setitem(REGISTRY, "coreml", spec)
     found = {v.name: v for v in variants() if v.backend == "coreml"}
-    assert set(found) == {"coreml-checkpoint", "coreml-graph-fp32", "coreml-graph-fp16"}
+    assert set(found) == {"coreml-graph-fp32", "coreml-graph-fp16"}
     assert all(v.generic and v.device == "any" for v in found.values())
     assert found["coreml-graph-fp16"].precision == "fp16"
     assert "coreml-graph-fp32" in {v.name for v in select(device="cpu")}
+    assert found["coreml-graph-fp32"].unavailable() == "needs macOS (test)"
 
 
 def test_select_by_pattern_and_device():
@@ -188,7 +192,7 @@ def test_artefacts_say_what_cannot_be_made(tmp_path):
         arts.path("pickle")
     assert arts.path("checkpoint").is_file() and "checkpoint" in arts.seconds
     assert set(ARTEFACT_KINDS) == {"checkpoint", "graph-fp32", "graph-fp16", "engine"}
-    from cyclemask.export.tensorrt import tensorrt_status
+    from cyclemask.engine.backends import tensorrt_status
 
     if tensorrt_status()[0]:
         pytest.skip("TensorRT is usable here: the engine can be built")

@@ -2,7 +2,7 @@
 
 An engine is only valid for the TensorRT version and GPU model that built it, so before
 deserializing, the sidecar (written by `cyclemask-export` next to the engine) is checked against
-the running TensorRT and GPU (the export package's `load_engine_sidecar` / `check_sidecar`,
+the running TensorRT and GPU (`cyclemask.artifacts.load_engine_sidecar` / `check_sidecar`,
 plus the runtime's own checks in `preflight`: engine file hash, direction); a mismatch is an
 error that gives the command rebuilding the engine. None of that needs a GPU, and it is tested
 here.
@@ -30,6 +30,7 @@ that execute them are marked `trt` and skip where TensorRT or CUDA is missing.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -37,20 +38,114 @@ from typing import Any
 
 import numpy as np
 
-from cyclemask.checkpoint import file_sha256
-from cyclemask.errors import BackendError, ConfigError
-from cyclemask.export.metadata import (
+from cyclemask.artifacts import (
+    DEFAULT_STREAMS,
+    ArtefactError,
+    TensorSpec,
+    check_graph_io,
     check_sidecar,
     engine_rebuild_command,
+    file_sha256,
+    format_capability,
     load_engine_sidecar,
-    sidecar_path,  # noqa: F401 - re-exported for callers that locate sidecars
 )
+from cyclemask.errors import BackendError, ConfigError
 
-from cyclemask.export.tensorrt import init_plugins
-
-from .backends import Backend
+from .base import Backend, BackendOptions
 
 log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------
+# TensorRT here: availability, logging, plugins (shared with the engine build in export/)
+# ------------------------------------------------------------------------------------------------
+
+
+def tensorrt_status() -> tuple[bool, str]:
+    """(True, "TensorRT x.y on <GPU>") when engines can be built and run here, else (False, why
+    not). Checks what is installed before importing anything heavy. The runtime's buffers are
+    torch CUDA tensors, so PyTorch with CUDA is part of what TensorRT needs here."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return False, "TensorRT is not installed (pip install 'cyclemask[tensorrt]' on the GPU machine)"
+    if importlib.util.find_spec("torch") is None:
+        return False, "PyTorch is not installed; TensorRT runs on its CUDA buffers (pip install 'cyclemask[torch]')"
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, "no CUDA GPU is visible to torch (torch.cuda.is_available() is False)"
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # a broken install raises ImportError/OSError from its libraries
+        return False, f"TensorRT is installed but does not import ({type(exc).__name__}: {str(exc)[:200]})"
+    if tensorrt_major(trt.__version__) < 10:
+        return False, f"TensorRT {trt.__version__} is too old: cyclemask needs TensorRT 10 or 11"
+    return True, f"TensorRT {trt.__version__} on {torch.cuda.get_device_name()}"
+
+
+def available() -> str | None:
+    """Why this backend cannot run here (None: it can)."""
+    ok, why = tensorrt_status()
+    return None if ok else why
+
+
+def from_options(path: Path, direction: str | None, opts: BackendOptions) -> "TrtBackend":
+    return TrtBackend(path, direction, streams=opts.streams)
+
+
+def tensorrt_major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def gpu_identity(device: int | None = None) -> tuple[str, str]:
+    """(GPU name, compute capability "M.m") of the current CUDA device, via torch."""
+    import torch
+
+    dev = torch.cuda.current_device() if device is None else device
+    return torch.cuda.get_device_name(dev), format_capability(torch.cuda.get_device_capability(dev))
+
+
+def make_logger():
+    """A trt.ILogger that forwards TensorRT's messages to logging and keeps its errors."""
+    import tensorrt as trt
+
+    class Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):  # noqa: D401 (TensorRT's callback name)
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                self.errors.append(str(msg))
+                log.error("TensorRT: %s", msg)
+            elif severity == trt.ILogger.Severity.WARNING:
+                log.warning("TensorRT: %s", msg)
+            elif severity == trt.ILogger.Severity.INFO:
+                log.debug("TensorRT: %s", msg)
+
+    return Logger()
+
+
+_PLUGIN_LOGGER = None
+
+
+def init_plugins(trt) -> None:
+    """Register TensorRT's bundled plugins (InstanceNormalization among them) once per process.
+
+    Needed before parsing a graph that uses a plugin and before deserialising an engine that
+    contains one. The plugin library keeps the logger it is given for as long as the process
+    lives (plugin/api/inferPlugin.cpp stores it in a global), so the logger is a module global
+    that is never freed.
+    """
+    global _PLUGIN_LOGGER
+    if _PLUGIN_LOGGER is not None:
+        return
+    logger = make_logger()
+    if not trt.init_libnvinfer_plugins(logger, ""):
+        log.warning("TensorRT's plugin library did not initialise: the InstanceNormalization plugin is unavailable")
+    _PLUGIN_LOGGER = logger
 
 
 # ------------------------------------------------------------------------------------------------
@@ -68,7 +163,7 @@ def preflight(
 ) -> tuple[dict[str, Any], list[str]]:
     """Everything that can be checked before TensorRT touches the engine file.
 
-    The export package reads the sidecar and checks TensorRT version and GPU architecture
+    cyclemask.artifacts reads the sidecar and checks TensorRT version and GPU architecture
     (`load_engine_sidecar`, `check_sidecar`); on top, the runtime checks that the engine file is
     the one the sidecar describes (when it records the engine's sha256) and that it translates
     the requested direction. Returns the sidecar and warnings; raises BackendError (naming the
@@ -84,7 +179,7 @@ def preflight(
     if isinstance(want_sha, str) and want_sha:
         have = file_sha256(p)
         if have != want_sha:
-            raise BackendError(
+            raise ArtefactError(
                 f"{p}: the engine file does not match its sidecar (sha256 {have[:12]}... != recorded "
                 f"{want_sha[:12]}...): the engine or the sidecar was replaced. Rebuild it: {redo}"
             )
@@ -113,8 +208,8 @@ class _Slot:
 
 
 class _Pending:
-    def __init__(self, backend: "TrtBackend", slot: _Slot, n: int) -> None:
-        self.backend, self.slot, self.n = backend, slot, n
+    def __init__(self, slot: _Slot, n: int) -> None:
+        self.slot, self.n = slot, n
         self._value: np.ndarray | None = None
 
     def result(self) -> np.ndarray:
@@ -122,7 +217,6 @@ class _Pending:
             self.slot.done.synchronize()  # waits for this slot's stream only
             # Copy out of the pinned buffer: the slot refills it with a later batch.
             self._value = self.slot.h_out[: self.n].numpy().copy()
-            self._value = self.backend._check_output(self._value, self.n)
             if self.slot.pending is self:
                 self.slot.pending = None
         return self._value
@@ -134,7 +228,7 @@ class TrtBackend(Backend):
     name = "trt"
 
     def __init__(self, engine_path: str | os.PathLike, direction: str | None = None, *,
-                 streams: int = 2, device: int = 0) -> None:
+                 streams: int = DEFAULT_STREAMS, device: int = 0) -> None:
         super().__init__(Path(engine_path), direction)
         if not isinstance(streams, int) or streams < 1:
             raise ConfigError(f"streams must be a positive integer; got {streams!r}")
@@ -142,36 +236,39 @@ class TrtBackend(Backend):
         self.device_index = device
         self.max_in_flight = streams
         self.sidecar: dict[str, Any] = {}
-        self.warnings: list[str] = []
         self._slots: list[_Slot] = []
         self._next = 0
         self._gpu_name = ""
         self._trt_version = ""
 
     def _activate(self) -> None:
-        import tensorrt as trt
-        import torch
-
         p = self.model_path
         if not p.is_file():
             raise BackendError(f"{p}: no such engine file")
-        if not torch.cuda.is_available():
-            raise BackendError(f"{p}: TensorRT needs a CUDA GPU; torch sees none")
+        ok, why = tensorrt_status()
+        if not ok:
+            raise BackendError(f"{p}: a TensorRT engine needs TensorRT and a CUDA GPU: {why}; "
+                               "run the .onnx graph instead (--model model.onnx)")
+        import tensorrt as trt
+        import torch
+
         dev = torch.device("cuda", self.device_index)
         torch.cuda.set_device(dev)
         self._gpu_name = torch.cuda.get_device_name(dev)
         self._trt_version = trt.__version__
-        self.sidecar, self.warnings = preflight(
+        self.sidecar, warnings = preflight(
             p, self._requested_direction, trt_version=trt.__version__, gpu_name=self._gpu_name,
             compute_capability=torch.cuda.get_device_capability(dev),
         )
-        for w in self.warnings:
+        self.warnings.extend(warnings)
+        self.metadata = self.sidecar
+        for w in warnings:
             log.warning("%s", w)
         side_dir = self.sidecar.get("direction")
         self._check_direction(side_dir if side_dir in ("mask", "unmask") else None, "engine")
         redo = self.sidecar.get("rebuild_command") or engine_rebuild_command(self.sidecar.get("onnx_path"), p)
 
-        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._logger = make_logger()
         init_plugins(trt)  # an engine built with the InstanceNormalization plugin needs the registry
         self._runtime = trt.Runtime(self._logger)
         engine = self._runtime.deserialize_cuda_engine(p.read_bytes())
@@ -181,19 +278,18 @@ class TrtBackend(Backend):
                 f"rebuild it: {redo}"
             )
         self._engine = engine
+        dtypes = {trt.DataType.UINT8: "uint8", trt.DataType.FLOAT: "float32", trt.DataType.HALF: "float16"}
+
+        def spec(name: str) -> TensorSpec:
+            dims = tuple(None if int(d) < 0 else int(d) for d in engine.get_tensor_shape(name))
+            return TensorSpec(name, dtypes.get(engine.get_tensor_dtype(name), str(engine.get_tensor_dtype(name))), dims)
+
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise BackendError(f"{p}: expected one input and one output tensor; got inputs {inputs}, outputs {outputs}")
-        self._in, self._out = inputs[0], outputs[0]
-        for n in (self._in, self._out):
-            if engine.get_tensor_dtype(n) != trt.DataType.UINT8:
-                raise BackendError(f"{p}: tensor {n!r} is {engine.get_tensor_dtype(n)}, expected UINT8 (the uint8 contract)")
-        shape = tuple(engine.get_tensor_shape(self._in))
-        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or shape[1] < 1:
-            raise BackendError(f"{p}: input {self._in!r} has shape {list(shape)}; expected [N, S, S, 3]")
-        self._image_size = int(shape[1])
+        found = check_graph_io([spec(n) for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT],
+                               [spec(n) for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT], str(p))
+        self._in, self._out = found.input_name, found.output_name
+        self._image_size = found.image_size
+        shape = (-1 if found.batch is None else found.batch, found.image_size, found.image_size, 3)
         side_size = self.sidecar.get("image_size")
         if side_size is not None and int(side_size) != self._image_size:
             raise BackendError(f"{p}: sidecar says image size {side_size}, engine input is {self._image_size}; "
@@ -256,25 +352,12 @@ class TrtBackend(Backend):
         self.max_in_flight = len(self._slots)
         self._next = 0
 
-    def submit(self, batch_u8: np.ndarray):
-        self._check_input(batch_u8)
+    def _start(self, batch_u8: np.ndarray):
         return self._enqueue(batch_u8.shape[0], lambda h_in: np.copyto(h_in, batch_u8))
 
-    def submit_images(self, images):
+    def _start_images(self, images: list[np.ndarray]):
         """Stack the images straight into the slot's pinned buffer: one host copy, not two."""
-        if not images:
-            raise BackendError("trt backend input: expected at least one image; got none")
-        s = self._image_size
-        for i, im in enumerate(images):
-            if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.shape != (s, s, 3):
-                got = f"{im.dtype} {list(im.shape)}" if isinstance(im, np.ndarray) else type(im).__name__
-                raise BackendError(f"trt backend input: image {i}: expected uint8 [{s}, {s}, 3]; got {got}")
-        if not self._active:
-            raise BackendError(f"{self.name}: call activate() (or use `with backend:`) before infer()")
-        n = len(images)
-        if n > self.max_batch:
-            raise BackendError(f"{self.name} backend input: expected at most {self.max_batch} images per batch; got {n}")
-        return self._enqueue(n, lambda h_in: np.stack(images, out=h_in))
+        return self._enqueue(len(images), lambda h_in: np.stack(images, out=h_in))
 
     def _enqueue(self, n: int, fill):
         import torch
@@ -302,11 +385,8 @@ class TrtBackend(Backend):
                                        "(input shape or execution failed; see its log above)")
                 slot.h_out[:n].copy_(slot.d_out[:n], non_blocking=True)
                 slot.done.record(slot.stream)
-        slot.pending = _Pending(self, slot, n)
+        slot.pending = _Pending(slot, n)
         return slot.pending
-
-    def _infer(self, batch_u8: np.ndarray) -> np.ndarray:  # submit() is the real entry point
-        return self.submit(batch_u8).result()
 
     def _deactivate(self) -> None:
         for slot in self._slots:
