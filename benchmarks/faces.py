@@ -92,12 +92,18 @@ class _TimedBackend:
             raise AttributeError(name)
         return getattr(self._backend, name)
 
-    def submit(self, batch):
+    def _timed(self, submit, arg):
         t0 = time.perf_counter()
-        handle = self._backend.submit(batch)
+        handle = submit(arg)
         self.busy_s += time.perf_counter() - t0
         self.batches += 1
         return self._Handle(self, handle)
+
+    def submit(self, batch):
+        return self._timed(self._backend.submit, batch)
+
+    def submit_images(self, images):  # what the pipeline calls
+        return self._timed(self._backend.submit_images, images)
 
 
 class _NullSink:

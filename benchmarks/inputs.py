@@ -22,13 +22,22 @@ SHARED = Path(os.environ.get("CYCLEMASK_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 #: Domain A faces (no mask), the "mask" direction's input: tight, aligned photos.
 SHARED_FACES = SHARED_DATA / "faces" / "observations_pairs" / "without_mask"
+#: Domain B faces (a mask on), the "unmask" direction's input.
+SHARED_MASKED_FACES = SHARED_DATA / "faces" / "observations_pairs" / "with_mask"
 SHARED_VIDEO = SHARED_DATA / "video" / "head-pose-face-detection-female-and-male.mp4"
+
+
+def _blur3(img: np.ndarray) -> np.ndarray:
+    """3x3 Gaussian blur, kernel [1, 2, 1] / 4 in each direction, borders reflected (as
+    cv2.GaussianBlur with ksize 3 and sigma 0), in numpy: a GPU check machine may lack OpenCV."""
+    k = (0.25, 0.5, 0.25)
+    p = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="reflect")
+    rows = k[0] * p[:-2] + k[1] * p[1:-1] + k[2] * p[2:]
+    return k[0] * rows[:, :-2] + k[1] * rows[:, 1:-1] + k[2] * rows[:, 2:]
 
 
 def synthetic_face(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """One uint8 RGB face-like image with texture everywhere."""
-    import cv2
-
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     y, x = yy / max(height - 1, 1), xx / max(width - 1, 1)
     c0, c1 = rng.uniform(30, 220, 3), rng.uniform(30, 220, 3)
@@ -50,7 +59,7 @@ def synthetic_face(height: int, width: int, rng: np.random.Generator) -> np.ndar
     mouth = ((y - (cy + 0.5 * ry)) / 0.04) ** 2 + ((x - cx) / (0.5 * rx)) ** 2 < 1
     img[mouth] = rng.uniform([120, 30, 40], [200, 80, 90])
     img += rng.normal(0, 6, img.shape)
-    img = cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.float32), (3, 3), 0)
+    img = _blur3(np.clip(img, 0, 255).astype(np.float32))
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -84,8 +93,14 @@ def face_inputs(size: int, n_faces: int, n_noise: int = 0, *, seed: int = 0,
     return np.concatenate([images, noise]), labels + [f"noise-{i}" for i in range(n_noise)], is_face
 
 
-def source_description() -> str:
-    return f"real faces ({SHARED_FACES})" if SHARED_FACES.is_dir() else "synthetic textured faces (../shared absent)"
+def direction_faces(direction: str) -> Path:
+    """The shared faces a direction translates: unmasked faces for "mask", masked for "unmask"."""
+    return SHARED_MASKED_FACES if direction == "unmask" else SHARED_FACES
+
+
+def source_description(faces_dir: str | os.PathLike | None = None) -> str:
+    d = Path(faces_dir) if faces_dir is not None else SHARED_FACES
+    return f"real faces ({d})" if d.is_dir() else "synthetic textured faces (../shared absent)"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,10 +5,11 @@
 A `Variant` names a backend of `cyclemask.engine.backends` (built with `create_backend`, so the
 benchmark measures what `cyclemask-run` runs), the artefact it runs (checkpoint, FP32 graph,
 FP16 graph, TensorRT engine), its precision (which selects the parity bounds) and the
-`BackendOptions` it sets. `variants()` returns the known variants plus one generic variant per
-artefact for every backend name in `engine.backends.BACKEND_NAMES` that this file does not know
-yet: a backend added there later shows up as rows and parity cases without
-editing this file; the artefacts `create_backend` refuses for it are reported as skipped.
+`BackendOptions` it sets. `variants()` returns the known variants plus, for every backend in the
+runtime's registry (`engine.backends.REGISTRY`) that this file does not know yet, one generic
+variant per artefact kind the registry says it runs: a backend registered there later shows up
+as rows and parity cases without editing this file, and its `available()` says where it
+cannot run.
 
 `Variant.unavailable()` answers "can this run here?" cheaply (no model loaded) with a reason;
 `Artefacts` exports a generator to the files the variants need, lazily, in a work folder.
@@ -59,8 +60,8 @@ class ModelSpec:
         return f"ngf {self.ngf}, {self.n_blocks} blocks, {self.image_size}px"
 
 
-#: "full" is the paper's generator (ResNet-9, ngf 64) at its training size; "small" is the CPU
-#: demo size of DESIGN.md section 5; "tiny" is for dry runs and tests.
+#: "full" is the paper's generator (ResNet-9, ngf 64) at its training size; "small" a CPU-sized
+#: one (ngf 16, 3 blocks, 128 px); "tiny" is for dry runs and tests.
 MODELS = {
     "full": ModelSpec("full", 64, 9, 256),
     "small": ModelSpec("small", 16, 3, 128),
@@ -92,14 +93,14 @@ class Variant:
     """One way to run the generator: backend + artefact + options."""
 
     name: str
-    backend: str  # a name in engine.backends.BACKEND_NAMES
+    backend: str  # a name in engine.backends.REGISTRY
     artefact: str  # one of ARTEFACT_KINDS
     precision: str  # one of PRECISIONS: which parity bounds apply
     device: str  # "cpu" | "cuda" | "any" (a backend this file does not know)
     options: tuple[tuple[str, Any], ...] = ()  # BackendOptions fields
     needs: tuple[str, ...] = ()  # "cuda", "tensorrt", "module:NAME", "ort-provider:NAME", "option:FIELD"
     batch_bound: bool = False  # built for one batch size (CUDA graphs capture a fixed batch)
-    generic: bool = False  # discovered from BACKEND_NAMES, not described here
+    generic: bool = False  # discovered in the registry, not described here
     slow: bool = False  # costly to build here (torch.compile: 15-30 s on 2 CPU cores): pytest -m slow
     note: str = ""
 
@@ -125,6 +126,14 @@ class Variant:
 
     def unavailable(self) -> str | None:
         """Why this variant cannot run on this machine, or None. Loads no model."""
+        from cyclemask.engine.backends import REGISTRY
+
+        spec = REGISTRY.get(self.backend)
+        if spec is None:
+            return f"the runtime has no backend {self.backend!r}"
+        why = spec.available()
+        if why:
+            return why
         for need in self.needs:
             why = _missing(need)
             if why:
@@ -167,7 +176,7 @@ def _missing(need: str) -> str | None:
 
         return None if torch.cuda.is_available() else "needs a CUDA GPU; torch.cuda.is_available() is False"
     if need == "tensorrt":
-        from cyclemask.export.tensorrt import tensorrt_status
+        from cyclemask.engine.backends import tensorrt_status
 
         ok, why = tensorrt_status()
         return None if ok else f"needs TensorRT: {why}"
@@ -224,19 +233,25 @@ KNOWN_VARIANTS: tuple[Variant, ...] = (
 )
 
 
-def variants() -> list[Variant]:
-    """Known variants, then generic ones for backend names this file does not describe."""
-    from cyclemask.engine.backends import BACKEND_NAMES
+#: Which artefacts of ARTEFACT_KINDS a registry kind covers.
+_KIND_ARTEFACTS = {"checkpoint": ("checkpoint",), "graph": ("graph-fp32", "graph-fp16"), "engine": ("engine",)}
 
-    known = {v.backend for v in KNOWN_VARIANTS} | {"auto"}
+
+def variants() -> list[Variant]:
+    """Known variants, then generic ones for registered backends this file does not describe."""
+    from cyclemask.engine.backends import REGISTRY
+
+    known = {v.backend for v in KNOWN_VARIANTS}
     out = list(KNOWN_VARIANTS)
-    for name in BACKEND_NAMES:
+    for name, spec in REGISTRY.items():
         if name in known:
             continue
-        for art in ("checkpoint", "graph-fp32", "graph-fp16"):
-            out.append(Variant(f"{name}-{art}", name, art, "fp16" if art == "graph-fp16" else "fp32", "any",
-                               needs=_FP16_GRAPH if art == "graph-fp16" else (), generic=True,
-                               note="discovered in engine.backends.BACKEND_NAMES"))
+        for kind in spec.kinds:
+            for art in _KIND_ARTEFACTS[kind]:
+                prec = {"graph-fp16": "fp16", "engine": "fp16-trt"}.get(art, "fp32")
+                out.append(Variant(f"{name}-{art}", name, art, prec, "any",
+                                   needs=_FP16_GRAPH if art in ("graph-fp16", "engine") else (), generic=True,
+                                   note=f"registered in engine.backends.REGISTRY: {spec.summary}"))
     return out
 
 
@@ -320,7 +335,8 @@ class Artefacts:
 
             return Path(to_fp16(self.path("graph-fp32"), d / f"{self.direction}.fp16.onnx"))
         # engine
-        from cyclemask.export.tensorrt import EngineBuildConfig, EngineProfile, build_engine, tensorrt_status
+        from cyclemask.engine.backends import tensorrt_status
+        from cyclemask.export.tensorrt import EngineBuildConfig, EngineProfile, build_engine
 
         ok, why = tensorrt_status()
         if not ok:

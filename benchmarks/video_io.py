@@ -156,9 +156,9 @@ class OpenCVSink:
 
 
 def _identity_backend():
-    from cyclemask.engine.backends import Backend
+    from cyclemask.engine.backends import SyncBackend
 
-    class Identity(Backend):
+    class Identity(SyncBackend):
         name = "identity"
 
         def __init__(self) -> None:
@@ -171,7 +171,7 @@ def _identity_backend():
         def _deactivate(self) -> None:
             pass
 
-        def _infer(self, batch):
+        def _run(self, batch):
             return batch
 
     return Identity()
@@ -241,7 +241,7 @@ def time_old(clip: Path, out_dir: Path, batch: int) -> dict[str, float]:
 def time_generator(model: Path | None, batch: int, seconds: float) -> dict:
     """ms per image of the generator through the backend `auto` picks, batches of `batch`."""
     from cyclemask.engine.backends import BackendOptions, create_backend
-    from cyclemask.engine.demo import default_model
+    from cyclemask.demo_model import default_model
 
     path = model or default_model("mask")
     be, reason = create_backend(path, "auto", None, BackendOptions(max_batch=batch))

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"needs the observations pairs at {PAIRS} (set CYCLEMASK_SHARED)", file=sys.stderr)
         return 1
     if args.model is None:
-        from cyclemask.engine.demo import default_model
+        from cyclemask.demo_model import default_model
 
         args.model = default_model("unmask", "ort")
     res = run(args.model, args.pairs, threads=args.threads)

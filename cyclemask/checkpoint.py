@@ -56,14 +56,6 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def network_record(net: nn.Module, direction: str | None = None, extra: dict | None = None) -> dict[str, Any]:
     """The dict stored for one network (also the entries of a bundle)."""
     if isinstance(net, ResnetGenerator):
@@ -273,3 +265,12 @@ def load_discriminator(path: str | os.PathLike) -> NLayerDiscriminator:
     net = NLayerDiscriminator(DiscriminatorConfig.from_dict(rec["config"]))
     net.load_state_dict(rec["state_dict"], strict=True)
     return net.eval()
+
+
+def recorded_image_size(path: str | os.PathLike) -> int | None:
+    """The image size a checkpoint file records (`cyclemask.artifacts.checkpoint_image_size`),
+    or None for files that record none (reference-repository files)."""
+    from .artifacts import checkpoint_image_size
+
+    obj = read_checkpoint(path)
+    return checkpoint_image_size(obj.get("extra") if isinstance(obj, dict) else None)

@@ -222,6 +222,18 @@ def exit_now(signum: int) -> None:
         os._exit(128 + signum)
 
 
+def require_torch(command: str) -> None:
+    """Stop with one line (exit 1) when PyTorch is missing: `pip install cyclemask` runs exported
+    graphs without it; training, export and evaluation come with the torch extra."""
+    import importlib.util
+
+    from .errors import ConfigError
+
+    if importlib.util.find_spec("torch") is None:
+        raise ConfigError(f"{command} needs PyTorch, which this installation lacks: install the torch build for "
+                          "your machine, then pip install 'cyclemask[torch]'")
+
+
 def _set_debug(ctx: click.Context, _param, value: bool) -> bool:
     if value:
         ctx.find_root().meta[_DEBUG_KEY] = True

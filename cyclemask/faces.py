@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, InputError
-from .imaging import resize
+from .images import resize
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
-"""The one conversion between uint8 RGB images and the generators' float tensors.
+"""The torch half of the uint8 image contract: uint8 RGB images <-> the generators' tensors.
 
 Images are uint8 RGB, HWC (one image) or NHWC (a batch). Networks take float NCHW in [-1, 1].
 The exported graphs embed `preprocess` and `postprocess` (see `UInt8Translator`), and the eager
-reference calls the same functions, so parity compares backends and nothing else.
+reference calls the same functions, so parity compares backends and nothing else. The numpy
+half (batch checks, resizing) is `cyclemask.images`, which the torch-free runtime uses.
 
 Rounding is round-half-to-even (torch.round, ONNX Round and numpy.rint all do it) followed by a
 clip to [0, 255]; float -> uint8 casts truncate, so the rounding must come first.
@@ -14,18 +15,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError
+from .images import check_batch
+
+
+# The order of the operations below is part of the graph contract. TensorRT's ONNX parser
+# accepts a uint8 tensor only as a graph input or output ("TensorRT does not support UINT8 types
+# for intermediate tensors"), and its Transpose takes no uint8 at all: so the input is cast to
+# float before the layout change, and the output is cast to uint8 as the very last operation
+# (docs/ARCHITECTURE.md, "The graph contract"). The values are the same either way.
 
 
 def preprocess(batch_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC RGB -> float32 NCHW in [-1, 1]."""
-    return batch_u8.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+    """uint8 NHWC RGB -> float32 NCHW in [-1, 1] (cast first, then the layout change)."""
+    return batch_u8.to(torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def postprocess(batch: torch.Tensor) -> torch.Tensor:
-    """float NCHW in [-1, 1] -> uint8 NHWC RGB (round half to even, then clip)."""
+    """float NCHW in [-1, 1] -> uint8 NHWC RGB (round half to even, clip, layout, then cast)."""
     y = torch.round((batch.to(torch.float32) + 1.0) * 127.5)
-    return torch.clamp(y, 0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1)
+    return torch.clamp(y, 0.0, 255.0).permute(0, 2, 3, 1).to(torch.uint8)
 
 
 class UInt8Translator(nn.Module):
@@ -41,22 +49,6 @@ class UInt8Translator(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return postprocess(self.generator(preprocess(image)))
-
-
-def check_batch(batch: np.ndarray, size: int | None = None, what: str = "batch") -> None:
-    """Validate a uint8 NHWC RGB batch; the message names what was expected and what came."""
-    if not isinstance(batch, np.ndarray):
-        raise InputError(f"{what}: expected a numpy uint8 array [N, H, W, 3]; got {type(batch).__name__}")
-    if batch.dtype != np.uint8:
-        raise InputError(f"{what}: expected dtype uint8; got {batch.dtype}")
-    if batch.ndim != 4 or batch.shape[3] != 3:
-        raise InputError(f"{what}: expected shape [N, H, W, 3]; got {list(batch.shape)}")
-    if batch.shape[0] < 1:
-        raise InputError(f"{what}: expected at least one image; got an empty batch")
-    if size is not None and (batch.shape[1] != size or batch.shape[2] != size):
-        raise InputError(
-            f"{what}: expected images of {size}x{size}; got {batch.shape[1]}x{batch.shape[2]}"
-        )
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -79,22 +71,3 @@ def translate(generator: nn.Module, batch_u8: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(batch_u8)).to(param.device)
     y = postprocess(generator(preprocess(x).to(param.dtype)))
     return y.cpu().numpy()
-
-
-def resize(image: np.ndarray, size: int | tuple[int, int], interpolation: str = "area") -> np.ndarray:
-    """Resize an HWC uint8 image to size (square int, or (width, height)).
-
-    'area' when shrinking avoids aliasing; 'cubic' is used when enlarging.
-    """
-    import cv2
-
-    w, h = (size, size) if isinstance(size, int) else size
-    if image.shape[1] == w and image.shape[0] == h:
-        return image
-    if interpolation == "auto":
-        shrinking = w < image.shape[1] and h < image.shape[0]
-        flag = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    else:
-        flag = {"area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR,
-                "nearest": cv2.INTER_NEAREST}[interpolation]
-    return cv2.resize(image, (w, h), interpolation=flag)

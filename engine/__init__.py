@@ -1,4 +1,6 @@
-"""Runtime: inference backends, the batched pipeline, sources and sinks, the `run` CLI.
+"""Runtime: inference backends, the batched pipeline, sources and sinks, faces, the `run` CLI.
 
-Imports only the generator and `cyclemask.imaging` from the core; never imports training code.
+Imports the core only (never export, train or metrics) and no torch unless a checkpoint or a
+TensorRT engine is run: `pip install cyclemask` runs exported graphs with ONNX Runtime or
+OpenVINO without it. See docs/ARCHITECTURE.md.
 """

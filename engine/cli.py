@@ -1,14 +1,14 @@
 """`cyclemask-run`: translate an image folder or a video with a graph, engine or checkpoint.
 
 By default it is face-aware: it finds the faces in each image or frame (YuNet, shipped with the
-package), translates each and pastes its mask zone back (engine/faces.py); `--aligned` uses the whole image as the model input, for
-photos that are already aligned face crops.
+package), translates each and pastes its mask zone back (engine/faces.py); `--aligned` uses the
+whole image as the model input, for photos that are already aligned face crops.
 
-The CLI parses, builds the source, backend and sink, runs the pipeline with a progress bar and
-prints a summary. Exit status: 0 when every input was written, 1 when anything failed (the
-summary lists what), 130 after Ctrl-C and 143 after SIGTERM (the same stop: the summary says what
-was written; a file's video stopped early is discarded whole; on a live video input, Ctrl-C is its
-normal end: 0).
+The CLI parses its flags into one `RunOptions` (engine/run.py, shared with --demo), runs
+`engine.run.translate` with a progress bar and prints what it did. Exit status: 0 when every
+input was written, 1 when anything failed (the summary lists what), 130 after Ctrl-C and 143
+after SIGTERM (the same stop: the summary says what was written; a file's video stopped early is
+discarded whole; on a live video input, Ctrl-C is its normal end: 0).
 
 `--ray` runs the same work on a Ray cluster (engine/ray_run.py): the same outputs, the same summary.
 """
@@ -21,18 +21,18 @@ from pathlib import Path
 
 import click
 
+from cyclemask import DIRECTIONS
+from cyclemask.artifacts import DEFAULT_STREAMS
 from cyclemask.cli_util import Command, debug_option, stop_exit_code, stop_name
 from cyclemask.errors import ConfigError
-from cyclemask.faces import DETECTOR_ENV, resolve_detector_path
-from cyclemask.outputs import OutputLock, lock_outputs
+from cyclemask.faces import DETECTOR_ENV
 
-from .backends import BACKEND_NAMES, BackendOptions, create_backend
-from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig, FaceProcessor
-from .pipeline import PipelineConfig, RunReport, run_pipeline
-from .processing import AlignedProcessor
-from .sinks import ImageFolderSink, default_images_out, video_output_path
-from .sources import DEFAULT_MAX_PIXELS, ImageFolderSource
-from .video import CODECS, DEFAULT_CRF, PRESETS, VideoOutputConfig, VideoSink, VideoSource
+from .backends import BACKEND_NAMES
+from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig
+from .pipeline import PipelineConfig, RunReport
+from .run import RunOptions, RunStart, describe_mode, face_detector_path, translate
+from .sources import DEFAULT_MAX_PIXELS
+from .video import CODECS, DEFAULT_CRF, PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,9 @@ MAX_LISTED_FAILURES = 20
 @click.option("--size", type=click.IntRange(4, 4096), default=None,
               help="torch backend: model input size in pixels (multiple of 4). Default: the size the "
                    "checkpoint records, else 256. Graphs and engines fix their own.")
-@click.option("--streams", type=click.IntRange(1, 16), default=2, show_default=True,
-              help="trt backend: CUDA streams (execution contexts), i.e. batches in flight.")
+@click.option("--streams", type=click.IntRange(1, 16), default=DEFAULT_STREAMS, show_default=True,
+              help="trt backend: CUDA streams (execution contexts), i.e. batches in flight; at most as many as "
+                   "the engine has optimization profiles (cyclemask-export --streams).")
 @click.option("--threads", type=click.IntRange(1, 512), default=None,
               help="CPU threads for the torch / ort / openvino backends. Default: the library's choice "
                    "(openvino: the CPUs this process may use).")
@@ -199,21 +200,13 @@ MAX_LISTED_FAILURES = 20
                    "journal (.cyclemask-journal) records as complete; the others are made again, replacing "
                    "any file of that name.")
 @click.pass_context
-def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None, video: str | None, out: Path | None,
-         codec: str, crf: int | None, preset: str, no_audio: bool, nvenc: bool | None,
-         direction: str | None, aligned: bool, face_detector: Path | None, min_face: int, margin: float,
-         no_track: bool, color_match: bool, paste: str, detect_side: int, detect_score: float,
-         rotated_detection: str, detect_workers: int, backend: str,
-         batch: int, device: str, precision: str, ort_provider: str, size: int | None, streams: int,
-         threads: int | None, cuda_graphs: bool, channels_last: bool, compile_: bool, ov_mode: str,
-         ov_requests: int | None, probe: bool, overwrite: bool, max_pixels: int,
-         quality: int, queue_depth: int, progress: bool, ray_address: str | None, workers: int | None,
-         gpus_per_worker: float | None, cpus_per_worker: float | None, files_per_call: int | None,
-         resume: bool) -> None:
+def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None, out: Path | None,
+         ray_address: str | None, workers: int | None, gpus_per_worker: float | None,
+         cpus_per_worker: float | None, files_per_call: int | None, resume: bool, **params) -> None:
     """Mask or unmask the faces in an image folder or a video.
 
-    By default every face found is translated and pasted back into the image or frame (faces
-    are followed across video frames); --aligned translates whole images instead.
+    By default every face found is translated and its mask zone pasted back into the image or
+    frame (faces are followed across video frames); --aligned translates whole images instead.
     """
     if ray_address is None:
         given = [f for f, v in (("--workers", workers), ("--gpus-per-worker", gpus_per_worker),
@@ -221,6 +214,7 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
                                 ("--resume", resume or None)) if v is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only with --ray")
+    options = RunOptions.from_cli(params)
     if demo:
         if ray_address is not None:
             raise click.UsageError("--demo runs on this machine: do not give --ray")
@@ -228,129 +222,105 @@ def main(ctx: click.Context, model: Path | None, demo: bool, images: Path | None
             raise click.UsageError("--demo runs on the shipped portrait: do not give --images or --video")
         if out is None:
             raise click.UsageError("--demo needs --out DIR (the folder for the results and the before/after sheet)")
-        from .demo import demo_command
+        from cyclemask.outputs import lock_outputs
 
-        options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
-                                 ort_provider=ort_provider, threads=threads, compile=compile_,
-                                 ov_mode=ov_mode, ov_requests=ov_requests, probe=probe)
         ctx.with_resource(lock_outputs("cyclemask-run --demo", folders=[out]))
-        if not demo_command(model, out, backend, options, face_detector, margin, overwrite, click.echo,
-                            paste=paste):
+        if not _demo(options, out):
             ctx.exit(1)
         return
     if (images is None) == (video is None):
         raise click.UsageError("give exactly one input: --images DIR or --video FILE")
-    face_config = None
-    if not aligned:
-        if face_detector is not None and not face_detector.is_file():
-            raise ConfigError(f"--face-detector {face_detector}: no such file (a YuNet ONNX model is expected)")
-        # The option, else $CYCLEMASK_FACE_DETECTOR, else the YuNet model shipped with cyclemask.
-        face_detector = resolve_detector_path(face_detector)
-        # Photos in a folder are unrelated to each other: following faces across them is wrong.
-        follow = video is not None and not no_track
-        if rotated_detection == "auto":
-            rotated_detection = "lost" if follow else "full"
-        elif rotated_detection == "lost" and not follow:
-            raise ConfigError("--rotated-detection lost needs faces followed across video frames "
-                              "(--video without --no-track); use full or off")
-        face_config = FaceConfig(min_face=min_face, margin=margin, track=follow,
-                                 color_match=color_match, paste=paste, detect_side=detect_side,
-                                 detect_retry=images is not None, score_threshold=detect_score,
-                                 rotated=rotated_detection)
-
-    video_config = None
-    if video is not None:
-        video_config = VideoOutputConfig(codec=codec, crf=crf, preset=preset, audio=not no_audio, nvenc=nvenc)
-
-    options = BackendOptions(device=device, precision=precision, image_size=size, max_batch=batch,
-                             ort_provider=ort_provider, threads=threads, streams=streams,
-                             cuda_graphs=cuda_graphs, channels_last=channels_last, compile=compile_,
-                             ov_mode=ov_mode, ov_requests=ov_requests, probe=probe)
     if ray_address is not None:
-        from .ray_cli import ray_main
-        from .ray_run import RayOptions
+        ctx.exit(_ray(options, ray_address, workers, gpus_per_worker, cpus_per_worker, files_per_call, resume,
+                      images=images, video=video, out=out))
+    bar = None
 
-        ctx.exit(ray_main(
-            RayOptions(address=ray_address or None, workers=workers, gpus_per_worker=gpus_per_worker,
-                       cpus_per_worker=cpus_per_worker, files_per_call=files_per_call, resume=resume),
-            images=images, video=video, out=out, model=model, backend=backend, direction=direction,
-            options=options, face_config=face_config, face_detector=face_detector, detect_workers=detect_workers,
-            pipeline=PipelineConfig(batch, queue_depth), quality=quality, max_pixels=max_pixels,
-            video_config=video_config, overwrite=overwrite, progress=progress, mode=describe_mode(face_config, face_detector),
-            debug=log.isEnabledFor(logging.DEBUG)))
-    t0 = time.perf_counter()
-    source = ImageFolderSource(images, max_pixels=max_pixels) if images is not None else VideoSource(video)
-    model_label = str(model)
-    if model is None:
-        from .demo import default_model, describe_default
+    def start(info: RunStart):
+        nonlocal bar
+        from tqdm import tqdm
 
-        model = default_model(direction, backend)
-        model_label = f"{model}: {describe_default()}"
-    be, reason = create_backend(model, backend, direction, options)
-    lock = None
+        be = info.backend
+        click.echo(f"input:   {info.source}")
+        click.echo(f"output:  {info.output}")
+        click.echo(f"model:   {info.model} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
+        click.echo(f"backend: {be.description}  [{info.reason}]")
+        for note in be.notes + be.warnings:
+            click.echo(f"note:    {note}")
+        click.echo(f"mode:    {info.mode}")
+        bar = tqdm(total=info.total, unit="frame", disable=not options.progress, dynamic_ncols=True,
+                   desc="translating", leave=True)
+        return bar.update
+
     try:
-        with be:
-            setup_s = time.perf_counter() - t0
-            name = be.direction or "out"
-            if images is not None:
-                out_root = out if out is not None else default_images_out(images, name)
-                lock = OutputLock(out_root, "cyclemask-run").probe()  # busy: say so before "exists"
-                sink = ImageFolderSink(images, out_root, source.paths, overwrite=overwrite, quality=quality)
-            else:
-                out_path = video_output_path(video, out, name)
-                lock = OutputLock(out_path, "cyclemask-run", folder=False).probe()
-                sink = VideoSink(out_path, source.info, source=source, overwrite=overwrite, config=video_config)
-            lock.acquire()  # after the sink's checks: nothing is created beside a refused output
-            click.echo(f"input:   {source.describe()}")
-            click.echo(f"output:  {sink.describe()}")
-            click.echo(f"model:   {model_label} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
-            click.echo(f"backend: {be.description}  [{reason}]")
-            for note in getattr(be, "notes", []) + getattr(be, "warnings", []):
-                click.echo(f"note:    {note}")
-            if face_config is None:
-                processor = AlignedProcessor(be.image_size)
-            else:
-                processor = FaceProcessor(be.image_size, face_config, model_path=face_detector)
-            click.echo(f"mode:    {describe_mode(face_config, face_detector)}")
-            report = _run(source, processor, be, sink, PipelineConfig(batch, queue_depth), progress,
-                          detect_workers)
+        result = translate(options, images=images, video=video, out=out, on_start=start)
     finally:
-        source.close()
-        if lock is not None:
-            lock.release()
-    faces = None if face_config is None else processor.stats.summary(min_face)
-    for line in summary_lines(report, be, reason, setup_s, output=sink.describe(), faces=faces):
+        if bar is not None:
+            bar.close()
+    for line in summary_lines(result.report, result.backend, result.reason, result.setup_s, output=result.output,
+                              faces=result.faces):
         click.echo(line)
-    if model_label != str(model):
-        click.echo(f"  model:    {describe_default()}")
-    if report.interrupted:
+    if result.model_note:
+        click.echo(f"  model:    {result.model_note}")
+    if result.report.interrupted:
         ctx.exit(stop_exit_code())
-    if not report.ok:
+    if not result.report.ok:
         ctx.exit(1)
 
 
-def describe_mode(face_config: FaceConfig | None, detector: Path | None = None) -> str:
-    if face_config is None:
-        return "aligned (whole image = face)"
-    c = face_config
-    track = "tracked across frames" if c.track else "each frame on its own"
-    pasted = "mask zone pasted" if c.paste == "zone" else "whole crop pasted"
-    rotated = {"full": ", rotated passes on every frame", "lost": ", rotated passes around lost faces",
-               "off": ""}[c.rotated]
-    name = f" {Path(detector).name}" if detector is not None else ""
-    return (f"face-aware (YuNet{name}, score >= {c.score_threshold:g}{rotated}, min face {c.min_face} px, "
-            f"margin {c.margin:g}, {pasted}, {track}{', colour matched' if c.color_match else ''})")
+def _ray(options: RunOptions, address: str, workers, gpus_per_worker, cpus_per_worker, files_per_call, resume,
+         *, images, video, out) -> int:
+    """`--ray`: the same run on a Ray cluster (engine/ray_cli.py); returns the exit status."""
+    from .ray_cli import ray_main
+    from .ray_run import RayOptions
+
+    detector = face_detector_path(options)
+    face_config = None if options.aligned else options.face_config(video=video is not None)
+    return ray_main(
+        RayOptions(address=address or None, workers=workers, gpus_per_worker=gpus_per_worker,
+                   cpus_per_worker=cpus_per_worker, files_per_call=files_per_call, resume=resume),
+        images=images, video=video, out=out, model=options.model, backend=options.backend,
+        direction=options.direction, options=options.backend_options(), face_config=face_config,
+        face_detector=detector, detect_workers=options.detect_workers,
+        pipeline=PipelineConfig(options.batch, options.queue_depth), quality=options.quality,
+        max_pixels=options.max_pixels, video_config=options.video_config() if video is not None else None,
+        overwrite=options.overwrite, progress=options.progress, mode=describe_mode(face_config, detector),
+        debug=log.isEnabledFor(logging.DEBUG))
 
 
-def _run(source, processor, backend, sink, config: PipelineConfig, progress: bool,
-         detect_workers: int = 0) -> RunReport:
-    from tqdm import tqdm
+def _demo(options: RunOptions, out: Path) -> bool:
+    """`--demo`: run it and print what it did; True when everything was written."""
+    from cyclemask.demo_model import describe_default
 
-    if isinstance(processor, FaceProcessor):
-        source = processor.detect_ahead(source, detect_workers)
-    with tqdm(total=source.total, unit="frame", disable=not progress, dynamic_ncols=True,
-              desc="translating", leave=True) as bar:
-        return run_pipeline(source, processor, backend, sink, config, progress=bar.update)
+    from .backends import model_kind
+    from .demo import run_demo
+
+    models = None
+    if options.model is not None:
+        if model_kind(options.model) != "checkpoint":
+            raise ConfigError(f"--demo --model {options.model}: the demo runs both directions, so it needs a "
+                              "checkpoint bundle holding both (e.g. a run's generators.pt), not one graph or engine")
+        models = {d: options.model for d in DIRECTIONS}
+    t0 = time.perf_counter()
+    report = run_demo(out, options, models=models, progress=lambda name: click.echo(f"portrait: {name}"))
+    click.echo("")
+    click.echo("summary:")
+    click.echo(f"  models:   {describe_default() if options.model is None else options.model}")
+    for d in DIRECTIONS:
+        click.echo(f"    {d}: {report.models[d]}")
+        click.echo(f"      backend: {report.backends[d]}")
+    click.echo(f"  faces:    {report.detector}; found: " + ", ".join(f"{k} {v}" for k, v in report.faces.items()))
+    missed = {k: v for k, v in report.reused.items() if v}
+    if missed:
+        click.echo("  unmask:   not detected on the masked image, the input's face box used: "
+                   + ", ".join(f"{k} {v}" for k, v in missed.items()))
+    click.echo(f"  written:  {len(report.written)} -> {report.out_dir}")
+    for p in report.written:
+        click.echo(f"    - {p.name}")
+    click.echo(f"  failed:   {len(report.failures)}")
+    for f in report.failures:
+        click.echo(f"    - {f}")
+    click.echo(f"  time:     {time.perf_counter() - t0:.2f} s")
+    return report.ok
 
 
 def summary_lines(report: RunReport, backend, reason: str, setup_s: float, output: str = "",

@@ -1,27 +1,21 @@
-"""The embedded demo: small generators shipped inside the package, and `cyclemask-run --demo`.
+"""`cyclemask-run --demo`: mask the public-domain portraits that ship inside the dependencies,
+unmask the result again, write both and a before/after sheet.
 
-The demo generators (both directions) were trained on this project's CPU machine from
-../shared/data (see README, "The embedded demo model"): a few MB of package data under
-cyclemask/assets/demo/ (the training bundle generators.pt and the exported, verified FP32
-graphs mask.onnx / unmask.onnx, plus demo.json, the record of how they were made). They are
-what `cyclemask-run` uses when no --model is given. They are a CPU-trained demo, far smaller
-and far less trained than the paper's model.
-
-`run_demo` puts a mask on the public-domain portraits that ship inside the dependencies
-(matplotlib's sample_data/grace_hopper.jpg), takes it off again, and writes the results and a
-before/after sheet: nothing is downloaded and ../shared is not needed.
+The portrait (matplotlib's sample_data/grace_hopper.jpg) needs nothing downloaded and not
+../shared; the models are the embedded demo generators (`cyclemask.demo_model`) unless a
+checkpoint bundle is given. Each pass runs through the same `Pipeline` and face-aware processor
+(engine/faces.py: square crop with margin, translate, mask-zone or whole-crop paste-back) as a
+normal run, fed from memory (engine/memory.py): there is one inference path.
 
 Faces are found as in a normal face-aware run: YuNet (shipped with the package, or
---face-detector / $CYCLEMASK_FACE_DETECTOR) and the same processor (engine/faces.py: square
-crop with margin, translate, mask-zone or whole-crop paste-back). The unmask pass detects again
-on the masked result, as a run on a masked photo would, and falls back to the input's faces
-where the detector misses the masked face.
+--face-detector / $CYCLEMASK_FACE_DETECTOR). The unmask pass detects again on the masked result,
+as a run on a masked photo would, and falls back to the input's faces where the detector misses
+the masked face.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -30,62 +24,21 @@ from typing import Callable
 
 import numpy as np
 
+from cyclemask import DIRECTIONS
 from cyclemask.errors import ConfigError, InputError
 from cyclemask.faces import Face, FaceDetector, crop_square, resize_square, square_crop_box
 from cyclemask.imageio import read_image, write_bytes_atomic, write_image
 
-from .backends import BackendOptions, create_backend
+from .backends import Backend, create_backend
 from .faces import FaceConfig, FaceProcessor
+from .memory import MemorySink, MemorySource
+from .pipeline import PipelineConfig, run_pipeline
+from .run import RunOptions
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("mask", "unmask")
-BUNDLE_NAME = "generators.pt"
-GRAPH_NAMES = {"mask": "mask.onnx", "unmask": "unmask.onnx"}
-INFO_NAME = "demo.json"
 SHEET_NAME = "before_after.png"
 CLOSE_UP = 256  # side of the face close-ups on the sheet, in pixels
-
-
-def assets_dir() -> Path:
-    """cyclemask/assets/demo inside the installed (or editable) package."""
-    import importlib.resources
-
-    return Path(str(importlib.resources.files("cyclemask"))) / "assets" / "demo"
-
-
-def demo_info() -> dict:
-    """The record of how the demo generators were made (demo.json), or {} when it is missing."""
-    p = assets_dir() / INFO_NAME
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def default_model(direction: str | None = None, backend: str = "auto") -> Path:
-    """The shipped demo model for a run without --model.
-
-    The torch backend gets the generator bundle (both directions in one file); every other
-    backend gets the direction's FP32 ONNX graph (ONNX Runtime is the faster path on CPU).
-    """
-    d = direction or "mask"
-    if d not in DIRECTIONS:
-        raise ConfigError(f"direction must be one of {', '.join(DIRECTIONS)}; got {d!r}")
-    path = assets_dir() / (BUNDLE_NAME if backend == "torch" else GRAPH_NAMES[d])
-    if not path.is_file():
-        raise ConfigError(
-            f"the embedded demo model {path} is missing from this installation of cyclemask; "
-            "reinstall the package, or pass --model with your own graph or checkpoint"
-        )
-    return path
-
-
-def describe_default() -> str:
-    info = demo_info()
-    size = info.get("image_size")
-    what = f"{size}px, " if size else ""
-    return f"the embedded demo generators ({what}CPU-trained; not the paper's model; pass --model for yours)"
 
 
 # -------------------------------------------------------------------------------------------
@@ -113,8 +66,8 @@ def demo_portraits() -> list[Portrait]:
     return found
 
 
-class _FixedFaces:
-    """The faces found on the input, reused for the second pass (the masked image)."""
+class FixedFaces:
+    """A detector that returns faces already known (the face-aware processor's detector slot)."""
 
     def __init__(self, faces: list[Face]) -> None:
         self.faces = list(faces)
@@ -161,36 +114,36 @@ def _faces_on_masked(found: list[Face], faces: list[Face]) -> tuple[list[Face], 
     return out + missed, len(missed)
 
 
-def _translate(backend, image: np.ndarray, faces: list[Face], config: FaceConfig) -> np.ndarray:
-    proc = FaceProcessor(backend.image_size, config, detector_factory=lambda: _FixedFaces(faces))
-    crops, state = proc.prepare(image)
-    if not crops:
-        return image
-    outputs = backend.infer(np.stack(crops))
-    return proc.finish(image, state, list(outputs))
+def _translate(backend: Backend, image: np.ndarray, faces: list[Face], config: FaceConfig, batch: int) -> np.ndarray:
+    """One image through the pipeline (in memory) with its faces given."""
+    processor = FaceProcessor(backend.image_size, config, detector_factory=lambda: FixedFaces(faces))
+    sink = MemorySink()
+    report = run_pipeline(MemorySource([("image", image)]), processor, backend, sink,
+                          PipelineConfig(batch_size=min(batch, backend.max_batch or batch)))
+    if not report.ok:
+        raise InputError("; ".join(message for _, message in report.failures) or report.error or "the demo run failed")
+    return sink.images["image"]
 
 
 def run_demo(
     out_dir: str | os.PathLike,
+    options: RunOptions | None = None,
     *,
     models: dict[str, Path] | None = None,
-    backend: str = "auto",
-    options: BackendOptions | None = None,
-    face_detector: str | os.PathLike | None = None,
     portraits: list[Portrait] | None = None,
-    margin: float = FaceConfig.margin,
-    paste: str = FaceConfig.paste,
-    overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> DemoReport:
     """Mask each portrait, unmask the masked result, write both and a before/after sheet.
 
     models: {"mask": path, "unmask": path} (a bundle may be named for both); default: the
-    shipped demo models for the backend. face_detector: a YuNet file; default
-    $CYCLEMASK_FACE_DETECTOR when set, else the one shipped with cyclemask. paste: "zone" or
-    "crop" (see FaceConfig). Existing outputs are an error unless overwrite; nothing is written
+    shipped demo models for the backend. The detector is options.face_detector, else
+    $CYCLEMASK_FACE_DETECTOR, else the one shipped with cyclemask; options.paste says how faces
+    are pasted back. Existing outputs are an error unless options.overwrite; nothing is written
     before every model has loaded.
     """
+    from cyclemask.demo_model import default_model
+
+    options = options or RunOptions()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
@@ -199,22 +152,23 @@ def run_demo(
         raise InputError("no demo portrait found: matplotlib's sample_data/grace_hopper.jpg is missing "
                          "from this environment (is matplotlib installed in full?)")
     existing = [n for n in output_names(portraits) if (out / n).exists()]
-    if existing and not overwrite:
+    if existing and not options.overwrite:
         raise ConfigError(f"--out {out}: already holds {', '.join(existing)}; pass --overwrite to replace them")
-    models = dict(models) if models else {d: default_model(d, backend) for d in DIRECTIONS}
+    models = dict(models) if models else {d: default_model(d, options.backend) for d in DIRECTIONS}
     missing = [d for d in DIRECTIONS if d not in models]
     if missing:
         raise ConfigError(f"the demo needs a model for each direction; missing: {', '.join(missing)}")
-    config = FaceConfig(track=False, margin=margin, paste=paste)
+    config = FaceConfig(track=False, margin=options.margin, paste=options.paste)
     report = DemoReport(out)
     say = progress or (lambda msg: None)
 
-    detector = FaceDetector(face_detector, score_threshold=config.score_threshold, retry_pad=0.5)
-    report.detector = f"YuNet ({detector.model_path}), {'mask zone' if paste == 'zone' else 'whole crop'} pasted"
+    detector = FaceDetector(options.face_detector, score_threshold=config.score_threshold, retry_pad=0.5)
+    report.detector = (f"YuNet ({detector.model_path}), "
+                       f"{'mask zone' if options.paste == 'zone' else 'whole crop'} pasted")
 
     backends = {}
     for d in DIRECTIONS:
-        be, reason = create_backend(models[d], backend, d, options)
+        be, reason = create_backend(models[d], options.backend, d, options.backend_options())
         backends[d] = be
         report.models[d] = str(models[d])
         report.backends[d] = reason
@@ -237,10 +191,10 @@ def run_demo(
             if not faces:
                 report.failures.append(f"{p.path}: no face found")
                 continue
-            masked = _translate(backends["mask"], image, faces, config)
+            masked = _translate(backends["mask"], image, faces, config, options.batch)
             masked_faces, reused = _faces_on_masked(detector.detect(masked), faces)
             report.reused[p.name] = reused
-            unmasked = _translate(backends["unmask"], masked, masked_faces, config)
+            unmasked = _translate(backends["unmask"], masked, masked_faces, config, options.batch)
             for suffix, img in (("masked", masked), ("unmasked", unmasked)):
                 path = out / f"{p.name}_{suffix}.png"
                 write_image(path, img)
@@ -252,7 +206,7 @@ def run_demo(
                 be.deactivate()
     if rows:
         sheet = out / SHEET_NAME
-        write_bytes_atomic(sheet, before_after_sheet(rows, margin, backends["mask"].image_size, paste))
+        write_bytes_atomic(sheet, before_after_sheet(rows, options.margin, backends["mask"].image_size, options.paste))
         report.written.append(sheet)
     return report
 
@@ -287,46 +241,3 @@ def before_after_sheet(rows, margin: float, model_size: int, paste: str = FaceCo
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
-
-
-def demo_command(model: Path | None, out: Path | None, backend: str, options: BackendOptions,
-                 face_detector: Path | None, margin: float, overwrite: bool, echo: Callable[[str], None],
-                 paste: str = FaceConfig.paste) -> bool:
-    """`cyclemask-run --demo`: run the demo, print what it did; True when everything was written."""
-    import time
-
-    if out is None:
-        raise ConfigError("--demo needs --out DIR (the folder for the results and the before/after sheet)")
-    if model is not None:
-        from .backends import model_kind
-
-        if model_kind(model) != "checkpoint":
-            raise ConfigError(f"--demo --model {model}: the demo runs both directions, so it needs a "
-                              "checkpoint bundle holding both (e.g. a run's generators.pt), not one graph or engine")
-        models = {d: model for d in DIRECTIONS}
-    else:
-        models = None
-    t0 = time.perf_counter()
-    report = run_demo(out, models=models, backend=backend, options=options, face_detector=face_detector,
-                      margin=margin, paste=paste, overwrite=overwrite,
-                      progress=lambda name: echo(f"portrait: {name}"))
-    echo("")
-    echo("summary:")
-    echo(f"  models:   {describe_default() if model is None else model}")
-    for d in DIRECTIONS:
-        echo(f"    {d}: {report.models[d]}")
-        echo(f"      backend: {report.backends[d]}")
-    echo(f"  faces:    {report.detector}; found: "
-         + ", ".join(f"{k} {v}" for k, v in report.faces.items()))
-    missed = {k: v for k, v in report.reused.items() if v}
-    if missed:
-        echo("  unmask:   not detected on the masked image, the input's face box used: "
-             + ", ".join(f"{k} {v}" for k, v in missed.items()))
-    echo(f"  written:  {len(report.written)} -> {report.out_dir}")
-    for p in report.written:
-        echo(f"    - {p.name}")
-    echo(f"  failed:   {len(report.failures)}")
-    for f in report.failures:
-        echo(f"    - {f}")
-    echo(f"  time:     {time.perf_counter() - t0:.2f} s")
-    return report.ok

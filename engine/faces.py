@@ -62,7 +62,7 @@ from cyclemask.faces import (
     resize_square,
     square_crop_box,
 )
-from cyclemask.imaging import resize
+from cyclemask.images import resize
 
 from .processing import FrameProcessor
 

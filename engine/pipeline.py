@@ -22,8 +22,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-
 from cyclemask.errors import ConfigError, CycleMaskError
 from cyclemask.outputs import is_fatal_write_error
 
@@ -251,8 +249,7 @@ class Pipeline:
                 break
             handle = None
             if batch.slots:
-                arr = np.stack([work.crops[i] for work, i in batch.slots])
-                handle = backend.submit(arr)
+                handle = backend.submit_images([work.crops[i] for work, i in batch.slots])
                 self.report.crops += len(batch.slots)
                 self.report.batches += 1
             in_flight.append((batch, handle))

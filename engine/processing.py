@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cyclemask.errors import ConfigError
-from cyclemask.imaging import resize
+from cyclemask.images import resize
 
 
 class FrameProcessor(abc.ABC):

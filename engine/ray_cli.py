@@ -29,7 +29,7 @@ def ray_main(opts: RayOptions, *, images: Path | None, video: str | None, out: P
     require_ray()  # before anything is read: say how to install it
     model_label = str(model)
     if model is None:
-        from .demo import default_model, describe_default
+        from cyclemask.demo_model import default_model, describe_default
 
         model = default_model(direction, backend)
         model_label = f"{model}: {describe_default()}"

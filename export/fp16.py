@@ -5,7 +5,7 @@ be written in the graph. This converts convolutions (and everything between the 
 convolution) to FP16 and keeps in FP32:
 
 - InstanceNormalization, everywhere: in FP16 its variance over a whole feature map overflows
-  and drifts (DESIGN §4); the converter puts Cast nodes around each one;
+  and drifts; the converter puts Cast nodes around each one;
 - the uint8 pre-processing (Cast, /127.5, -1, layout) before the first convolution and the
   post-processing (Tanh, (y+1)*127.5, Round, Clip, Cast) after the last one: at 128..255 FP16
   steps by 0.125, which would move values across the rounding boundary and cost whole LSBs.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 from cyclemask.errors import ExportError
 
-from .metadata import set_onnx_metadata
-from .onnx import check_io_contract, save_model_atomic
+from .graph_lint import check_tensorrt_rules
+from .onnx import check_contract, save_model_atomic, set_onnx_metadata
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def to_fp16(src_path: str | os.PathLike, dst_path: str | os.PathLike, *, fp32_op
 
     Metadata_props are carried over with precision set to "fp16". The result passes
     ``onnx.checker`` (full check) and keeps the uint8 contract; it is NOT compared numerically
-    here: `cyclemask.export.verify.verify_onnx` does that (the CLI always runs it).
+    here: `cyclemask.export.pipeline` does that, through the runtime's ONNX Runtime backend.
     """
     import onnx
 
@@ -106,7 +106,8 @@ def to_fp16(src_path: str | os.PathLike, dst_path: str | os.PathLike, *, fp32_op
     props = {p.key: p.value for p in model.metadata_props}
     m16 = convert_model_fp16(model, fp32_ops=fp32_ops)
     if "image_size" in props:
-        check_io_contract(m16, int(props["image_size"]))
+        check_contract(m16, int(props["image_size"]), "the FP16 graph")
+    check_tensorrt_rules(m16, "the FP16 graph")
     set_onnx_metadata(m16, {**props, "precision": "fp16", "fp32_ops": ",".join(fp32_ops) + ",pre/post"})
     try:
         onnx.checker.check_model(m16, full_check=True)

@@ -1,15 +1,15 @@
-"""FP32 ONNX export of a generator under the uint8 graph contract (DESIGN §3).
+"""FP32 ONNX export of a generator under the uint8 graph contract (docs/ARCHITECTURE.md).
 
 The exported module is `cyclemask.imaging.UInt8Translator`: input ``image`` uint8
 ``[N, S, S, 3]`` RGB, output ``translated`` uint8 ``[N, S, S, 3]``, N dynamic, normalisation,
 layout change, rounding and clipping inside the graph. The file is self-contained (weights
 inline, no external data), opset pinned to `OPSET`, checked with ``onnx.checker`` (full
-check), and carries metadata_props that `cyclemask.export.metadata.read_onnx_metadata` reads.
+check), and carries metadata_props that `cyclemask.artifacts.read_onnx_metadata` reads.
 
 Why the dynamo exporter: the legacy TorchScript exporter mis-declares the output shape of the
 uint8 wrapper, and it is deprecated. The declared input and output types and shapes are checked
-after every export all the same (`check_io_contract`), so an exporter change cannot slip a
-wrong declaration past us.
+after every export all the same (`cyclemask.artifacts.check_graph_io`, exact), so an exporter
+change cannot slip a wrong declaration past us.
 """
 
 from __future__ import annotations
@@ -26,23 +26,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cyclemask import __version__
+from cyclemask.artifacts import (
+    BATCH_DIM,
+    INPUT_NAME,
+    ONNX_FORMAT,
+    ONNX_FORMAT_VERSION,
+    OUTPUT_NAME,
+    check_graph_io,
+    metadata_props,
+    onnx_tensor_specs,
+)
 from cyclemask.errors import ExportError
 from cyclemask.imaging import UInt8Translator
 
-# read_onnx_metadata is re-exported: the runtime reads graphs' metadata through this module too.
-from .metadata import build_onnx_metadata, read_onnx_metadata, set_onnx_metadata  # noqa: F401
+from .graph_lint import check_tensorrt_rules
 
 log = logging.getLogger(__name__)
 
 #: The opset every graph is written with. The dynamo exporter's native opset; TensorRT 10/11 and
 #: ONNX Runtime >= 1.14 support it. Changing it is a contract change: re-verify the exports.
 OPSET = 18
-INPUT_NAME = "image"
-OUTPUT_NAME = "translated"
-BATCH_DIM = "batch"
-
-# onnx.TensorProto.UINT8; spelled out so this module imports without onnx loaded first.
-_UINT8 = 2
 
 
 def _check_image_size(image_size: int) -> None:
@@ -53,33 +57,45 @@ def _check_image_size(image_size: int) -> None:
         raise ExportError(f"image_size must be a multiple of 4 (the generator downsamples twice); got {image_size}")
 
 
-def _declared(value_info) -> tuple[int, list]:
-    tt = value_info.type.tensor_type
-    dims = [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else None) for d in tt.shape.dim]
-    return tt.elem_type, dims
+def check_contract(model, image_size: int, what: str) -> None:
+    """The graph contract, exactly (names, dynamic batch, S), on a graph this package wrote."""
+    inputs, outputs = onnx_tensor_specs(model)
+    check_graph_io(inputs, outputs, what, image_size=image_size, exact=True)
 
 
-def check_io_contract(model, image_size: int) -> None:
-    """Raise ExportError unless the graph declares the contract's one uint8 input and output.
+def build_onnx_metadata(*, config=None, image_size: int, precision: str, opset: int,
+                        extra: dict | None = None) -> dict[str, str]:
+    """The metadata_props of a graph (cyclemask.artifacts lists the keys): contract,
+    architecture, versions, then `extra` on top."""
+    import onnx
+    import torch
 
-    Both must be uint8 ``[dynamic, S, S, 3]`` with the contract's names. The legacy exporter is
-    known to declare a wrong output shape for this wrapper; this catches that and its like.
-    """
-    ins = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    outs = list(model.graph.output)
-    if [i.name for i in ins] != [INPUT_NAME] or [o.name for o in outs] != [OUTPUT_NAME]:
-        raise ExportError(
-            f"graph has inputs {[i.name for i in ins]} and outputs {[o.name for o in outs]}; "
-            f"expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]"
-        )
-    for vi in (ins[0], outs[0]):
-        elem, dims = _declared(vi)
-        if elem != _UINT8:
-            raise ExportError(f"graph {vi.name!r} is declared with element type {elem}; expected uint8 ({_UINT8})")
-        if len(dims) != 4 or dims[1:] != [image_size, image_size, 3] or not isinstance(dims[0], str):
-            raise ExportError(
-                f"graph {vi.name!r} is declared with shape {dims}; expected [<dynamic batch>, {image_size}, {image_size}, 3]"
-            )
+    props = {
+        "format": ONNX_FORMAT,
+        "format_version": ONNX_FORMAT_VERSION,
+        "precision": precision,
+        "image_size": image_size,
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "opset": opset,
+        "cyclemask_version": __version__,
+        "torch_version": str(torch.__version__),
+        "onnx_version": onnx.__version__,
+    }
+    if config is not None:
+        props.update(config.to_dict())
+    props.update(extra or {})
+    return metadata_props(props)
+
+
+def set_onnx_metadata(model, props: dict) -> None:
+    """Replace keys of `props` in model.metadata_props, keep the other entries."""
+    props = metadata_props(props)
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    for k, v in kept + sorted(props.items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
 
 
 # Loggers of the exporter stack that narrate every pass at INFO; quieted during an export unless
@@ -120,7 +136,8 @@ def export_model_proto(generator: nn.Module, *, image_size: int, opset: int = OP
             program = torch.onnx.export(
                 wrapper, (example,), None,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes={"image": {0: batch}},
+                # Keyed by UInt8Translator.forward's argument, which is named after the input tensor.
+                dynamic_shapes={INPUT_NAME: {0: batch}},
                 opset_version=opset, dynamo=True, external_data=False,
                 optimize=True, verify=False, verbose=False,
             )
@@ -162,13 +179,14 @@ def export_onnx(
     metadata_props on top of what is derived here (image size, architecture, versions, opset).
     The file is written atomically. It is checked with ``onnx.checker`` (full check) and its
     declared input/output checked against the contract, but NOT compared numerically with the
-    eager model: that is `cyclemask.export.verify.verify_onnx` (the CLI always runs it).
+    eager model: `cyclemask.export.pipeline` does that, through the runtime's backends.
     """
     import onnx
 
     t0 = time.perf_counter()
     model = export_model_proto(generator, image_size=image_size, opset=opset)
-    check_io_contract(model, image_size)
+    check_contract(model, image_size, "the exported FP32 graph")
+    check_tensorrt_rules(model, "the exported FP32 graph")
     config = getattr(generator, "config", None)
     props = build_onnx_metadata(config=config, image_size=image_size, precision="fp32", opset=opset, extra=metadata)
     set_onnx_metadata(model, props)

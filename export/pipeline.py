@@ -23,23 +23,25 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from cyclemask import DIRECTIONS
+from cyclemask.artifacts import ONNX_FORMAT, engine_rebuild_command, read_onnx_metadata, sidecar_path, write_json_atomic
+from cyclemask.engine.backends.trt import tensorrt_status
 from cyclemask.errors import CycleMaskError, ExportError
 from cyclemask.outputs import commit_partial, create_partial, discard_partial
 
 from .fp16 import to_fp16
-from .metadata import ONNX_FORMAT, engine_rebuild_command, read_onnx_metadata, sidecar_path, write_json_atomic
 from .onnx import OPSET, export_onnx
-from .tensorrt import EngineBuildConfig, tensorrt_status
+from .tensorrt import EngineBuildConfig
 from .verify import (
     ENGINE_BOUNDS,
     FP16_BOUNDS,
     FP32_BOUNDS,
     Verification,
     eager_outputs,
-    ort_outputs,
+    engine_outputs,
+    graph_outputs,
     verification_images,
     verify_outputs,
 )
@@ -213,21 +215,6 @@ def resolve_generators(checkpoint: Path, direction: str | None, *, ngf=None, n_b
     return {direction: loaded[direction]}, notes
 
 
-def recorded_image_size(checkpoint: Path) -> int | None:
-    """The image size a cyclemask checkpoint records (extra.image_size, or the training
-    crop size); None for files that do not record one (reference files)."""
-    from cyclemask.checkpoint import read_checkpoint
-
-    obj = read_checkpoint(checkpoint)
-    extra = obj.get("extra") if isinstance(obj, dict) else None
-    if not isinstance(extra, dict):
-        return None
-    for value in (extra.get("image_size"), (extra.get("train_config") or {}).get("crop_size")):
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
-
-
 # ------------------------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------------------------
@@ -257,7 +244,8 @@ def export_checkpoint(
 
     `progress(step)` is called after each step; `on_plan(total_steps)` once the work is known.
     """
-    from cyclemask.checkpoint import file_sha256
+    from cyclemask.artifacts import file_sha256
+    from cyclemask.checkpoint import recorded_image_size
 
     ckpt = Path(checkpoint)
     gens, notes = resolve_generators(ckpt, direction, ngf=ngf, n_blocks=n_blocks, norm=norm)
@@ -302,9 +290,14 @@ def export_checkpoint(
             written = f"written before the failure: {', '.join(done)}" if done else "nothing was written"
             raise ExportError(f"{d}: {exc} -- no '{d}' file was written; {written}") from exc
     if options.fp16 and not engine:
-        cmds = "; ".join(engine_rebuild_command(artefact_paths(options.out_dir, d)["onnx-fp16"], options.out_dir)
-                         for d in gens)
+        cmds = "; ".join(engine_rebuild_command(artefact_paths(options.out_dir, d)["onnx-fp16"], options.out_dir,
+                                                options.build.profiles) for d in gens)
         result.notes.append(f"{engine_note}. Build it on the target GPU machine with: {cmds}")
+    for d in result.directions:
+        result.notes.extend(d.notes)
+    if engine and not any(a.kind == "engine" for a in result.artefacts):
+        result.engine_built = False
+        result.engine_note = "no TensorRT engine was built: the build failed (see the notes)"
     _note_stale(result, options, engine)
     return result
 
@@ -326,12 +319,14 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
     staged: dict[str, Path] = {k: stage / p.name for k, p in final.items()}
     tick = progress or (lambda _s: None)
     artefacts: list[Artefact] = []
+    notes: list[str] = []
     try:
         export_onnx(generator, staged["onnx-fp32"], image_size=size, metadata=meta)
         tick(f"{direction}: exported FP32 graph")
         reference = eager_outputs(generator, images, options.batch_size)
         t1 = time.perf_counter()
-        got32 = ort_outputs(staged["onnx-fp32"], images, batch_size=options.batch_size, threads=options.threads)
+        got32 = graph_outputs(staged["onnx-fp32"], images, batch_size=options.batch_size, threads=options.threads,
+                              direction=direction)
         v32 = verify_outputs(got32, reference, FP32_BOUNDS, artefact=str(final["onnx-fp32"]), against="eager (PyTorch FP32)",
                              seconds=time.perf_counter() - t1)
         artefacts.append(Artefact("onnx-fp32", final["onnx-fp32"], 0, [v32]))
@@ -340,13 +335,24 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
             to_fp16(staged["onnx-fp32"], staged["onnx-fp16"])
             tick(f"{direction}: converted to FP16")
             t1 = time.perf_counter()
-            got16 = ort_outputs(staged["onnx-fp16"], images, batch_size=options.batch_size, threads=options.threads)
+            got16 = graph_outputs(staged["onnx-fp16"], images, batch_size=options.batch_size, threads=options.threads,
+                                  direction=direction)
             v16 = verify_outputs(got16, reference, FP16_BOUNDS, artefact=str(final["onnx-fp16"]),
                                  against="eager (PyTorch FP32)", seconds=time.perf_counter() - t1)
             artefacts.append(Artefact("onnx-fp16", final["onnx-fp16"], 0, [v16]))
             tick(f"{direction}: verified FP16 graph")
             if engine:
-                artefacts += _engine_steps(staged, final, images, got16, reference, options, tick, direction)
+                try:
+                    artefacts += _engine_steps(staged, final, images, got16, reference, options, tick, direction)
+                except CycleMaskError as exc:
+                    if options.engine:  # asked for with --engine: no engine is a failed export
+                        raise
+                    # Built because TensorRT happened to be there: the verified graphs are the
+                    # export's product; the engine can be built later on its own.
+                    redo = engine_rebuild_command(final["onnx-fp16"], options.out_dir, options.build.profiles)
+                    notes.append(f"{direction}: no TensorRT engine: {exc}. The verified ONNX graphs were kept; "
+                                 f"build the engine with: {redo}")
+                    tick(f"{direction}: engine build failed (noted)")
         for a in artefacts:
             a.size = staged[a.kind].stat().st_size
         # Graphs first, then the engine, then its sidecar: a reader that finds a sidecar finds
@@ -357,22 +363,28 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
         tick(f"{direction}: moved into place")
     finally:
         discard_partial(stage)
-    return DirectionResult(direction, artefacts, time.perf_counter() - t0)
+    return DirectionResult(direction, artefacts, time.perf_counter() - t0, notes)
 
 
 def _engine_steps(staged, final, images, got16, reference, options: ExportOptions, tick, label) -> list[Artefact]:
     """Build the engine into the staging folder and check it against the FP16 graph on ORT
     (and against eager when `reference` is given); the figures go into the sidecar."""
-    from .tensorrt import build_engine, run_engine
+    from .tensorrt import build_engine
 
     build = options.build
     if build.timing_cache is None:
         build = dataclasses.replace(build, timing_cache=options.timing_cache)
-    sidecar = build_engine(staged["onnx-fp16"], staged["engine"], build,
-                           onnx_final_path=final["onnx-fp16"], engine_final_path=final["engine"])
-    tick(f"{label}: built TensorRT engine")
-    t1 = time.perf_counter()
-    got_trt = run_engine(staged["engine"], images)
+    try:
+        sidecar = build_engine(staged["onnx-fp16"], staged["engine"], build,
+                               onnx_final_path=final["onnx-fp16"], engine_final_path=final["engine"])
+        tick(f"{label}: built TensorRT engine")
+        t1 = time.perf_counter()
+        got_trt = engine_outputs(staged["engine"], images, direction=label)
+    except CycleMaskError:
+        raise
+    except Exception as exc:  # the bindings raise RuntimeError/TypeError of their own
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"TensorRT failed ({type(exc).__name__}: {first[:300]})") from exc
     secs = time.perf_counter() - t1
     checks = [verify_outputs(got_trt, got16, ENGINE_BOUNDS, artefact=str(final["engine"]),
                              against="FP16 graph on ORT CPU", seconds=secs)]
@@ -422,7 +434,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike, options: ExportOptions, *, pr
         on_plan(3)
     images, sources = _verification_set(options, int(meta["image_size"]))
     t0 = time.perf_counter()
-    got16 = ort_outputs(src, images, batch_size=options.batch_size, threads=options.threads)
+    got16 = graph_outputs(src, images, batch_size=options.batch_size, threads=options.threads)
     tick = progress or (lambda _s: None)
     tick(f"{direction}: ran the FP16 graph on ORT CPU")
     stage = create_partial(options.out_dir / direction, directory=True)
@@ -437,11 +449,3 @@ def engine_from_onnx(onnx_path: str | os.PathLike, options: ExportOptions, *, pr
         discard_partial(stage)
     d = DirectionResult(direction, arts, time.perf_counter() - t0)
     return ExportResult([d], True, f"engine built with {why}", [], sources)
-
-
-def summary_rows(result: ExportResult) -> list[dict[str, Any]]:
-    rows = []
-    for a in result.artefacts:
-        rows.append({"kind": a.kind, "path": str(a.path), "bytes": a.size,
-                     "checks": [c.to_dict() for c in a.checks]})
-    return rows

@@ -1,7 +1,7 @@
-"""TensorRT engine build from the verified FP16 graph, its sidecar, and its parity run.
+"""TensorRT engine build from the verified FP16 graph, and its sidecar.
 
-NOT RUN HERE: the machine this was written on has no GPU and no TensorRT (it cannot be
-installed there). Every TensorRT call below follows the TensorRT 10.x and 11.x Python API
+Not yet run on a GPU: no machine this was developed on has TensorRT. Every TensorRT call below
+follows the TensorRT 10.x and 11.x Python API
 references and the 10.x -> 11.x migration guide; the tests that execute it are marked `trt` and
 skip with a reason where TensorRT or CUDA is missing. The parts that need neither (profile
 validation, availability checks, the sidecar) are tested everywhere.
@@ -15,21 +15,28 @@ What the build does, and why:
   `typing="weak-fp16"` is the 10.x-only alternative: a weakly typed network with
   `BuilderFlag.FP16`, where TensorRT picks precisions itself (only for comparisons).
 - InstanceNormalization uses TensorRT's native layer unless `instance_norm="plugin"` (10.x
-  parser flag NATIVE_INSTANCENORM; DESIGN §4 asks to compare the two on a GPU).
-- One optimization profile over the batch dimension: min/opt/max from the caller.
+  parser flag NATIVE_INSTANCENORM; the two are to be compared on a GPU).
+- One optimization profile per CUDA stream the runtime will run (`EngineBuildConfig.profiles`,
+  `cyclemask-export --streams`), all over the same batch range: every execution context in
+  concurrent use needs its own profile (TensorRT API reference, IExecutionContext: "each
+  execution context in concurrent use must use a separate optimization profile"; a new context
+  gets profile 0). The count is recorded in the sidecar; the runtime selects profile k for its
+  k-th stream with `set_optimization_profile_async` and runs no more streams than profiles.
+- The plugin registry is initialised (`trt.init_libnvinfer_plugins`) before parsing, so the
+  InstanceNormalization plugin path can be found, and before deserialising.
 - A timing cache file is loaded before and saved after every build, so later builds (the other
   direction, a rebuild) skip tactic timing they have already done.
-- The engine is written with a sidecar JSON (`<engine>.json`, see `cyclemask.export.metadata`)
+- The engine is written with a sidecar JSON (`<engine>.json`, see `cyclemask.artifacts`)
   recording the TensorRT version, GPU name and compute capability, profile shapes and the
   sha256 of the graph and of the engine: engines only run on the TensorRT version and GPU
   architecture that built them, and the runtime refuses a mismatch with the rebuild command.
-- `run_engine` executes the engine on torch CUDA tensors bound by `data_ptr()` with
-  `execute_async_v3` (no pycuda), for the parity run against the FP16 graph on ONNX Runtime.
+- The engine's parity run goes through the runtime's own TensorRT backend
+  (`cyclemask.engine.backends.TrtBackend`), so the path that is checked is the path that runs;
+  so do availability, logging and the plugin registry (engine/backends/trt.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import time
@@ -38,27 +45,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from cyclemask.errors import ExportError
-
-from .metadata import (  # noqa: F401  (re-exported: the runtime imports these from here too)
+from cyclemask.artifacts import (
+    DEFAULT_STREAMS,
     ENGINE_FORMAT,
     ENGINE_FORMAT_VERSION,
-    EngineArtefactError,
-    check_sidecar,
+    INPUT_NAME,
+    OUTPUT_NAME,
     engine_rebuild_command,
-    format_capability,
-    load_engine_sidecar,
-    read_engine_sidecar,
+    file_sha256,
+    read_onnx_metadata,
     sidecar_path,
     write_json_atomic,
 )
-from .onnx import INPUT_NAME, OUTPUT_NAME
+from cyclemask.engine.backends.trt import gpu_identity, init_plugins, make_logger, tensorrt_major
+from cyclemask.errors import ExportError
 
 log = logging.getLogger(__name__)
 
 TYPINGS = ("strong", "weak-fp16")
+#: Each profile compiles its own kernels (build time and engine size grow with the count).
+MAX_PROFILES = 16
 INSTANCE_NORMS = ("native", "plugin")
 
 
@@ -94,8 +100,12 @@ class EngineBuildConfig:
     typing: str = "strong"
     instance_norm: str = "native"
     optimization_level: int | None = None
+    #: Optimization profiles, one per CUDA stream the runtime runs at once (all the same shapes).
+    profiles: int = DEFAULT_STREAMS
 
     def __post_init__(self) -> None:
+        if not isinstance(self.profiles, int) or isinstance(self.profiles, bool) or not 1 <= self.profiles <= MAX_PROFILES:
+            raise ExportError(f"profiles (--streams) must be an integer from 1 to {MAX_PROFILES}; got {self.profiles!r}")
         if self.typing not in TYPINGS:
             raise ExportError(f"typing must be one of {', '.join(TYPINGS)}; got {self.typing!r}")
         if self.instance_norm not in INSTANCE_NORMS:
@@ -104,66 +114,6 @@ class EngineBuildConfig:
             raise ExportError(f"workspace_gib must be positive; got {self.workspace_gib!r}")
         if self.optimization_level is not None and self.optimization_level not in range(6):
             raise ExportError(f"optimization_level must be 0..5; got {self.optimization_level!r}")
-
-
-def tensorrt_status() -> tuple[bool, str]:
-    """(True, "TensorRT x.y on <GPU>") when an engine can be built here, else (False, why not).
-
-    Checks without importing tensorrt first (find_spec), so a CPU machine pays nothing.
-    """
-    if importlib.util.find_spec("tensorrt") is None:
-        return False, "TensorRT is not installed (pip install 'cyclemask[tensorrt]' on the GPU machine)"
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, "no CUDA GPU is visible to torch (torch.cuda.is_available() is False)"
-    try:
-        import tensorrt as trt
-    except Exception as exc:  # a broken install raises ImportError/OSError from its libraries
-        return False, f"TensorRT is installed but does not import ({type(exc).__name__}: {str(exc)[:200]})"
-    major = _major(trt.__version__)
-    if major < 10:
-        return False, f"TensorRT {trt.__version__} is too old: cyclemask needs TensorRT 10 or 11"
-    return True, f"TensorRT {trt.__version__} on {torch.cuda.get_device_name()}"
-
-
-def _major(version: str) -> int:
-    try:
-        return int(str(version).split(".")[0])
-    except ValueError:
-        return 0
-
-
-def gpu_identity(device: int | None = None) -> tuple[str, str]:
-    """(GPU name, compute capability "M.m") of the current CUDA device, via torch."""
-    import torch
-
-    dev = torch.cuda.current_device() if device is None else device
-    return torch.cuda.get_device_name(dev), format_capability(torch.cuda.get_device_capability(dev))
-
-
-class _TrtLog:
-    """A trt.ILogger that forwards TensorRT's messages to logging (built lazily)."""
-
-    @staticmethod
-    def create():
-        import tensorrt as trt
-
-        class Logger(trt.ILogger):
-            def __init__(self) -> None:
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
-
-            def log(self, severity, msg):  # noqa: D401 (TensorRT's callback name)
-                if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                    self.errors.append(str(msg))
-                    log.error("TensorRT: %s", msg)
-                elif severity == trt.ILogger.Severity.WARNING:
-                    log.warning("TensorRT: %s", msg)
-                elif severity == trt.ILogger.Severity.INFO:
-                    log.debug("TensorRT: %s", msg)
-
-        return Logger()
 
 
 def _load_timing_cache(trt, builder_config, path: Path | None):
@@ -198,14 +148,11 @@ def build_engine(
     to the sidecar. Returns the sidecar dict.
     Raises ExportError with TensorRT's messages when parsing or building fails.
 
-    NOT RUN HERE (no GPU, no TensorRT on the machine this was written on).
+    Not yet run on a GPU.
     """
     import tensorrt as trt
 
-    from cyclemask.checkpoint import file_sha256
     from cyclemask.imageio import write_bytes_atomic
-
-    from .metadata import read_onnx_metadata
 
     src = Path(onnx_path)
     dst = Path(engine_path)
@@ -213,7 +160,7 @@ def build_engine(
     image_size = meta.get("image_size")
     if not isinstance(image_size, int):
         raise ExportError(f"{src}: graph metadata lacks image_size; export it with cyclemask-export")
-    major = _major(trt.__version__)
+    major = tensorrt_major(trt.__version__)
     if major < 10:
         raise ExportError(f"TensorRT {trt.__version__} is not supported: cyclemask needs TensorRT 10 or 11")
     if config.typing == "weak-fp16" and major >= 11:
@@ -223,7 +170,8 @@ def build_engine(
         )
     name, cc = gpu_identity()
     t0 = time.perf_counter()
-    logger = _TrtLog.create()
+    logger = make_logger()
+    init_plugins(trt)
     builder = trt.Builder(logger)
     flags = 0
     if config.typing == "strong":
@@ -259,14 +207,16 @@ def build_engine(
     if config.typing == "weak-fp16":
         bc.set_flag(trt.BuilderFlag.FP16)  # 10.x only (checked above)
     shapes = config.profile.shapes(image_size)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, shapes["min"], shapes["opt"], shapes["max"])
-    if bc.add_optimization_profile(profile) < 0:
-        raise ExportError(f"TensorRT rejected the optimization profile {shapes}")
+    for k in range(config.profiles):
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_NAME, shapes["min"], shapes["opt"], shapes["max"])
+        if bc.add_optimization_profile(profile) != k:
+            raise ExportError(f"TensorRT rejected optimization profile {k + 1} of {config.profiles} ({shapes})")
     cache = _load_timing_cache(trt, bc, config.timing_cache)
 
-    log.info("building TensorRT %s engine for %s (%s) from %s, batch %d/%d/%d ...", trt.__version__, name, cc,
-             src.name, config.profile.min_batch, config.profile.opt_batch, config.profile.max_batch)
+    log.info("building TensorRT %s engine for %s (%s) from %s, batch %d/%d/%d, %d profile(s) ...", trt.__version__,
+             name, cc, src.name, config.profile.min_batch, config.profile.opt_batch, config.profile.max_batch,
+             config.profiles)
     serialized = builder.build_serialized_network(network, bc)
     if serialized is None:
         raise ExportError(f"{src}: TensorRT could not build an engine: {'; '.join(logger.errors)[:800] or 'see its log above'}")
@@ -292,6 +242,7 @@ def build_engine(
         "output": OUTPUT_NAME,
         "image_size": image_size,
         "profile": shapes,
+        "profiles": config.profiles,
         "typing": config.typing,
         "instance_norm": config.instance_norm,
         "precision": meta.get("precision", "fp16"),
@@ -304,58 +255,10 @@ def build_engine(
         "timing_cache": str(config.timing_cache) if config.timing_cache else None,
         "build_seconds": round(seconds, 1),
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "rebuild_command": engine_rebuild_command(final_onnx, (Path(engine_final_path) if engine_final_path else dst).parent),
+        "rebuild_command": engine_rebuild_command(final_onnx, (Path(engine_final_path) if engine_final_path else dst).parent,
+                                                  config.profiles),
     }
     sidecar.update(extra or {})
     write_json_atomic(sidecar_path(dst), sidecar)
     log.info("built %s (%.1f MB) in %.0f s", dst.name, len(data) / 1e6, seconds)
     return sidecar
-
-
-def run_engine(engine_path: str | os.PathLike, images: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
-    """Run a uint8 [N, S, S, 3] batch through the engine on the current CUDA device.
-
-    Device buffers are torch tensors bound by data_ptr(); `execute_async_v3` runs on a torch
-    stream. Batches are cut to the profile (and padded up to its minimum by repeating images,
-    the padding dropped afterwards). For parity runs, not for speed (that is engine/'s TrtBackend).
-
-    NOT RUN HERE (no GPU, no TensorRT on the machine this was written on).
-    """
-    import tensorrt as trt
-    import torch
-
-    from cyclemask.imaging import check_batch
-
-    check_batch(images, what="engine input")
-    p = Path(engine_path)
-    logger = _TrtLog.create()
-    runtime = trt.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(p.read_bytes())
-    if engine is None:
-        raise ExportError(f"{p}: TensorRT could not deserialize the engine: {'; '.join(logger.errors)[:500]}")
-    context = engine.create_execution_context()
-    if context is None:
-        raise ExportError(f"{p}: could not create an execution context (out of GPU memory?)")
-    pmin, _popt, pmax = (tuple(s) for s in engine.get_tensor_profile_shape(INPUT_NAME, 0))
-    lo, hi = int(pmin[0]), int(pmax[0])
-    step = max(lo, min(hi, batch_size or hi))
-    device = torch.device("cuda", torch.cuda.current_device())
-    stream = torch.cuda.Stream(device)
-    outs = []
-    for i in range(0, len(images), step):
-        chunk = images[i:i + step]
-        n = len(chunk)
-        if n < lo:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], lo - n, axis=0)])
-        with torch.cuda.stream(stream):
-            x = torch.from_numpy(np.ascontiguousarray(chunk)).to(device, non_blocking=False)
-            y = torch.empty_like(x)
-            if not context.set_input_shape(INPUT_NAME, tuple(x.shape)):
-                raise ExportError(f"{p}: engine rejects input shape {list(x.shape)} (profile {list(pmin)}..{list(pmax)})")
-            context.set_tensor_address(INPUT_NAME, x.data_ptr())
-            context.set_tensor_address(OUTPUT_NAME, y.data_ptr())
-            if not context.execute_async_v3(stream.cuda_stream):
-                raise ExportError(f"{p}: execute_async_v3 failed: {'; '.join(logger.errors)[:500]}")
-        stream.synchronize()
-        outs.append(y[:n].cpu().numpy())
-    return np.concatenate(outs)

@@ -1,27 +1,40 @@
 #!/usr/bin/env bash
-# One prepared check for a lent GPU machine: torch with CUDA, no network, no TensorRT needed.
+# One prepared check for a lent GPU machine: torch with CUDA, numpy and pytest are all it needs;
+# no network, no TensorRT.
 #
-#   scripts/device_check.sh [--dry-run] [--python PY] [OUTDIR]
+#   scripts/device_check.sh [--dry-run] [--python PY] [--wheels DIR] [OUTDIR]
+#   scripts/device_check.sh --fetch-wheels DIR [NAME ...]     (here, online: wheels to carry)
 #
 # Runs from this checkout, in order, each step with its own time limit, going on when one fails
 # (the whole run stays under 8 minutes):
+#   wheels  with --wheels DIR (default: ./.whl when it holds wheels), installs those wheels
+#           without an index into a temporary folder put first on PYTHONPATH: how the project's
+#           other dependencies travel to a machine that cannot reach a registry
 #   env     what the machine has: GPU, driver, Python, torch and CUDA, optional packages,
 #           ONNX Runtime providers, TensorRT
 #   import  makes `cyclemask` importable: already installed; else a path shim (scripts/pyshim,
 #           nothing installed); else `pip install -e . --no-deps --no-build-isolation`
 #           (written to env.txt)
-#   tests   pytest -m "gpu or trt" over tests/, one process as CI:
+#   tests   pytest -m "gpu or trt" over tests/, one process as CI; a test module or fixture that
+#           needs a package this machine lacks is skipped with the package's name
+#           (CYCLEMASK_SKIP_MISSING_DEPS=1, set only here):
 #           Torch CUDA parity against eager (small and full-size generator, eager / CUDA graphs
 #           / torch.compile), the CUDA pipeline, the engine's and trainer's GPU tests; what needs
 #           TensorRT, an ONNX Runtime GPU build or a missing package skips with its reason
 #   bench   benchmarks/throughput.py --device cuda: torch eager FP32 and FP16, CUDA graphs,
 #           torch.compile, ORT CUDA / TensorRT where present; full and small generator,
-#           batches 1 and 32, pipeline rows, % of the FP16 matmul peak
+#           batches 1 and 32, pipeline rows, % of the FP16 matmul peak; every row is written
+#           to throughput.md/json as soon as it is measured, so a time limit loses no row
+#           (skipped, with the reason, where click, its CLI's package, is missing)
+# --fetch-wheels DIR downloads wheels for the GPU machine's Python (3.12, manylinux x86_64) into
+# DIR (default names: click tqdm onnxconverter-common, small and pure Python); carry DIR and
+# pass it with --wheels. Keep the carried total under the device tool's limit.
 # Everything goes into OUTDIR (default: $OUT when set, else ./device-results), 8 files:
 #   summary.md (each step: status, seconds, what was skipped), env.txt, tests.log, tests.xml,
 #   parity.json (figures of every parity check that ran), throughput.md, throughput.json,
 #   bench.log.
-# Exit status: 0 when every step passed, 1 when one failed, 2 for a usage error.
+# Exit status: 0 when every step passed (or was skipped for a package the machine lacks), 1 when
+# one failed, 2 for a usage error.
 #
 # --dry-run runs the same steps on the CPU with tiny sizes, so CI can test this script:
 # tests = the torch parity case on the CPU plus its CUDA twins (skipped there) and the trainer's
@@ -34,6 +47,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DRY=0
 PY="${PYTHON:-python3}"
 OUTDIR=""
+WHEELS=""
+FETCH=""
+DEFAULT_WHEELS=(click tqdm onnxconverter-common)
 
 usage() {
     sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -45,6 +61,12 @@ while [ $# -gt 0 ]; do
         --python)
             if [ $# -lt 2 ]; then echo "error: --python needs a value" >&2; exit 2; fi
             PY="$2"; shift ;;
+        --wheels)
+            if [ $# -lt 2 ]; then echo "error: --wheels needs a folder" >&2; exit 2; fi
+            WHEELS="$2"; shift ;;
+        --fetch-wheels)
+            if [ $# -lt 2 ]; then echo "error: --fetch-wheels needs a folder" >&2; exit 2; fi
+            FETCH="$2"; shift; shift; break ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
         -*) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -54,10 +76,25 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+if [ -n "$FETCH" ]; then
+    # Here, with a registry in reach: wheels for the GPU machine's Python, no dependencies pulled
+    # (name each one that is needed), only binary wheels.
+    names=("$@"); [ ${#names[@]} -eq 0 ] && names=("${DEFAULT_WHEELS[@]}")
+    mkdir -p "$FETCH" || { echo "error: cannot create $FETCH" >&2; exit 2; }
+    "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        --platform any -d "$FETCH" "${names[@]}" || { echo "error: pip download failed" >&2; exit 1; }
+    echo "wheels in $FETCH: $(du -sh "$FETCH" | cut -f1); carry the folder and run: scripts/device_check.sh --wheels $FETCH" >&2
+    exit 0
+fi
 if [ $# -gt 0 ]; then
     if [ -n "$OUTDIR" ] || [ $# -gt 1 ]; then echo "error: one output folder only" >&2; exit 2; fi
     OUTDIR="$1"
 fi
+if [ -n "$WHEELS" ] && [ ! -d "$WHEELS" ]; then
+    echo "error: --wheels $WHEELS is not a folder" >&2; exit 2
+fi
+if [ -z "$WHEELS" ] && compgen -G "$REPO/.whl/*.whl" >/dev/null; then WHEELS="$REPO/.whl"; fi
 OUTDIR="${OUTDIR:-${OUT:-./device-results}}"
 if [ -e "$OUTDIR" ] && [ ! -d "$OUTDIR" ]; then
     echo "error: output folder $OUTDIR exists and is not a folder" >&2; exit 2
@@ -120,6 +157,22 @@ step_detail() {
     esac
 }
 
+# -- wheels ---------------------------------------------------------------------------------------
+if [ -n "$WHEELS" ]; then
+    SITE="$(mktemp -d "${TMPDIR:-/tmp}/cyclemask-site.XXXXXX")"
+    install_wheels() {
+        shopt -s nullglob
+        local whl=("$WHEELS"/*.whl)
+        if [ ${#whl[@]} -eq 0 ]; then echo "no wheels in $WHEELS"; return 1; fi
+        printf '%s\n' "${whl[@]##*/}"
+        with_limit 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$SITE" "${whl[@]}"
+    }
+    if run_step wheels 120 "$OUTDIR/wheels.log" install_wheels; then
+        export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+fi
+
 # -- env ------------------------------------------------------------------------------------------
 env_probe() {
     echo "mode: $MODE"
@@ -171,7 +224,8 @@ run_step env 60 "$OUTDIR/env.txt" env_probe
 
 # -- import ---------------------------------------------------------------------------------------
 # Run in this shell (not through run_step), so that a path shim reaches the later steps.
-IMPORT_CHECK="import cyclemask.engine.backends, cyclemask.export.verify, cyclemask.metrics; print('cyclemask', cyclemask.__version__, 'from', cyclemask.__file__)"
+# Modules that need nothing but torch and numpy: what every later step builds on.
+IMPORT_CHECK="import cyclemask, cyclemask.engine.backends, cyclemask.export.verify; print('cyclemask', cyclemask.__version__, 'from', cyclemask.__file__)"
 SHIM="$REPO/scripts/pyshim"
 t0=$SECONDS
 IMPORT_MODE=""
@@ -206,7 +260,7 @@ fi
 COMMON_ARGS=(-ra -q -p no:cacheprovider --continue-on-collection-errors)
 if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then COMMON_ARGS+=(--timeout 120); fi
 run_tests() {
-    CYCLEMASK_PARITY_OUT="$OUTDIR/parity.json" with_limit 170 \
+    CYCLEMASK_SKIP_MISSING_DEPS=1 CYCLEMASK_PARITY_OUT="$OUTDIR/parity.json" with_limit 170 \
         "$PY" -m pytest "${TEST_ARGS[@]}" "${COMMON_ARGS[@]}" --junitxml="$OUTDIR/tests.xml"
 }
 if [ "$IMPORT_OK" = 1 ]; then
@@ -224,10 +278,14 @@ else
     # takes tens of seconds; two sizes keep the step inside its limit.
     BENCH_ARGS=(--device cuda --models full,small --batches 1,32 --pipeline-seconds 1 --max-frames 256)
 fi
-if [ "$IMPORT_OK" = 1 ]; then
-    run_step bench 270 "$OUTDIR/bench.log" "$PY" benchmarks/throughput.py "${BENCH_ARGS[@]}" --out "$OUTDIR"
-else
+if [ "$IMPORT_OK" != 1 ]; then
     STEPS+=("| bench | skipped | 0 | cyclemask could not be imported |"); STATUS=1
+elif ! "$PY" -c "import click" >/dev/null 2>&1; then
+    # Not this machine's fault and not a failure: the benchmark's CLI is written with click.
+    echo "bench skipped: needs the Python package 'click' (bring it: --fetch-wheels here, --wheels there)" >"$OUTDIR/bench.log"
+    STEPS+=("| bench | skipped | 0 | needs the Python package 'click', not installed here (see --wheels) |")
+else
+    run_step bench 270 "$OUTDIR/bench.log" "$PY" benchmarks/throughput.py "${BENCH_ARGS[@]}" --out "$OUTDIR"
 fi
 
 # -- summary --------------------------------------------------------------------------------------

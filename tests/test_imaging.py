@@ -4,8 +4,8 @@ import torch
 
 from cyclemask.errors import InputError
 from cyclemask.imageio import list_images, read_image, write_image
-from cyclemask.imaging import (UInt8Translator, check_batch, postprocess, preprocess, to_tensor,
-                               to_uint8, translate)
+from cyclemask.images import center_crop_resize, center_square, check_batch
+from cyclemask.imaging import UInt8Translator, postprocess, preprocess, to_tensor, to_uint8, translate
 
 
 def test_preprocess_maps_0_255_to_minus1_1_nchw():
@@ -119,3 +119,12 @@ def test_list_images_is_recursive_sorted_and_skips_others(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a/c.PNG", "b.jpg"]
     with pytest.raises(InputError, match="not a folder"):
         list_images(tmp_path / "nope")
+
+
+def test_center_crop_resize_takes_the_centred_square():
+    img = np.zeros((40, 100, 3), np.uint8)
+    img[:, 30:70] = 200  # the centred 40 x 40 square
+    sq = center_square(img)
+    assert sq.shape == (40, 40, 3) and (sq == 200).all()
+    out = center_crop_resize(img, 20)
+    assert out.shape == (20, 20, 3) and (out == 200).all()

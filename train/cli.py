@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from cyclemask.cli_util import Command, debug_option, stop_exit_code
+from cyclemask.cli_util import Command, debug_option, require_torch, stop_exit_code
 from cyclemask.errors import ConfigError
 from cyclemask.outputs import OutputLock
 
@@ -161,6 +161,7 @@ def main(config_path: str | None, resume: bool, resume_from: str | None, print_c
     and saves (exit status 130, or 143 for SIGTERM; a second signal stops at once without
     saving); --resume continues exactly where it stopped.
     """
+    require_torch("cyclemask-train")
     if _rank() != 0:
         logging.getLogger().setLevel(logging.WARNING)
     given = {k: v for k, v in flags.items() if v is not None}

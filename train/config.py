@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cyclemask.config import NORMS as NETWORK_NORMS
 from cyclemask.errors import ConfigError
 
-NORMS = ("instance", "batch", "syncbatch")
+#: The normalisations training offers: those the networks know, except "none".
+NORMS = tuple(n for n in NETWORK_NORMS if n != "none")
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
 LR_POLICIES = ("linear", "cosine")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"

@@ -412,7 +412,7 @@ def _detection_cache(config: PrepareConfig, prev: dict | None) -> dict[tuple[str
 def _detector_info(cropper: _Cropper) -> dict | None:
     if cropper.detector is None:
         return None
-    from cyclemask.checkpoint import file_sha256
+    from cyclemask.artifacts import file_sha256
 
     return {"path": str(cropper.detector.model_path), "sha256": file_sha256(cropper.detector.model_path)}
 

@@ -370,7 +370,7 @@ def synthesize(config: SynthConfig, progress: Progress | None = None) -> SynthRe
     textures = load_textures(config.textures) if config.textures else []
     tex_by_name = dict(textures)
     detector = FaceDetector(config.detector, score_threshold=config.score_threshold)
-    from cyclemask.checkpoint import file_sha256
+    from cyclemask.artifacts import file_sha256
 
     pairs, skipped = [], []
     result = SynthResult(out=out, manifest={})

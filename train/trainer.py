@@ -423,7 +423,7 @@ class Trainer:
 
     def run(self, progress: Callable[[ProgressInfo], None] | None = None,
             resume: bool | str | os.PathLike = False) -> TrainResult:
-        cfg, env = self.config, self.env
+        cfg = self.config
         if not cfg.data_root:
             raise ConfigError("data_root is not set: give the folder that holds trainA/ and trainB/")
         out = Path(cfg.out_dir)

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..cli_util import Command, Group, StageBars, debug_option, stop_exit_code, stop_signal
+from ..cli_util import Command, Group, StageBars, debug_option, require_torch, stop_exit_code, stop_signal
 from ..errors import ConfigError
 from ..faces import DETECTOR_ENV
 from ..imageio import write_bytes_atomic, write_image
@@ -107,6 +107,7 @@ def _inception(path, device):
 @debug_option
 def main() -> None:
     """Score models the way the paper does (FID_AB, FID_BA), make its figures, run its sweep."""
+    require_torch("cyclemask-eval")
 
 
 @main.command(cls=Command)
@@ -383,7 +384,7 @@ def sweep(data, out, batch_sizes, norms, lr_policies, gan_modes, paper_trials, e
     import torch
 
     from cyclemask.train.config import TrainConfig
-    from cyclemask.train.sweep import TABLE_MD, SweepConfig, run_sweep, table_markdown
+    from .sweep import TABLE_MD, SweepConfig, run_sweep, table_markdown
 
     base = _parse_overrides(overrides, TrainConfig)
     if feature_device == "auto":

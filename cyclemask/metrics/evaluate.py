@@ -39,6 +39,7 @@ from .. import DIRECTIONS
 from ..errors import ConfigError, DataError, InputError
 from ..faces import FaceDetector, crop_square, mask_anchors, resize_square, square_crop_box
 from ..imageio import list_images, read_image
+from ..images import center_crop_resize
 from .fid import InceptionFeatures, extract_features, fid_from_features, kid_from_features
 from .quality import psnr, psnr_in, ssim
 
@@ -84,12 +85,7 @@ def load_folder(folder: str | os.PathLike, limit: int | None = None) -> ImageSet
 
 def fit_size(image: np.ndarray, size: int) -> np.ndarray:
     """The centred square of an image, resized to size (prepared data are square already)."""
-    h, w = image.shape[:2]
-    if h != w:
-        s = min(h, w)
-        y0, x0 = (h - s) // 2, (w - s) // 2
-        image = image[y0:y0 + s, x0:x0 + s]
-    return resize_square(image, size)
+    return center_crop_resize(image, size)
 
 
 def translate_all(translate: Translate, images: Sequence[np.ndarray], size: int, batch_size: int,
@@ -429,7 +425,7 @@ def open_models(
 
     Every direction must run at one image size; a checkpoint that records none runs at
     `image_size` (default 256, the paper's)."""
-    from ..checkpoint import file_sha256
+    from ..artifacts import file_sha256
     from cyclemask.engine.backends import BackendOptions, create_backend
 
     paths = {d: p for d, p in (("mask", mask_model), ("unmask", unmask_model)) if p is not None}

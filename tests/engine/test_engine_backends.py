@@ -8,16 +8,16 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from cyclemask.errors import BackendError, CheckpointError, ConfigError, InputError
-from cyclemask.imaging import translate
+from cyclemask.artifacts import ArtefactError, checkpoint_image_size
 from cyclemask.engine.backends import (
     BackendOptions,
     OrtBackend,
     TorchBackend,
-    checkpoint_image_size,
     create_backend,
     model_kind,
 )
+from cyclemask.errors import BackendError, CheckpointError, ConfigError, InputError
+from cyclemask.imaging import translate
 
 SIZE = 64  # the tiny generators of conftest.py
 
@@ -142,7 +142,7 @@ def test_ort_rejects_a_graph_without_the_uint8_contract(tmp_path):
     model.ir_version = 9
     path = tmp_path / "float.onnx"
     onnx.save(model, str(path))
-    with pytest.raises(BackendError, match=r"float.onnx: not a cyclemask graph: expected input 'image' uint8"):
+    with pytest.raises(ArtefactError, match=r"float.onnx: not a cyclemask graph: expected input 'image' uint8"):
         OrtBackend(path, provider="cpu").activate()
 
 
@@ -188,9 +188,9 @@ def test_create_backend_auto_and_explicit(bundle_path, mask_graph, tmp_path):
 
 
 def test_engine_without_tensorrt_says_so(tmp_path):
-    from cyclemask.engine.backends import tensorrt_usable
+    from cyclemask.engine.backends import tensorrt_status
 
-    ok, why = tensorrt_usable()
+    ok, why = tensorrt_status()
     if ok:
         pytest.skip("TensorRT and CUDA are present: the refusal cannot happen here")
     (tmp_path / "m.engine").write_bytes(b"x")
@@ -211,8 +211,10 @@ def test_torch_cuda_graphs_and_fp16(bundle_path, batch64):
             TorchBackend(bundle_path, "mask", device="cuda", cuda_graphs=True, max_batch=4) as graphed, \
             TorchBackend(bundle_path, "mask", device="cuda", precision="fp16", channels_last=True) as half:
         ref = plain.infer(batch64)
-        np.testing.assert_array_equal(graphed.infer(batch64), ref)  # 3 of 4: padded partial batch
-        np.testing.assert_array_equal(graphed.infer(batch64[:1]), ref[:1])
+        # The graph runs a padded batch of 4, eager a batch of 3 (or 1): cuDNN may pick other
+        # convolution algorithms per batch size, which can move a value across a rounding edge.
+        for got, want in ((graphed.infer(batch64), ref), (graphed.infer(batch64[:1]), ref[:1])):
+            assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
         diff = np.abs(half.infer(batch64).astype(int) - ref.astype(int))
     assert diff.max() <= 8 and diff.mean() < 1.0
 

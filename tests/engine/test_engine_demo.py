@@ -17,8 +17,10 @@ from cyclemask.errors import ConfigError
 from cyclemask.faces import FaceDetector, crop_face, mask_zone_matte, square_crop_box
 from cyclemask.imageio import read_image
 from cyclemask.imaging import translate
+from cyclemask import demo_model
 from cyclemask.engine import demo
 from cyclemask.engine.cli import main
+from cyclemask.engine.run import RunOptions
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_ASSET_BYTES = 10 * 1024 * 1024
@@ -57,7 +59,7 @@ def _face(image):
 
 
 def test_shipped_assets_present_and_small():
-    root = demo.assets_dir()
+    root = demo_model.assets_dir()
     sizes = {name: (root / name).stat().st_size for name in SHIPPED if (root / name).is_file()}
     assert sorted(sizes) == sorted(SHIPPED), f"missing from {root}: {set(SHIPPED) - set(sizes)}"
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -79,7 +81,7 @@ def test_package_data_glob_ships_the_assets():
 def test_shipped_checkpoint_and_onnx_agree_within_one_lsb(rng):
     from cyclemask.engine.backends import OrtBackend
 
-    root = demo.assets_dir()
+    root = demo_model.assets_dir()
     gens = load_generators(root / "generators.pt")
     size = json.loads((root / "demo.json").read_text())["image_size"]
     p = _portrait()
@@ -102,7 +104,7 @@ def test_shipped_checkpoint_and_onnx_agree_within_one_lsb(rng):
 @pytest.mark.parametrize("kind", ["torch", "ort"])
 def test_run_demo_tiny_models(tmp_path, kind, bundle_path, tiny_graphs):
     models = {"mask": bundle_path, "unmask": bundle_path} if kind == "torch" else tiny_graphs
-    report = demo.run_demo(tmp_path / "out", models=models, backend="auto")
+    report = demo.run_demo(tmp_path / "out", RunOptions(backend="auto"), models=models)
     assert report.ok, report.failures
     p = _portrait()
     names = sorted(x.name for x in report.written)
@@ -137,7 +139,7 @@ def test_run_demo_refuses_to_overwrite_then_overwrites(tmp_path, bundle_path):
     with pytest.raises(ConfigError, match="already holds .*--overwrite"):
         demo.run_demo(tmp_path, models=models)
     assert (tmp_path / demo.SHEET_NAME).stat().st_mtime_ns == before
-    assert demo.run_demo(tmp_path, models=models, overwrite=True).ok
+    assert demo.run_demo(tmp_path, RunOptions(overwrite=True), models=models).ok
 
 
 def test_run_demo_errors(tmp_path, bundle_path, monkeypatch):
@@ -147,7 +149,7 @@ def test_run_demo_errors(tmp_path, bundle_path, monkeypatch):
         demo.run_demo(a_file, models={"mask": bundle_path, "unmask": bundle_path})
     with pytest.raises(ConfigError, match="missing: unmask"):
         demo.run_demo(tmp_path / "o", models={"mask": bundle_path})
-    monkeypatch.setattr(demo, "assets_dir", lambda: tmp_path / "nowhere")
+    monkeypatch.setattr(demo_model, "assets_dir", lambda: tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="embedded demo model .*missing.*--model"):
         demo.run_demo(tmp_path / "o")
     assert not (tmp_path / "o").exists()
@@ -174,6 +176,22 @@ def test_unmask_pass_reuses_an_input_face_the_detector_misses():
     assert faces == [moved, b] and missed == 1  # the masked detection wins; a stray one is ignored
 
 
+def test_demo_runs_through_the_pipeline(tmp_path, bundle_path, monkeypatch):
+    """One inference path: the demo's translations go through Pipeline from memory."""
+    from cyclemask.engine import pipeline
+
+    calls = []
+    real = pipeline.Pipeline.run
+
+    def counted(self):
+        calls.append(type(self.source).__name__)
+        return real(self)
+
+    monkeypatch.setattr(pipeline.Pipeline, "run", counted)
+    assert demo.run_demo(tmp_path, models={"mask": bundle_path, "unmask": bundle_path}).ok
+    assert calls == ["MemorySource", "MemorySource"]  # mask, then unmask of the masked image
+
+
 def test_run_demo_paste_modes(tmp_path, bundle_path):
     """Zone paste keeps the eyes (and glasses) as they were; whole-crop paste replaces them."""
     models = {"mask": bundle_path, "unmask": bundle_path}
@@ -181,7 +199,7 @@ def test_run_demo_paste_modes(tmp_path, bundle_path):
     src = read_image(p.path)
     eyes = np.asarray(_face(src).landmarks[:2]).astype(int)
     for paste in ("zone", "crop"):
-        assert demo.run_demo(tmp_path / paste, models=models, paste=paste).ok
+        assert demo.run_demo(tmp_path / paste, RunOptions(paste=paste), models=models).ok
         masked = read_image(tmp_path / paste / f"{p.name}_masked.png")
         changed = [np.abs(masked[y - 6:y + 6, x - 6:x + 6].astype(int) - src[y - 6:y + 6, x - 6:x + 6]).mean()
                    for x, y in eyes]
@@ -190,7 +208,7 @@ def test_run_demo_paste_modes(tmp_path, bundle_path):
         else:
             assert min(changed) > 3, changed
     with pytest.raises(ConfigError, match="paste must be one of zone, crop"):
-        demo.run_demo(tmp_path / "bad", models=models, paste="face")
+        demo.run_demo(tmp_path / "bad", RunOptions(paste="face"), models=models)
 
 
 # -------------------------------------------------------------------------------------------
@@ -232,7 +250,7 @@ def test_cli_without_model_uses_the_demo_generators(tmp_path):
     assert r.exit_code == 0, r.output
     assert "embedded demo generators" in r.output
     explicit = run("--images", src, "--out", tmp_path / "explicit", "--aligned",
-                   "--model", demo.assets_dir() / "mask.onnx")
+                   "--model", demo_model.assets_dir() / "mask.onnx")
     assert explicit.exit_code == 0, explicit.output
     a = read_image(tmp_path / "default" / "hopper.png")
     b = read_image(tmp_path / "explicit" / "hopper.png")

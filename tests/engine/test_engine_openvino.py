@@ -18,6 +18,7 @@ from onnx import TensorProto, helper
 
 from cyclemask.engine.backends import BackendOptions, OrtBackend, TorchBackend, create_backend
 from cyclemask.engine.cli import main
+from cyclemask.artifacts import ArtefactError
 from cyclemask.errors import BackendError, ConfigError, InputError
 from cyclemask.imaging import translate
 
@@ -36,7 +37,7 @@ def _lsb(a: np.ndarray, b: np.ndarray) -> int:
 @pytest.fixture(scope="module")
 def ov_cls():
     pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino)")
-    from cyclemask.engine.backend_openvino import OpenVinoBackend
+    from cyclemask.engine.backends.openvino import OpenVinoBackend
 
     return OpenVinoBackend
 
@@ -79,19 +80,19 @@ def test_openvino_throughput_mode_splits_a_batch_over_the_free_requests(ov_cls, 
         ref = lat.infer(batch)
     with ov_cls(mask_graph, mode="throughput", threads=2, requests=2) as be:
         h = be.submit(batch)
-        assert len(h._requests) == 2 and not be._free
+        assert len(h._handle._requests) == 2 and not be._free  # the backend's own handle inside the checked one
         np.testing.assert_array_equal(h.result(), ref)
         assert len(be._free) == 2 and not be._owner
         # One image cannot be split: it takes one request and leaves the other for the next.
         h1, h2 = be.submit(batch[:1]), be.submit(batch[1:2])
-        assert len(h1._requests) == len(h2._requests) == 1
+        assert len(h1._handle._requests) == len(h2._handle._requests) == 1
         np.testing.assert_array_equal(np.concatenate([h1.result(), h2.result()]), ref[:2])
 
 
 _SIGNAL_AFTER_TWO_MODELS = """
 import os, signal, sys
 import numpy as np
-import cyclemask.engine.backend_openvino as bo
+import cyclemask.engine.backends.openvino as bo
 if sys.argv[2] == "unguarded":
     bo._LIBC = None  # what the backend did before keeps_signal_stack
 a = bo.OpenVinoBackend(sys.argv[1], mode="latency", threads=1); a.activate()
@@ -126,7 +127,7 @@ def test_signals_still_work_after_two_models_are_freed_out_of_order(ov_cls, mask
 
 
 def test_openvino_keeps_the_callers_signal_stack(ov_cls, mask_graph, batch64):
-    from cyclemask.engine.backend_openvino import current_signal_stack
+    from cyclemask.engine.backends.openvino import current_signal_stack
 
     if current_signal_stack() is None:
         pytest.skip("sigaltstack is not available here (Linux only)")
@@ -152,7 +153,7 @@ def test_openvino_errors_name_the_file(ov_cls, mask_graph, tmp_path, batch64):
     g = helper.make_graph([helper.make_node("Identity", ["image"], ["translated"])], "g", [x], [y])
     floaty = tmp_path / "float.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(floaty))
-    with pytest.raises(BackendError, match=r"float.onnx: not a cyclemask graph: expected input 'image' uint8"):
+    with pytest.raises(ArtefactError, match=r"float.onnx: not a cyclemask graph: expected input 'image' uint8"):
         ov_cls(floaty).activate()
     with pytest.raises(BackendError, match="translates 'mask', but --unmask was asked for"):
         ov_cls(mask_graph, "unmask").activate()
@@ -171,7 +172,7 @@ def test_openvino_errors_name_the_file(ov_cls, mask_graph, tmp_path, batch64):
 
 
 def test_openvino_missing_package_is_a_clear_error(mask_graph, monkeypatch):
-    from cyclemask.engine.backend_openvino import OpenVinoBackend
+    from cyclemask.engine.backends.openvino import OpenVinoBackend
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     with pytest.raises(BackendError, match=r"mask.onnx: the openvino backend needs the openvino package \(pip install"):
@@ -180,7 +181,7 @@ def test_openvino_missing_package_is_a_clear_error(mask_graph, monkeypatch):
 
 @needs_openvino
 def test_create_backend_openvino_and_auto_on_cpu(mask_graph, bundle_path, tiny_pair, batch64):
-    from cyclemask.engine.backend_openvino import OpenVinoBackend
+    from cyclemask.engine.backends.openvino import OpenVinoBackend
 
     be, why = create_backend(mask_graph, "openvino", None, BackendOptions(ov_mode="latency", threads=1))
     assert isinstance(be, OpenVinoBackend) and be.mode == "latency" and why == "--backend openvino"
@@ -205,8 +206,8 @@ def test_create_backend_openvino_and_auto_on_cpu(mask_graph, bundle_path, tiny_p
 
 @needs_openvino
 def test_auto_skips_timing_ort_when_one_image_is_slow(mask_graph, monkeypatch):
-    import cyclemask.engine.backends as backends
-    from cyclemask.engine.backend_openvino import OpenVinoBackend
+    import cyclemask.engine.backends.select as backends
+    from cyclemask.engine.backends.openvino import OpenVinoBackend
 
     monkeypatch.setattr(backends, "PROBE_HEAVY_S", 0.0)  # every model counts as heavy
     built = []

@@ -69,16 +69,12 @@ class InvertBackend(Backend):
         time.sleep(pause)
         return 255 - batch
 
-    def submit(self, batch):
-        self._check_input(batch)
+    def _start(self, batch):
         self.batch_sizes.append(batch.shape[0])
         if self.fail_at is not None and len(self.batch_sizes) == self.fail_at:
             raise BackendError("invert backend: failing on purpose")
         pause = float(self._rng.uniform(0, 0.01)) if self.max_in_flight > 1 else self.delay
         return self._pool.submit(self._compute, batch.copy(), pause)
-
-    def _infer(self, batch):  # pragma: no cover - submit() is overridden
-        raise NotImplementedError
 
 
 class ListSink:

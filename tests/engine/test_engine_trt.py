@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from cyclemask.checkpoint import file_sha256
+from cyclemask.artifacts import ArtefactError, file_sha256, sidecar_path
+from cyclemask.engine.backends.trt import TrtBackend, preflight
 from cyclemask.errors import BackendError, ConfigError
-from cyclemask.export.metadata import sidecar_path
-from cyclemask.engine.backend_trt import TrtBackend, preflight
 
 HERE = dict(trt_version="10.8.0.43", gpu_name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0))
 
@@ -24,7 +23,7 @@ def engine(tmp_path):
 
 
 def write_sidecar(engine, **changes):
-    """A sidecar in the export package's format (cyclemask.export.metadata)."""
+    """A sidecar as cyclemask-export writes it (cyclemask.artifacts)."""
     side = {
         "format": "cyclemask.engine",
         "format_version": 1,
@@ -53,7 +52,7 @@ def test_matching_sidecar_passes(engine):
 
 def test_tensorrt_version_mismatch_names_the_rebuild(engine):
     write_sidecar(engine, tensorrt_version="10.3.0.26")
-    with pytest.raises(BackendError, match=r"mask.fp16.engine: built with TensorRT 10\.3\.0\.26, but this is "
+    with pytest.raises(ArtefactError, match=r"mask.fp16.engine: built with TensorRT 10\.3\.0\.26, but this is "
                                             r"TensorRT 10\.8\.0\.43.*Rebuild it here: cyclemask-export"):
         preflight(engine, "mask", **HERE)
 
@@ -62,13 +61,13 @@ def test_version_compatible_engine_may_cross_minor_versions(engine):
     write_sidecar(engine, tensorrt_version="10.3.0.26", version_compatible=True)
     assert preflight(engine, None, **HERE)[1] == []
     write_sidecar(engine, tensorrt_version="11.4.0", version_compatible=True)
-    with pytest.raises(BackendError, match="built with TensorRT 11.4.0"):
+    with pytest.raises(ArtefactError, match="built with TensorRT 11.4.0"):
         preflight(engine, None, **HERE)
 
 
 def test_gpu_architecture_mismatch(engine):
     write_sidecar(engine, gpu_name="NVIDIA L4", compute_capability="8.9")
-    with pytest.raises(BackendError, match=r"built for NVIDIA L4 \(compute capability 8\.9\), but this GPU is "
+    with pytest.raises(ArtefactError, match=r"built for NVIDIA L4 \(compute capability 8\.9\), but this GPU is "
                                             r"NVIDIA H100 80GB HBM3 \(9\.0\)"):
         preflight(engine, "mask", **HERE)
 
@@ -86,20 +85,20 @@ def test_compute_capability_spellings(engine, cc):
 
 
 def test_missing_or_broken_sidecar(engine):
-    with pytest.raises(BackendError, match=r"mask.fp16.engine: no sidecar mask.fp16.engine.json beside the engine"):
+    with pytest.raises(ArtefactError, match=r"mask.fp16.engine: no sidecar mask.fp16.engine.json beside the engine"):
         preflight(engine, "mask", **HERE)
     sidecar_path(engine).write_text("{not json")
-    with pytest.raises(BackendError, match="not a readable sidecar"):
+    with pytest.raises(ArtefactError, match="not a readable sidecar"):
         preflight(engine, "mask", **HERE)
     write_sidecar(engine, tensorrt_version=None)
-    with pytest.raises(BackendError, match="sidecar lacks tensorrt_version"):
+    with pytest.raises(ArtefactError, match="sidecar lacks tensorrt_version"):
         preflight(engine, "mask", **HERE)
 
 
 def test_engine_replaced_after_its_sidecar(engine):
     write_sidecar(engine)
     engine.write_bytes(b"another engine")
-    with pytest.raises(BackendError, match="the engine file does not match its sidecar"):
+    with pytest.raises(ArtefactError, match="the engine file does not match its sidecar"):
         preflight(engine, "mask", **HERE)
 
 
@@ -111,7 +110,7 @@ def test_engine_direction_mismatch(engine):
 
 def test_recorded_rebuild_command_is_used(engine):
     write_sidecar(engine, tensorrt_version="9.0", rebuild_command="make engine PLEASE=1")
-    with pytest.raises(BackendError, match="make engine PLEASE=1"):
+    with pytest.raises(ArtefactError, match="make engine PLEASE=1"):
         preflight(engine, "mask", **HERE)
 
 
@@ -132,32 +131,12 @@ def test_trt_backend_settings(engine):
 # ------------------------------------------------------------------------------------------------
 
 
-def _build_engine(onnx_path, engine_path, max_batch):
-    """A plain TensorRT build (the export package owns the real one); writes the sidecar."""
-    import tensorrt as trt
-    import torch
+def _build_engine(onnx_path, engine_path, max_batch, profiles=2):
+    """The export package's build (one optimization profile per stream), sidecar included."""
+    from cyclemask.export.tensorrt import EngineBuildConfig, EngineProfile, build_engine
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse(onnx_path.read_bytes()), [parser.get_error(i) for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    profile.set_shape("image", (1, 64, 64, 3), (max_batch, 64, 64, 3), (max_batch, 64, 64, 3))
-    config.add_optimization_profile(profile)
-    engine_path.write_bytes(bytes(builder.build_serialized_network(network, config)))
-    major, minor = torch.cuda.get_device_capability()
-    sidecar_path(engine_path).write_text(json.dumps({
-        "format": "cyclemask.engine", "tensorrt_version": trt.__version__,
-        "gpu_name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
-        "profile": {"min": [1, 64, 64, 3], "opt": [max_batch, 64, 64, 3], "max": [max_batch, 64, 64, 3]},
-        "onnx_sha256": file_sha256(onnx_path), "image_size": 64, "direction": "mask",
-        "engine_sha256": file_sha256(engine_path),
-    }))
+    cfg = EngineBuildConfig(profile=EngineProfile(1, max_batch, max_batch), profiles=profiles)
+    build_engine(onnx_path, engine_path, cfg)
 
 
 @pytest.mark.trt
@@ -169,6 +148,7 @@ def test_trt_engine_matches_ort_with_batches_in_flight(tmp_path, mask_graph, rng
     batches = [rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8) for n in (4, 4, 3, 1, 4)]
     with TrtBackend(engine_path, "mask", streams=2) as trt_be, OrtBackend(mask_graph, provider="cpu") as ref:
         assert trt_be.max_batch == 4 and trt_be.image_size == 64
+        assert trt_be.streams == trt_be.max_in_flight == 2 and not trt_be.warnings
         handles = [trt_be.submit(b) for b in batches[:2]]  # two in flight on two streams
         outs = [h.result() for h in handles] + [trt_be.infer(b) for b in batches[2:]]
         for b, o in zip(batches, outs):
@@ -178,11 +158,21 @@ def test_trt_engine_matches_ort_with_batches_in_flight(tmp_path, mask_graph, rng
 
 
 @pytest.mark.trt
+def test_trt_backend_runs_no_more_streams_than_profiles(tmp_path, mask_graph, rng):
+    engine_path = tmp_path / "mask.engine"
+    _build_engine(mask_graph, engine_path, max_batch=2, profiles=1)
+    with TrtBackend(engine_path, "mask", streams=3) as be:
+        assert be.streams == be.max_in_flight == 1
+        assert any("has 1 optimization profile(s), so it runs 1 CUDA stream(s), not 3" in w for w in be.warnings)
+        assert be.infer(rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)).shape == (2, 64, 64, 3)
+
+
+@pytest.mark.trt
 def test_trt_backend_refuses_a_foreign_sidecar(tmp_path, mask_graph):
     engine_path = tmp_path / "mask.engine"
     _build_engine(mask_graph, engine_path, max_batch=2)
     side = json.loads(sidecar_path(engine_path).read_text())
     side["tensorrt_version"] = "1.0.0"
     sidecar_path(engine_path).write_text(json.dumps(side))
-    with pytest.raises(BackendError, match="built with TensorRT 1.0.0"):
+    with pytest.raises(ArtefactError, match="built with TensorRT 1.0.0"):
         TrtBackend(engine_path).activate()

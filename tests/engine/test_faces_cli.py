@@ -150,7 +150,7 @@ def test_zone_paste_masks_then_unmasks_with_the_shipped_models(two_faces):
     """Both directions with the embedded demo generators and the shipped detector: each pass
     changes the mask zones of the faces it finds, and not one pixel outside them."""
     from cyclemask.engine.backends import OrtBackend
-    from cyclemask.engine.demo import default_model
+    from cyclemask.demo_model import default_model
 
     image = two_faces
     for direction in ("mask", "unmask"):

@@ -11,7 +11,7 @@ import pytest
 
 from cyclemask.errors import ConfigError, InputError
 from cyclemask.faces import DETECTOR_ENV, Face, square_crop_box
-from cyclemask.engine.backends import Backend, TorchBackend
+from cyclemask.engine.backends import SyncBackend, TorchBackend
 from cyclemask.engine.faces import (
     FaceConfig,
     FaceProcessor,
@@ -563,7 +563,7 @@ class FaceSource:
         self.closed = True
 
 
-class InvertBackend(Backend):
+class InvertBackend(SyncBackend):
     name = "invert"
 
     def __init__(self):
@@ -577,7 +577,7 @@ class InvertBackend(Backend):
     def _deactivate(self):
         pass
 
-    def _infer(self, batch):
+    def _run(self, batch):
         self.batch_sizes.append(len(batch))
         return 255 - batch
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cyclemask.engine.backends import Backend
+from cyclemask.engine.backends import SyncBackend
 
 ASS_HEADER = (
     "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
@@ -159,7 +159,7 @@ def set_matroska_duration(path: Path, seconds: float) -> None:
     path.write_bytes(bytes(data))
 
 
-class IdentityBackend(Backend):
+class IdentityBackend(SyncBackend):
     """Returns its input: with PassThroughProcessor it is never even called."""
 
     name = "identity"
@@ -174,5 +174,5 @@ class IdentityBackend(Backend):
     def _deactivate(self) -> None:
         pass
 
-    def _infer(self, batch):
+    def _run(self, batch):
         return batch.copy()

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from cyclemask.export import pipeline
 from cyclemask.export.cli import main
-from cyclemask.export.metadata import read_onnx_metadata
-from cyclemask.export.verify import ort_outputs
+from cyclemask.artifacts import read_onnx_metadata
+from cyclemask.export.verify import graph_outputs
 from cyclemask.imaging import translate
 from export_helpers import SIZE
 
@@ -54,7 +54,7 @@ def test_fp16_export_writes_both_graphs_per_direction_verified(exported, gen_a, 
             assert (meta["direction"], meta["precision"], meta["image_size"]) == (d, prec, SIZE)
             assert meta["checkpoint_name"] == "generators.pt" and len(meta["checkpoint_sha256"]) == 64
         x = rng.integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
-        diff = np.abs(ort_outputs(out / f"{d}.onnx", x).astype(int) - translate(g, x))
+        diff = np.abs(graph_outputs(out / f"{d}.onnx", x).astype(int) - translate(g, x))
         assert diff.max() <= 1, f"{d}.onnx does not hold the {d} generator"
 
 
@@ -196,17 +196,18 @@ def test_reference_repository_file_exports_with_flags_and_direction_from_name(tm
     meta = read_onnx_metadata(out / "unmask.onnx")
     assert (meta["direction"], meta["checkpoint_source"], meta["ngf"], meta["n_blocks"]) == ("unmask", "reference", 8, 2)
     x = np.random.default_rng(3).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
-    assert np.abs(ort_outputs(out / "unmask.onnx", x).astype(int) - translate(gen_b, x)).max() <= 1
+    assert np.abs(graph_outputs(out / "unmask.onnx", x).astype(int) - translate(gen_b, x)).max() <= 1
 
 
 def test_reference_file_records_no_size_and_its_direction_comes_from_its_name(tmp_path, gen_a):
+    from cyclemask.checkpoint import recorded_image_size
     from cyclemask.export import pipeline as pl
 
     ref = tmp_path / "latest_net_G_A.pth"
     torch.save(gen_a.state_dict(), ref)
     gens, notes = pl.resolve_generators(ref, None)
     assert list(gens) == ["mask"] and gens["mask"].source == "reference"
-    assert pl.recorded_image_size(ref) is None
+    assert recorded_image_size(ref) is None
     assert pl._guess_direction(ref) == "mask"
     assert pl._guess_direction(tmp_path / "net_G_Bx.pth") is None
 
@@ -220,3 +221,49 @@ def test_help_documents_every_option_and_default():
                 "--verify-images", "--verify-count", "--verify-random", "--threads", "--debug"):
         assert opt in res.output, opt
     assert "[default: 8;" in res.output and "[default: strong]" in res.output
+
+
+# ------------------------------------------------------------------------------------------------
+# A TensorRT build that fails. These tests make the build step raise on a CPU machine: they test
+# cyclemask-export's control flow around the build (what is kept, what is said, the exit
+# status), not TensorRT, which never runs here.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def failing_build(monkeypatch):
+    from cyclemask.export import tensorrt
+
+    monkeypatch.setattr(pipeline, "tensorrt_status", lambda: (True, "TensorRT 10.99 on a pretend GPU (test)"))
+    calls = []
+
+    def build_engine(onnx_path, engine_path, config, **kw):
+        calls.append((onnx_path, config.profiles))
+        engine_path.write_bytes(b"half an engine")  # a partial file must not survive either
+        raise RuntimeError("pretend TensorRT: [graphShapeAnalyzer] unsupported node")
+
+    monkeypatch.setattr(tensorrt, "build_engine", build_engine)
+    return calls
+
+
+def test_automatic_engine_build_failure_keeps_the_verified_graphs(tmp_path, bundle, failing_build):
+    out = tmp_path / "out"
+    res = run(["--checkpoint", bundle, "--direction", "mask", "--fp16", "--out", out, "--threads", 1,
+               "--streams", 3])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["mask.fp16.onnx", "mask.onnx"]
+    assert read_onnx_metadata(out / "mask.fp16.onnx")["precision"] == "fp16"
+    assert failing_build and failing_build[0][1] == 3  # --streams became the profile count
+    assert "Note: mask: no TensorRT engine: TensorRT failed (RuntimeError: pretend TensorRT" in res.output
+    assert f"cyclemask-export --from-onnx {out / 'mask.fp16.onnx'} --out {out} --streams 3" in res.output
+    assert "engine built with" not in res.output and "Wrote 2 files." in res.output
+    assert no_partials(out)
+
+
+def test_explicit_engine_build_failure_is_an_error_and_writes_nothing(tmp_path, bundle, failing_build):
+    out = tmp_path / "out"
+    res = run(["--checkpoint", bundle, "--direction", "mask", "--engine", "--out", out, "--threads", 1])
+    assert res.exit_code == 1
+    assert "mask: TensorRT failed (RuntimeError: pretend TensorRT" in res.output
+    assert "no 'mask' file was written" in res.output
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == [] and no_partials(out)

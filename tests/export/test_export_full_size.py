@@ -13,7 +13,7 @@ from cyclemask.checkpoint import save_generators
 from cyclemask.config import GeneratorConfig
 from cyclemask.export import pipeline
 from cyclemask.export.cli import main
-from cyclemask.export.metadata import read_onnx_metadata
+from cyclemask.artifacts import read_onnx_metadata
 from cyclemask.models import build_generator
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from cyclemask.export.metadata import check_sidecar, load_engine_sidecar, sidecar_path
-from cyclemask.export.tensorrt import EngineBuildConfig, EngineProfile, build_engine, gpu_identity, run_engine
-from cyclemask.export.verify import ENGINE_BOUNDS, compare_uint8, ort_outputs
+from cyclemask.artifacts import check_sidecar, load_engine_sidecar, sidecar_path
+from cyclemask.engine.backends.trt import gpu_identity
+from cyclemask.export.tensorrt import EngineBuildConfig, EngineProfile, build_engine
+from cyclemask.export.verify import ENGINE_BOUNDS, compare_uint8, engine_outputs, graph_outputs
 from cyclemask.imaging import translate
 from export_helpers import SIZE
 
@@ -39,15 +40,16 @@ def test_engine_and_sidecar_are_written_and_check_against_this_gpu(built, graphs
     assert (loaded["gpu_name"], loaded["compute_capability"]) == (name, cc)
     assert loaded["profile"] == {"min": [1, SIZE, SIZE, 3], "opt": [2, SIZE, SIZE, 3], "max": [4, SIZE, SIZE, 3]}
     assert loaded["direction"] == "mask" and loaded["typing"] == "strong"
+    assert loaded["profiles"] == 2  # one optimization profile per runtime stream (the default 2)
     assert check_sidecar(loaded, trt.__version__, name, cc) == []
 
 
 def test_engine_matches_the_fp16_graph_on_ort_and_eager(built, graphs, gen_a, rng):
     d, *_ = built
     x = rng.integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)  # 5 > max batch 4: two launches
-    got = run_engine(d / "mask.fp16.engine", x)
+    got = engine_outputs(d / "mask.fp16.engine", x, batch_size=4)  # the runtime's TensorRT backend
     assert got.shape == x.shape and got.dtype == np.uint8
-    assert not compare_uint8(got, ort_outputs(graphs[1], x)).failures(ENGINE_BOUNDS)
+    assert not compare_uint8(got, graph_outputs(graphs[1], x)).failures(ENGINE_BOUNDS)
     assert not compare_uint8(got, translate(gen_a, x)).failures(ENGINE_BOUNDS)
 
 

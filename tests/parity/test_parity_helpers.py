@@ -15,7 +15,7 @@ from benchmarks.inputs import SHARED_FACES, face_inputs, synthetic_faces
 from benchmarks.variants import (ARTEFACT_KINDS, Artefacts, ArtefactUnavailable, Variant, select,
                                  seeded_generator, variants)
 from cyclemask.export.verify import ENGINE_BOUNDS, FP16_BOUNDS, FP32_BOUNDS
-from parity_helpers import BOUNDS, FID_NOISE_LSB, compare
+from parity_helpers import BOUNDS, KID_NOISE_LSB, compare
 
 # ------------------------------------------------------------------------------------------------
 # Figures and messages
@@ -29,7 +29,7 @@ def test_bounds_are_export_verify_bounds():
     assert set(BOUNDS) == set(PRECISIONS)  # every variant precision has bounds
     assert {v.precision for v in variants() if v.artefact == "engine"} == {"fp16-trt"}
     assert FP32_BOUNDS.max_abs == 1  # FP32: at most 1 LSB anywhere
-    assert FID_NOISE_LSB["fp32"] < FID_NOISE_LSB["fp16"]
+    assert KID_NOISE_LSB["fp32"] < KID_NOISE_LSB["fp16"]
 
 
 def test_failure_names_worst_images_with_their_figures(rng):
@@ -40,7 +40,7 @@ def test_failure_names_worst_images_with_their_figures(rng):
     got[3, 0, 0, 2] += 1
     r = compare("ort-cpu-fp32", "fp32", "ort (CPUExecutionProvider)", got, want, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
     bad = r.pixel_failures()
-    assert bad == ["max |diff| 5 LSB > 1"]
+    assert bad[0] == "max |diff| 5 LSB > 1" and bad[1].startswith("PSNR 56.8 dB < 65")
     msg = r.message(bad)
     assert "ort-cpu-fp32 [ort (CPUExecutionProvider)] vs eager, fp32 bounds" in msg
     assert "c.jpg (max |d| 5 LSB, 2.083% > 1 LSB, PSNR" in msg
@@ -51,17 +51,17 @@ def test_failure_names_worst_images_with_their_figures(rng):
     assert row["max_abs_lsb"] == 5 and not row["pixel_ok"] and row["worst"][0] == "c.jpg"
 
 
-def test_fid_failure_is_reported():
+def test_kid_failure_is_reported():
     want = np.zeros((1, 4, 4, 3), np.uint8) + 100
     r = compare("x", "fp16", "desc", want.copy(), want, ["only.png"])
-    assert r.pixel_failures() == [] and r.fid_failures() == []
-    r.fid, r.fid_max = 1.5, 0.25
-    assert r.fid_failures() == ["FID 1.5000 > 0.2500 (eager outputs with +-2 LSB noise)"]
-    assert "FID <= 0.2500): FID 1.5000" in r.message(r.fid_failures())
-    r.fid = float("nan")
-    assert r.fid_failures(), "a NaN FID must fail, not pass"
-    r.fid = 0.1
-    assert r.fid_failures() == []
+    assert r.pixel_failures() == [] and r.kid_failures() == []
+    r.kid, r.kid_se, r.kid_max = 1.5e-3, 1e-4, 2.5e-4
+    assert r.kid_failures() == ["KID 1.50e-03 (SE 1.0e-04) - 2 SE > 2.50e-04 (eager outputs with +-2 LSB noise)"]
+    assert "KID - 2 SE <= 2.50e-04): KID 1.50e-03" in r.message(r.kid_failures())
+    r.kid = float("nan")
+    assert r.kid_failures(), "a NaN KID must fail, not pass"
+    r.kid = 4e-4  # within 2 SE of the bound
+    assert r.kid_failures() == []
 
 
 def test_compare_rejects_bad_arguments(rng):
@@ -130,14 +130,18 @@ def test_every_backend_has_variants_and_names_are_unique():
 
 
 def test_backend_added_later_is_discovered(monkeypatch):
-    import cyclemask.engine.backends as backends
+    """A backend registered in the runtime shows up as variants for the artefacts it runs, and
+    its own available() decides where it can run."""
+    from cyclemask.engine.backends import REGISTRY, BackendSpec
 
-    monkeypatch.setattr(backends, "BACKEND_NAMES", backends.BACKEND_NAMES + ("coreml",))
+    spec = BackendSpec("coreml", ("graph",), lambda *a: None, lambda: "needs macOS (test)", "test backend")
+    monkeypatch.setitem(REGISTRY, "coreml", spec)
     found = {v.name: v for v in variants() if v.backend == "coreml"}
-    assert set(found) == {"coreml-checkpoint", "coreml-graph-fp32", "coreml-graph-fp16"}
+    assert set(found) == {"coreml-graph-fp32", "coreml-graph-fp16"}
     assert all(v.generic and v.device == "any" for v in found.values())
     assert found["coreml-graph-fp16"].precision == "fp16"
     assert "coreml-graph-fp32" in {v.name for v in select(device="cpu")}
+    assert found["coreml-graph-fp32"].unavailable() == "needs macOS (test)"
 
 
 def test_select_by_pattern_and_device():
@@ -188,7 +192,7 @@ def test_artefacts_say_what_cannot_be_made(tmp_path):
         arts.path("pickle")
     assert arts.path("checkpoint").is_file() and "checkpoint" in arts.seconds
     assert set(ARTEFACT_KINDS) == {"checkpoint", "graph-fp32", "graph-fp16", "engine"}
-    from cyclemask.export.tensorrt import tensorrt_status
+    from cyclemask.engine.backends import tensorrt_status
 
     if tensorrt_status()[0]:
         pytest.skip("TensorRT is usable here: the engine can be built")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cyclemask.imageio import list_images, read_image, write_image
-from cyclemask.imaging import resize
+from cyclemask.images import resize
 from cyclemask.train import train
 from cyclemask.train.plots import read_loss_log
 

@@ -29,14 +29,29 @@ from pathlib import Path
 
 import numpy as np
 
+from cyclemask.artifacts import TensorSpec, check_graph_io
 from cyclemask.errors import BackendError, ConfigError, CycleMaskError
 
-from .backends import Backend
+from .base import Backend, BackendOptions, read_graph_metadata
 
 log = logging.getLogger(__name__)
 
 OV_MODES = ("latency", "throughput")
 OV_DEVICES = ("CPU",)
+
+
+def available() -> str | None:
+    """Why this backend cannot run here (None: it can)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return "openvino is not installed (pip install openvino, or pip install 'cyclemask[openvino]')"
+    return None
+
+
+def from_options(path: Path, direction: str | None, opts: BackendOptions) -> "OpenVinoBackend":
+    # No OpenVINO model cache: compiling these graphs takes under a second even at full size.
+    return OpenVinoBackend(path, direction, mode=opts.ov_mode, threads=opts.threads, requests=opts.ov_requests)
 
 
 def usable_cpus() -> int:
@@ -45,16 +60,6 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
-
-
-def openvino_version() -> str | None:
-    """The installed openvino version, or None (without importing the runtime)."""
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("openvino")
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 class _StackT(ctypes.Structure):
@@ -147,8 +152,7 @@ class _OvHandle:
             self._requests, self._keep = [], None
             if error is not None:
                 raise BackendError(f"{self._backend.model_path}: OpenVINO inference failed ({_first_line(error)})")
-            out = outs[0] if len(outs) == 1 else np.concatenate(outs)
-            self._value = self._backend._check_output(out, self._n)
+            self._value = outs[0] if len(outs) == 1 else np.concatenate(outs)
         return self._value
 
 
@@ -188,8 +192,6 @@ class OpenVinoBackend(Backend):
         self.requests = requests
         self.device = device
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.metadata: dict = {}
-        self.notes: list[str] = []
         self.load_s: float | None = None
         self._compiled = None
         self._free: list = []
@@ -217,7 +219,7 @@ class OpenVinoBackend(Backend):
         except Exception as exc:
             raise BackendError(f"{p}: OpenVINO cannot read this graph ({_first_line(exc)})") from None
         self._check_graph(model)
-        self._adopt_graph_metadata(_read_metadata(p))
+        self._adopt_graph_metadata(read_graph_metadata(p))
         threads = self.threads or usable_cpus()
         config = {
             "PERFORMANCE_HINT": self.mode.upper(),
@@ -249,29 +251,17 @@ class OpenVinoBackend(Backend):
         self.load_s = time.perf_counter() - t0
 
     def _check_graph(self, model) -> None:
-        p = self.model_path
-        want = "input 'image' uint8 [N, S, S, 3] and output 'translated' uint8 [N, S, S, 3]"
-        ins, outs = model.inputs, model.outputs
-        if len(ins) != 1 or len(outs) != 1:
-            raise BackendError(
-                f"{p}: not a cyclemask graph: expected {want}; got {len(ins)} inputs, {len(outs)} outputs"
-            )
-        i, o = ins[0], outs[0]
-        shape = i.get_partial_shape()
-        dims = [d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else []
-        itype, otype = i.get_element_type().get_type_name(), o.get_element_type().get_type_name()
-        ok = (
-            itype == "u8" and otype == "u8" and len(dims) == 4 and dims[3] == 3
-            and dims[1] is not None and dims[1] == dims[2]
-        )
-        if not ok:
-            raise BackendError(
-                f"{p}: not a cyclemask graph: expected {want}; got input {i.get_any_name()!r} {itype} {shape}, "
-                f"output {o.get_any_name()!r} {otype} {o.get_partial_shape()}"
-            )
-        self._image_size = int(dims[1])
-        if dims[0] is not None:
-            self.max_batch = int(dims[0])  # a graph exported with a fixed batch
+        def spec(port) -> TensorSpec:
+            shape = port.get_partial_shape()
+            dims = tuple(d.get_length() if d.is_static else None for d in shape) if shape.rank.is_static else ()
+            dtype = {"u8": "uint8", "f32": "float32", "f16": "float16"}.get(port.get_element_type().get_type_name(),
+                                                                          port.get_element_type().get_type_name())
+            return TensorSpec(port.get_any_name(), dtype, dims)
+
+        found = check_graph_io([spec(p) for p in model.inputs], [spec(p) for p in model.outputs], str(self.model_path))
+        self._image_size = found.image_size
+        if found.batch is not None:
+            self.max_batch = found.batch  # a graph exported with a fixed batch
 
     @keeps_signal_stack
     def _deactivate(self) -> None:
@@ -297,12 +287,11 @@ class OpenVinoBackend(Backend):
             self._free.append(request)
 
     @keeps_signal_stack
-    def submit(self, batch_u8: np.ndarray):
+    def _start(self, batch_u8: np.ndarray):
         """Start a batch and return its handle. In throughput mode the batch is split over the
         free infer requests, so that one batch keeps every stream busy: with whole batches per
         stream, the last batch of a folder ran on one stream alone (a third of the run for 24
         images in batches of 8 on 2 streams: 1.53 instead of 2.04 images/s, full model, 2 CPUs)."""
-        self._check_input(batch_u8)
         import openvino as ov
 
         x = np.ascontiguousarray(batch_u8)
@@ -327,9 +316,6 @@ class OpenVinoBackend(Backend):
                 raise BackendError(f"{self.model_path}: OpenVINO inference failed ({_first_line(exc)})") from None
         return handle
 
-    def _infer(self, batch_u8: np.ndarray) -> np.ndarray:  # submit() is overridden; kept for the ABC
-        return self.submit(batch_u8).result()
-
     # -- what it runs --------------------------------------------------------------------------
     @property
     def providers(self) -> list[str]:
@@ -348,16 +334,6 @@ class OpenVinoBackend(Backend):
         parts.append(f"{prec} graph" if prec else "graph")
         parts.append(f"{self._image_size}px")
         return f"openvino ({', '.join(parts)})"
-
-
-def _read_metadata(path: Path) -> dict:
-    from cyclemask.export.metadata import read_onnx_metadata
-
-    try:
-        return dict(read_onnx_metadata(path))
-    except CycleMaskError as exc:
-        log.debug("read_onnx_metadata(%s) failed: %s", path, exc)
-        return {}
 
 
 def _int_property(compiled, name: str) -> int | None:

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from cyclemask.errors import ConfigError, DataError
 from cyclemask.imageio import write_bytes_atomic
 
-from .config import GAN_MODES, LR_POLICIES, NORMS, TrainConfig
+from cyclemask.train.config import GAN_MODES, LR_POLICIES, NORMS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +215,10 @@ def run_sweep(
 
     from cyclemask.checkpoint import load_generators
     from cyclemask.imaging import translate
-    from cyclemask.metrics.evaluate import EvalOptions, FeatureCache, evaluate_translators, load_folder
-    from cyclemask.metrics.fid import load_inception
+    from cyclemask.train.trainer import train
 
-    from .trainer import train
+    from .evaluate import EvalOptions, FeatureCache, evaluate_translators, load_folder
+    from .fid import load_inception
 
     out = Path(config.out_dir)
     trials = config.trials()
