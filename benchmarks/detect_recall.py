@@ -202,7 +202,7 @@ def mask_clip(clip: Path, out: Path, model: Path | None, paste: str) -> Path:
 
 
 def _frames(path: Path) -> list[np.ndarray]:
-    from cyclemask.engine.sources import VideoSource
+    from cyclemask.engine.video import VideoSource
 
     src = VideoSource(path)
     try:

@@ -151,7 +151,7 @@ def run(clips: list[str | os.PathLike] | None = None, model: str | None = None, 
 
     from cyclemask.engine.faces import FaceConfig, FaceProcessor
     from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
-    from cyclemask.engine.sources import VideoSource
+    from cyclemask.engine.video import VideoSource
 
     clips = [Path(c) for c in (clips or default_clips())]
     if not clips:

@@ -191,8 +191,9 @@ def time_pipeline(backend, kind: str, n: int, batch: int, pinputs: PipelineInput
     """Images/s of `run_pipeline` over a video or an image folder of n inputs, outputs written."""
     from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
     from cyclemask.engine.processing import AlignedProcessor
-    from cyclemask.engine.sinks import ImageFolderSink, VideoSink
-    from cyclemask.engine.sources import ImageFolderSource, VideoSource
+    from cyclemask.engine.sinks import ImageFolderSink
+    from cyclemask.engine.sources import ImageFolderSource
+    from cyclemask.engine.video import VideoSink, VideoSource
 
     src_path = pinputs.get(kind, n)
     out = Path(tempfile.mkdtemp(dir=scratch, prefix=f"out-{kind}-"))

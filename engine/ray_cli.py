@@ -23,7 +23,7 @@ def ray_main(opts: RayOptions, *, images: Path | None, video: str | None, out: P
     """Run on Ray and print what happened; returns the exit status (0, 1, or 130 / 143 after Ctrl-C / SIGTERM)."""
     from tqdm import tqdm
 
-    from .cli import summary_lines
+    from .summary import summary_lines
     from .faces import FaceStats
 
     require_ray()  # before anything is read: say how to install it

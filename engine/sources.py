@@ -105,13 +105,3 @@ def _non_images(root: Path) -> list[str]:
             if not name.startswith(".") and Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                 found.append(os.path.relpath(os.path.join(dirpath, name), root))
     return sorted(found)
-
-
-def __getattr__(name: str):
-    # The video source (FFmpeg through PyAV) lives in video.py, imported on first use; it stays
-    # importable from here.
-    if name in ("VideoSource", "VideoInfo"):
-        from . import video
-
-        return getattr(video, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

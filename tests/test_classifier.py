@@ -36,7 +36,7 @@ def test_train_classifier_cli_writes_a_verified_graph_that_separates_the_classes
         for i, im in enumerate(_faces(rng, 40, masked)):
             write_image(tmp_path / cls / f"{i}.png", im)
     r = CliRunner().invoke(eval_cli, ["train-classifier", "--unmasked", str(tmp_path / "plain"), "--masked",
-                                      str(tmp_path / "masked"), "--out", str(tmp_path / "clf"), "--epochs", "8"])
+                                      str(tmp_path / "masked"), "--out", str(tmp_path / "clf"), "--epochs", "24"])
     assert r.exit_code == 0, r.output
     assert "held-out accuracy" in r.output
     record = json.loads((tmp_path / "clf" / "mask_classifier.json").read_text())

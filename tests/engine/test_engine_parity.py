@@ -16,7 +16,8 @@ from cyclemask.engine.backends import OrtBackend, TorchBackend
 from cyclemask.engine.cli import main
 from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
 from cyclemask.engine.processing import AlignedProcessor
-from cyclemask.engine.sources import ImageFolderSource, VideoSource
+from cyclemask.engine.sources import ImageFolderSource
+from cyclemask.engine.video import VideoSource
 
 CLIP = "video/head-pose-face-detection-female-and-male.mp4"  # 480x270, 12.5 fps, 56 frames
 

@@ -15,7 +15,7 @@ from cyclemask.imageio import read_image, write_image
 from cyclemask.engine.backends import TorchBackend
 from cyclemask.engine.cli import main
 from cyclemask.engine.faces import FaceConfig, FaceProcessor
-from cyclemask.engine.sources import VideoSource
+from cyclemask.engine.video import VideoSource
 
 from engine_helpers import video_props
 

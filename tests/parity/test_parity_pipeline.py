@@ -17,7 +17,8 @@ from benchmarks.variants import ArtefactUnavailable, variants
 from cyclemask.engine.backends import TorchBackend
 from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
 from cyclemask.engine.processing import AlignedProcessor
-from cyclemask.engine.sources import ImageFolderSource, VideoSource
+from cyclemask.engine.sources import ImageFolderSource
+from cyclemask.engine.video import VideoSource
 from cyclemask.export.verify import compare_uint8
 from parity_helpers import BOUNDS
 
