@@ -290,6 +290,20 @@ def test_metadata_scan_matches_onnx_and_refuses_junk(mask_graph, tmp_path):
         scan_metadata_props(junk)
 
 
+def test_reading_a_graphs_metadata_does_not_load_onnx(mask_graph):
+    """The runtime reads metadata by the scan alone: importing onnx and parsing a 45 MB graph
+    would cost most of a second of start-up."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from cyclemask.artifacts import read_onnx_metadata; "
+            f"m = read_onnx_metadata({str(mask_graph)!r}); "
+            "print(m['direction'], m['image_size'], 'onnx' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["mask", "64", "False"]
+
+
 def test_graph_cost_estimate(mask_graph, tmp_path):
     from cyclemask.engine.model_cache import estimated_gmacs
 
