@@ -93,6 +93,22 @@ def face_inputs(size: int, n_faces: int, n_noise: int = 0, *, seed: int = 0,
     return np.concatenate([images, noise]), labels + [f"noise-{i}" for i in range(n_noise)], is_face
 
 
+def calibration_faces(size: int, n: int, direction: str = "mask", *, faces_dir: str | os.PathLike | None = None,
+                      seed: int = 1000) -> np.ndarray:
+    """uint8 [n, size, size, 3] faces to calibrate a quantiser on: the LAST `n` (sorted) of the
+    direction's shared faces (or of `faces_dir`), so never among the first ones `face_inputs`
+    compares on when the folder holds more than both; seeded synthetic faces (another seed than
+    the inputs') when the folder is absent."""
+    from cyclemask.imageio import list_images, read_image
+    from cyclemask.images import center_crop_resize
+
+    d = Path(faces_dir) if faces_dir is not None else direction_faces(direction)
+    paths = list_images(d)[-n:] if d.is_dir() else []
+    if not paths:
+        return synthetic_faces(n, size, seed)[0]
+    return np.stack([center_crop_resize(read_image(p), size, interpolation="area") for p in paths])
+
+
 def direction_faces(direction: str) -> Path:
     """The shared faces a direction translates: unmasked faces for "mask", masked for "unmask"."""
     return SHARED_MASKED_FACES if direction == "unmask" else SHARED_FACES

@@ -4,7 +4,7 @@
 
 A `Variant` names a backend of `cyclemask.engine.backends` (built with `create_backend`, so the
 benchmark measures what `cyclemask-run` runs), the artefact it runs (checkpoint, FP32 graph,
-FP16 graph, TensorRT engine), its precision (which selects the parity bounds) and the
+FP16 graph, INT8 graph, TensorRT engine), its precision (which selects the parity bounds) and the
 `BackendOptions` it sets. `variants()` returns the known variants plus, for every backend in the
 runtime's registry (`engine.backends.REGISTRY`) that this file does not know yet, one generic
 variant per artefact kind the registry says it runs: a backend registered there later shows up
@@ -30,11 +30,19 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 #: What a variant runs. The FP16 graph keeps InstanceNorm and the uint8 pre/post in FP32
-#: (export/fp16.py); the engine is built from that FP16 graph.
-ARTEFACT_KINDS = ("checkpoint", "graph-fp32", "graph-fp16", "engine")
+#: (export/fp16.py); the engine is built from that FP16 graph; the INT8 graph is the FP32 graph
+#: quantised by NNCF as `cyclemask-export --int8` does (export/quantize.py).
+ARTEFACT_KINDS = ("checkpoint", "graph-fp32", "graph-fp16", "graph-int8", "engine")
 #: "fp16-trt": FP16 through TensorRT's own kernel choice (engine, ORT's TensorRT EP), which
 #: export/verify.py bounds separately (ENGINE_BOUNDS) from the FP16 graph on ONNX Runtime.
-PRECISIONS = ("fp32", "fp16", "fp16-trt")
+#: "bf16" and "int8": the CPU's opt-in low precisions (BF16_BOUNDS, INT8_BOUNDS).
+PRECISIONS = ("fp32", "fp16", "fp16-trt", "bf16", "int8")
+#: Precisions whose bounds hold for trained generators only: random weights give noise-like
+#: outputs that no 8-bit format keeps (export/verify.py).
+LOW_PRECISIONS = ("bf16", "int8")
+#: Calibration faces of the INT8 graph: the last ones (sorted) of the direction's faces, so
+#: never among the first ones the parity suite compares on.
+INT8_CALIB_FACES = 32
 DEVICES = ("cpu", "cuda", "any")
 
 
@@ -98,7 +106,7 @@ class Variant:
     precision: str  # one of PRECISIONS: which parity bounds apply
     device: str  # "cpu" | "cuda" | "any" (a backend this file does not know)
     options: tuple[tuple[str, Any], ...] = ()  # BackendOptions fields
-    needs: tuple[str, ...] = ()  # "cuda", "tensorrt", "module:NAME", "ort-provider:NAME", "option:FIELD"
+    needs: tuple[str, ...] = ()  # "cuda", "tensorrt", "module:NAME", "ort-provider:NAME", "option:FIELD", "bf16:cpu|openvino"
     batch_bound: bool = False  # built for one batch size (CUDA graphs capture a fixed batch)
     generic: bool = False  # discovered in the registry, not described here
     slow: bool = False  # costly to build here (torch.compile: 15-30 s on 2 CPU cores): pytest -m slow
@@ -111,6 +119,11 @@ class Variant:
             raise ValueError(f"{self.name}: precision must be one of {PRECISIONS}; got {self.precision!r}")
         if self.device not in DEVICES:
             raise ValueError(f"{self.name}: device must be one of {DEVICES}; got {self.device!r}")
+
+    @property
+    def trained_only(self) -> bool:
+        """Its bounds hold for trained generators only (LOW_PRECISIONS)."""
+        return self.precision in LOW_PRECISIONS
 
     @property
     def markers(self) -> tuple[str, ...]:
@@ -195,11 +208,19 @@ def _missing(need: str) -> str | None:
 
         fields = {f.name for f in dataclasses.fields(BackendOptions)}
         return None if name in fields else f"engine.backends.BackendOptions has no {name!r} option yet"
+    if kind == "bf16" and name in ("cpu", "openvino"):
+        # OpenVINO's own word decides whether its BF16 hint is honoured; torch goes by the CPU.
+        from cyclemask.engine.cpu_features import bf16_support, openvino_capabilities
+
+        ok, why = bf16_support(openvino_capabilities() or [] if name == "openvino" else None)
+        return None if ok else f"needs native BF16: {why}"
     raise ValueError(f"unknown variant requirement {need!r}")
 
 
 _ORT = ("module:onnxruntime",)
 _FP16_GRAPH = ("module:onnxconverter_common",)
+_INT8_GRAPH = ("module:nncf",)
+_OV = ("module:openvino",)
 _CUDA_FP16 = (("device", "cuda"), ("precision", "fp16"), ("channels_last", True))
 
 KNOWN_VARIANTS: tuple[Variant, ...] = (
@@ -215,6 +236,13 @@ KNOWN_VARIANTS: tuple[Variant, ...] = (
             ("module:openvino",)),
     Variant("openvino-cpu-fp32-latency", "openvino", "graph-fp32", "fp32", "cpu", (("ov_mode", "latency"),),
             ("module:openvino",)),
+    # The CPU's opt-in low precisions (cyclemask-run --precision bf16, cyclemask-export --int8).
+    Variant("openvino-cpu-bf16", "openvino", "graph-fp32", "bf16", "cpu", (("precision", "bf16"),),
+            _OV + ("bf16:openvino",), note="the FP32 graph under OpenVINO's BF16 precision hint"),
+    Variant("torch-cpu-bf16", "torch", "checkpoint", "bf16", "cpu", (("device", "cpu"), ("precision", "bf16")),
+            ("bf16:cpu",)),
+    Variant("openvino-cpu-int8", "openvino", "graph-int8", "int8", "cpu", (), _OV + _INT8_GRAPH),
+    Variant("ort-cpu-int8", "ort", "graph-int8", "int8", "cpu", (("ort_provider", "cpu"),), _ORT + _INT8_GRAPH),
     Variant("torch-cuda-fp32", "torch", "checkpoint", "fp32", "cuda", (("device", "cuda"),), ("cuda",)),
     Variant("torch-cuda-fp32-graphs", "torch", "checkpoint", "fp32", "cuda",
             (("device", "cuda"), ("cuda_graphs", True)), ("cuda",), batch_bound=True),
@@ -334,6 +362,16 @@ class Artefacts:
             from cyclemask.export.fp16 import to_fp16
 
             return Path(to_fp16(self.path("graph-fp32"), d / f"{self.direction}.fp16.onnx"))
+        if kind == "graph-int8":
+            if importlib.util.find_spec("nncf") is None:
+                raise ArtefactUnavailable("the INT8 graph needs NNCF (pip install 'cyclemask[int8]'), not installed here")
+            from benchmarks.inputs import calibration_faces
+            from cyclemask.export.quantize import Int8Config, quantize_graph
+
+            calib = calibration_faces(s, INT8_CALIB_FACES, self.direction)
+            log.info("quantising the FP32 graph to INT8 on %d faces ...", len(calib))
+            return Path(quantize_graph(self.path("graph-fp32"), d / f"{self.direction}.int8.onnx", calib,
+                                       Int8Config(calib_count=len(calib))))
         # engine
         from cyclemask.engine.backends import tensorrt_status
         from cyclemask.export.tensorrt import EngineBuildConfig, EngineProfile, build_engine

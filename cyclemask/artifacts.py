@@ -2,8 +2,8 @@
 
 Every stage reads artefacts through this module, so there is one definition of each check
 (docs/ARCHITECTURE.md, "Contracts"): export writes graphs and engines that pass it, the runtime
-refuses whatever does not. It imports neither torch, onnxruntime nor tensorrt (onnx only inside
-the ONNX reader), so the torch-free runtime uses it as is.
+refuses whatever does not. It imports neither torch, onnx, onnxruntime nor tensorrt, so the
+torch-free runtime uses it as is.
 
 - The graph contract: input `INPUT_NAME` uint8 [N, S, S, 3] RGB, output `OUTPUT_NAME` uint8
   [N, S, S, 3], N dynamic. `check_graph_io` checks it on the tensors any runtime reports.
@@ -12,7 +12,7 @@ the ONNX reader), so the torch-free runtime uses it as is.
 =====================  ===========================================================
 format                 "cyclemask.onnx" (marks a graph written by cyclemask-export)
 format_version         "1"
-precision              "fp32" or "fp16"
+precision              "fp32", "fp16" or "int8" (cyclemask-export --int8: QDQ graph)
 direction              "mask" | "unmask" (when known)
 image_size             S of the uint8 [N, S, S, 3] contract
 ngf, n_blocks, norm    generator architecture (also dropout, in/out channels)
@@ -21,6 +21,10 @@ opset                  ONNX opset of the default domain
 cyclemask_version, torch_version, onnx_version   versions that wrote the graph
 checkpoint_sha256      sha256 of the checkpoint FILE the weights came from
 weights_sha256         `cyclemask.checkpoint.state_dict_sha256` of the weights
+int8_config            INT8 graphs: the quantisation settings (JSON)
+int8_calibration       INT8 graphs: calibration faces used and their sha256 (JSON)
+int8_verification      INT8 graphs: the checks on held-out faces, one per runtime (JSON list)
+bf16_verification      FP32 graphs exported with --bf16: the BF16 check (JSON)
 =====================  ===========================================================
 
 - The TensorRT engine sidecar (`<engine>.json`): TensorRT version, GPU name and compute
@@ -195,20 +199,38 @@ def parse_onnx_metadata(raw: dict[str, str], where: str = "ONNX metadata") -> di
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata_props of an ONNX file, typed (image_size, ngf, n_blocks, opset are ints).
 
-    Raises ArtefactError naming the file when it is missing, not an ONNX model, or holds a
-    malformed value. A graph that was not written by cyclemask-export comes back without the
-    "format" key: callers that need our contract check ``meta.get("format") == ONNX_FORMAT``.
+    Read by a scan of the file's top-level fields (`cyclemask.onnx_props`), which skips the
+    graph: loading a 45 MB graph with onnx to read a few strings would cost 0.7 s of a run's
+    start-up. Raises ArtefactError naming the file when it is missing, not an ONNX model, or
+    holds a malformed value. A graph that was not written by cyclemask-export comes back without
+    the "format" key: callers that need our contract check ``meta.get("format") == ONNX_FORMAT``.
     """
-    import onnx
+    from cyclemask.onnx_props import NotOnnx, scan_metadata_props
 
     p = Path(path)
     if not p.is_file():
         raise ArtefactError(f"{p}: no such ONNX file")
     try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends
+        raw = scan_metadata_props(p)
+    except (NotOnnx, OSError) as exc:
         raise ArtefactError(f"{p}: not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
-    return parse_onnx_metadata({e.key: e.value for e in model.metadata_props}, str(p))
+    return parse_onnx_metadata(raw, str(p))
+
+
+def verification_note(metadata: dict, precision: str) -> str | None:
+    """What cyclemask-export recorded about a graph's check at `precision` ("bf16" or "int8":
+    the bf16_verification / int8_verification metadata), in one line for `cyclemask-run`; None
+    when nothing was recorded."""
+    raw = metadata.get(f"{precision}_verification")
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    rows = data if isinstance(data, list) else [data]
+    parts = [r.get("summary") for r in rows if isinstance(r, dict) and r.get("summary")]
+    return "; ".join(parts) or None
 
 
 def metadata_direction(meta: dict) -> str | None:

@@ -31,6 +31,7 @@ from .backends import BACKEND_NAMES
 from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig
 from .pipeline import PipelineConfig
 from .run import RunOptions, RunStart, describe_mode, face_detector_path, translate
+from .run_defaults import CPU_BATCH
 from .summary import summary_lines
 from .sources import DEFAULT_MAX_PIXELS
 from .video import CODECS, DEFAULT_CRF, PRESETS
@@ -133,12 +134,17 @@ log = logging.getLogger(__name__)
                    "really loads) and on a CPU machine openvino or ort (see --probe); torch for a "
                    "checkpoint. It says which and why. "
                    "openvino runs graphs on the CPU (pip install openvino).")
-@click.option("--batch", type=click.IntRange(1, 4096), default=8, show_default=True,
-              help="Images per model call (the last batch may be smaller).")
+@click.option("--batch", type=click.IntRange(1, 4096), default=None,
+              help="Images per model call (the last batch may be smaller). Default: what suits the backend: "
+                   "1 on the CPU (batching does not speed it up), one per infer request for OpenVINO's "
+                   "throughput mode, the engine's tuned batch for TensorRT, 8 on a GPU.")
 @click.option("--device", default="auto", show_default=True,
               help="torch backend: auto (CUDA when present), cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="torch backend: fp16 needs CUDA.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="fp32 everywhere by default. bf16 (opt-in, changes results slightly; never picked by auto): "
+                   "openvino for graphs, torch for checkpoints on a CPU with native BF16 (AVX512-BF16 or AMX), "
+                   "about 2x faster there; an error on CPUs without it. fp16: torch on CUDA. Graphs and engines "
+                   "otherwise run their own precision (an INT8 graph from cyclemask-export --int8 runs INT8).")
 @click.option("--ort-provider", type=click.Choice(["auto", "tensorrt", "cuda", "cpu"]), default="auto",
               show_default=True,
               help="ort backend: the ONNX Runtime execution provider; an explicit one that does not "
@@ -166,9 +172,12 @@ log = logging.getLogger(__name__)
                    "Default: OpenVINO's optimum for this CPU.")
 @click.option("--probe/--no-probe", default=True, show_default=True,
               help="--backend auto with a graph on a CPU machine: time OpenVINO and ONNX Runtime on "
-                   "single images for about a second and keep the faster; a model whose first image "
-                   "takes over 0.25 s (the full generator on a small CPU) gets OpenVINO untimed. "
-                   "--no-probe: OpenVINO whenever it is installed.")
+                   "single images for about a second and keep the faster (remembered for this graph and "
+                   "machine, see --cache); a heavy graph (over ~10 GMACs per image, estimated from the file: "
+                   "the full generator) gets OpenVINO untimed. --no-probe: OpenVINO whenever it is installed.")
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Keep compiled OpenVINO models and auto's measured choice under ~/.cache/cyclemask "
+                   "($CYCLEMASK_CACHE_DIR), keyed on the graph's content, so later runs start faster.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (never inputs).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="--images: refuse images with more pixels than this (each is reported).")
@@ -244,7 +253,9 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None,
         click.echo(f"output:  {info.output}")
         click.echo(f"model:   {info.model} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
         click.echo(f"backend: {be.description}  [{info.reason}]")
-        for note in be.notes + be.warnings:
+        if info.batch_reason:
+            click.echo(f"batch:   {info.batch} ({info.batch_reason}; --batch to change)")
+        for note in be.notes + be.warnings + info.notes:
             click.echo(f"note:    {note}")
         click.echo(f"mode:    {info.mode}")
         bar = tqdm(total=info.total, unit="frame", disable=not options.progress, dynamic_ncols=True,
@@ -281,10 +292,10 @@ def _ray(options: RunOptions, address: str, workers, gpus_per_worker, cpus_per_w
         images=images, video=video, out=out, model=options.model, backend=options.backend,
         direction=options.direction, options=options.backend_options(), face_config=face_config,
         face_detector=detector, detect_workers=options.detect_workers,
-        pipeline=PipelineConfig(options.batch, options.queue_depth), quality=options.quality,
+        pipeline=PipelineConfig(options.batch or CPU_BATCH, options.queue_depth), quality=options.quality,
         max_pixels=options.max_pixels, video_config=options.video_config() if video is not None else None,
         overwrite=options.overwrite, progress=options.progress, mode=describe_mode(face_config, detector),
-        debug=log.isEnabledFor(logging.DEBUG))
+        debug=log.isEnabledFor(logging.DEBUG), batch_given=options.batch is not None)
 
 
 def _demo(options: RunOptions, out: Path) -> bool:

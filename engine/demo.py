@@ -191,10 +191,11 @@ def run_demo(
             if not faces:
                 report.failures.append(f"{p.path}: no face found")
                 continue
-            masked = _translate(backends["mask"], image, faces, config, options.batch)
+            masked = _translate(backends["mask"], image, faces, config, options.batch_for(backends["mask"])[0])
             masked_faces, reused = _faces_on_masked(detector.detect(masked), faces)
             report.reused[p.name] = reused
-            unmasked = _translate(backends["unmask"], masked, masked_faces, config, options.batch)
+            unmasked = _translate(backends["unmask"], masked, masked_faces, config,
+                                  options.batch_for(backends["unmask"])[0])
             for suffix, img in (("masked", masked), ("unmasked", unmasked)):
                 path = out / f"{p.name}_{suffix}.png"
                 write_image(path, img)

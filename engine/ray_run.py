@@ -181,6 +181,7 @@ class WorkerSpec:
     max_pixels: int = 64_000_000
     video: Any = None  # VideoOutputConfig for videos
     run_id: str = ""
+    batch_given: bool = True  # False: each worker takes what suits its backend (engine/run_defaults.py)
 
 
 @dataclass
@@ -309,11 +310,16 @@ class Worker:
         self.backend = None
         self.processor = None
         self.reason = ""
+        self.pipeline = spec.pipeline
         try:
             from .backends import create_backend
 
             self.backend, self.reason = create_backend(spec.model, spec.backend, spec.direction, spec.options)
             self.backend.activate()
+            if not spec.batch_given:
+                from .run_defaults import default_batch
+
+                self.pipeline = dataclasses.replace(spec.pipeline, batch_size=default_batch(self.backend)[0])
             if spec.kind == "images":
                 self.processor = self._processor()
         except CycleMaskError as exc:
@@ -379,7 +385,7 @@ class Worker:
         if isinstance(processor, FaceProcessor):
             processor.stats = FaceStats()
             stream = processor.detect_ahead(source, spec.detect_workers)
-        report = run_pipeline(stream, processor, self.backend, sink, spec.pipeline)
+        report = run_pipeline(stream, processor, self.backend, sink, self.pipeline)
         written = {p.relative_to(out_root).as_posix() for p in sink.written}
         failed = dict(report.failures)
         rows = []
@@ -413,7 +419,7 @@ class Worker:
             from .faces import FaceProcessor
 
             stream = processor.detect_ahead(source, spec.detect_workers) if isinstance(processor, FaceProcessor) else source
-            report = run_pipeline(stream, processor, self.backend, sink, spec.pipeline)
+            report = run_pipeline(stream, processor, self.backend, sink, self.pipeline)
         except CycleMaskError as exc:
             return ("failed", str(exc)), info
         finally:
@@ -614,7 +620,13 @@ def _finish_spec(spec: WorkerSpec, plan: WorkerPlan, run: str) -> WorkerSpec:
     # `auto` must pick the same runtime on every worker, so it is not left to a timing race.
     threads = opts.threads if opts.threads is not None else max(1, int(plan.cpus))
     opts = dataclasses.replace(opts, threads=threads, probe=False)
-    return dataclasses.replace(spec, options=opts, run_id=run)
+    pipeline = spec.pipeline
+    if not spec.batch_given:
+        # What the workers' backends will take (each settles its own once loaded): sizes the calls.
+        from .run_defaults import CPU_BATCH, GPU_BATCH
+
+        pipeline = dataclasses.replace(pipeline, batch_size=GPU_BATCH if plan.gpus else CPU_BATCH)
+    return dataclasses.replace(spec, options=opts, run_id=run, pipeline=pipeline)
 
 
 def _execute(ray, job: Job, spec: WorkerSpec, plan: WorkerPlan, per_call: int, todo: list[int],

@@ -23,6 +23,7 @@ from .backends import BACKEND_NAMES, Backend, BackendOptions, create_backend
 from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig, FaceProcessor
 from .pipeline import PipelineConfig, RunReport, run_pipeline
 from .processing import AlignedProcessor, FrameProcessor
+from .run_defaults import built_batch, default_batch, precision_notes
 from .sources import DEFAULT_MAX_PIXELS
 
 
@@ -44,7 +45,7 @@ class RunOptions:
     detect_score: float = FaceConfig.score_threshold
     rotated_detection: str = "auto"  # full for photos, lost for tracked videos (see face_config)
     detect_workers: int = 2
-    batch: int = 8
+    batch: int | None = None  # None: what suits the backend (engine/run_defaults.py)
     device: str = "auto"
     precision: str = "fp32"
     ort_provider: str = "auto"
@@ -57,6 +58,7 @@ class RunOptions:
     ov_mode: str = "throughput"
     ov_requests: int | None = None
     probe: bool = True
+    cache: bool = True
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     quality: int = 95
@@ -83,6 +85,8 @@ class RunOptions:
             object.__setattr__(self, "face_detector", Path(self.face_detector))
         for name in ("batch", "queue_depth", "streams", "max_pixels"):
             v = getattr(self, name)
+            if name == "batch" and v is None:
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer; got {v!r}")
 
@@ -98,11 +102,18 @@ class RunOptions:
         return cls(**params)
 
     def backend_options(self) -> BackendOptions:
+        max_batch = self.batch if self.batch is not None else built_batch(self.device, self.cuda_graphs, self.compile)
         return BackendOptions(device=self.device, precision=self.precision, image_size=self.size,
-                              max_batch=self.batch, ort_provider=self.ort_provider, threads=self.threads,
+                              max_batch=max_batch, ort_provider=self.ort_provider, threads=self.threads,
                               streams=self.streams, cuda_graphs=self.cuda_graphs, channels_last=self.channels_last,
                               compile=self.compile, ov_mode=self.ov_mode, ov_requests=self.ov_requests,
-                              probe=self.probe)
+                              probe=self.probe, cache=self.cache)
+
+    def batch_for(self, backend: Backend) -> tuple[int, str | None]:
+        """The batch a run of this loaded backend takes, and why when --batch did not say it."""
+        if self.batch is not None:
+            return self.batch, None
+        return default_batch(backend)
 
     def face_config(self, *, video: bool) -> FaceConfig:
         # Photos in a folder are unrelated to each other: following faces across them is wrong.
@@ -171,6 +182,9 @@ class RunStart:
     reason: str
     mode: str
     total: int | None
+    batch: int = 1
+    batch_reason: str | None = None  # why this batch, when --batch did not say it
+    notes: list[str] = dataclasses.field(default_factory=list)  # about the precision that runs
 
 
 @dataclass
@@ -211,6 +225,7 @@ def translate(options: RunOptions, *, images: Path | None = None, video: str | o
         be, reason = create_backend(model, options.backend, options.direction, options.backend_options())
         with be:
             setup_s = time.perf_counter() - t0
+            batch, batch_reason = options.batch_for(be)
             name = be.direction or "out"
             if images is not None:
                 out_root = out if out is not None else default_images_out(images, name)
@@ -233,11 +248,11 @@ def translate(options: RunOptions, *, images: Path | None = None, video: str | o
             progress = None
             if on_start is not None:
                 progress = on_start(RunStart(source.describe(), sink.describe(), label, be, reason, mode,
-                                             source.total))
+                                             source.total, batch, batch_reason, precision_notes(be)))
             run_source = source
             if isinstance(processor, FaceProcessor):
                 run_source = processor.detect_ahead(source, options.detect_workers)
-            report = run_pipeline(run_source, processor, be, sink, PipelineConfig(options.batch, options.queue_depth),
+            report = run_pipeline(run_source, processor, be, sink, PipelineConfig(batch, options.queue_depth),
                                   progress=progress)
     finally:
         source.close()

@@ -69,10 +69,40 @@ log = logging.getLogger(__name__)
 @click.option("--verify-random", type=click.IntRange(0), default=2, help="Uniform-noise images used for verification.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads for PyTorch and ONNX Runtime. Default: their own choice.")
+@click.option("--int8", is_flag=True, default=False,
+              help="Also write D.int8.onnx: INT8 post-training quantisation (NNCF; pip install 'cyclemask[int8]'), "
+                   "calibrated on --calib faces and verified on held-out faces on every installed CPU runtime "
+                   "(OpenVINO, ONNX Runtime): PSNR >= 35 dB against eager FP32 and the masked/unmasked classifier's "
+                   "success within 3 points of FP32, else nothing is written. Run it with --model D.int8.onnx.")
+@click.option("--bf16", is_flag=True, default=False,
+              help="Also check the FP32 graph under OpenVINO's BF16 precision (what cyclemask-run --precision bf16 "
+                   "runs) on held-out faces: PSNR >= 40 dB and >= 95% of values within 2 LSB of eager FP32, else "
+                   "nothing is written. The figures go into the graph's metadata. Needs a CPU with native BF16.")
+@click.option("--calib", "calib", multiple=True, metavar="[DIRECTION=]DIR",
+              help="--int8: face crops to calibrate on, the generator's own input (unmasked faces for mask, masked "
+                   "for unmask); mask=DIR / unmask=DIR give each generator its own folder. Repeatable.")
+@click.option("--holdout", "holdout", multiple=True, metavar="[DIRECTION=]DIR",
+              help="--int8 / --bf16: held-out faces to verify on (never calibrated on). Default: a fixed 20% of the "
+                   "--calib folder, by file name. Repeatable like --calib.")
+@click.option("--calib-count", type=click.IntRange(1), default=64, help="--int8: calibration faces used (sorted, first N).")
+@click.option("--holdout-count", type=click.IntRange(1), default=100, help="Held-out faces used (sorted, first N).")
+@click.option("--int8-fp32-convs", type=click.Choice(["first,last", "first", "last", "none"]), default="first,last",
+              help="--int8: convolutions kept in FP32 (InstanceNorm and the uint8 pre/post always are).")
+@click.option("--int8-fp32-adds", is_flag=True, default=False, help="--int8: keep the residual additions in FP32 too.")
+@click.option("--int8-preset", type=click.Choice(["performance", "mixed"]), default="performance",
+              help="--int8: NNCF preset (mixed: asymmetric activation ranges).")
+@click.option("--int8-bias-correction", type=click.Choice(["fast", "full"]), default="fast",
+              help="--int8: NNCF bias correction (full: slower, per-layer on the calibration faces).")
+@click.option("--int8-accuracy-aware", is_flag=True, default=False,
+              help="--int8: NNCF accuracy control: layers return to FP32, most harmful first, until the graph reaches "
+                   "--int8-target-psnr against FP32 on a quarter of the calibration faces (slow: many runs).")
+@click.option("--int8-target-psnr", type=click.FloatRange(20, 80), default=38.0,
+              help="--int8-accuracy-aware: the PSNR (dB) against FP32 to reach.")
 @debug_option
 def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, norm, fp16, engine, overwrite,
          min_batch, opt_batch, max_batch, streams, timing_cache, workspace_gib, typing, instance_norm, verify_images,
-         verify_count, verify_random, threads):
+         verify_count, verify_random, threads, int8, bf16, calib, holdout, calib_count, holdout_count,
+         int8_fp32_convs, int8_fp32_adds, int8_preset, int8_bias_correction, int8_accuracy_aware, int8_target_psnr):
     """Export generators to verified ONNX graphs and, where TensorRT and a GPU exist, FP16 engines.
 
     Every graph is run with ONNX Runtime (CPU) against the PyTorch model before it is kept:
@@ -87,6 +117,9 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
       cyclemask-export --checkpoint runs/x/latest.pt --fp16 --out exported/
       cyclemask-export --checkpoint latest_net_G_A.pth --image-size 256 --out exported/
       cyclemask-export --from-onnx exported/mask.fp16.onnx        # on the GPU machine
+      cyclemask-export --checkpoint runs/x/latest.pt --int8 --bf16 \\
+          --calib mask=crops/trainA --holdout mask=crops/testA \\
+          --calib unmask=crops/trainB --holdout unmask=crops/testB
     """
     require_torch("cyclemask-export")
     from tqdm import tqdm
@@ -96,6 +129,10 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
 
     if (checkpoint is None) == (from_onnx is None):
         raise click.UsageError("give exactly one of --checkpoint and --from-onnx")
+    if from_onnx is not None and (int8 or bf16):
+        raise click.UsageError("--int8 / --bf16 start from the checkpoint (the eager model is the reference): use --checkpoint")
+    if (calib or holdout) and not (int8 or bf16):
+        raise click.UsageError("--calib / --holdout are for --int8 and --bf16")
     if from_onnx is not None:
         for name, value in (("--direction", direction), ("--image-size", image_size), ("--ngf", ngf),
                             ("--n-blocks", n_blocks), ("--norm", norm)):
@@ -116,9 +153,24 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
     )
     if out_dir is None:
         out_dir = from_onnx.parent if from_onnx is not None else Path("exported")
+    from .lowp import LowpOptions
+    from .quantize import Int8Config
+
+    lowp = LowpOptions(int8=int8, bf16=bf16, calib=_folder_pairs(calib, "--calib"),
+                       holdout=_folder_pairs(holdout, "--holdout"), holdout_count=holdout_count,
+                       config=Int8Config(calib_count=calib_count, fp32_convs=int8_fp32_convs,
+                                         fp32_residual_adds=int8_fp32_adds, preset=int8_preset,
+                                         bias_correction=int8_bias_correction, accuracy_aware=int8_accuracy_aware,
+                                         target_psnr_db=int8_target_psnr))
+    if int8:
+        from .quantize import nncf_available
+
+        ok, why = nncf_available()
+        if not ok:
+            raise ExportError(why)
     options = ExportOptions(out_dir=out_dir, image_size=image_size, fp16=fp16, engine=engine, overwrite=overwrite,
                             build=build, verify_images=verify_images, verify_count=verify_count,
-                            n_random=verify_random, threads=threads)
+                            n_random=verify_random, threads=threads, lowp=lowp)
     bar = tqdm(total=None, unit="step", desc="export", leave=False, dynamic_ncols=True)
 
     def plan(total: int) -> None:
@@ -149,6 +201,20 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
     _print_summary(result)
 
 
+def _folder_pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
+    """[DIRECTION=]DIR values as (direction or "*", folder) pairs."""
+    out = []
+    for v in values:
+        head, sep, tail = v.partition("=")
+        if sep and head in ("mask", "unmask"):
+            out.append((head, tail))
+        elif sep and head and "/" not in head:
+            raise click.BadParameter(f"{v!r}: the part before '=' must be mask or unmask", param_hint=flag)
+        else:
+            out.append(("*", v))
+    return tuple(out)
+
+
 def _fmt_size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
@@ -168,6 +234,9 @@ def _print_summary(result) -> None:
                 echo(f"            vs {c.against}: max |diff| {s.max_abs} LSB, within 1 LSB {s.frac_within_1:.3%}, "
                      f"exact {s.frac_exact:.2%}, mean {s.mean_abs:.4f}, PSNR {psnr} dB  [bounds: {c.bounds.describe()}] "
                      f"{'PASS' if c.passed else 'FAIL'}")
+            for check in a.lowp:
+                for line in check.lines():
+                    echo(f"            {line}")
     if result.engine_built:
         echo(result.engine_note)
     for note in result.notes:

@@ -7,7 +7,8 @@ A failed direction leaves nothing of itself behind; directions finished before i
 the error says which were written.
 
 Files per direction D (in `out_dir`):
-  D.onnx             FP32 graph                       (always)
+  D.onnx             FP32 graph                       (always; with bf16, its BF16 check in the metadata)
+  D.int8.onnx        INT8 graph (NNCF, QDQ)           (int8, export/quantize.py; verified by export/lowp.py)
   D.fp16.onnx        mixed-precision graph            (fp16)
   D.fp16.engine      TensorRT engine                  (fp16, where TensorRT and a GPU exist)
   D.fp16.engine.json its sidecar
@@ -32,6 +33,7 @@ from cyclemask.errors import CycleMaskError, ExportError
 from cyclemask.outputs import commit_partial, create_partial, discard_partial
 
 from .fp16 import to_fp16
+from .lowp import LowpCheck, LowpOptions
 from .onnx import OPSET, export_onnx
 from .tensorrt import EngineBuildConfig
 from .verify import (
@@ -66,6 +68,7 @@ class ExportOptions:
     n_random: int = 2
     batch_size: int = 2
     threads: int | None = None
+    lowp: LowpOptions = LowpOptions()  # INT8 graph and BF16 check (export/lowp.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -85,10 +88,11 @@ class ExportOptions:
 
 @dataclass
 class Artefact:
-    kind: str  # "onnx-fp32" | "onnx-fp16" | "engine" | "sidecar"
+    kind: str  # "onnx-fp32" | "onnx-int8" | "onnx-fp16" | "engine" | "sidecar"
     path: Path
     size: int
     checks: list[Verification] = field(default_factory=list)
+    lowp: list[LowpCheck] = field(default_factory=list)  # BF16 / INT8 checks on held-out faces
 
 
 @dataclass
@@ -115,6 +119,7 @@ class ExportResult:
 def artefact_paths(out_dir: Path, direction: str) -> dict[str, Path]:
     return {
         "onnx-fp32": out_dir / f"{direction}.onnx",
+        "onnx-int8": out_dir / f"{direction}.int8.onnx",
         "onnx-fp16": out_dir / f"{direction}.fp16.onnx",
         "engine": out_dir / f"{direction}.fp16.engine",
         "sidecar": sidecar_path(out_dir / f"{direction}.fp16.engine"),
@@ -226,7 +231,9 @@ def _verification_set(options: ExportOptions, image_size: int):
 
 
 def steps_per_direction(options: ExportOptions, engine: bool) -> int:
-    return 3 + (2 if options.fp16 else 0) + (2 if engine else 0)
+    lowp = options.lowp
+    return (3 + (2 if options.fp16 else 0) + (2 if engine else 0) + (1 if lowp.active else 0)
+            + (2 if lowp.int8 else 0) + (1 if lowp.bf16 else 0))
 
 
 def export_checkpoint(
@@ -265,6 +272,8 @@ def export_checkpoint(
     for d in gens:
         paths = artefact_paths(options.out_dir, d)
         planned.append(paths["onnx-fp32"])
+        if options.lowp.int8:
+            planned.append(paths["onnx-int8"])
         if options.fp16:
             planned.append(paths["onnx-fp16"])
         if engine:
@@ -274,6 +283,7 @@ def export_checkpoint(
     if on_plan:
         on_plan(1 + len(gens) * steps_per_direction(options, engine))
 
+    notes += options.lowp.check_directions(list(gens))
     ckpt_sha = file_sha256(ckpt)
     images, sources = _verification_set(options, size)
     if progress:
@@ -331,6 +341,8 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
                              seconds=time.perf_counter() - t1)
         artefacts.append(Artefact("onnx-fp32", final["onnx-fp32"], 0, [v32]))
         tick(f"{direction}: verified FP32 graph")
+        if options.lowp.active:
+            notes += _lowp_steps(direction, generator, size, images, staged, final, options, tick, artefacts)
         if options.fp16:
             to_fp16(staged["onnx-fp32"], staged["onnx-fp16"])
             tick(f"{direction}: converted to FP16")
@@ -357,13 +369,30 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
             a.size = staged[a.kind].stat().st_size
         # Graphs first, then the engine, then its sidecar: a reader that finds a sidecar finds
         # everything it describes.
-        for kind in ("onnx-fp32", "onnx-fp16", "engine", "sidecar"):
+        for kind in ("onnx-fp32", "onnx-int8", "onnx-fp16", "engine", "sidecar"):
             if any(a.kind == kind for a in artefacts):
                 commit_partial(staged[kind], final[kind])
         tick(f"{direction}: moved into place")
     finally:
         discard_partial(stage)
     return DirectionResult(direction, artefacts, time.perf_counter() - t0, notes)
+
+
+def _lowp_steps(direction, generator, size, images, staged, final, options: ExportOptions, tick,
+                artefacts: list[Artefact]) -> list[str]:
+    """INT8 graph and BF16 check on held-out faces (export/lowp.py). The BF16 figures belong to
+    the FP32 graph's Artefact (they are about running that graph); the INT8 graph is a new one.
+    Returns the notes."""
+    from .lowp import export_steps
+
+    real = images[:len(images) - options.n_random]  # verification_images: real photos first, then noise
+    res = export_steps(direction, generator, staged["onnx-fp32"], staged["onnx-int8"], final_fp32=final["onnx-fp32"],
+                       final_int8=final["onnx-int8"], options=options.lowp, size=size, fallback_faces=real,
+                       threads=options.threads, tick=tick)
+    artefacts[0].lowp = res.bf16_checks
+    if res.int8_checks:
+        artefacts.append(Artefact("onnx-int8", final["onnx-int8"], 0, [], res.int8_checks))
+    return res.notes
 
 
 def _engine_steps(staged, final, images, got16, reference, options: ExportOptions, tick, label) -> list[Artefact]:

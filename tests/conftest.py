@@ -103,6 +103,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_shared)
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own cyclemask cache (compiled OpenVINO models, auto's remembered
+    choice): nothing is written to the user's ~/.cache, and no test sees another's choice."""
+    monkeypatch.setenv("CYCLEMASK_CACHE_DIR", str(tmp_path_factory.mktemp("cyclemask-cache")))
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

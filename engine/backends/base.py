@@ -47,7 +47,7 @@ class BackendOptions:
     """Every backend's settings; each backend's factory takes the fields it uses."""
 
     device: str = "auto"  # torch: auto | cpu | cuda[:i]
-    precision: str = "fp32"  # torch
+    precision: str = "fp32"  # torch: fp32 | fp16 (CUDA) | bf16 (CPU); openvino: fp32 | bf16
     image_size: int | None = None  # torch: the model input size
     max_batch: int | None = None
     ort_provider: str = "auto"
@@ -59,6 +59,7 @@ class BackendOptions:
     ov_mode: str = "throughput"  # openvino: latency | throughput
     ov_requests: int | None = None  # openvino, throughput mode: infer requests in flight
     probe: bool = True  # auto on a CPU machine: time ORT and OpenVINO briefly and take the faster
+    cache: bool = True  # OpenVINO's compiled-model cache and auto's remembered choice (engine/model_cache.py)
 
 
 class Handle(Protocol):

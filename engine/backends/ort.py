@@ -38,7 +38,12 @@ def available() -> str | None:
 
 
 def from_options(path: Path, direction: str | None, opts: BackendOptions) -> "OrtBackend":
-    return OrtBackend(path, direction, provider=opts.ort_provider, threads=opts.threads, max_batch=opts.max_batch)
+    from ..run_defaults import GPU_BATCH
+
+    # Without --batch a GPU run takes GPU_BATCH (engine/run_defaults.py): the TensorRT EP's
+    # profile is sized for it. On the CPU provider the hint is unused.
+    return OrtBackend(path, direction, provider=opts.ort_provider, threads=opts.threads,
+                      max_batch=opts.max_batch or GPU_BATCH)
 
 
 class OrtBackend(SyncBackend):

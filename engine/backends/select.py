@@ -8,8 +8,10 @@ variants and the parity suite all iterate it, so a backend added here shows up e
 
 `create_backend` maps `--backend auto|trt|ort|torch|openvino` and a model file to a backend and
 says why it chose what it chose. On a machine without a CUDA GPU, `auto` with an ONNX graph
-picks between ONNX Runtime and OpenVINO by what is installed and a short measured warm-up of
-both. Nothing here imports torch unless a checkpoint or an engine is to be run.
+picks between ONNX Runtime and OpenVINO by what is installed, the graph's size and a short
+measured warm-up of both (remembered per graph and machine). A quality-changing precision
+(`--precision bf16`) is only ever asked for, never picked. Nothing here imports torch unless a
+checkpoint or an engine is to be run.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class BackendSpec:
     factory: Callable[[Path, "str | None", BackendOptions], Backend]
     available: Callable[[], "str | None"]  # None when it can run here, else why not
     summary: str
+    #: --precision values it runs (a graph or engine otherwise runs its own precision; bf16:
+    #: CPUs with native BF16 only, checked when the backend is built or loaded).
+    precisions: tuple[str, ...] = ("fp32",)
 
 
 REGISTRY: dict[str, BackendSpec] = {
@@ -53,9 +58,9 @@ REGISTRY: dict[str, BackendSpec] = {
     "ort": BackendSpec("ort", ("graph",), ort_backend.from_options, ort_backend.available,
                        "ONNX Runtime (TensorRT, CUDA or CPU execution provider)"),
     "torch": BackendSpec("torch", ("checkpoint",), torch_backend.from_options, torch_backend.available,
-                         "PyTorch eager, CUDA graphs or torch.compile"),
+                         "PyTorch eager, CUDA graphs or torch.compile", torch_backend.TORCH_PRECISIONS),
     "openvino": BackendSpec("openvino", ("graph",), openvino_backend.from_options, openvino_backend.available,
-                            "OpenVINO on the CPU"),
+                            "OpenVINO on the CPU", tuple(openvino_backend.OV_PRECISIONS)),
 }
 #: What --backend takes (the CLI's choices, fixed at import).
 BACKEND_NAMES = ("auto", *REGISTRY)
@@ -122,6 +127,7 @@ def create_backend(
         raise ConfigError(f"--size applies to checkpoints only: {path} fixes its own image size")
     if opts.compile and kind != "checkpoint":
         raise ConfigError(f"--compile applies to the torch backend (checkpoints): {path} is {KIND_NAMES[kind]}")
+    _check_precision(path, kind, backend, opts.precision)
     if backend != "auto":
         return REGISTRY[backend].factory(path, direction, opts), f"--backend {backend}"
     if kind == "engine":
@@ -146,6 +152,25 @@ def create_backend(
     return be, reason
 
 
+def _check_precision(path: Path, kind: str, backend: str, precision: str) -> None:
+    """--precision against what the model and backend can run: quality-changing precisions are
+    asked for, never picked, and one that cannot run here is an error, not a silent FP32 run."""
+    known = list(dict.fromkeys(p for spec in REGISTRY.values() for p in spec.precisions))
+    if precision not in known:
+        raise ConfigError(f"precision must be one of {', '.join(known)}; got {precision!r}")
+    if precision == "fp32":
+        return
+    if kind == "engine":
+        raise ConfigError(f"--precision {precision}: {path} is a TensorRT engine, which runs the precision it was built with")
+    if kind == "graph" and precision == "fp16":
+        raise ConfigError(f"--precision fp16: {path} is a graph and runs its own precision; for FP16 run the FP16 graph "
+                          "or engine (cyclemask-export --fp16)")
+    if backend != "auto" and precision not in REGISTRY[backend].precisions:
+        runs_it = [n for n, spec in REGISTRY.items() if precision in spec.precisions and kind in spec.kinds]
+        raise ConfigError(f"--precision {precision}: --backend {backend} runs a graph in its own precision; "
+                          f"--precision {precision} runs on --backend {' or '.join(runs_it) or 'none of them'}")
+
+
 def _ort(path: Path, direction: str | None, opts: BackendOptions) -> Backend:
     return REGISTRY["ort"].factory(path, direction, opts)
 
@@ -158,6 +183,14 @@ def _auto_graph(path: Path, direction: str | None, opts: BackendOptions) -> tupl
     """auto for an ONNX graph: ORT on a GPU machine; on a CPU machine ORT or OpenVINO."""
     has_ort = REGISTRY["ort"].available() is None
     has_ov = REGISTRY["openvino"].available() is None
+    if opts.precision == "bf16":
+        if opts.ort_provider != "auto":
+            raise ConfigError("--precision bf16 runs on OpenVINO; ONNX Runtime (--ort-provider) does not run BF16")
+        if not has_ov:
+            raise BackendError(f"{path}: --precision bf16 runs a graph on OpenVINO, which is not installed "
+                               "(pip install openvino)")
+        return _openvino(path, direction, opts), ("auto: openvino, because --precision bf16 was asked for and "
+                                                  "OpenVINO is the graph runtime that runs BF16")
     if opts.ort_provider != "auto":
         return _ort(path, direction, opts), (f"auto: ort, because the model is an ONNX graph and "
                                              f"--ort-provider {opts.ort_provider} was given")
@@ -182,20 +215,43 @@ def _auto_graph(path: Path, direction: str | None, opts: BackendOptions) -> tupl
 
 
 #: The CPU probe: untimed calls, then timed rounds of single images (as many in flight as the
-#: backend keeps) for at least PROBE_SECONDS each. A model whose first OpenVINO image takes more
-#: than PROBE_HEAVY_S is not timed against ORT: the warm-up would cost seconds of the user's run
-#: to confirm what the benchmarks show for such models (OpenVINO ahead of ORT on the CPU).
-PROBE_UNTIMED, PROBE_ROUNDS, PROBE_SECONDS, PROBE_HEAVY_S = 1, 2, 0.2, 0.25
+#: backend keeps) for at least PROBE_SECONDS each. A graph of more than PROBE_HEAVY_GMACS per
+#: image (estimated from the file, engine/model_cache.py) is not timed at all: the warm-up would
+#: cost seconds of the user's run (an unused inference of half a second per image for the full
+#: generator on 2 cores) to confirm what the benchmarks show for such models (OpenVINO ahead of
+#: ORT on the CPU). A graph that records no image size is judged by its first OpenVINO image
+#: (PROBE_HEAVY_S). A measured choice is remembered per graph content and machine, so only the
+#: first run of a graph pays for it.
+PROBE_UNTIMED, PROBE_ROUNDS, PROBE_SECONDS, PROBE_HEAVY_GMACS, PROBE_HEAVY_S = 1, 2, 0.2, 10.0, 0.25
 
 
 def _probe_cpu(path: Path, direction: str | None, opts: BackendOptions) -> tuple[Backend, str]:
     """Activate OpenVINO and ORT (CPU) on the graph, time a few single-image calls of each,
     alternating so that other load on the machine hits both alike, keep the faster one active.
 
-    Where one image is slow (a full-size generator on a small CPU) only OpenVINO is loaded."""
+    A heavy graph (the full generator) goes to OpenVINO untimed and not yet activated; a choice
+    measured in an earlier run on this machine is reused (engine/model_cache.py)."""
     import time
 
+    from ..model_cache import cached_probe, estimated_gmacs, graph_sha256, probe_key, remember_probe
+
+    gmacs = estimated_gmacs(path)
+    if gmacs is not None and gmacs > PROBE_HEAVY_GMACS:
+        return _openvino(path, direction, opts), (
+            f"auto: openvino, because the model is an ONNX graph, no CUDA GPU is visible and at ~{gmacs:.0f} GMACs "
+            "per image OpenVINO is the faster CPU runtime (benchmarks/cpu_backends.py); not timed, to save start-up")
     cpu = replace(opts, ort_provider="cpu")
+    key = probe_key(graph_sha256(path), opts.threads, opts.ov_mode) if opts.cache else None
+    cached = cached_probe(key) if key else None
+    if cached is not None and cached["winner"] in ("openvino", "ort"):
+        winner = cached["winner"]
+        other = "ort" if winner == "openvino" else "openvino"
+        ms = cached["ms"]
+        figures = f"{ms.get(winner, float('nan')):.1f} ms per image vs {other} {ms.get(other, float('nan')):.1f} ms"
+        be = _openvino(path, direction, opts) if winner == "openvino" else _ort(path, direction, cpu)
+        return be, (f"auto: {winner}, because the model is an ONNX graph, no CUDA GPU is visible, and a warm-up "
+                    f"of this graph on this machine ({cached.get('when', 'earlier')}) took {figures} (remembered; "
+                    "--no-cache times it again, --no-probe takes OpenVINO untimed)")
     ov = _openvino(path, direction, opts)
     t_all = time.perf_counter()
     try:
@@ -210,7 +266,7 @@ def _probe_cpu(path: Path, direction: str | None, opts: BackendOptions) -> tuple
         return _ort(path, direction, cpu), (
             f"auto: ort, because the model is an ONNX graph, no CUDA GPU is visible and OpenVINO failed to "
             f"load it ({exc})")
-    if first > PROBE_HEAVY_S:
+    if gmacs is None and first > PROBE_HEAVY_S:  # a graph that records no size: its first image tells
         return ov, (
             f"auto: openvino, because the model is an ONNX graph and no CUDA GPU is visible; its first image "
             f"took {first:.2f} s here, too long to time ONNX Runtime against it too, and OpenVINO is the faster "
@@ -245,6 +301,8 @@ def _probe_cpu(path: Path, direction: str | None, opts: BackendOptions) -> tuple
         if name != winner:
             be.deactivate()
     spent = time.perf_counter() - t_all
+    if key:
+        remember_probe(key, winner, {n: 1000 * v for n, v in best.items()})
     other = next(n for n in best if n != winner)
     ratio = best[other] / best[winner]
     return cands[winner], (

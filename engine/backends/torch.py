@@ -19,6 +19,7 @@ from .base import BackendOptions, SyncBackend
 log = logging.getLogger(__name__)
 
 DEFAULT_TORCH_SIZE = 256  # the paper's and the reference's training size
+TORCH_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def available() -> str | None:
@@ -50,12 +51,13 @@ class TorchBackend(SyncBackend):
     """Eager PyTorch from a checkpoint (a bundle holding both directions, a network file, or a
     reference-repository generator file).
 
-    device: "cpu" or "cuda[:i]"; precision "fp32" (IEEE: TF32 is off while it runs on CUDA) or
+    device: "cpu" or "cuda[:i]"; precision "fp32" (IEEE: TF32 is off while it runs on CUDA),
     "fp16" (CUDA only: half-precision convolutions on the CPU are slow and not what the engines
-    run). `cuda_graphs` captures the forward pass once for `max_batch` images and replays it (a
-    partial batch is padded: instance and batch norm in eval mode treat images independently,
-    so padding changes nothing);
-    `channels_last` stores activations NHWC, which cuDNN prefers for FP16.
+    run) or "bf16" (CPU only, on CPUs with native BF16: weights and activations in bfloat16,
+    about 2x faster than FP32 there at a verified error; elsewhere an error). `cuda_graphs`
+    captures the forward pass once for `max_batch` images and replays it (a partial batch is
+    padded: instance and batch norm in eval mode treat images independently, so padding changes
+    nothing); `channels_last` stores activations NHWC, which cuDNN prefers for FP16.
     """
 
     name = "torch"
@@ -78,12 +80,19 @@ class TorchBackend(SyncBackend):
         super().__init__(Path(model_path) if model_path is not None else None, direction)
         if (model_path is None) == (generator is None):
             raise ConfigError("TorchBackend needs a checkpoint path or a generator (one of them)")
-        if precision not in ("fp32", "fp16"):
-            raise ConfigError(f"precision must be fp32 or fp16; got {precision!r}")
+        if precision not in TORCH_PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(TORCH_PRECISIONS)}; got {precision!r}")
         if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
             raise ConfigError(f"device must be cpu, cuda or cuda:N; got {device!r}")
         if precision == "fp16" and device == "cpu":
-            raise ConfigError("fp16 needs a CUDA device; on the CPU use --precision fp32")
+            raise ConfigError("fp16 needs a CUDA device; on the CPU use --precision fp32 (or bf16 where the CPU has it)")
+        if precision == "bf16" and device != "cpu":
+            raise ConfigError("--precision bf16 is the CPU's low precision: add --device cpu, or on the CUDA device "
+                              "use --precision fp16")
+        if precision == "bf16":
+            from ..cpu_features import require_bf16
+
+            require_bf16("torch on the CPU")
         if cuda_graphs and device == "cpu":
             raise ConfigError("CUDA graphs need a CUDA device (--device cuda)")
         if cuda_graphs and not max_batch:
@@ -146,7 +155,7 @@ class TorchBackend(SyncBackend):
             self._image_size, self.size_source = extra_size, "recorded in the checkpoint"
         else:
             self._image_size, self.size_source = DEFAULT_TORCH_SIZE, "default (the checkpoint records none)"
-        dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
         net = net.eval().to(device=self._device, dtype=dtype)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)

@@ -235,6 +235,7 @@ class TrtBackend(Backend):
         self.streams = streams
         self.device_index = device
         self.max_in_flight = streams
+        self.opt_batch: int | None = None  # the profile's optimum: the default --batch
         self.sidecar: dict[str, Any] = {}
         self._slots: list[_Slot] = []
         self._next = 0
@@ -296,10 +297,11 @@ class TrtBackend(Backend):
                                f"rebuild it: {redo}")
         n_profiles = max(1, int(engine.num_optimization_profiles))
         if shape[0] == -1:
-            pmin, _, pmax = engine.get_tensor_profile_shape(self._in, 0)
+            pmin, popt, pmax = engine.get_tensor_profile_shape(self._in, 0)
             self._min_batch, self.max_batch = int(pmin[0]), int(pmax[0])
+            self.opt_batch = int(popt[0])
         else:
-            self._min_batch = self.max_batch = int(shape[0])
+            self._min_batch = self.max_batch = self.opt_batch = int(shape[0])
         side_profiles = self.sidecar.get("profiles")
         if isinstance(side_profiles, int) and side_profiles != n_profiles:
             raise BackendError(f"{p}: sidecar says {side_profiles} optimization profiles, the engine has {n_profiles}; "

@@ -1,4 +1,5 @@
-"""benchmarks/cpu_backends.py: cyclemask-run per CPU backend, alternating rounds, on a tiny model."""
+"""benchmarks/cpu_backends.py: cyclemask-run per CPU backend and precision against the plain
+eager loop, alternating rounds, on a tiny model."""
 
 from __future__ import annotations
 
@@ -25,20 +26,36 @@ def test_summary_parsing():
     assert c.group(1) == "openvino (CPU, latency mode)" and c.group(2) == "auto: openvino, because x"
 
 
-def test_unknown_candidate_is_refused():
+def test_plain_loop_summary_parsing():
+    m = cb.PLAIN.search("plain loop: 12 images, first output after 2.31 s, 8.20 s in all\n")
+    assert (int(m.group(1)), float(m.group(2)), float(m.group(3))) == (12, 2.31, 8.2)
+
+
+def test_unknown_candidate_and_bad_batches_are_refused():
     res = CliRunner().invoke(cb.main, ["--candidates", "ort,tensorflow"])
     assert res.exit_code == 2 and "unknown tensorflow" in res.output
+    res = CliRunner().invoke(cb.main, ["--eager-batches", "1,x"])
+    assert res.exit_code == 2 and "comma-separated batch sizes" in res.output
+
+
+def test_candidates_cover_every_precision():
+    assert {"openvino-bf16", "torch-bf16", "openvino-int8", "ort-int8", "auto", "plain", "eager"} <= set(cb.CANDIDATES)
+    assert cb.CANDIDATES["plain"][1] is None  # benchmarks/plain_loop.py, not cyclemask-run
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
-def test_tiny_run_has_a_row_per_candidate():
-    res = CliRunner().invoke(cb.main, ["--model", "tiny", "--images", "4", "--rounds", "1", "--batch", "2",
+def test_tiny_run_has_a_row_per_candidate_and_both_baselines():
+    res = CliRunner().invoke(cb.main, ["--model", "tiny", "--images", "4", "--rounds", "1", "--eager-batches", "1,2",
                                        "--candidates", "openvino,auto", "--threads", "1", "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.index("{"):])
     rows = {r["candidate"]: r for r in summary["rows"]}
-    assert list(rows) == ["eager", "openvino", "auto"]
-    assert rows["eager"]["vs_eager"] == 1.0
+    assert list(rows) == ["plain", "eager b1", "eager b2", "openvino", "auto"]
+    best = summary["eager_baseline"]
+    assert best in ("eager b1", "eager b2") and rows[best]["vs_eager_best"] == 1.0
+    assert rows["plain"]["plain_vs_this_wall"] == 1.0
     assert all(r["fps_median"] > 0 and len(r["fps_all"]) == 1 for r in rows.values())
+    # The first output comes after the process starts and before it ends.
+    assert all(0 < r["first_output_s_median"] <= r["wall_s_median"] for r in rows.values())
     assert rows["openvino"]["backend"].startswith("openvino (CPU")
     assert rows["auto"]["reason"].startswith("auto: ")

@@ -218,7 +218,8 @@ def test_help_documents_every_option():
                 "--queue-depth", "--progress", "--debug"):
         assert opt in res.output, opt
     text = " ".join(res.output.split())  # click wraps to the terminal width
-    assert "[default: auto]" in text and "[default: 8; 1<=x<=4096]" in text and "[default: 2; 1<=x<=16]" in text
+    assert "[default: auto]" in text and "[default: 2; 1<=x<=16]" in text
+    assert "1 on the CPU" in text and "8 on a GPU" in text and "--no-cache" in text
 
 
 # ------------------------------------------------------------------------------------------------

@@ -205,20 +205,61 @@ def test_create_backend_openvino_and_auto_on_cpu(mask_graph, bundle_path, tiny_p
 
 
 @needs_openvino
-def test_auto_skips_timing_ort_when_one_image_is_slow(mask_graph, monkeypatch):
+def test_auto_takes_openvino_untimed_for_a_heavy_graph(mask_graph, monkeypatch):
     import cyclemask.engine.backends.select as backends
     from cyclemask.engine.backends.openvino import OpenVinoBackend
 
-    monkeypatch.setattr(backends, "PROBE_HEAVY_S", 0.0)  # every model counts as heavy
+    monkeypatch.setattr(backends, "PROBE_HEAVY_GMACS", 0.0)  # every graph counts as heavy
     built = []
     real_ort = backends._ort
     monkeypatch.setattr(backends, "_ort", lambda *a: built.append(a) or real_ort(*a))
     be, why = create_backend(mask_graph, "auto")
+    # No warm-up inference at all: the choice comes from the graph's size, and the backend is
+    # handed back unloaded (the run loads it once).
+    assert isinstance(be, OpenVinoBackend) and not be.is_active
+    assert "GMACs per image" in why and "not timed" in why and not built
+
+
+@needs_openvino
+def test_auto_judges_a_graph_without_a_recorded_size_by_its_first_image(mask_graph, monkeypatch, tmp_path):
+    import cyclemask.engine.backends.select as backends
+    from cyclemask.engine.backends.openvino import OpenVinoBackend
+
+    plain = tmp_path / "plain.onnx"
+    m = onnx.load(str(mask_graph))
+    del m.metadata_props[:]
+    onnx.save(m, str(plain))
+    monkeypatch.setattr(backends, "PROBE_HEAVY_S", 0.0)  # every first image counts as slow
+    built = []
+    real_ort = backends._ort
+    monkeypatch.setattr(backends, "_ort", lambda *a: built.append(a) or real_ort(*a))
+    be, why = create_backend(plain, "auto")
     try:
         assert isinstance(be, OpenVinoBackend) and be.is_active
         assert "too long to time ONNX Runtime" in why and not built
     finally:
         be.deactivate()
+
+
+@needs_openvino
+def test_auto_remembers_its_measured_choice(mask_graph, monkeypatch, tmp_path):
+    import cyclemask.engine.backends.select as backends
+
+    monkeypatch.setenv("CYCLEMASK_CACHE_DIR", str(tmp_path / "cache"))
+    be, why = create_backend(mask_graph, "auto", None, BackendOptions(threads=1))
+    be.deactivate()
+    assert "warm-up it took" in why and (tmp_path / "cache" / "probe.json").is_file()
+    built = []
+    real_ort = backends._ort
+    monkeypatch.setattr(backends, "_ort", lambda *a: built.append(a) or real_ort(*a))
+    again, why2 = create_backend(mask_graph, "auto", None, BackendOptions(threads=1))
+    # A probe hands its winner back active; a remembered choice builds only the winner, unloaded.
+    assert again.name == be.name and not again.is_active and "remembered" in why2
+    assert len(built) == (1 if be.name == "ort" else 0)
+    # Another thread setting is another measurement; --no-cache never reads or writes the file.
+    other, why3 = create_backend(mask_graph, "auto", None, BackendOptions(threads=2, cache=False))
+    other.deactivate()
+    assert "warm-up it took" in why3
 
 
 def test_auto_without_openvino_takes_ort_and_says_why(mask_graph, monkeypatch):

@@ -1,9 +1,11 @@
 """Figures and thresholds of the parity suite (see README.md in this folder).
 
-The pixel bounds are export/verify.py's (FP32_BOUNDS, FP16_BOUNDS, ENGINE_BOUNDS, with its
-`compare_uint8` and `ParityStats`): one definition for the export check and this suite,
-calibrated on the trained embedded generators by scripts/calibrate_parity.py. Added here:
-per-image figures, so a failure names the worst images, and the KID bound.
+The pixel bounds are export/verify.py's (FP32_BOUNDS, FP16_BOUNDS, ENGINE_BOUNDS, BF16_BOUNDS,
+INT8_BOUNDS, with its `compare_uint8` and `ParityStats`): one definition for the export check
+and this suite, calibrated on the trained embedded generators by scripts/calibrate_parity.py
+(BF16 and INT8: by cyclemask.export.calibrate_lowp). Added here: per-image figures, so a
+failure names the worst images, the KID bound, and for INT8 the export's task bound (the
+masked/unmasked classifier's success rate, export/lowp.py).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import pytest
 
 from benchmarks.inputs import direction_faces, face_inputs, source_description
 from benchmarks.variants import Artefacts, ArtefactUnavailable, ModelSpec, Variant, seeded_generator
-from cyclemask.export.verify import ENGINE_BOUNDS, FP16_BOUNDS, FP32_BOUNDS, Bounds, ParityStats, compare_uint8
+from cyclemask.export.verify import (BF16_BOUNDS, ENGINE_BOUNDS, FP16_BOUNDS, FP32_BOUNDS, INT8_BOUNDS, Bounds,
+                                     ParityStats, compare_uint8)
 
 #: Variant precision -> bounds. "fp16-trt" (TensorRT engines, ONNX Runtime's TensorRT EP) gets
-#: export/verify.py's engine bounds: TensorRT picks its own FP16 kernels.
-BOUNDS: dict[str, Bounds] = {"fp32": FP32_BOUNDS, "fp16": FP16_BOUNDS, "fp16-trt": ENGINE_BOUNDS}
+#: export/verify.py's engine bounds: TensorRT picks its own FP16 kernels. BF16 and INT8 bounds
+#: hold for trained generators only (test_parity.py runs those variants on the trained cases).
+BOUNDS: dict[str, Bounds] = {"fp32": FP32_BOUNDS, "fp16": FP16_BOUNDS, "fp16-trt": ENGINE_BOUNDS,
+                             "bf16": BF16_BOUNDS, "int8": INT8_BOUNDS}
 
 #: The distribution bound. KID (cyclemask.metrics.fid.paired_kid: TF Inception pool3 features,
 #: cubic kernel, every term over pairs i != j because the two sets are outputs of the same
@@ -32,7 +37,8 @@ BOUNDS: dict[str, Bounds] = {"fp32": FP32_BOUNDS, "fp16": FP16_BOUNDS, "fp16-trt
 #: 64 faces, while an FP16 graph scores 0.04), whereas KID is unbiased at any size and comes
 #: with a standard error. Measured on the embedded 80 px 'mask' generator, 64 faces: +-1 LSB
 #: noise 5.3e-5, +-2 LSB 3.3e-4; the FP16 graph 3.5e-8 (SE 2.1e-7); zero padding in place of
-#: reflection padding 1.7e-2 (SE 2.2e-3).
+#: reflection padding 1.7e-2 (SE 2.2e-3). BF16 and INT8 have no KID bound: their distribution
+#: check is the classifier's success rate (INT8, as at export), and BF16's pixel bounds.
 KID_NOISE_LSB: dict[str, int] = {"fp32": 1, "fp16": 2, "fp16-trt": 2}
 
 
@@ -61,6 +67,8 @@ class ParityResult:
     kid_se: float | None = None
     kid_max: float | None = None
     kid_note: str = ""
+    task: object = None  # export.lowp.TaskFigures on a trained case (INT8)
+    task_max_drop: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -82,6 +90,14 @@ class ParityResult:
         return [] if low <= self.kid_max else [
             f"KID {self.kid:.2e} (SE {self.kid_se:.1e}) - 2 SE > {self.kid_max:.2e} (eager outputs with +-{k} LSB noise)"]
 
+    def task_failures(self) -> list[str]:
+        if self.task is None or self.task_max_drop is None:
+            return []
+        t = self.task
+        return [] if abs(t.change) <= self.task_max_drop + 1e-9 else [
+            f"classifier success {t.lowp:.1%} vs eager {t.fp32:.1%}: {100 * abs(t.change):.1f} points > "
+            f"{100 * self.task_max_drop:g} ({t.flipped} of {t.n} faces called differently)"]
+
     def message(self, failures: list[str]) -> str:
         worst = "; ".join(f.describe() for f in self.worst())
         kid = f", KID - 2 SE <= {self.kid_max:.2e}" if self.kid_max is not None else ""
@@ -96,7 +112,9 @@ class ParityResult:
                 "frac_off_gt1": round(1.0 - self.stats.frac_within_1, 6), "psnr_db": psnr,
                 "kid": self.kid, "kid_se": self.kid_se, "kid_max": self.kid_max, "kid_note": self.kid_note,
                 "worst": [f.label for f in self.worst() if f.max_abs > 0],
-                "pixel_ok": not self.pixel_failures(), "kid_ok": not self.kid_failures(), **self.extra}
+                "pixel_ok": not self.pixel_failures(), "kid_ok": not self.kid_failures(),
+                **({"task_change_points": round(100 * self.task.change, 2), "task_ok": not self.task_failures()}
+                   if self.task is not None else {}), **self.extra}
 
 
 def compare(variant: str, precision: str, backend: str, got: np.ndarray, want: np.ndarray,
@@ -269,6 +287,17 @@ def check_kid(case: Case, result: ParityResult, outputs: np.ndarray, key: str, i
     result.kid, result.kid_se = paired_kid(feats, ref)
     result.kid_max = kid_bound(case, result.precision, inception)
     result.kid_note = f"{len(ref)} face images"
+    return result
+
+
+def check_task(case: Case, result: ParityResult, outputs: np.ndarray) -> ParityResult:
+    """The export's INT8 task bound (export/lowp.py): the masked/unmasked classifier's success
+    rate on the variant's face outputs against eager's, for the case's direction."""
+    from cyclemask.export.lowp import TASK_MAX_DROP, task_figures
+
+    faces = np.flatnonzero(case.is_face)
+    result.task = task_figures(case.artefacts.direction, case.eager[faces], outputs[faces])
+    result.task_max_drop = TASK_MAX_DROP
     return result
 
 

@@ -10,6 +10,12 @@ generator (ngf 16, 3 blocks, 64 px, 12 faces + 2 noise), and the seeded full gen
 weights are not faces, so a distribution measure of them means little. Variants come from
 benchmarks/variants.py: CUDA ones are marked gpu, TensorRT ones trt, and skip with the reason
 where that is missing; a variant whose optional package is missing skips with the reason.
+
+The CPU's low precisions (`openvino-cpu-bf16`, `torch-cpu-bf16`, `openvino-cpu-int8`,
+`ort-cpu-int8`) run on the trained cases only: their bounds (BF16_BOUNDS, INT8_BOUNDS) are for
+trained generators, whose outputs are smooth, where random weights give noise that no 8-bit
+format keeps. INT8 also meets the export's task bound there (the classifier's success rate
+within 3 points of eager's); neither has a KID bound.
 """
 
 from __future__ import annotations
@@ -17,23 +23,29 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.variants import variants
-from parity_helpers import check_kid, parity_result, record
+from parity_helpers import check_kid, check_task, parity_result, record
 
 VARIANTS = variants()
 
 
-def _params(slow: bool = False):
+def _params(slow: bool = False, trained: bool = True, kid: bool = False):
+    """Variants as test parameters: on a seeded case (`trained=False`) and for KID, without
+    those whose bounds hold for trained generators only."""
     out = []
     for v in VARIANTS:
+        if v.trained_only and (not trained or kid):
+            continue
         marks = [getattr(pytest.mark, m) for m in v.markers] + ([pytest.mark.slow] if slow else [])
         out.append(pytest.param(v, id=v.name, marks=marks))
     return out
 
 
-def _check_pixels(case, variant):
+def _check_pixels(case, variant, trained: bool = False):
     result = parity_result(case, variant)
+    if trained and variant.precision == "int8":
+        check_task(case, result, case.outputs[variant.name][0])
     record(case, result, "pixel")
-    bad = result.pixel_failures()
+    bad = result.pixel_failures() + result.task_failures()
     assert not bad, result.message(bad)
     # The suite must compare something real: outputs span the range and backends were fed the
     # inputs (a backend returning eager's array untouched would not get here through infer()).
@@ -51,29 +63,29 @@ def _check_kid(case, variant, inception):
 
 @pytest.mark.parametrize("variant", _params())
 def test_pixel_parity_trained_mask(trained_mask_case, variant):
-    _check_pixels(trained_mask_case, variant)
+    _check_pixels(trained_mask_case, variant, trained=True)
 
 
 @pytest.mark.parametrize("variant", _params())
 def test_pixel_parity_trained_unmask(trained_unmask_case, variant):
-    _check_pixels(trained_unmask_case, variant)
+    _check_pixels(trained_unmask_case, variant, trained=True)
 
 
-@pytest.mark.parametrize("variant", _params())
+@pytest.mark.parametrize("variant", _params(kid=True))
 def test_kid_parity_trained_mask(trained_mask_case, variant, inception):
     _check_kid(trained_mask_case, variant, inception)
 
 
-@pytest.mark.parametrize("variant", _params(slow=True))
+@pytest.mark.parametrize("variant", _params(slow=True, kid=True))
 def test_kid_parity_trained_unmask(trained_unmask_case, variant, inception):
     _check_kid(trained_unmask_case, variant, inception)
 
 
-@pytest.mark.parametrize("variant", _params())
+@pytest.mark.parametrize("variant", _params(trained=False))
 def test_pixel_parity_small(small_case, variant):
     _check_pixels(small_case, variant)
 
 
-@pytest.mark.parametrize("variant", _params(slow=True))
+@pytest.mark.parametrize("variant", _params(slow=True, trained=False))
 def test_pixel_parity_full_size(full_case, variant):
     _check_pixels(full_case, variant)

@@ -14,7 +14,7 @@ from benchmarks import variants as variants_mod
 from benchmarks.inputs import SHARED_FACES, face_inputs, synthetic_faces
 from benchmarks.variants import (ARTEFACT_KINDS, Artefacts, ArtefactUnavailable, Variant, select,
                                  seeded_generator, variants)
-from cyclemask.export.verify import ENGINE_BOUNDS, FP16_BOUNDS, FP32_BOUNDS
+from cyclemask.export.verify import BF16_BOUNDS, ENGINE_BOUNDS, FP16_BOUNDS, FP32_BOUNDS, INT8_BOUNDS
 from parity_helpers import BOUNDS, KID_NOISE_LSB, compare
 
 # ------------------------------------------------------------------------------------------------
@@ -24,6 +24,7 @@ from parity_helpers import BOUNDS, KID_NOISE_LSB, compare
 
 def test_bounds_are_export_verify_bounds():
     assert BOUNDS["fp32"] is FP32_BOUNDS and BOUNDS["fp16"] is FP16_BOUNDS and BOUNDS["fp16-trt"] is ENGINE_BOUNDS
+    assert BOUNDS["bf16"] is BF16_BOUNDS and BOUNDS["int8"] is INT8_BOUNDS
     from benchmarks.variants import PRECISIONS
 
     assert set(BOUNDS) == set(PRECISIONS)  # every variant precision has bounds
@@ -51,6 +52,40 @@ def test_failure_names_worst_images_with_their_figures(rng):
     assert row["max_abs_lsb"] == 5 and not row["pixel_ok"] and row["worst"][0] == "c.jpg"
 
 
+def test_task_failure_is_reported():
+    from cyclemask.export.lowp import TASK_MAX_DROP, TaskFigures
+
+    want = np.zeros((1, 4, 4, 3), np.uint8) + 100
+    r = compare("ort-cpu-int8", "int8", "desc", want.copy(), want, ["only.png"])
+    assert r.task_failures() == []
+    r.task, r.task_max_drop = TaskFigures("masked", 0.95, 0.90, 20, 1), TASK_MAX_DROP
+    assert r.task_failures() == ["classifier success 90.0% vs eager 95.0%: 5.0 points > 3 (1 of 20 faces called "
+                                 "differently)"]
+    assert r.row()["task_change_points"] == -5.0 and not r.row()["task_ok"]
+
+
+def test_low_precision_variants_run_on_trained_generators_only():
+    low = {v.name: v for v in variants() if v.trained_only}
+    assert set(low) == {"openvino-cpu-bf16", "torch-cpu-bf16", "openvino-cpu-int8", "ort-cpu-int8"}
+    assert {v.precision for v in low.values()} == {"bf16", "int8"}
+    assert all(v.artefact == "graph-int8" for v in low.values() if v.precision == "int8")
+    assert dict(low["openvino-cpu-bf16"].options)["precision"] == "bf16"
+    assert not any(v.trained_only for v in variants() if v.precision in ("fp32", "fp16", "fp16-trt"))
+
+
+def test_calibration_faces_are_not_the_compared_faces(tmp_path, rng):
+    from benchmarks.inputs import calibration_faces
+
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), rng.integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    first, _, _ = face_inputs(8, 3, 0, faces_dir=tmp_path)
+    calib = calibration_faces(8, 3, faces_dir=tmp_path)
+    assert calib.shape == (3, 8, 8, 3)
+    assert not any(np.array_equal(c, f) for c in calib for f in first)
+    synthetic = calibration_faces(8, 2, faces_dir=tmp_path / "absent")
+    assert synthetic.shape == (2, 8, 8, 3) and not np.array_equal(synthetic, synthetic_faces(2, 8)[0])
+
+
 def test_kid_failure_is_reported():
     want = np.zeros((1, 4, 4, 3), np.uint8) + 100
     r = compare("x", "fp16", "desc", want.copy(), want, ["only.png"])
@@ -67,7 +102,7 @@ def test_kid_failure_is_reported():
 def test_compare_rejects_bad_arguments(rng):
     a = rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="precision must be one of"):
-        compare("x", "int8", "d", a, a, ["1", "2"])
+        compare("x", "int4", "d", a, a, ["1", "2"])
     with pytest.raises(ValueError, match="1 labels for 2 images"):
         compare("x", "fp32", "d", a, a, ["1"])
 
@@ -145,7 +180,7 @@ def test_backend_added_later_is_discovered(monkeypatch):
 
 
 def test_select_by_pattern_and_device():
-    assert [v.name for v in select(["ort-cpu-*"])] == ["ort-cpu-fp32", "ort-cpu-fp16"]
+    assert [v.name for v in select(["ort-cpu-*"])] == ["ort-cpu-fp32", "ort-cpu-fp16", "ort-cpu-int8"]
     assert all(v.device in ("cpu", "any") for v in select(device="cpu"))
     assert all(v.device in ("cuda", "any") for v in select(device="cuda"))
     with pytest.raises(KeyError, match="no variant matches nope.*; known: torch-cpu-fp32"):
@@ -158,7 +193,7 @@ def test_variant_checks_its_fields():
     with pytest.raises(ValueError, match="artefact must be one of"):
         Variant("x", "ort", "savedmodel", "fp32", "cpu")
     with pytest.raises(ValueError, match="precision must be one of"):
-        Variant("x", "ort", "graph-fp32", "int8", "cpu")
+        Variant("x", "ort", "graph-fp32", "int4", "cpu")
 
 
 def test_compile_variant_waits_for_the_backend_option():
@@ -191,7 +226,7 @@ def test_artefacts_say_what_cannot_be_made(tmp_path):
     with pytest.raises(ValueError, match="artefact kind must be one of"):
         arts.path("pickle")
     assert arts.path("checkpoint").is_file() and "checkpoint" in arts.seconds
-    assert set(ARTEFACT_KINDS) == {"checkpoint", "graph-fp32", "graph-fp16", "engine"}
+    assert set(ARTEFACT_KINDS) == {"checkpoint", "graph-fp32", "graph-fp16", "graph-int8", "engine"}
     from cyclemask.engine.backends import tensorrt_status
 
     if tensorrt_status()[0]:

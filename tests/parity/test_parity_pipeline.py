@@ -69,8 +69,10 @@ def eager_frames(small_case, pipeline_inputs):
     return _both(TorchBackend(generator=gen, image_size=size, direction="mask"), folder, video)
 
 
+# On the seeded small generator: the variants whose bounds hold for trained generators only
+# (BF16, INT8) are checked on the trained cases of test_parity.py instead.
 @pytest.mark.parametrize("variant", [pytest.param(v, id=v.name, marks=[getattr(pytest.mark, m) for m in v.markers])
-                                     for v in variants()])
+                                     for v in variants() if not v.trained_only])
 def test_pipeline_frames_match_eager(small_case, pipeline_inputs, eager_frames, variant):
     why = variant.unavailable()
     if why:
