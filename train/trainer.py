@@ -395,9 +395,14 @@ class Trainer:
         self.opt_D.load_state_dict(state["optimizers"]["D"])
         self.sched_G.load_state_dict(state["schedulers"]["G"])
         self.sched_D.load_state_dict(state["schedulers"]["D"])
-        # LambdaLR restores last_epoch but not the rate it set: apply it as the run would have.
+        # LambdaLR restores last_epoch but not the rate it set. Recompute it from this run's
+        # schedule rather than take the stored last rate: n_epochs / n_epochs_decay may have
+        # changed on resume (a longer decay), and the stored rate is the old schedule's (after a
+        # finished decay it is 0, which would silently train on at a rate of zero).
         for opt, sched in ((self.opt_G, self.sched_G), (self.opt_D, self.sched_D)):
-            for group, lr in zip(opt.param_groups, sched.get_last_lr()):
+            rates = [base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas)]
+            sched._last_lr = rates
+            for group, lr in zip(opt.param_groups, rates):
                 group["lr"] = lr
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])

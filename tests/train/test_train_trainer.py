@@ -251,3 +251,17 @@ def test_resume_with_another_process_count_warns_and_restarts_pools(tiny_data, t
     assert "checkpoint written by 2 processes, resumed by 1: image pools restart empty" in caplog.text
     assert t.step == 4 and t.pool_A.images == []
     assert torch.equal(t.nets["G_A"].model[1].weight, state["nets"]["G_A"]["model.1.weight"])
+
+
+def test_resume_with_a_longer_decay_trains_on_at_the_new_schedules_rate(tiny_data, tmp_path):
+    """A finished run resumed with more decay epochs continues at the new schedule's rate, not
+    at the stored rate of the old schedule (0 once its decay ended)."""
+    out = tmp_path / "run"
+    train(tiny_config(tiny_data, out, n_epochs=1, n_epochs_decay=1))
+    before = read_checkpoint(out / "latest.pt")["nets"]["G_A"]
+    train(tiny_config(tiny_data, out, n_epochs=1, n_epochs_decay=3), resume=True)
+    records = read_loss_log(out / "losses.jsonl")
+    # Epoch 3 of linear(1, 3): 1 - 2/4 of the base rate 2e-4; epoch 4: 1 - 3/4.
+    assert {r["epoch"]: r["lr"] for r in records if r["epoch"] >= 3} == {3: pytest.approx(1e-4), 4: pytest.approx(5e-5)}
+    after = read_checkpoint(out / "latest.pt")["nets"]["G_A"]
+    assert any(not torch.equal(before[k], after[k]) for k in before)
