@@ -68,6 +68,8 @@ def make_clip(path: Path, n: int, size: tuple[int, int], fps: int = 30) -> Path:
     """n frames of drifting textured faces, H.264 (crf 18, preset fast) + AAC, in MP4."""
     import av
 
+    from cyclemask.engine.video import VideoOutputConfig
+
     w, h = size
     rng = np.random.default_rng(0)
     bases = [inputs.synthetic_face(h, w, rng) for _ in range(4)]
@@ -177,10 +179,12 @@ def _identity_backend():
     return Identity()
 
 
-def time_new(clip: Path, out_dir: Path, batch: int) -> dict[str, float]:
+def time_new(clip: Path, out_dir: Path, batch: int, preset: str | None = None) -> dict[str, float]:
     from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
     from cyclemask.engine.processing import PassThroughProcessor
-    from cyclemask.engine.video import VideoSink, VideoSource
+    from cyclemask.engine.video import VideoOutputConfig, VideoSink, VideoSource
+
+    config = VideoOutputConfig(preset=preset) if preset else VideoOutputConfig()
 
     t0 = time.perf_counter()
     source = VideoSource(clip)
@@ -188,7 +192,7 @@ def time_new(clip: Path, out_dir: Path, batch: int) -> dict[str, float]:
     decode_s = time.perf_counter() - t0
     n = len(frames)
     t0 = time.perf_counter()
-    sink = VideoSink(out_dir / "new_encode.mp4", source.info, source=source, overwrite=True)
+    sink = VideoSink(out_dir / "new_encode.mp4", source.info, source=source, overwrite=True, config=config)
     for f in frames:
         sink.write(f, f.image)
     sink.finish(commit=True)
@@ -197,7 +201,7 @@ def time_new(clip: Path, out_dir: Path, batch: int) -> dict[str, float]:
     del frames
     t0 = time.perf_counter()
     source = VideoSource(clip)
-    sink = VideoSink(out_dir / "new_pipeline.mp4", source.info, source=source, overwrite=True)
+    sink = VideoSink(out_dir / "new_pipeline.mp4", source.info, source=source, overwrite=True, config=config)
     with _identity_backend() as be:
         rep = run_pipeline(source, PassThroughProcessor(be.image_size), be, sink, PipelineConfig(batch_size=batch))
     source.close()
@@ -271,12 +275,15 @@ def _median(runs: list[dict], key: str) -> float:
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="An ONNX graph to time as the generator. Default: the embedded demo generator.")
 @click.option("--generator-seconds", type=float, default=3.0, show_default=True)
+@click.option("--preset", default=None, help="x264 preset of the new path. Default: cyclemask-run's default.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def main(sizes: str, frames: int, repeats: int, batch: int, model: Path | None, generator_seconds: float,
+def main(sizes: str, frames: int, repeats: int, batch: int, model: Path | None, generator_seconds: float, preset: str | None,
          as_json: bool) -> None:
     """Per-frame cost of the video decode and encode (new: PyAV; old: OpenCV) against the
     generator's."""
     import av
+
+    from cyclemask.engine.video import VideoOutputConfig
 
     chosen = [parse_size(s.strip()) for s in sizes.split(",") if s.strip()]
     load0 = os.getloadavg()[0]
@@ -286,7 +293,7 @@ def main(sizes: str, frames: int, repeats: int, batch: int, model: Path | None, 
         gen = time_generator(model, batch, generator_seconds)
         for name, size in chosen:
             clip = make_clip(work / f"{name}.mp4", frames, size)
-            new = [time_new(clip, work, batch) for _ in range(repeats)]
+            new = [time_new(clip, work, batch, preset) for _ in range(repeats)]
             old = [time_old(clip, work, batch) for _ in range(repeats)]
             row = {"size": name, "width": size[0], "height": size[1], "frames": frames}
             for tag, runs in (("new", new), ("old", old)):
@@ -301,7 +308,8 @@ def main(sizes: str, frames: int, repeats: int, batch: int, model: Path | None, 
               "ffmpeg": ".".join(map(str, av.ffmpeg_version_info)) if isinstance(av.ffmpeg_version_info, tuple)
               else str(av.ffmpeg_version_info),
               "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2),
-              "encoder": "new: libx264 crf 18 preset medium (the default), AAC copied; old: OpenCV mp4v, no audio"}
+              "encoder": f"new: libx264 crf 18 preset {preset or VideoOutputConfig.preset}"
+                         f"{' (the default)' if preset in (None, VideoOutputConfig.preset) else ''}, AAC copied; old: OpenCV mp4v, no audio"}
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

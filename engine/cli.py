@@ -34,7 +34,7 @@ from .run import RunOptions, RunStart, describe_mode, face_detector_path, transl
 from .run_defaults import CPU_BATCH
 from .summary import summary_lines
 from .sources import DEFAULT_MAX_PIXELS
-from .video import CODECS, DEFAULT_CRF, PRESETS
+from .video import CODECS, DEFAULT_CRF, DEFAULT_PRESET, PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
               help="--video: constant quality, lower is better and bigger. Default: "
                    + ", ".join(f"{c} {q}" for c, q in DEFAULT_CRF.items())
                    + " (mpeg4: the quantiser, 1-31).")
-@click.option("--preset", type=click.Choice(PRESETS), default="medium", show_default=True,
+@click.option("--preset", type=click.Choice(PRESETS), default=DEFAULT_PRESET, show_default=True,
               help="--video: encoder speed against size (x264's names; mapped onto the others).")
 @click.option("--no-audio", is_flag=True,
               help="--video: drop the audio and subtitle streams. Default: copy them as they are, or "

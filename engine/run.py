@@ -25,6 +25,7 @@ from .pipeline import PipelineConfig, RunReport, run_pipeline
 from .processing import AlignedProcessor, FrameProcessor
 from .run_defaults import built_batch, default_batch, precision_notes
 from .sources import DEFAULT_MAX_PIXELS
+from .video import DEFAULT_PRESET
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class RunOptions:
     # Video output (see engine/video.py).
     codec: str = "h264"
     crf: int | None = None
-    preset: str = "medium"
+    preset: str = DEFAULT_PRESET
     no_audio: bool = False
     nvenc: bool | None = None  # None: try it where an NVIDIA driver is present
 

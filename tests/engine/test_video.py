@@ -89,7 +89,7 @@ def test_output_is_h264_yuv420p_faststart_and_decodes_in_pyav_and_opencv(tmp_pat
         assert frame.shape == (60, 80, 3)
         n += 1
     assert n == 21 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(15)
-    assert "video: H.264 (libx264, crf 18, preset medium), yuv420p, index first (faststart)" in res.output
+    assert "video: H.264 (libx264, crf 18, preset veryfast), yuv420p, index first (faststart)" in res.output
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
