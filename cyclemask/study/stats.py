@@ -178,7 +178,8 @@ def report_lines(s: Summary) -> list[str]:
     inside = "inside" if s.paper_in_ci else "outside"
     lines += [
         f"overall error rate (wrong answers, real and generated together): {s.error.text()}",
-        f"  the paper: {100 * PAPER_ERROR_RATE:.2f} % ({PAPER_WRONG} of {PAPER_ANSWERS:,} answers, "
+        f"  the paper: {100 * PAPER_ERROR_RATE:.2f} % as reported ({PAPER_WRONG} of {PAPER_ANSWERS:,} answers, "
+        f"which is {100 * PAPER_WRONG / PAPER_ANSWERS:.2f} %; "
         f"{PAPER_PARTICIPANTS} participants x {PAPER_PER_PERSON} images), {inside} this interval",
         f"fool rate (generated images judged real): {s.fool.text()}",
         f"accuracy on real images (real judged real): {s.real_accuracy.text()}",

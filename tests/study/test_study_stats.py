@@ -94,7 +94,7 @@ def test_report_lines_compare_with_the_paper_and_chance():
     s = stats.summarize(answers, [{"participant": 1, "started_at": "t", "n_items": 2200, "answered": 2200}], [])
     text = "\n".join(stats.report_lines(s))
     assert "40.05 % (95 % CI 38.0-42.1 %; 881 of 2,200)" in text
-    assert "the paper: 40.08 %" in text and "inside this interval" in text
+    assert "the paper: 40.08 % as reported (881 of 2,200 answers, which is 40.05 %" in text and "inside this interval" in text
     assert "people did better than chance" in text
     assert s.paper_in_ci is True
     few = stats.summarize(_answers([(1, "real", "real"), (1, "generated", "real")]), [], [])
