@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,26 @@ from .errors import ConfigError, InputError
 from .images import resize
 
 log = logging.getLogger(__name__)
+
+# OpenCV 5's DNN engine warns on stderr ("setPreferableTarget Targets are not supported by the
+# new graph engine") each time a detector is created, though nothing is wrong; its log level is
+# process-wide, so it is lowered only around the creation, one creation at a time.
+_CV_LOG_LOCK = threading.Lock()
+
+
+def _create_quietly(create, *args):
+    import cv2
+
+    log_api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log_api is None:
+        return create(*args)
+    with _CV_LOG_LOCK:
+        before = log_api.getLogLevel()
+        log_api.setLogLevel(log_api.LOG_LEVEL_ERROR)
+        try:
+            return create(*args)
+        finally:
+            log_api.setLogLevel(before)
 
 DETECTOR_ENV = "CYCLEMASK_FACE_DETECTOR"
 
@@ -144,8 +165,9 @@ class FaceDetector:
         import cv2
 
         try:
-            self._net = cv2.FaceDetectorYN.create(
-                str(self.model_path), "", (320, 320), self.score_threshold, self.nms_threshold, self.top_k
+            self._net = _create_quietly(
+                cv2.FaceDetectorYN.create,
+                str(self.model_path), "", (320, 320), self.score_threshold, self.nms_threshold, self.top_k,
             )
         except cv2.error as exc:
             raise ConfigError(f"face detector model {self.model_path}: OpenCV cannot load it ({str(exc).strip()[:200]})") from None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -97,6 +99,19 @@ def test_argument_wins_over_env(monkeypatch, tmp_path):
     monkeypatch.setenv(DETECTOR_ENV, str(tmp_path / "env.onnx"))
     with pytest.raises(ConfigError, match=r"arg\.onnx \(from the model_path argument\)"):
         resolve_detector_path(tmp_path / "arg.onnx")
+
+
+def test_creating_detectors_prints_nothing_and_keeps_opencvs_log_level():
+    # OpenCV writes its warnings from C++ straight to stderr: only a child process can see them.
+    code = (
+        "import cv2; from cyclemask.faces import FaceDetector; "
+        "lv = cv2.utils.logging; lv.setLogLevel(lv.LOG_LEVEL_INFO); "
+        "[FaceDetector() for _ in range(3)]; "
+        "assert lv.getLogLevel() == lv.LOG_LEVEL_INFO, lv.getLogLevel()"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "WARN" not in r.stderr and "setPreferableTarget" not in r.stderr, r.stderr
 
 
 def test_corrupt_model_file_is_a_clear_error(tmp_path):

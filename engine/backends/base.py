@@ -113,7 +113,7 @@ class Backend(abc.ABC):
         if not self._active:
             self._activate()
             self._active = True
-            log.info("%s ready: %s", self.name, self.description)
+            log.debug("%s ready: %s", self.name, self.description)
         return self
 
     def deactivate(self) -> None:
