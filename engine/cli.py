@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (--images), or output video file (.mp4/.m4v/.mov/.mkv/.avi) or folder "
                    "(--video). Never the input folder or inside it. Default: beside the input, named "
-                   "<input>_<direction> (for a device or stream: in the current folder).")
+                   "<input>_<direction> (in the current folder for a device or stream, or where the "
+                   "input's folder is read-only).")
 @click.option("--codec", type=click.Choice(list(CODECS)), default="h264", show_default=True,
               help="--video: the output's video codec. h264 (libx264) plays everywhere; hevc (libx265) and "
                    "av1 (SVT-AV1) are smaller for the same quality and slower; mpeg4 is the old MPEG-4 "

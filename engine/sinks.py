@@ -21,7 +21,7 @@ from cyclemask.errors import InputError
 from cyclemask.imageio import encode_image, write_bytes_atomic
 
 from .sources import Frame
-from .video import VIDEO_SUFFIXES, VideoSink, input_place  # noqa: F401 - VideoSink: one place to import sinks from
+from .video import VIDEO_SUFFIXES, VideoSink, input_place, output_folder_near  # noqa: F401 - VideoSink: one place to import sinks from
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def _inside(child: Path, parent: Path) -> bool:
 
 def default_images_out(root: Path, direction: str) -> Path:
     root = root.resolve()
-    return root.parent / f"{root.name}_{direction}"
+    return output_folder_near(root.parent) / f"{root.name}_{direction}"
 
 
 def default_video_out(video: str | os.PathLike, direction: str) -> Path:

@@ -173,7 +173,29 @@ def input_place(spec: str | os.PathLike) -> tuple[Path, str]:
     p = Path(s)
     if is_live(p) and str(p.resolve().parent).startswith("/dev"):
         return Path.cwd(), p.name
-    return p.resolve().parent, p.stem
+    return output_folder_near(p.resolve().parent), p.stem
+
+
+def writable_place(folder: Path) -> bool:
+    """Whether default outputs may go into `folder`: this process may write there, and the folder
+    is not marked read-only (no write bit for anyone: root could still write, but the owner of a
+    data set made that way said not to)."""
+    try:
+        mode = os.stat(folder).st_mode
+    except OSError:
+        return False
+    return bool(mode & 0o222) and os.access(folder, os.W_OK)
+
+
+def output_folder_near(folder: Path) -> Path:
+    """`folder`, or the current folder where `folder` is read-only and the current one is not."""
+    if not folder.is_dir() or writable_place(folder):
+        return folder
+    here = Path.cwd()
+    if writable_place(here):
+        log.warning("%s is read-only: the output goes to the current folder %s instead (--out to choose)", folder, here)
+        return here
+    return folder
 
 
 def _has_nvidia_driver() -> bool:

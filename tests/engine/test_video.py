@@ -512,6 +512,27 @@ def test_named_pipe_input(tmp_path, bundle_path):
     assert len(decode(out)) == 30 and len(packets(out, "audio")) > 0
 
 
+def test_default_outputs_leave_a_read_only_folder_alone(tmp_path, monkeypatch):
+    from cyclemask.engine.sinks import default_images_out, default_video_out
+
+    data, here = tmp_path / "data", tmp_path / "here"
+    (data / "photos").mkdir(parents=True)
+    (data / "talk.mp4").write_bytes(b"")
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert default_video_out(data / "talk.mp4", "mask") == data.resolve() / "talk_mask.mp4"
+    assert default_images_out(data / "photos", "mask") == data.resolve() / "photos_mask"
+    data.chmod(0o555)  # as the shared data sets are: no write bit, which root would ignore
+    try:
+        assert default_video_out(data / "talk.mp4", "mask") == here.resolve() / "talk_mask.mp4"
+        assert default_images_out(data / "photos", "unmask") == here.resolve() / "photos_unmask"
+        here.chmod(0o555)  # nowhere better: the input's folder stays, and the write error names it
+        assert default_video_out(data / "talk.mp4", "mask") == data.resolve() / "talk_mask.mp4"
+    finally:
+        data.chmod(0o755)
+        here.chmod(0o755)
+
+
 def test_input_place_names_outputs_of_streams_and_devices(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert vid.input_place("rtsp://cam.local:554/live/stream1?x=1") == (tmp_path, "stream1")
