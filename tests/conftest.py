@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,13 @@ FACE_DETECTOR = REPO / "cyclemask" / "assets" / "yunet" / "face_detection_yunet_
 
 # Two cores: tests run tiny models, where extra threads only add contention.
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# A shell that starts a job in the background without job control (`cmd &` in a script) starts it
+# with SIGINT ignored, and Python then never raises KeyboardInterrupt, nor do the runs the tests
+# start: every Ctrl-C test would fail for a reason outside the code. Give the suite the SIGINT
+# an interactive start has (the children inherit it as the default action).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def cuda_available() -> bool:
