@@ -39,6 +39,7 @@ Writing (`VideoSink`)
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -174,6 +175,15 @@ def input_place(spec: str | os.PathLike) -> tuple[Path, str]:
     if is_live(p) and str(p.resolve().parent).startswith("/dev"):
         return Path.cwd(), p.name
     return output_folder_near(p.resolve().parent), p.stem
+
+
+# Errors of the output file itself (a full disk, a quota, a size limit, no permission): they end
+# the run with the one line every output error gets, whichever FFmpeg call met them first.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _output_failure(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS
 
 
 def writable_place(folder: Path) -> bool:
@@ -941,6 +951,8 @@ class VideoSink:
             for packet in self._vout.encode(yuv):
                 self._out.mux(packet)
         except (av.FFmpegError, ValueError) as exc:
+            if _output_failure(exc):  # the muxer's write, not the encoder
+                raise output_error(self.path, exc) from None
             raise InputError(f"{self.path}: encoding {frame.key} failed ({_reason(exc)})") from None
         self.frames_written += 1
         return self.path
@@ -997,6 +1009,8 @@ class VideoSink:
                     self._out.mux(enc)
                 sp.count += 1
             except (av.FFmpegError, ValueError) as exc:
+                if _output_failure(exc):
+                    raise output_error(self.path, exc) from None
                 # A bad audio or subtitle packet costs itself, not the video.
                 self._carry_error(sp, exc)
 
@@ -1012,6 +1026,8 @@ class VideoSink:
                 try:
                     self._out.mux(self._outs[sp.index].encode(None))
                 except av.FFmpegError as exc:
+                    if _output_failure(exc):
+                        raise
                     self._carry_error(sp, exc)
 
     def _abandon(self) -> None:

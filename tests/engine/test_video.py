@@ -341,6 +341,48 @@ def test_nvenc_falls_back_to_the_cpu_encoder_with_a_note(tmp_path):
     assert never.encoder == "libx264" and never._notes == []
 
 
+class _FullDisk:
+    """The output container, with every mux failing as FFmpeg's does on a full disk."""
+
+    def __init__(self, out, fail_after: int):
+        self._o, self.left = out, fail_after
+
+    def mux(self, packets):
+        import errno
+
+        import av
+
+        if self.left <= 0:
+            raise av.error.OSError(errno.ENOSPC, "No space left on device")
+        self.left -= 1
+        return self._o.mux(packets)
+
+    def __getattr__(self, name):
+        return getattr(self._o, name)
+
+
+@pytest.mark.parametrize("when", ["encoding", "finishing"])
+def test_a_full_disk_is_the_same_one_line_wherever_ffmpeg_meets_it(tmp_path, when):
+    """Which FFmpeg call first writes depends on the encoder's buffering (the preset, the frame
+    size): the error must not."""
+    from cyclemask.errors import OutputError
+
+    src = make_clip(tmp_path / "in.mkv", n=12, size=(64, 48))
+    source = VideoSource(src)
+    out = tmp_path / "out.mp4"
+    sink = VideoSink(out, source.info, source=source)
+    frames_in = list(source)
+    sink.write(frames_in[0], frames_in[0].image)
+    sink._out = _FullDisk(sink._out, fail_after=0 if when == "encoding" else 10**6)
+    with pytest.raises(OutputError, match=r"out\.mp4: cannot write \(No space left on device, ENOSPC\)"):
+        for f in frames_in[1:]:
+            sink.write(f, f.image)
+        sink._out.left = 0
+        sink.finish(commit=True)
+    sink.finish(commit=False)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
 def test_output_config_and_container_checks(tmp_path):
     with pytest.raises(ConfigError, match="codec must be one of h264, hevc, av1, mpeg4"):
         VideoOutputConfig(codec="vp9")
