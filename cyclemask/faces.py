@@ -251,7 +251,8 @@ class FaceDetector:
         return [f for f in faces if x0 <= f.box[0] + f.box[2] / 2 < x0 + side and y0 <= f.box[1] + f.box[3] / 2 < y0 + side]
 
 
-def _box_iou(a, b) -> float:
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
     iw = min(ax + aw, bx + bw) - max(ax, bx)
@@ -281,7 +282,7 @@ def merge_faces(passes: list[list[Face]], nms_threshold: float = 0.3) -> list[Fa
     face's lower half, or a mask's print, as a second, smaller face)."""
     kept: list[Face] = []
     for f in sorted((f for p in passes for f in p), key=lambda f: -f.score):
-        if all(_box_iou(f.box, k.box) <= nms_threshold for k in kept):
+        if all(box_iou(f.box, k.box) <= nms_threshold for k in kept):
             kept.append(f)
     return [f for f in kept
             if not any(k.box[2] * k.box[3] > f.box[2] * f.box[3] and _inside(f.box, k.box) >= NESTED for k in kept)]

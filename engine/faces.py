@@ -56,6 +56,7 @@ from cyclemask.faces import (
     ZONE_GROW,
     Face,
     FaceDetector,
+    box_iou,
     crop_square,
     eye_mouth_distance,
     mask_zone_matte,
@@ -220,15 +221,7 @@ class FaceStats:
 # Geometry helpers
 
 
-def iou(a: Box, b: Box) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = min(ax + aw, bx + bw) - max(ax, bx)
-    ih = min(ay + ah, by + bh) - max(ay, by)
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / (aw * ah + bw * bh - inter)
+iou = box_iou
 
 
 def feather_mask(side: int, shape: str = "ellipse", feather: float = 0.3) -> np.ndarray:
