@@ -41,8 +41,9 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to uint8 RGB HWC.
 
-    Grayscale, RGBA/LA (alpha dropped), CMYK JPEG and 16-bit files are converted; a file that
-    is missing, not an image, or truncated raises InputError naming it.
+    Grayscale, RGBA/LA (alpha dropped), CMYK JPEG and 16-bit files are converted, and an EXIF
+    orientation is applied (the pixels come back as a viewer shows them); a file that is
+    missing, not an image, or truncated raises InputError naming it.
     """
     import cv2
 
@@ -58,7 +59,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{p}: truncated JPEG (no end-of-image marker)")
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        # Not IMREAD_UNCHANGED: that also ignores the EXIF orientation, and a phone photo would be
+        # read on its side (no face found, and written back sideways without the tag).
+        img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     except cv2.error as exc:  # raised, not returned as None, e.g. past OpenCV's pixel limit
         too_big = "MAX_IMAGE_PIXELS" in str(exc)
         raise InputError(

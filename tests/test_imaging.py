@@ -89,6 +89,23 @@ def test_read_image_converts_gray_rgba_and_16bit(tmp_path):
     assert read_image(tmp_path / "d.png").max() == 255
 
 
+@pytest.mark.parametrize("orientation, turn", [(6, 1), (8, 3), (3, 2)])
+def test_read_image_applies_the_exif_orientation(tmp_path, orientation, turn):
+    from PIL import Image
+
+    upright = np.zeros((40, 60, 3), np.uint8)
+    upright[:10, :20] = (255, 0, 0)  # a red block top left, as a viewer must show it
+    # Stored the way a camera does: pixels turned, and the tag saying how to turn them back.
+    stored = np.rot90(upright, k=turn)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    img = read_image(tmp_path / "phone.jpg")
+    assert img.shape == upright.shape
+    red = img[..., 0].astype(int)
+    assert red[:10, :20].mean() > 200 and red[10:, 20:].mean() < 30, "read on its side or upside down"
+
+
 def test_read_image_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match="missing.png: cannot read file"):
         read_image(tmp_path / "missing.png")
