@@ -130,6 +130,8 @@ class FaceDetector:
     retry_pad: the fraction of the long side to pad on each side for the retry on a miss;
     0 disables the retry.
     max_side: images with a longer side are downscaled for detection (boxes are mapped back).
+    coarse_side: the long side of a second, smaller look in a large frame for a face that fills
+        it (see `detect`); None: no such look.
     rotations: angles (degrees, counter-clockwise as the image is seen) of extra passes on
     rotated copies, for tilted heads; each costs one more detection per image.
     """
@@ -142,6 +144,7 @@ class FaceDetector:
         top_k: int = 50,
         retry_pad: float = 0.5,
         max_side: int = 1024,
+        coarse_side: int | None = 640,
         rotations: tuple[float, ...] = (),
     ) -> None:
         if not 0.0 < score_threshold < 1.0:
@@ -152,6 +155,8 @@ class FaceDetector:
             raise ConfigError(f"retry_pad must be >= 0; got {retry_pad!r}")
         if max_side < 32:
             raise ConfigError(f"max_side must be at least 32; got {max_side!r}")
+        if coarse_side is not None and coarse_side < 32:
+            raise ConfigError(f"coarse_side must be at least 32 (or None); got {coarse_side!r}")
         rotations = tuple(float(a) for a in rotations)
         if any(not -90.0 <= a <= 90.0 or a == 0.0 for a in rotations):
             raise ConfigError(f"rotations must be non-zero angles in [-90, 90] degrees; got {rotations!r}")
@@ -162,6 +167,7 @@ class FaceDetector:
         self.top_k = int(top_k)
         self.retry_pad = float(retry_pad)
         self.max_side = int(max_side)
+        self.coarse_side = int(coarse_side) if coarse_side else None
         import cv2
 
         try:
@@ -207,9 +213,36 @@ class FaceDetector:
             faces.append(Face((float(cx - bw / 2.0), float(cy - bh / 2.0), bw, bh), f.score, lms))
         return faces
 
+    def _coarse_passes(self, bgr: np.ndarray, upright: list[Face], rotations: tuple[float, ...]) -> list[list[Face]] | None:
+        """The passes of a frame where a face may be too large for YuNet, else None.
+
+        YuNet misses a face that fills most of a large frame (a close selfie: filling a frame
+        1,024 px wide it is not found, or only in pieces; at 640 px it is). When the frame's upright
+        pass finds nothing, or finds boxes that large, look again at `coarse_side`; if a face is
+        there, the upright and rotated passes run at that size, and of the full-size pass only
+        the small faces (which the coarse look cannot see) are kept."""
+        import cv2
+
+        h, w = bgr.shape[:2]
+        def large(f: Face) -> bool:
+            return max(f.box[2], f.box[3]) > LARGE_FACE * min(h, w)
+        if max(h, w) <= self.coarse_side * 1.25 or (upright and not any(large(f) for f in upright)):
+            return None
+        c = self.coarse_side / max(h, w)
+        small = cv2.resize(bgr, (max(1, round(w * c)), max(1, round(h * c))), interpolation=cv2.INTER_AREA)
+        coarse = self._detect_bgr(small)
+        if not coarse:
+            return None
+        back = w / small.shape[1]
+        passes = [coarse] + [self._detect_rotated(small, a) for a in rotations]
+        return [[f.scaled(back) for f in p] for p in passes] + [[f for f in upright if not large(f)]]
+
     def detect(self, image_rgb: np.ndarray, retry: bool = True, rotations: tuple[float, ...] | None = None) -> list[Face]:
         """Faces in a uint8 RGB HWC image, highest score first, in that image's pixel coordinates.
 
+        retry: look again where a face may have been missed: on a padded copy when nothing is
+        found (a tight crop), and at a smaller size in a large frame (a face filling it; see
+        `_coarse_passes`). Video frames go without: their faces are followed from frame to frame.
         rotations: the rotated passes for this call (default: the detector's own).
         """
         import cv2
@@ -224,7 +257,10 @@ class FaceDetector:
             work = resize(image_rgb, (max(1, round(w * scale)), max(1, round(h * scale))), "area")
         bgr = cv2.cvtColor(work, cv2.COLOR_RGB2BGR)
         rotations = self.rotations if rotations is None else tuple(rotations)
-        passes = [self._detect_bgr(bgr)] + [self._detect_rotated(bgr, a) for a in rotations]
+        upright = self._detect_bgr(bgr)
+        passes = self._coarse_passes(bgr, upright, rotations) if retry and self.coarse_side else None
+        if passes is None:
+            passes = [upright] + [self._detect_rotated(bgr, a) for a in rotations]
         faces = merge_faces(passes, self.nms_threshold)
         if not faces and retry and self.retry_pad > 0:
             pad = max(1, round(self.retry_pad * max(bgr.shape[:2])))
@@ -232,9 +268,8 @@ class FaceDetector:
             # add a hard edge the detector never saw in training.
             padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
             faces = merge_faces([[f.scaled(1.0, -pad, -pad) for f in self._detect_bgr(padded)]], self.nms_threshold)
-        if scale < 1.0:
-            sx = w / work.shape[1]
-            faces = [f.scaled(sx) for f in faces]
+        if bgr.shape[1] != w:
+            faces = [f.scaled(w / bgr.shape[1]) for f in faces]
         return sorted(faces, key=lambda f: -f.score)
 
     def detect_near(self, image_rgb: np.ndarray, box: tuple[float, float, float, float],
@@ -249,6 +284,11 @@ class FaceDetector:
         region = crop_square(image_rgb, (x0, y0, x0 + side, y0 + side))
         faces = [f.scaled(1.0, x0, y0) for f in self.detect(region, retry=False, rotations=rotations)]
         return [f for f in faces if x0 <= f.box[0] + f.box[2] / 2 < x0 + side and y0 <= f.box[1] + f.box[3] / 2 < y0 + side]
+
+
+#: The size (share of the frame's short side) from which a face box counts as large enough to
+#: need the detector's second, smaller look (see FaceDetector._coarse_passes).
+LARGE_FACE = 0.4
 
 
 def box_iou(a, b) -> float:

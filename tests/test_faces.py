@@ -168,6 +168,23 @@ def test_large_image_boxes_are_in_its_own_pixels(detector, portrait):
     assert iou(faces[0].box, tuple(v * 2.5 for v in ref.box)) > 0.8
 
 
+def test_a_face_filling_a_large_frame_is_found_where_it_is(detector, portrait):
+    """A close selfie: YuNet misses a face ~1,000 px wide at the detector's working size."""
+    import cv2
+
+    ref = detector.detect(portrait)[0]
+    x, y, w, h = (int(round(v)) for v in ref.box)
+    tight = np.ascontiguousarray(portrait[max(0, y - h // 8): y + h + h // 8, max(0, x - w // 8): x + w + w // 8])
+    f = 2400 / tight.shape[1]
+    big = cv2.resize(tight, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+    faces = detector.detect(big, rotations=(-25.0, 25.0))
+    assert len(faces) == 1, [fc.box for fc in faces]
+    expected = ((x - max(0, x - w // 8)) * f, (y - max(0, y - h // 8)) * f, w * f, h * f)
+    assert iou(faces[0].box, expected) > 0.5
+    r_eye, l_eye, nose, r_mouth, l_mouth = faces[0].landmarks
+    assert max(r_eye[1], l_eye[1]) < nose[1] < min(r_mouth[1], l_mouth[1])
+
+
 def test_retry_on_padded_copy_maps_back(detector, portrait, monkeypatch):
     """When the first pass finds nothing, the padded retry's boxes land on the same face."""
     ref = detector.detect(portrait)[0]

@@ -662,3 +662,12 @@ def test_real_tiny_generator_translates_the_crops(rng, tiny_generator):
     np.testing.assert_array_equal(out[keep], img[keep])
     for x, y, s in ((20, 30, 40), (130, 40, 50)):
         assert (out[y:y + s, x:x + s] != img[y:y + s, x:x + s]).mean() > 0.5
+
+
+def test_photos_get_the_detectors_second_looks_and_video_frames_do_not(face_detector_path):
+    """A padded copy and a smaller size, for a tight crop or a face filling a large photo: a
+    video's faces are followed across frames instead, and the looks would cost every frame."""
+    photos = FaceProcessor(64, FaceConfig(track=False, detect_retry=True), model_path=face_detector_path)._detector()
+    video = FaceProcessor(64, FaceConfig(track=True, detect_retry=False), model_path=face_detector_path)._detector()
+    assert photos.retry_pad > 0 and photos.coarse_side == 640
+    assert video.retry_pad == 0 and video.coarse_side is None
