@@ -24,7 +24,7 @@ from typing import Callable
 
 import click
 
-from . import outputs
+from . import cvlog, outputs
 from .errors import CycleMaskError
 
 _DEBUG_KEY = "cyclemask.debug"
@@ -250,6 +250,7 @@ def debug_option(f):
 
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    cvlog.want_quiet(level > logging.DEBUG)
 
 
 class StageBars:

@@ -41,6 +41,9 @@ _CV_LOG_LOCK = threading.Lock()
 def _create_quietly(create, *args):
     import cv2
 
+    from . import cvlog
+
+    cvlog.apply()
     log_api = getattr(getattr(cv2, "utils", None), "logging", None)
     if log_api is None:
         return create(*args)

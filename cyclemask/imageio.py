@@ -47,6 +47,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """
     import cv2
 
+    from . import cvlog
+
+    cvlog.apply()
     p = Path(path)
     try:
         data = p.read_bytes()
