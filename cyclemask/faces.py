@@ -220,7 +220,10 @@ class FaceDetector:
         """The passes of a frame where a face may be too large for YuNet, else None.
 
         YuNet misses a face that fills most of a large frame (a close selfie: filling a frame
-        1,024 px wide it is not found, or only in pieces; at 640 px it is). When the frame's upright
+        1,024 px wide it is not found, or only in pieces; at 640 px it is). This matters at the
+        default `max_side` of 1,024 (data preparation, synth, evaluation); the runtime detects
+        at --detect-side 640, where such a face is found but its landmarks are less exact than
+        at 320 px (its mask zone then sits high). When the frame's upright
         pass finds nothing, or finds boxes that large, look again at `coarse_side`; if a face is
         there, the upright and rotated passes run at that size, and of the full-size pass only
         the small faces (which the coarse look cannot see) are kept."""

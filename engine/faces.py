@@ -539,6 +539,7 @@ class FaceProcessor(FrameProcessor):
             def detector_factory():
                 return FaceDetector(model_path, score_threshold=c.score_threshold,
                                     retry_pad=0.5 if c.detect_retry else 0.0, max_side=c.detect_side,
+                                    # only reached with --detect-side above 800
                                     coarse_side=640 if c.detect_retry else None,
                                     rotations=c.rotations if c.rotated == "full" else ())
         self._factory = detector_factory
