@@ -39,7 +39,9 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Rounding can put a bound a hair past the proportion itself (0/3 gave a lower bound of
+    # 5.6e-17): an interval always holds its own point estimate.
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def binomial_two_sided(k: int, n: int, p: float = 0.5) -> float:

@@ -51,6 +51,8 @@ def _shots_dir(tmp_path: Path) -> Path:
 
 
 def test_participant_completes_the_study_in_chromium(tmp_path):
+    from selenium.common.exceptions import WebDriverException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -62,7 +64,9 @@ def test_participant_completes_the_study_in_chromium(tmp_path):
     shots = _shots_dir(tmp_path)
     try:
         driver.set_page_load_timeout(120)  # hang guards
-        wait = WebDriverWait(driver, 60)
+        # Polling while a page is being replaced can meet its old nodes ("node does not belong to
+        # the document", a plain WebDriverException in Chromium 156): the next poll reads the new page.
+        wait = WebDriverWait(driver, 60, ignored_exceptions=(WebDriverException,))
         with StudyServer(real, gen, study_dir, "--per-person", "6") as server:
             sources = image_sources(study_dir)
             driver.get(server.url + "/")
@@ -75,15 +79,18 @@ def test_participant_completes_the_study_in_chromium(tmp_path):
             expected_right = 0
             for i in range(6):
                 wait.until(ec.text_to_be_present_in_element((By.CLASS_NAME, "progress"), f"Image {i + 1} of 6"))
-                img = driver.find_element(By.CSS_SELECTOR, "img.face")
-                wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
-                assert driver.execute_script("return arguments[0].naturalWidth", img) == 256
-                shown_w = driver.execute_script("return arguments[0].getBoundingClientRect().width", img)
+                # Read the image in one script that finds it itself: an element found first can be
+                # replaced by the page before the next call ("node does not belong to the document").
+                natural_w, shown_w, src = wait.until(lambda d: d.execute_script(
+                    "const i = document.querySelector('img.face');"
+                    "return i && i.complete && i.naturalWidth"
+                    " ? [i.naturalWidth, i.getBoundingClientRect().width, i.getAttribute('src')] : null"))
+                assert natural_w == 256
                 assert driver.execute_script("return window.innerWidth") == PHONE[0]
                 assert 300 <= shown_w <= PHONE[0]
                 # Nothing sticks out sideways on a phone.
                 assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
-                image_id = img.get_attribute("src").rsplit("/", 1)[1]
+                image_id = src.rsplit("/", 1)[1]
                 truth = sources[image_id]
                 answer = truth if i < 4 else ("generated" if truth == "real" else "real")   # 4 right, 2 wrong
                 expected_right += answer == truth

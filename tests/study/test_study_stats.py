@@ -117,3 +117,16 @@ def test_csv_and_plot():
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert img is not None and img.shape[1] == 900 and img.std() > 10
     assert stats.plot_png(stats.summarize([], [], []))[:4] == b"\x89PNG"
+
+
+def test_every_interval_holds_its_own_rate_and_all_right_or_all_wrong_still_plots():
+    for n in range(1, 40):
+        for k in range(n + 1):
+            lo, hi = stats.wilson(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)
+    # Nobody fooled and every real image judged real (0 % and 100 %): the plot's error bars
+    # once came out a hair negative and the results page showed a broken image.
+    answers = _answers([(1, "real", "real"), (1, "generated", "generated"), (1, "real", "real")])
+    s = stats.summarize(answers, [{"participant": 1, "started_at": "t", "n_items": 3, "answered": 3}], [])
+    assert s.fool.value == 0.0 and s.real_accuracy.value == 1.0
+    assert stats.plot_png(s)[:4] == b"\x89PNG"
