@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
 # Pillow's names for the EXIF orientation tag's values (as ImageOps.exif_transpose uses them).
-_EXIF_ORIENTATION = 0x0112
-_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
-              6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
 
 
 @dataclass
@@ -64,25 +61,6 @@ class Catalog:
 
 def cached_image_path(image_dir: Path, sha256: str) -> Path:
     return image_dir / f"{sha256}.jpg"
-
-
-def apply_exif_orientation(image: np.ndarray, data: bytes) -> np.ndarray:
-    """The image as a viewer shows it: OpenCV's IMREAD_UNCHANGED ignores the orientation tag."""
-    if not (data[:2] == b"\xff\xd8" or data[:4] in (b"II*\x00", b"MM\x00*") or data[8:12] == b"WEBP"):
-        return image
-    try:
-        import io
-
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as im:
-            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-            if orientation not in _TRANSPOSE or im.size != (image.shape[1], image.shape[0]):
-                return image
-            return np.asarray(Image.fromarray(image).transpose(getattr(Image.Transpose, _TRANSPOSE[orientation])))
-    except Exception as exc:  # a tag Pillow cannot parse leaves the image as decoded
-        log.debug("EXIF orientation unreadable (%s); image left as decoded", exc)
-        return image
 
 
 def display_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -200,8 +178,7 @@ def build_catalog(config: StudyConfig, known: dict[str, dict] | None = None, pro
             im.dhash, im.dhash_mirror, im.faces = prev["dhash"], prev["dhash_mirror"], prev.get("faces")
         else:
             try:
-                data = im.path.read_bytes()
-                pixels = apply_exif_orientation(read_image(im.path), data)
+                pixels = read_image(im.path)  # as a viewer shows it: the EXIF orientation applied
             except OSError as exc:
                 problems.append((f"{im.path}: cannot read file ({exc.strerror or exc})", [(im.source, im.sha256)]))
                 im.dhash = ""

@@ -52,7 +52,6 @@ def _shots_dir(tmp_path: Path) -> Path:
 
 def test_participant_completes_the_study_in_chromium(tmp_path):
     from selenium.common.exceptions import WebDriverException
-    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait

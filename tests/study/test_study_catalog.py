@@ -33,13 +33,19 @@ def test_every_image_is_reencoded_alike_without_metadata(tmp_path, study_config)
     exif[0x0112] = 6                # display rotated 90 degrees clockwise: left becomes top
     exif[0x010F] = "SecretCam"
     Image.fromarray(half).save(real / "phone.jpg", exif=exif.tobytes(), quality=95)
+    # Upside down and square: turned once, not twice (a 180-degree turn applied twice is none).
+    square = np.zeros((240, 240, 3), np.uint8)
+    square[:120] = (220, 30, 30)    # top half red, as shown
+    flip = Image.Exif()
+    flip[0x0112] = 3
+    Image.fromarray(square[::-1].copy()).save(real / "upside.jpg", exif=flip.tobytes(), quality=95)
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", "cyclemask-generator-v1")
     Image.fromarray(pattern(7, 96, 96)).save(gen / "tagged.png", pnginfo=info)
     write(gen / "big.jpg", pattern(8, 1024, 768))
 
     c = build_catalog(study_config)
-    assert c.count("real") == 9 and c.count("generated") == 10
+    assert c.count("real") == 10 and c.count("generated") == 10
     for im in c.images:
         data = cached_image_path(study_config.image_dir, im.sha256).read_bytes()
         assert data[:3] == b"\xff\xd8\xff"                      # JPEG whatever the source format
@@ -51,6 +57,9 @@ def test_every_image_is_reencoded_alike_without_metadata(tmp_path, study_config)
     top, bottom = shown[:100].mean(axis=(0, 1)), shown[-100:].mean(axis=(0, 1))
     assert top[0] > 180 and top[2] < 80, "EXIF orientation 6 not applied: the left (red) half should be on top"
     assert bottom[2] > 180 and bottom[0] < 80
+    upside = next(im for im in c.images if im.name == "upside.jpg")
+    shown = _decode(cached_image_path(study_config.image_dir, upside.sha256)).astype(int)
+    assert shown[:100, :, 0].mean() > 180 and shown[-100:, :, 0].mean() < 80, "orientation 3 applied twice or not at all"
 
 
 def test_display_image_is_a_centred_square():
