@@ -78,4 +78,4 @@ def ray_main(opts: RayOptions, *, images: Path | None, video: str | None, out: P
 def _default_images_out(images: Path, name: str) -> Path:
     from .sinks import default_images_out
 
-    return default_images_out(images, name)
+    return default_images_out(images, name, fallback=False)  # the current folder is this machine's only

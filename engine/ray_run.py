@@ -759,7 +759,7 @@ def video_job(video: str, out: Path | None, direction: str, spec: WorkerSpec, ov
         paths = list_videos(p)
         if not paths:
             raise InputError(f"{p}: no videos found (looked recursively for {', '.join(VIDEO_INPUT_SUFFIXES)})")
-        root = (out if out is not None else default_images_out(p, direction)).resolve()
+        root = (out if out is not None else default_images_out(p, direction, fallback=False)).resolve()
         src_root = p.resolve()
         if root == src_root or src_root in root.parents or root in src_root.parents:
             raise InputError(f"--out {root}: must be a folder outside the input folder {p}, and not contain it")
@@ -769,7 +769,7 @@ def video_job(video: str, out: Path | None, direction: str, spec: WorkerSpec, ov
         return Job(spec, keys, outs, root, True, overwrite, f"{p} ({len(keys)} videos)", str(p))
     if not p.is_file():
         raise InputError(f"{p}: no such video file or folder")
-    target = video_output_path(p, out, direction)
+    target = video_output_path(p, out, direction, fallback=False)
     spec = dataclasses.replace(spec, kind="videos", in_root=str(p.resolve().parent), out_root=str(target.parent))
     return Job(spec, [p.name], [target.name], target, False, overwrite, str(p), str(p.parent))
 

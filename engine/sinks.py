@@ -30,22 +30,23 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def default_images_out(root: Path, direction: str) -> Path:
+def default_images_out(root: Path, direction: str, fallback: bool = True) -> Path:
+    """<root>_<direction> beside the input folder (see `output_folder_near` for a read-only one)."""
     root = root.resolve()
-    return output_folder_near(root.parent) / f"{root.name}_{direction}"
+    return output_folder_near(root.parent, input_path=root, fallback=fallback) / f"{root.name}_{direction}"
 
 
-def default_video_out(video: str | os.PathLike, direction: str) -> Path:
-    folder, stem = input_place(video)
+def default_video_out(video: str | os.PathLike, direction: str, fallback: bool = True) -> Path:
+    folder, stem = input_place(video, fallback=fallback)
     return folder / f"{stem}_{direction}.mp4"
 
 
-def video_output_path(video: str | os.PathLike, out: Path | None, direction: str) -> Path:
+def video_output_path(video: str | os.PathLike, out: Path | None, direction: str, fallback: bool = True) -> Path:
     """--out for a video: a file (.mp4/.m4v/.mov/.mkv/.avi), or a folder (an existing one, or a
     name without a suffix, created) that receives <stem>_<direction>.mp4. Default: beside the
     input file (for a device or a stream URL, in the current folder)."""
     if out is None:
-        return default_video_out(video, direction)
+        return default_video_out(video, direction, fallback)
     if out.is_dir() or (not out.suffix and not out.exists()):
         return out.resolve() / f"{input_place(video)[1]}_{direction}.mp4"
     if out.suffix.lower() not in VIDEO_SUFFIXES:

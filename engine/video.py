@@ -161,7 +161,7 @@ def is_live(spec: str | os.PathLike) -> bool:
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
-def input_place(spec: str | os.PathLike) -> tuple[Path, str]:
+def input_place(spec: str | os.PathLike, fallback: bool = True) -> tuple[Path, str]:
     """(folder, name) for outputs named after an input: a file's own folder and stem; for a URL
     or a device (whose folder is no place for outputs) the current folder and a name taken from
     the URL's path or the device."""
@@ -174,7 +174,7 @@ def input_place(spec: str | os.PathLike) -> tuple[Path, str]:
     p = Path(s)
     if is_live(p) and str(p.resolve().parent).startswith("/dev"):
         return Path.cwd(), p.name
-    return output_folder_near(p.resolve().parent), p.stem
+    return output_folder_near(p.resolve().parent, fallback=fallback), p.stem
 
 
 # Errors of the output file itself (a full disk, a quota, a size limit, no permission): they end
@@ -197,12 +197,18 @@ def writable_place(folder: Path) -> bool:
     return bool(mode & 0o222) and os.access(folder, os.W_OK)
 
 
-def output_folder_near(folder: Path) -> Path:
-    """`folder`, or the current folder where `folder` is read-only and the current one is not."""
+def output_folder_near(folder: Path, *, input_path: Path | None = None, fallback: bool = True) -> Path:
+    """`folder`, or the current folder where `folder` is read-only and the current one is
+    writable and not `input_path` or inside it. fallback=False (a run spread over machines, where
+    the current folder exists on this one only): a read-only `folder` is an error asking for --out."""
     if not folder.is_dir() or writable_place(folder):
         return folder
-    here = Path.cwd()
-    if writable_place(here):
+    if not fallback:
+        raise InputError(f"{folder} is read-only, so the output cannot go beside the input: give --out "
+                         "(a folder every machine can write at the same path)")
+    here = Path.cwd().resolve()
+    in_input = input_path is not None and (here == input_path or input_path in here.parents)
+    if writable_place(here) and not in_input:
         log.warning("%s is read-only: the output goes to the current folder %s instead (--out to choose)", folder, here)
         return here
     return folder

@@ -568,6 +568,15 @@ def test_default_outputs_leave_a_read_only_folder_alone(tmp_path, monkeypatch):
     try:
         assert default_video_out(data / "talk.mp4", "mask") == here.resolve() / "talk_mask.mp4"
         assert default_images_out(data / "photos", "unmask") == here.resolve() / "photos_unmask"
+        # A run spread over machines must not fall back to this machine's current folder.
+        with pytest.raises(InputError, match=r"data is read-only, so the output cannot go beside the input: give --out"):
+            default_images_out(data / "photos", "mask", fallback=False)
+        with pytest.raises(InputError, match="give --out"):
+            default_video_out(data / "talk.mp4", "mask", fallback=False)
+        # Working inside the input folder: the output must not land in it either.
+        monkeypatch.chdir(data / "photos")
+        assert default_images_out(data / "photos", "mask") == data.resolve() / "photos_mask"
+        monkeypatch.chdir(here)
         here.chmod(0o555)  # nowhere better: the input's folder stays, and the write error names it
         assert default_video_out(data / "talk.mp4", "mask") == data.resolve() / "talk_mask.mp4"
     finally:
