@@ -45,11 +45,11 @@ def _create_quietly(create, *args):
 
     cvlog.apply()
     log_api = getattr(getattr(cv2, "utils", None), "logging", None)
-    if log_api is None:
+    if log_api is None or "OPENCV_LOG_LEVEL" in os.environ:  # the user's level wins
         return create(*args)
     with _CV_LOG_LOCK:
         before = log_api.getLogLevel()
-        log_api.setLogLevel(log_api.LOG_LEVEL_ERROR)
+        log_api.setLogLevel(min(before, log_api.LOG_LEVEL_ERROR))  # never louder than it was
         try:
             return create(*args)
         finally:

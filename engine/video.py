@@ -957,7 +957,7 @@ class VideoSink:
             for packet in self._vout.encode(yuv):
                 self._out.mux(packet)
         except (av.FFmpegError, ValueError) as exc:
-            if _output_failure(exc):  # the muxer's write, not the encoder
+            if _output_failure(exc):  # met by the muxer's write (an encoder has no file to fill)
                 raise output_error(self.path, exc) from None
             raise InputError(f"{self.path}: encoding {frame.key} failed ({_reason(exc)})") from None
         self.frames_written += 1
