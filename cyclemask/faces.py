@@ -21,39 +21,16 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import cvlog
 from .errors import ConfigError, InputError
 from .images import resize
 
 log = logging.getLogger(__name__)
-
-# OpenCV 5's DNN engine warns on stderr ("setPreferableTarget Targets are not supported by the
-# new graph engine") each time a detector is created, though nothing is wrong; its log level is
-# process-wide, so it is lowered only around the creation, one creation at a time.
-_CV_LOG_LOCK = threading.Lock()
-
-
-def _create_quietly(create, *args):
-    import cv2
-
-    from . import cvlog
-
-    cvlog.apply()
-    log_api = getattr(getattr(cv2, "utils", None), "logging", None)
-    if log_api is None or "OPENCV_LOG_LEVEL" in os.environ:  # the user's level wins
-        return create(*args)
-    with _CV_LOG_LOCK:
-        before = log_api.getLogLevel()
-        log_api.setLogLevel(min(before, log_api.LOG_LEVEL_ERROR))  # never louder than it was
-        try:
-            return create(*args)
-        finally:
-            log_api.setLogLevel(before)
 
 DETECTOR_ENV = "CYCLEMASK_FACE_DETECTOR"
 
@@ -174,10 +151,12 @@ class FaceDetector:
         import cv2
 
         try:
-            self._net = _create_quietly(
-                cv2.FaceDetectorYN.create,
-                str(self.model_path), "", (320, 320), self.score_threshold, self.nms_threshold, self.top_k,
-            )
+            # OpenCV 5's DNN engine warns on stderr ("setPreferableTarget Targets are not supported
+            # by the new graph engine") each time a detector is created, though nothing is wrong.
+            with cvlog.at_most_errors():
+                self._net = cv2.FaceDetectorYN.create(
+                    str(self.model_path), "", (320, 320), self.score_threshold, self.nms_threshold, self.top_k
+                )
         except cv2.error as exc:
             raise ConfigError(f"face detector model {self.model_path}: OpenCV cannot load it ({str(exc).strip()[:200]})") from None
 

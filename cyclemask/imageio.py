@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cvlog
 from .errors import InputError
 
 # The permissions a plain open() gives a new file (writers that create files by other means use it).
@@ -46,8 +47,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     missing, not an image, or truncated raises InputError naming it.
     """
     import cv2
-
-    from . import cvlog
 
     cvlog.apply()
     p = Path(path)

@@ -44,7 +44,8 @@ def default_video_out(video: str | os.PathLike, direction: str, fallback: bool =
 def video_output_path(video: str | os.PathLike, out: Path | None, direction: str, fallback: bool = True) -> Path:
     """--out for a video: a file (.mp4/.m4v/.mov/.mkv/.avi), or a folder (an existing one, or a
     name without a suffix, created) that receives <stem>_<direction>.mp4. Default: beside the
-    input file (for a device or a stream URL, in the current folder)."""
+    input file (for a device or a stream URL, or a file in a read-only folder, in the current
+    folder; see `output_folder_near`)."""
     if out is None:
         return default_video_out(video, direction, fallback)
     if out.is_dir() or (not out.suffix and not out.exists()):

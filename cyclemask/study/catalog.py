@@ -31,9 +31,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 
-# Pillow's names for the EXIF orientation tag's values (as ImageOps.exif_transpose uses them).
-
-
 @dataclass
 class CatalogImage:
     """One accepted image. name: its path relative to its folder (reports show it, participants
