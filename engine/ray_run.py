@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cyclemask.errors import ConfigError, CycleMaskError, InputError
+from cyclemask.errors import ConfigError, CycleMaskError, InputError, own_module_missing
 
 from .backends import BackendOptions
 from .faces import FaceConfig
@@ -250,6 +250,8 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401 - needs pyarrow and friends: the [data] extra
     except ImportError as exc:
+        if own_module_missing(exc):
+            raise
         raise ConfigError(f"{RAY_INSTALL} ({exc})") from None
     return ray
 

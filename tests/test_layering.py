@@ -218,3 +218,70 @@ def test_every_import_of_our_own_modules_names_one_that_exists():
                 missing.append(f"{path.relative_to(REPO)}:{line}: {why}")
     assert not missing, "imports of modules or names that do not exist:\n  " + "\n  ".join(missing)
 
+
+IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
+#: Handlers that an ImportError raised in their `try` ends in.
+SWALLOWING = IMPORT_ERRORS | {"Exception", "BaseException"}
+
+
+def _caught(handler: ast.ExceptHandler) -> set[str]:
+    if handler.type is None:
+        return {"BaseException"}
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return {t.id if isinstance(t, ast.Name) else getattr(t, "attr", "?") for t in types}
+
+
+def _own_imports(body: list[ast.stmt], tops: tuple[str, ...]) -> list[int]:
+    """Lines of the imports of our own modules that run in `body` (not those of a function or
+    class it defines: they run later, outside the `try`)."""
+    lines = []
+    stack = list(body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.Import) and any(_project(a.name, tops) for a in node.names):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.ImportFrom) and (node.level or _project(node.module or "", tops)):
+            lines.append(node.lineno)
+        stack.extend(ast.iter_child_nodes(node))
+    return sorted(lines)
+
+
+def _reads_the_name(handler: ast.ExceptHandler) -> bool:
+    """The handler asks which module is missing: `exc.name`, or own_module_missing(exc)."""
+    if handler.name is None:
+        return False
+    for n in ast.walk(handler):
+        if (isinstance(n, ast.Attribute) and n.attr == "name" and isinstance(n.value, ast.Name)
+                and n.value.id == handler.name):
+            return True
+        if (isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", "")) == "own_module_missing"
+                and any(isinstance(a, ast.Name) and a.id == handler.name for a in n.args)):
+            return True
+    return False
+
+
+def test_no_except_can_hide_a_missing_module_of_ours():
+    # Only third-party packages are optional. An import of ours inside a `try` whose handler
+    # takes an ImportError turns a stale path into a silent fallback; a handler for an optional
+    # package must re-raise when the missing module is ours (cyclemask.errors.own_module_missing).
+    tops = ("cyclemask", "benchmarks")
+    paths = list(_modules().values()) + [p for d in OTHER_SOURCES for p in sorted((REPO / d).rglob("*.py"))]
+    bad = []
+    for path in paths:
+        where = path.relative_to(REPO)
+        for node in ast.walk(_parse(path)):
+            if not isinstance(node, ast.Try) and type(node).__name__ != "TryStar":
+                continue
+            swallowing = [h for h in node.handlers if _caught(h) & SWALLOWING]
+            if swallowing:
+                for line in _own_imports(node.body, tops):
+                    bad.append(f"{where}:{line}: an import of ours inside a try that catches "
+                               f"{', '.join(sorted(_caught(swallowing[0])))} (line {swallowing[0].lineno}); "
+                               "import it before the try")
+            for h in node.handlers:
+                if _caught(h) & IMPORT_ERRORS and not _reads_the_name(h):
+                    bad.append(f"{where}:{h.lineno}: `except {', '.join(sorted(_caught(h)))}` does not ask which "
+                               "module is missing: `as exc` and `if own_module_missing(exc): raise`")
+    assert not bad, "an ImportError of our own could be hidden:\n  " + "\n  ".join(bad)
