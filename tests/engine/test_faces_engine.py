@@ -375,6 +375,21 @@ def frame_matte(paste, shape, config=FaceConfig()) -> np.ndarray:
     return out
 
 
+def outside_the_zone(paste, shape, config=FaceConfig()) -> np.ndarray:
+    """Frame pixels a paste must leave as they were, from its landmarks by exact geometry
+    (tests/zone_geometry.py): beyond the grown outline or above the zone's top line."""
+    from cyclemask.faces import ZONE_TOP
+    from zone_geometry import DISTANCE_SLACK, zone_reference
+
+    x0, y0, x1, y1 = paste.box
+    outside, below, h = zone_reference(paste.landmarks, paste.box)
+    free = (outside >= config.zone_grow * h + DISTANCE_SLACK) | (below <= ZONE_TOP[0] * h - 1e-3)
+    keep = np.ones(shape[:2], bool)
+    ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x1, shape[1]), min(y1, shape[0])
+    keep[ay0:ay1, ax0:ax1] = free[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0]
+    return keep
+
+
 @pytest.mark.parametrize("colour", ["field", "mean", "none"])
 def test_zone_paste_changes_the_zone_only(rng, colour):
     img = scene(rng, [(30, 20, 80), (190, 100, 50)], size=(160, 240))  # the second face at the edge
@@ -386,6 +401,11 @@ def test_zone_paste_changes_the_zone_only(rng, colour):
     # Outside the matte: the frame's own pixels, exactly (eyes, hair, background in the crop too).
     np.testing.assert_array_equal(out[matte == 0], img[matte == 0])
     assert (matte == 0).sum() > 0.5 * matte.size
+    # The same outside the zone as the landmarks place it, by geometry: a matte that grew would
+    # move the region above with it.
+    keep = np.logical_and.reduce([outside_the_zone(p, img.shape) for p in state])
+    np.testing.assert_array_equal(out[keep], img[keep])
+    assert keep.sum() > 0.5 * keep.size
     f = state[0].landmarks
     for ex, ey in f[:2]:  # both eyes of the first face are untouched
         np.testing.assert_array_equal(out[int(ey) - 3:int(ey) + 4, int(ex) - 3:int(ex) + 4],
