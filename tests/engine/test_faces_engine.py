@@ -244,6 +244,25 @@ def test_lost_face_is_held_then_dropped():
     assert [len(o) for o in out] == [1, 0, 0]  # seen once (a false detection?): not held
 
 
+def test_a_held_face_moves_on_along_its_velocity():
+    # A face walking across the frame and missed for two frames (motion blur, a hand): the crop
+    # and its zone must keep moving with it, not wait where it was last seen.
+    tracker = FaceTracker(FaceConfig(smoothing=0.0, hold_frames=2))  # velocity: the last step exactly
+    frame = np.full((240, 320, 3), 100, np.uint8)
+    seen = [landmarked(100 + 4 * i, 80 + 2 * i, 60) for i in range(3)]  # 4 px right, 2 px down a frame
+    for f in seen:
+        tracker.update(frame, [f])
+    last = np.asarray(seen[-1].landmarks)
+    (box1, held1, lm1), = tracker.update(frame, [])
+    (box2, held2, lm2), = tracker.update(frame, [])
+    assert held1 and held2
+    # One step on, then half a step more (the velocity halves with each frame held).
+    assert box1 == pytest.approx((112, 86, 60, 60))
+    assert box2 == pytest.approx((114, 87, 60, 60))
+    np.testing.assert_allclose(lm1, last + (4, 2))
+    np.testing.assert_allclose(lm2, last + (6, 3))
+
+
 def test_two_faces_keep_their_own_tracks():
     frames = [[(40 + i, 60, 50), (200 - i, 70, 60)] for i in range(10)]
     _, out = _track(frames)
