@@ -315,3 +315,25 @@ def test_a_choice_remembered_under_the_old_rule_is_judged_again(auto_on_cpu):
                    {"openvino": 113.1, "ort": 106.8})
     name, why = auto_on_cpu(200.0, 100.0)
     assert name == "openvino" and "remembered" in why and not auto_on_cpu.timed
+
+
+def test_auto_runs_a_graph_on_onnx_runtime_where_a_cuda_gpu_is_present(auto_on_cpu, monkeypatch):
+    # OpenVINO runs on the CPU only: with a GPU, ONNX Runtime (CUDA or TensorRT provider) runs
+    # the graph, untimed. The timings given would make a CPU machine keep OpenVINO.
+    import cyclemask.engine.backends as backends
+    import cyclemask.engine.backends.select as select
+
+    # The real probe (the fixture stubs it), which asks torch when torch is loaded, as here.
+    monkeypatch.setattr(select, "cuda_gpu_present", backends.cuda_gpu_present)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert backends.cuda_gpu_present()
+    name, why = auto_on_cpu(100.0, 100.0)
+    assert name == "ort" and "a CUDA GPU is present" in why
+    assert not auto_on_cpu.timed
+
+
+def test_auto_runs_a_checkpoint_on_the_cuda_gpu_where_one_is_present(bundle_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    be, why = create_backend(bundle_path, "auto", "mask")  # built, not loaded: no GPU is touched
+    assert isinstance(be, TorchBackend) and be.providers == ["cuda"]
+    assert why.startswith("auto: torch on cuda, because the model is a checkpoint and a CUDA GPU is present")
