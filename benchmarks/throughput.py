@@ -58,7 +58,7 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
 from benchmarks import inputs  # noqa: E402
 from benchmarks.variants import MODELS, Artefacts, ArtefactUnavailable, Variant, seeded_generator, select  # noqa: E402
 from cyclemask.cli_util import Command, debug_option  # noqa: E402
-from cyclemask.errors import ConfigError, CycleMaskError  # noqa: E402
+from cyclemask.errors import ConfigError, CycleMaskError, own_module_missing  # noqa: E402
 
 log = logging.getLogger("cyclemask.benchmarks.throughput")
 
@@ -370,13 +370,7 @@ def _measure_variant(v: Variant, spec, arts: Artefacts, macs: int, peak: dict | 
 
 def _face_rows(spec, arts: Artefacts, s: Settings, result: dict) -> None:
     """Rows of benchmarks/faces.py (the face-aware path) for this model, torch backend."""
-    try:
-        from benchmarks import faces
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("benchmarks.faces",):
-            raise
-        _note(result, "face-aware rows: benchmarks/faces.py is not present")
-        return
+    from benchmarks import faces
     detector = Path(os.environ.get("CYCLEMASK_FACE_DETECTOR") or faces.DEFAULT_DETECTOR)
     clips = faces.default_clips()
     if not detector.is_file() or not clips:
@@ -444,7 +438,9 @@ def machine_info(s: Settings) -> dict:
         import onnxruntime
 
         info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
+    except ImportError as exc:
+        if own_module_missing(exc):
+            raise
         info["onnxruntime"] = None
     import importlib.metadata
 

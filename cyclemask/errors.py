@@ -58,3 +58,17 @@ class OutputError(CycleMaskError, OSError):
 
 class OutputBusyError(CycleMaskError):
     """Another live run holds the lock of the output this run would write."""
+
+
+#: The top-level names of the project's own modules (the package and its benchmarks).
+OWN_MODULES = ("cyclemask", "benchmarks")
+
+
+def own_module_missing(exc: ImportError) -> bool:
+    """Whether an ImportError is about a module of the project itself.
+
+    Only third-party packages are optional. An `except ImportError` around an optional import
+    re-raises when this is true: a module of ours that cannot be imported is a stale path or a
+    broken file, a bug to be seen, never a feature quietly turned off or "X is not installed".
+    """
+    return (exc.name or "").partition(".")[0] in OWN_MODULES

@@ -173,7 +173,8 @@ log = logging.getLogger(__name__)
                    "Default: OpenVINO's optimum for this CPU.")
 @click.option("--probe/--no-probe", default=True, show_default=True,
               help="--backend auto with a graph on a CPU machine: time OpenVINO and ONNX Runtime on "
-                   "single images for about a second and keep the faster (remembered for this graph and "
+                   "single images for about a second and keep OpenVINO unless ONNX Runtime is more than 10 % "
+                   "faster (remembered for this graph and "
                    "machine, see --cache); a heavy graph (over ~10 GMACs per image, estimated from the file: "
                    "the full generator) gets OpenVINO untimed. --no-probe: OpenVINO whenever it is installed.")
 @click.option("--cache/--no-cache", default=True, show_default=True,

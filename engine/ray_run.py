@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cyclemask.errors import ConfigError, CycleMaskError, InputError
+from cyclemask.errors import ConfigError, CycleMaskError, InputError, own_module_missing
 
 from .backends import BackendOptions
 from .faces import FaceConfig
@@ -250,6 +250,8 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401 - needs pyarrow and friends: the [data] extra
     except ImportError as exc:
+        if own_module_missing(exc):
+            raise
         raise ConfigError(f"{RAY_INSTALL} ({exc})") from None
     return ray
 
@@ -470,25 +472,27 @@ def video_output_name(rel: str) -> str:
 def model_direction(model: Path) -> str | None:
     """The direction a model file records, read without loading it into a runtime (None when it
     records none, or holds both)."""
+    # Imported before the `try` below: its broad `except` is for a model file that cannot be
+    # read, and must never hide a module of ours that is missing (it once hid a stale path to
+    # the sidecar reader, and engines under --ray lost their direction).
+    import onnx
+
     from cyclemask import DIRECTIONS
+    from cyclemask.artifacts import load_engine_sidecar  # the sidecar reader the TensorRT backend uses
 
     from .backends import model_kind
 
     kind = model_kind(model)
+    if kind == "checkpoint":
+        from cyclemask.checkpoint import read_checkpoint  # imports torch: only for a checkpoint
     found = None
     try:
         if kind == "graph":
-            import onnx
-
             meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
             found = meta.get("direction")
         elif kind == "engine":
-            from .backend_trt import load_engine_sidecar  # the sidecar reader the TensorRT backend uses
-
             found = load_engine_sidecar(model).get("direction")
         else:
-            from cyclemask.checkpoint import read_checkpoint
-
             obj = read_checkpoint(model)
             if isinstance(obj, dict):
                 found = obj.get("direction")

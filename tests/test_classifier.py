@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,24 @@ def test_zone_in_crop_covers_nose_mouth_chin_not_eyes():
     assert not at(60, 60) and not at(100, 60)  # eyes
 
 
+def test_success_is_the_share_called_what_was_wanted():
+    # A rate that counted every face (or every face the graph saw) as a success would make
+    # an untranslated input look like a perfect translation.
+    class Given(MaskClassifier):
+        def __init__(self, p):
+            self.p = np.asarray(p, np.float32)
+
+        def p_masked(self, images, batch_size=64):
+            return self.p[:len(images)]
+
+    clf = Given([0.9, 0.5, 0.49, 0.1])  # 0.5 counts as masked
+    images = [np.zeros((8, 8, 3), np.uint8)] * 4
+    assert clf.rates(images, want_masked=True) == {"success": 0.5, "n": 4, "called": "masked"}
+    assert clf.rates(images, want_masked=False) == {"success": 0.5, "n": 4, "called": "unmasked"}
+    assert clf.rates(images[:1], want_masked=False)["success"] == 0.0
+    assert math.isnan(clf.rates([], want_masked=True)["success"])
+
+
 def test_success_rates_in_the_report(tmp_path, tiny_features_path):
     """An identity 'mask' translator succeeds exactly as often as testA is called masked."""
     from cyclemask.metrics.fid import load_inception
@@ -103,13 +122,15 @@ def test_success_rates_in_the_report(tmp_path, tiny_features_path):
         for i, im in enumerate(_faces(rng, 6, masked)):
             write_image(tmp_path / split / f"{i}.png", im)
 
-    class Fixed:
-        """Calls an image masked when its lower half is brighter than its top."""
+    class Fixed(MaskClassifier):
+        """Calls an image masked when its lower half is brighter than its top. Only the graph is
+        replaced: the success rates are MaskClassifier's own."""
 
-        def rates(self, images, want_masked):
-            called = np.array([im[40:].mean() > im[:30].mean() + 20 for im in images])
-            hits = called if want_masked else ~called
-            return {"success": float(hits.mean()), "n": len(images)}
+        def __init__(self):
+            pass
+
+        def p_masked(self, images, batch_size=64):
+            return np.array([0.9 if im[40:].mean() > im[:30].mean() + 20 else 0.1 for im in images])
 
     a, b = ev.load_folder(tmp_path / "testA"), ev.load_folder(tmp_path / "testB")
     ident = {"mask": lambda x: x.copy(), "unmask": lambda x: x.copy()}

@@ -349,6 +349,28 @@ def test_zone_covers_nose_mouth_and_chin_and_leaves_both_eyes(roll):
     assert not m[0].any() and not m[-1].any() and not m[:, 0].any() and not m[:, -1].any()
 
 
+@pytest.mark.parametrize("roll", [0, -30, 30])
+def test_zone_ends_where_the_landmarks_geometry_says(roll):
+    # The reference comes from the landmarks by exact geometry (tests/zone_geometry.py), not
+    # from the matte: a matte grown by one pixel everywhere once passed every zone test.
+    from cyclemask.faces import ZONE_GROW, ZONE_TOP, mask_zone_matte
+    from zone_geometry import DISTANCE_SLACK, zone_reference
+
+    box = (0, 0, 200, 200)
+    lm = _rotated(FRONTAL, roll)
+    m = mask_zone_matte(lm, box)
+    outside, below, h = zone_reference(lm, box)
+    grown = ZONE_GROW * h
+    support = m > 0
+    # 0 from ZONE_GROW x h outside the anchors' outline, and on or above ZONE_TOP[0] x h under
+    # the eyes (1e-3: the matte's float32 against this float64).
+    assert outside[support].max() < grown + DISTANCE_SLACK
+    assert below[support].min() > ZONE_TOP[0] * h - 1e-3
+    # ... and it does reach them: a matte drawn short would pass the two bounds above.
+    assert outside[support].max() > grown - 1.0
+    assert below[support].min() < ZONE_TOP[0] * h + 1.0
+
+
 def test_zone_follows_scale_and_position():
     from cyclemask.faces import mask_zone_matte
 

@@ -105,3 +105,21 @@ def test_a_signal_during_argument_parsing_still_stops_with_the_summary_and_statu
     res = _invoke(cmd)
     assert res.exit_code == 143 and "stopped: interrupted (SIGTERM)" in res.output
     assert "Aborted" not in res.output and ran == []
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_stop_exit_code_is_128_plus_the_signal_received(sig, code, monkeypatch):
+    # Commands with a summary of their own (cyclemask-run, --ray, train, eval) exit with
+    # stop_exit_code() rather than through Command's handler: a scheduler reads 143 as "stopped
+    # by SIGTERM", and 130 as a user's Ctrl-C.
+    from cyclemask import cli_util
+    from cyclemask.cli_util import run_stoppable, stop_exit_code
+
+    monkeypatch.setattr(cli_util._stop, "signum", None)  # the signal is not left to later tests
+
+    def work():
+        os.kill(os.getpid(), sig)
+        return 0  # never reached: the signal interrupts
+
+    assert run_stoppable(work) == code
+    assert stop_exit_code() == code

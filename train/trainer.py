@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 
 from cyclemask.checkpoint import read_checkpoint, save_generators, state_dict_sha256, versions
 from cyclemask.config import DiscriminatorConfig, GeneratorConfig
-from cyclemask.errors import CheckpointError, ConfigError
+from cyclemask.errors import CheckpointError, ConfigError, own_module_missing
 from cyclemask.imageio import write_bytes_atomic
 from cyclemask.imaging import translate
 from cyclemask.models import build_discriminator, build_generator, init_weights
@@ -775,7 +775,9 @@ def _worker_init(_worker_id: int) -> None:
 def _tensorboard_writer(path: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
+    except ImportError as exc:
+        if own_module_missing(exc):
+            raise
         log.info("tensorboard is not installed: losses go to losses.jsonl and losses.png only")
         return None
     return SummaryWriter(str(path))

@@ -58,7 +58,7 @@ class BackendOptions:
     compile: bool = False  # torch: torch.compile the forward pass
     ov_mode: str = "throughput"  # openvino: latency | throughput
     ov_requests: int | None = None  # openvino, throughput mode: infer requests in flight
-    probe: bool = True  # auto on a CPU machine: time ORT and OpenVINO briefly and take the faster
+    probe: bool = True  # auto on a CPU machine: time ORT and OpenVINO briefly; OpenVINO unless ORT is >10 % faster
     cache: bool = True  # OpenVINO's compiled-model cache and auto's remembered choice (engine/model_cache.py)
 
 

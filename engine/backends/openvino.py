@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from cyclemask.artifacts import TensorSpec, check_graph_io
-from cyclemask.errors import BackendError, ConfigError, CycleMaskError
+from cyclemask.errors import BackendError, ConfigError, CycleMaskError, own_module_missing
 
 from .base import Backend, BackendOptions, read_graph_metadata
 
@@ -229,7 +229,9 @@ class OpenVinoBackend(Backend):
             raise BackendError(f"{p}: no such ONNX graph")
         try:
             import openvino as ov
-        except ImportError:
+        except ImportError as exc:
+            if own_module_missing(exc):
+                raise
             raise BackendError(
                 f"{p}: the openvino backend needs the openvino package (pip install openvino, or "
                 "pip install 'cyclemask[openvino]')"

@@ -36,27 +36,10 @@ def bundle_path(tmp_path_factory, tiny_pair) -> Path:
 
 
 def export_graph(generator, path: Path, direction: str) -> Path:
-    """The export package's FP32 exporter when it is there; else the same contract by hand
-    (dynamo exporter, uint8 wrapper, dynamic N, direction/size metadata)."""
-    try:
-        from cyclemask.export.onnx import export_onnx
-    except ImportError:
-        export_onnx = None
-    if export_onnx is not None:
-        return Path(export_onnx(generator, path, image_size=SIZE, metadata={"direction": direction}))
-    import onnx
+    """The graph cyclemask-export writes (the export package's FP32 exporter)."""
+    from cyclemask.export.onnx import export_onnx
 
-    from cyclemask.imaging import UInt8Translator
-
-    x = torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8)
-    torch.onnx.export(UInt8Translator(generator).eval(), (x,), str(path), input_names=["image"],
-                      output_names=["translated"], dynamo=True, external_data=False,
-                      dynamic_shapes={"image": {0: torch.export.Dim("N", min=1, max=1024)}})
-    model = onnx.load(str(path))
-    for k, v in (("direction", direction), ("image_size", str(SIZE))):
-        model.metadata_props.add(key=k, value=v)
-    onnx.save(model, str(path))
-    return path
+    return Path(export_onnx(generator, path, image_size=SIZE, metadata={"direction": direction}))
 
 
 @pytest.fixture(scope="session")

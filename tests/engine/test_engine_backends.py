@@ -231,3 +231,109 @@ def test_ort_tensorrt_provider_gets_one_profile_for_all_batch_sizes(mask_graph, 
     assert opts["trt_profile_min_shapes"] == "image:1x64x64x3"
     assert opts["trt_profile_max_shapes"] == "image:8x64x64x3"
     assert opts["trt_engine_cache_path"] == str(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# auto on a CPU machine: OpenVINO unless another runtime is clearly faster (timings injected)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def auto_on_cpu(monkeypatch, tmp_path):
+    """`create_backend(graph, "auto")` on a CPU machine with both runtimes present, the two
+    candidates stubbed and the warm-up's timings given: choose(openvino_ms, ort_ms, **options)
+    returns (the backend chosen, the reason). `timed` counts the warm-ups that ran."""
+    import dataclasses
+
+    import cyclemask.engine.backends.select as select
+    from cyclemask.engine import model_cache
+    from cyclemask.engine.backends import SyncBackend
+
+    class Candidate(SyncBackend):
+        def __init__(self, name, path, direction):
+            super().__init__(path, direction)
+            self.name = name
+
+        def _activate(self):
+            self._image_size = 8
+
+        def _deactivate(self):
+            pass
+
+        def _run(self, batch):
+            return batch
+
+    graph = tmp_path / "g.onnx"
+    graph.write_bytes(b"stands for a small graph: nothing loads it")
+    for name in ("ort", "openvino"):
+        monkeypatch.setitem(select.REGISTRY, name, dataclasses.replace(select.REGISTRY[name], available=lambda: None))
+    monkeypatch.setattr(select, "cuda_gpu_present", lambda: False)
+    monkeypatch.setattr(select, "_openvino", lambda p, d, o: Candidate("openvino", p, d))
+    monkeypatch.setattr(select, "_ort", lambda p, d, o: Candidate("ort", p, d))
+    monkeypatch.setattr(model_cache, "estimated_gmacs", lambda p: 0.1)  # small: timed, not judged by size
+    timed = []
+
+    def choose(openvino_ms, ort_ms, **options):
+        def warm_up(cands, x):
+            timed.append((openvino_ms, ort_ms))
+            return {"openvino": openvino_ms / 1000, "ort": ort_ms / 1000}
+
+        monkeypatch.setattr(select, "_time_per_image", warm_up)
+        be, why = create_backend(graph, "auto", None, BackendOptions(**options))
+        be.deactivate()
+        return be.name, why
+
+    choose.graph, choose.timed = graph, timed
+    return choose
+
+
+def test_auto_keeps_openvino_unless_ort_is_more_than_ten_percent_faster(auto_on_cpu):
+    # The issue's two runs of one graph: ORT 5.6 % faster is noise; 11.2 % is not.
+    name, why = auto_on_cpu(113.1, 106.8, cache=False)
+    assert name == "openvino", why
+    assert "113.1 ms per image vs ort 106.8 ms" in why and "more than 10% faster" in why
+    assert auto_on_cpu(121.1, 108.9, cache=False)[0] == "ort"
+    assert auto_on_cpu(110.0, 100.0, cache=False)[0] == "openvino"  # exactly 10 %: kept
+    assert auto_on_cpu(110.2, 100.0, cache=False)[0] == "ort"
+    assert auto_on_cpu(90.0, 100.0, cache=False)[0] == "openvino"
+
+
+def test_auto_no_cache_times_again_with_the_margin(auto_on_cpu):
+    assert auto_on_cpu(104.0, 100.0)[0] == "openvino"
+    assert len(auto_on_cpu.timed) == 1
+    name, why = auto_on_cpu(200.0, 100.0)  # remembered: these timings are never taken
+    assert name == "openvino" and "remembered" in why and len(auto_on_cpu.timed) == 1
+    assert auto_on_cpu(200.0, 100.0, cache=False)[0] == "ort"  # --no-cache: timed again
+    assert len(auto_on_cpu.timed) == 2
+
+
+def test_a_choice_remembered_under_the_old_rule_is_judged_again(auto_on_cpu):
+    from cyclemask.engine.model_cache import graph_sha256, probe_key, remember_probe
+
+    # Written before the margin: ORT won by 5.6 %. Read back, the figures decide, not the name.
+    remember_probe(probe_key(graph_sha256(auto_on_cpu.graph), None, "throughput"), "ort",
+                   {"openvino": 113.1, "ort": 106.8})
+    name, why = auto_on_cpu(200.0, 100.0)
+    assert name == "openvino" and "remembered" in why and not auto_on_cpu.timed
+
+
+def test_auto_runs_a_graph_on_onnx_runtime_where_a_cuda_gpu_is_present(auto_on_cpu, monkeypatch):
+    # OpenVINO runs on the CPU only: with a GPU, ONNX Runtime (CUDA or TensorRT provider) runs
+    # the graph, untimed. The timings given would make a CPU machine keep OpenVINO.
+    import cyclemask.engine.backends as backends
+    import cyclemask.engine.backends.select as select
+
+    # The real probe (the fixture stubs it), which asks torch when torch is loaded, as here.
+    monkeypatch.setattr(select, "cuda_gpu_present", backends.cuda_gpu_present)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert backends.cuda_gpu_present()
+    name, why = auto_on_cpu(100.0, 100.0)
+    assert name == "ort" and "a CUDA GPU is present" in why
+    assert not auto_on_cpu.timed
+
+
+def test_auto_runs_a_checkpoint_on_the_cuda_gpu_where_one_is_present(bundle_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    be, why = create_backend(bundle_path, "auto", "mask")  # built, not loaded: no GPU is touched
+    assert isinstance(be, TorchBackend) and be.providers == ["cuda"]
+    assert why.startswith("auto: torch on cuda, because the model is a checkpoint and a CUDA GPU is present")

@@ -244,6 +244,25 @@ def test_lost_face_is_held_then_dropped():
     assert [len(o) for o in out] == [1, 0, 0]  # seen once (a false detection?): not held
 
 
+def test_a_held_face_moves_on_along_its_velocity():
+    # A face walking across the frame and missed for two frames (motion blur, a hand): the crop
+    # and its zone must keep moving with it, not wait where it was last seen.
+    tracker = FaceTracker(FaceConfig(smoothing=0.0, hold_frames=2))  # velocity: the last step exactly
+    frame = np.full((240, 320, 3), 100, np.uint8)
+    seen = [landmarked(100 + 4 * i, 80 + 2 * i, 60) for i in range(3)]  # 4 px right, 2 px down a frame
+    for f in seen:
+        tracker.update(frame, [f])
+    last = np.asarray(seen[-1].landmarks)
+    (box1, held1, lm1), = tracker.update(frame, [])
+    (box2, held2, lm2), = tracker.update(frame, [])
+    assert held1 and held2
+    # One step on, then half a step more (the velocity halves with each frame held).
+    assert box1 == pytest.approx((112, 86, 60, 60))
+    assert box2 == pytest.approx((114, 87, 60, 60))
+    np.testing.assert_allclose(lm1, last + (4, 2))
+    np.testing.assert_allclose(lm2, last + (6, 3))
+
+
 def test_two_faces_keep_their_own_tracks():
     frames = [[(40 + i, 60, 50), (200 - i, 70, 60)] for i in range(10)]
     _, out = _track(frames)
@@ -375,6 +394,21 @@ def frame_matte(paste, shape, config=FaceConfig()) -> np.ndarray:
     return out
 
 
+def outside_the_zone(paste, shape, config=FaceConfig()) -> np.ndarray:
+    """Frame pixels a paste must leave as they were, from its landmarks by exact geometry
+    (tests/zone_geometry.py): beyond the grown outline or above the zone's top line."""
+    from cyclemask.faces import ZONE_TOP
+    from zone_geometry import DISTANCE_SLACK, zone_reference
+
+    x0, y0, x1, y1 = paste.box
+    outside, below, h = zone_reference(paste.landmarks, paste.box)
+    free = (outside >= config.zone_grow * h + DISTANCE_SLACK) | (below <= ZONE_TOP[0] * h - 1e-3)
+    keep = np.ones(shape[:2], bool)
+    ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x1, shape[1]), min(y1, shape[0])
+    keep[ay0:ay1, ax0:ax1] = free[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0]
+    return keep
+
+
 @pytest.mark.parametrize("colour", ["field", "mean", "none"])
 def test_zone_paste_changes_the_zone_only(rng, colour):
     img = scene(rng, [(30, 20, 80), (190, 100, 50)], size=(160, 240))  # the second face at the edge
@@ -386,6 +420,11 @@ def test_zone_paste_changes_the_zone_only(rng, colour):
     # Outside the matte: the frame's own pixels, exactly (eyes, hair, background in the crop too).
     np.testing.assert_array_equal(out[matte == 0], img[matte == 0])
     assert (matte == 0).sum() > 0.5 * matte.size
+    # The same outside the zone as the landmarks place it, by geometry: a matte that grew would
+    # move the region above with it.
+    keep = np.logical_and.reduce([outside_the_zone(p, img.shape) for p in state])
+    np.testing.assert_array_equal(out[keep], img[keep])
+    assert keep.sum() > 0.5 * keep.size
     f = state[0].landmarks
     for ex, ey in f[:2]:  # both eyes of the first face are untouched
         np.testing.assert_array_equal(out[int(ey) - 3:int(ey) + 4, int(ex) - 3:int(ex) + 4],

@@ -93,6 +93,112 @@ def test_model_direction_read_without_a_runtime(mask_graph, bundle_path):
     assert model_direction(bundle_path) is None  # a bundle holds both: --mask or --unmask decides
 
 
+class _StubEngine:
+    """Stands in for TensorRT (no GPU here): reads what TrtBackend reads off an engine's sidecar,
+    its direction and image size, and inverts the image where the engine would run."""
+
+    @staticmethod
+    def make(path, direction, opts):
+        from cyclemask.artifacts import load_engine_sidecar
+        from cyclemask.engine.backends import TrtBackend
+        from cyclemask.engine.backends.base import Ready
+
+        class Stub(TrtBackend):
+            def _activate(self):
+                self.sidecar = self.metadata = load_engine_sidecar(self.model_path)
+                side_dir = self.sidecar.get("direction")
+                self._check_direction(side_dir if side_dir in ("mask", "unmask") else None, "engine")
+                self._image_size = int(self.sidecar["image_size"])
+
+            def _deactivate(self):
+                pass
+
+            def _start(self, batch):
+                return Ready(255 - batch)
+
+            def _start_images(self, images):
+                return self._start(np.stack(images))
+
+            @property
+            def providers(self):
+                return ["stub"]
+
+            @property
+            def description(self):
+                return "stub TensorRT engine"
+
+        return Stub(path, direction, streams=opts.streams)
+
+
+def _fake_ray_modules():
+    """`ray` and `ray.data` as far as ray_run uses them, running each call's worker in this
+    process: the run's own code (the job, the journal, the summary) runs unchanged around it."""
+    import types
+
+    class Dataset:
+        def __init__(self, items):
+            self.items, self.worker, self.size = items, None, 1
+
+        def map_batches(self, worker_class, *, batch_size, **_):
+            self.worker, self.size = worker_class, batch_size
+            return self
+
+        def iter_batches(self, **_):
+            worker = self.worker()
+            for i in range(0, len(self.items), self.size):
+                chunk = self.items[i:i + self.size]
+                yield worker({k: np.array([c[k] for c in chunk], dtype=object) for k in ("key", "out")})
+
+    ray = types.ModuleType("ray")
+    data = types.ModuleType("ray.data")
+    data.from_items = Dataset
+    data.ActorPoolStrategy = lambda size: None
+    ray.data = data
+    ray.is_initialized = lambda: False
+    ray.shutdown = lambda: None
+    return ray, data
+
+
+def test_an_engine_under_ray_is_named_by_its_direction_as_a_local_run_names_it(tmp_path, monkeypatch):
+    """An engine records its direction in its sidecar only. The --ray CLI reads it before any
+    worker starts, to name the default output folder; a local run takes it from the loaded
+    backend. Both must agree (they once did not: `_out` under --ray, `_unmask` locally)."""
+    import dataclasses
+    import sys
+
+    from cyclemask.artifacts import ENGINE_FORMAT, sidecar_path
+    from cyclemask.engine import ray_cli, ray_run
+    from cyclemask.engine.backends import REGISTRY
+
+    engine = tmp_path / "model" / "unmask.fp16.engine"
+    engine.parent.mkdir()
+    engine.write_bytes(b"not a real engine: the stub never reads it")
+    sidecar_path(engine).write_text(json.dumps({
+        "format": ENGINE_FORMAT, "format_version": 1, "tensorrt_version": "10.3.0", "gpu_name": "stub",
+        "compute_capability": "9.0", "image_size": 16, "onnx_sha256": "cd" * 32, "direction": "unmask",
+        "profile": {"min": [1, 16, 16, 3], "opt": [2, 16, 16, 3], "max": [4, 16, 16, 3]}}))
+    monkeypatch.setitem(REGISTRY, "trt", dataclasses.replace(REGISTRY["trt"], factory=_StubEngine.make,
+                                                             available=lambda: None))
+    ray, data = _fake_ray_modules()
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    monkeypatch.setitem(sys.modules, "ray.data", data)
+    monkeypatch.setattr(ray_cli, "require_ray", lambda: ray)
+    monkeypatch.setattr(ray_run, "require_ray", lambda: ray)
+    monkeypatch.setattr(ray_run, "connect", lambda address, debug=False: (False, 2.0, 0.0))
+
+    args = ["--model", engine, "--backend", "trt", "--aligned", "--batch", "2"]
+    for where in ("local", "ray"):
+        _images(tmp_path / where / "photos", 3, seed=7)
+    local = run("--images", tmp_path / "local" / "photos", *args)
+    on_ray = run("--images", tmp_path / "ray" / "photos", *args, "--ray", "--workers", "1")
+    assert local.exit_code == 0, local.output
+    assert on_ray.exit_code == 0, on_ray.output
+    assert sorted(p.name for p in (tmp_path / "local").iterdir()) == ["photos", "photos_unmask"]
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["photos", "photos_unmask"]
+    assert _digest(tmp_path / "ray" / "photos_unmask") == _digest(tmp_path / "local" / "photos_unmask")
+    assert len(_digest(tmp_path / "local" / "photos_unmask")) == 3
+
+
 def test_ray_options_are_checked():
     with pytest.raises(ConfigError, match="reserves nothing"):
         RayOptions(cpus_per_worker=0, gpus_per_worker=0)

@@ -205,6 +205,63 @@ def test_int8_export_writes_a_verified_graph_that_runs(bundle, tmp_path, monkeyp
     assert "int8 graph" in r.output and "note:    INT8 graph, verified at export: PSNR" in r.output
 
 
+@pytest.fixture
+def bf16_export(monkeypatch, tmp_path):
+    """lowp.export_steps for --bf16 on a tiny generator, OpenVINO counted as installed, the CPU's
+    BF16 as `caps` says, and the BF16 measurement injected: run(caps, measured) returns the
+    result; `measured(reference)` gives the BF16 outputs (None: nothing may be measured)."""
+    import dataclasses
+
+    from cyclemask.engine import cpu_features
+    from cyclemask.engine.backends import REGISTRY
+    from export_helpers import make_generator
+
+    monkeypatch.setitem(REGISTRY, "openvino", dataclasses.replace(REGISTRY["openvino"], available=lambda: None))
+    held = np.random.default_rng(3).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    # The staged FP32 graph the figures would be written into (any graph will do for that).
+    staged = tmp_path / "staged.onnx"
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.UINT8, [None, SIZE, SIZE, 3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.UINT8, [None, SIZE, SIZE, 3])
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])],
+                                                            "staged", [x], [y])), str(staged))
+
+    def run(caps, measured):
+        monkeypatch.setattr(cpu_features, "openvino_capabilities", lambda core=None: caps)
+
+        def check_graph(model, backend, precision, images, reference, **kw):
+            assert measured is not None, "BF16 was measured on a CPU without it"
+            return check_outputs(measured(reference), reference, artefact=kw["artefact"], precision=precision,
+                                 runtime=f"{backend} (injected)", direction=kw["direction"])
+
+        monkeypatch.setattr(lowp, "check_graph", check_graph)
+        return lowp.export_steps("mask", make_generator(0), staged, tmp_path / "staged.int8.onnx",
+                                 final_fp32=tmp_path / "mask.onnx", final_int8=tmp_path / "mask.int8.onnx",
+                                 options=LowpOptions(bf16=True), size=SIZE, fallback_faces=held, threads=1,
+                                 tick=lambda _: None)
+
+    run.recorded = lambda: {p.key for p in onnx.load(str(staged)).metadata_props} & {"bf16_verification"}
+    return run
+
+
+def test_bf16_out_of_bounds_is_refused_naming_the_bound(bf16_export):
+    # A BF16 run that drifts from FP32 must stop the export (nothing written), not be recorded.
+    with pytest.raises(ExportError) as err:
+        bf16_export(["BF16", "FP32"], lambda ref: ref ^ np.uint8(0x10))
+    msg = str(err.value)
+    assert msg.startswith("mask.onnx: BF16 verification on openvino against eager FP32 failed: ")
+    assert "< 40 dB" in msg and f"(bounds: {BF16_BOUNDS.describe()}" in msg
+    assert not bf16_export.recorded()  # no graph was given BF16 figures
+
+
+def test_bf16_is_not_measured_where_the_cpu_has_none(bf16_export):
+    # OpenVINO would run FP32 under the BF16 hint: a measurement would verify FP32 and be
+    # recorded as BF16. The export says so and records nothing.
+    res = bf16_export(["FP32", "INT8"], None)
+    assert not res.bf16_checks
+    assert any(n.startswith("mask: BF16 not verified here: OpenVINO's CPU plugin reports no BF16") for n in res.notes)
+    assert not bf16_export.recorded()
+
+
 @pytest.mark.shared
 @needs_nncf
 @needs_openvino
