@@ -8,6 +8,9 @@ Two layouts of ours:
 - a network file: {"format": "cyclemask.network", "kind": "generator"|"discriminator", ...}
 - a generator bundle: {"format": "cyclemask.generators", "generators": {"mask": net, "unmask": net}}
   where each net is the dict of a network file. This is what training hands to export.
+- a restore bundle: {"format": "cyclemask.restore", "segmenter": net, "restorer": net}: the
+  erase-then-restore unmasking networks (cyclemask.restore_models). It loads as one "unmask"
+  generator (`EraseRestore`), so export and the runtime take it as they take a CycleGAN one.
 
 Reference-repository generator files (`latest_net_G_A.pth`: a bare state dict) load too; their
 architecture is read off the weight shapes, and flags may state it.
@@ -32,9 +35,11 @@ from .config import DiscriminatorConfig, GeneratorConfig
 from .errors import CheckpointError, ConfigError
 from .imageio import write_bytes_atomic
 from .models import NLayerDiscriminator, ResnetGenerator
+from .restore_models import EraseRestore, MaskSegmenter, Restorer, RestorerConfig, SegmenterConfig
 
 NETWORK_FORMAT = "cyclemask.network"
 BUNDLE_FORMAT = "cyclemask.generators"
+RESTORE_FORMAT = "cyclemask.restore"
 FORMAT_VERSION = 1
 
 _DROP_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -62,6 +67,10 @@ def network_record(net: nn.Module, direction: str | None = None, extra: dict | N
         kind = "generator"
     elif isinstance(net, NLayerDiscriminator):
         kind = "discriminator"
+    elif isinstance(net, MaskSegmenter):
+        kind = "segmenter"
+    elif isinstance(net, Restorer):
+        kind = "restorer"
     else:
         raise CheckpointError(f"cannot save a {type(net).__name__}: only cyclemask networks")
     if direction is not None and direction not in DIRECTIONS:
@@ -103,6 +112,54 @@ def save_generators(path: str | os.PathLike, generators: dict[str, nn.Module], e
         "versions": versions(),
         "extra": dict(extra or {}),
     })
+
+
+def save_restore(path: str | os.PathLike, segmenter: MaskSegmenter, restorer: Restorer,
+                 extra: dict | None = None) -> None:
+    """Write a restore bundle (segmenter and restorer, see the module docstring) atomically."""
+    _save(path, {
+        "format": RESTORE_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "segmenter": network_record(segmenter),
+        "restorer": network_record(restorer, "unmask"),
+        "versions": versions(),
+        "extra": dict(extra or {}),
+    })
+
+
+def _restore_net(rec: Any, kind: str, path: Path):
+    if not isinstance(rec, dict) or rec.get("kind") != kind:
+        raise CheckpointError(f"{path}: the restore bundle has no {kind}")
+    sd = rec.get("state_dict")
+    if not isinstance(sd, dict) or state_dict_sha256(sd) != rec.get("sha256"):
+        raise CheckpointError(f"{path}: {kind} weights do not match their recorded sha256 (file corrupt or edited)")
+    try:
+        if kind == "segmenter":
+            net = MaskSegmenter(SegmenterConfig(**rec["config"]))
+        else:
+            net = Restorer(RestorerConfig(**rec["config"]))
+        net.load_state_dict(sd, strict=True)
+    except (TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: {kind} weights do not fit its config: {str(exc).splitlines()[0][:300]}") from None
+    return net.eval()
+
+
+def load_segmenter(path: str | os.PathLike) -> MaskSegmenter:
+    """The mask segmenter of a restore bundle (or of a network file holding one)."""
+    p = Path(path)
+    obj = read_checkpoint(p)
+    if isinstance(obj, dict) and obj.get("format") == RESTORE_FORMAT:
+        return _restore_net(obj.get("segmenter"), "segmenter", p)
+    if isinstance(obj, dict) and obj.get("format") == NETWORK_FORMAT:
+        return _restore_net(obj, "segmenter", p)
+    raise CheckpointError(f"{p}: holds no mask segmenter (not a restore bundle)")
+
+
+def _load_restore(obj: dict, path: Path) -> LoadedGenerator:
+    seg = _restore_net(obj.get("segmenter"), "segmenter", path)
+    res = _restore_net(obj.get("restorer"), "restorer", path)
+    net = EraseRestore(seg, res).eval()
+    return LoadedGenerator(net, res.config, "unmask", "cyclemask", state_dict_sha256(net.state_dict()), path)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
@@ -205,6 +262,8 @@ def load_generators(
     fmt = obj.get("format")
     if fmt == BUNDLE_FORMAT:
         loaded = {d: _from_record(rec, p) for d, rec in obj["generators"].items()}
+    elif fmt == RESTORE_FORMAT:
+        loaded = {"unmask": _load_restore(obj, p)}
     elif fmt == NETWORK_FORMAT:
         g = _from_record(obj, p)
         loaded = {g.direction or direction or "mask": g}
@@ -229,7 +288,12 @@ def load_generator(path: str | os.PathLike, direction: str | None = None, **arch
     return loaded[direction]
 
 
-def _check_flags(config: GeneratorConfig, path: Path, ngf, n_blocks, norm) -> None:
+def _check_flags(config, path: Path, ngf, n_blocks, norm) -> None:
+    if not isinstance(config, GeneratorConfig):
+        given = [n for n, v in (("ngf", ngf), ("n_blocks", n_blocks), ("norm", norm)) if v is not None]
+        if given:
+            raise CheckpointError(f"{path}: a restore bundle is not a ResNet generator: {', '.join(given)} do not apply")
+        return
     for name, want in (("ngf", ngf), ("n_blocks", n_blocks), ("norm", norm)):
         have = getattr(config, name)
         if want is not None and want != have and not (name == "norm" and {want, have} <= {"batch", "syncbatch"}):

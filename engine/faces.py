@@ -70,7 +70,7 @@ from .processing import FrameProcessor
 log = logging.getLogger(__name__)
 
 BLEND_SHAPES = ("ellipse", "rect")
-PASTE_MODES = ("zone", "crop")
+PASTE_MODES = ("zone", "crop", "hole")
 ZONE_COLOUR_MODES = ("field", "mean", "none")
 ROTATED_MODES = ("full", "lost", "off")
 
@@ -106,6 +106,10 @@ class FaceConfig:
         matte from the landmarks, `cyclemask.faces.mask_zone_matte`), colour-matched to the
         frame around it; everything else keeps its own pixels. "crop" blends the whole crop
         with the feathered `blend_shape`. A face without usable landmarks is pasted as a crop.
+        "hole" is for erase-then-restore graphs, which change only the pixels of the hole their
+        segmenter found and leave every other pixel as it came: the weight is where the output
+        differs from the crop that went in (`changed_matte`), so only the mask's own pixels are
+        replaced, whatever its shape, and a face without a mask keeps every pixel.
     zone_grow, zone_feather: the zone's growth past the anchors' outline and its soft edge,
         in units of the eye-to-mouth distance (see `cyclemask.faces.ZONE_GROW`).
     zone_colour: in zone mode, remove the generator's colour drift measured in a band just
@@ -523,6 +527,31 @@ def zone_colour_offset(source: np.ndarray, generated: np.ndarray, matte: np.ndar
     return ((num + eps * mean) / (den + eps)).astype(np.float32)
 
 
+def changed_matte(sent: np.ndarray, got: np.ndarray, threshold: int = 2, grow: int = 1,
+                  feather: float = 1.0) -> np.ndarray:
+    """Where a graph changed a crop, as a soft paste weight [S, S] float32 in [0, 1].
+
+    An erase-then-restore graph composites its output with its own input (see
+    `cyclemask.restore_models.EraseRestore`), so outside its hole the output is the input, bit
+    for bit in FP32 and FP16. Differences of at most `threshold` levels (BF16 and INT8 graphs
+    are not exact) and isolated pixels are not a hole; the rest is grown by `grow` pixels, so the
+    feathered edge falls where the output equals the input anyway, and feathered. 0 on the
+    crop's border, like every paste weight.
+    """
+    import cv2
+
+    changed = (np.abs(sent.astype(np.int16) - got.astype(np.int16)).max(axis=2) > threshold).astype(np.uint8)
+    if not changed.any():
+        return np.zeros(changed.shape, np.float32)
+    kernel = np.ones((3, 3), np.uint8)
+    changed = cv2.morphologyEx(changed, cv2.MORPH_OPEN, kernel)
+    if grow > 0:
+        changed = cv2.dilate(changed, kernel, iterations=grow)
+    weight = cv2.GaussianBlur(changed.astype(np.float32), (0, 0), feather) if feather > 0 else changed.astype(np.float32)
+    weight[0, :] = weight[-1, :] = weight[:, 0] = weight[:, -1] = 0.0
+    return weight
+
+
 class FaceProcessor(FrameProcessor):
     """Detect, track, crop, and blend back (see the module docstring).
 
@@ -641,9 +670,13 @@ class FaceProcessor(FrameProcessor):
                 ring = ring_lab(crop)
                 gain = exposure_gain(crop, c.exposure_target, c.max_gain)
                 crop = apply_gain(crop, gain)
-            crops.append(np.ascontiguousarray(crop))
-            pastes.append(_Paste(box, gain, ring, landmarks, source if landmarks is not None else None,
-                                 tuple(face_box)))
+            crop = np.ascontiguousarray(crop)
+            crops.append(crop)
+            if c.paste == "hole":
+                source = crop  # what the graph was given: its output differs from it only in the hole
+            elif landmarks is None:
+                source = None
+            pastes.append(_Paste(box, gain, ring, landmarks, source, tuple(face_box)))
             st.held += int(held)
             st.whole_crop += int(c.paste == "zone" and landmarks is None)
         st.crops += len(crops)
@@ -659,11 +692,17 @@ class FaceProcessor(FrameProcessor):
         out = image.copy()
         ih, iw = image.shape[:2]
         for paste, gen in zip(state, outputs, strict=True):
+            hole = changed_matte(paste.source, gen) if c.paste == "hole" else None
             if c.color_match:
                 gen = self._restore_colour(gen, paste)
             x0, y0, x1, y1 = paste.box
             side = x1 - x0
-            if paste.landmarks is not None:
+            if hole is not None:
+                if not hole.any():
+                    continue  # nothing changed: the frame keeps this face's pixels bit for bit
+                weight = (resize(hole, side, "area" if side <= self.size else "linear")
+                          if side != self.size else hole)[:, :, None]
+            elif paste.landmarks is not None:
                 weight = mask_zone_matte(paste.landmarks, paste.box, c.zone_grow, c.zone_feather)
                 if paste.source is not None:
                     gen = self._match_zone_colour(gen, paste, weight)

@@ -61,6 +61,14 @@ SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
     "Sub": _NUMERIC,
     "Tanh": _FLOATS,
     "Transpose": _NUMERIC + ("BOOL",),
+    # The erase-then-restore unmasking graph (cyclemask.restore_models): its U-Nets, the
+    # segmenter's half-size pass, the hole's growth and the composite.
+    "AveragePool": _FLOATS,
+    "Concat": _NUMERIC + ("BOOL",),
+    "LeakyRelu": _FLOATS,
+    "MaxPool": _FLOATS,
+    "Resize": _FLOATS,
+    "Sigmoid": _FLOATS,
     # BatchNormalization and Identity: generators built with norm "batch" / "none".
     "BatchNormalization": _FLOATS,
     "Identity": _NUMERIC + ("BOOL",),
@@ -69,7 +77,7 @@ SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
 #: Inputs that are parameters rather than data, per op (their type is the op's business, e.g.
 #: Pad's int64 `pads`): not checked against the op's data types.
 _PARAM_INPUTS = {"Pad": {1, 2, 3}, "Clip": {1, 2}, "Conv": {1, 2}, "ConvTranspose": {1, 2},
-                 "InstanceNormalization": {1, 2}, "BatchNormalization": {1, 2, 3, 4}}
+                 "InstanceNormalization": {1, 2}, "BatchNormalization": {1, 2, 3, 4}, "Resize": {1, 2, 3}}
 
 
 @dataclass(frozen=True)

@@ -118,14 +118,16 @@ def _quiet_exporter_logs():
             logging.getLogger(n).setLevel(level)
 
 
-def export_model_proto(generator: nn.Module, *, image_size: int, opset: int = OPSET):
-    """Export `generator` wrapped in UInt8Translator; returns the in-memory onnx.ModelProto."""
+def export_model_proto(generator: nn.Module, *, image_size: int, opset: int = OPSET,
+                       wrapper: type[nn.Module] = UInt8Translator, output_name: str = OUTPUT_NAME):
+    """Export `generator` wrapped in `wrapper` (the uint8 contract: UInt8Translator, or the
+    segmenter's SegmenterGraph); returns the in-memory onnx.ModelProto."""
     _check_image_size(image_size)
     if opset != OPSET:
         log.warning("exporting with opset %d instead of the pinned %d: verify the result on every backend", opset, OPSET)
     # A private FP32 CPU copy: the caller's module keeps its device, dtype and training mode.
     net = copy.deepcopy(generator).to(device="cpu", dtype=torch.float32).eval()
-    wrapper = UInt8Translator(net).eval()
+    module = wrapper(net).eval()
     # Batch 2 as the example so the exporter cannot specialise the batch dimension to 1.
     example = torch.zeros((2, image_size, image_size, 3), dtype=torch.uint8)
     batch = torch.export.Dim(BATCH_DIM, min=1, max=4096)
@@ -134,8 +136,8 @@ def export_model_proto(generator: nn.Module, *, image_size: int, opset: int = OP
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _quiet_exporter_logs(), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                wrapper, (example,), None,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                module, (example,), None,
+                input_names=[INPUT_NAME], output_names=[output_name],
                 # Keyed by UInt8Translator.forward's argument, which is named after the input tensor.
                 dynamic_shapes={INPUT_NAME: {0: batch}},
                 opset_version=opset, dynamo=True, external_data=False,

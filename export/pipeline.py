@@ -182,6 +182,14 @@ def _guess_direction(path: Path) -> str | None:
     return None
 
 
+def method_of(generator) -> str:
+    """What a graph does, recorded in its metadata: "restore" (segment, erase, restore: the
+    runtime pastes only the pixels it changed) or "cyclegan"."""
+    from cyclemask.restore_models import EraseRestore
+
+    return "restore" if isinstance(generator, EraseRestore) else "cyclegan"
+
+
 def resolve_generators(checkpoint: Path, direction: str | None, *, ngf=None, n_blocks=None, norm=None):
     """Load the generators to export, keyed by direction.
 
@@ -291,7 +299,7 @@ def export_checkpoint(
     result = ExportResult([], engine, engine_note, notes, sources)
     for d, g in gens.items():
         meta = {"direction": d, "checkpoint_sha256": ckpt_sha, "weights_sha256": g.sha256,
-                "checkpoint_name": ckpt.name, "checkpoint_source": g.source}
+                "checkpoint_name": ckpt.name, "checkpoint_source": g.source, "method": method_of(g.generator)}
         try:
             result.directions.append(
                 _export_direction(d, g.generator, size, meta, images, options, engine, progress))

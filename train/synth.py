@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "synth.json"
 MANIFEST_FORMAT = "cyclemask.synth"
 MASKED_DIR, UNMASKED_DIR = "with_mask", "without_mask"
+# The exact matte of each twin's mask(s): 8-bit grey PNG, 255 = mask, same name with .png. It is
+# what the mask segmenter learns and is scored against (cyclemask.restore_models).
+MATTE_DIR = "mattes"
 DEFAULT_KINDS = ("surgical", "cloth", "KN95", "N95")
 FORMATS = ("same", "jpg", "png")
 
@@ -387,12 +390,14 @@ def synthesize(config: SynthConfig, progress: Progress | None = None) -> SynthRe
             else:
                 rng = _rng_for(config.seed, rel)
                 masked, records = image, []
+                matte = np.zeros(image.shape[:2], np.float32)
                 try:
                     for face in faces:
                         anchors = mask_anchors(face.landmarks)
                         template, choice = choose_mask(templates, textures, anchors, rng,
                                                        config.keep_colour, config.texture_share)
-                        masked, _ = apply_mask(masked, face.landmarks, template, choice, tex_by_name, rng)
+                        masked, alpha = apply_mask(masked, face.landmarks, template, choice, tex_by_name, rng)
+                        matte = np.maximum(matte, alpha)
                         records.append({**face.to_dict(), **choice.to_dict(),
                                         "anchors": np.round(anchors, 2).tolist()})
                 except InputError as exc:
@@ -406,12 +411,15 @@ def synthesize(config: SynthConfig, progress: Progress | None = None) -> SynthRe
                         skipped.append({"source": rel, "reason": UNREADABLE, "detail": f"cannot encode: {exc}"})
                     else:
                         write_bytes_atomic(out / MASKED_DIR / twin_rel, data)
+                        matte_rel = matte_name(twin_rel)
+                        write_bytes_atomic(out / MATTE_DIR / matte_rel,
+                                           _encode_matte(matte))
                         if config.copy_sources:
                             source_data = (path.read_bytes() if twin_rel == rel
                                            else encode_image(image, suffix, config.quality))
                             write_bytes_atomic(out / UNMASKED_DIR / twin_rel, source_data)
                         result.written += 1
-                        pairs.append({"source": rel, "twin": twin_rel, "faces": records})
+                        pairs.append({"source": rel, "twin": twin_rel, "matte": matte_rel, "faces": records})
         if progress:
             progress("synth", i + 1, len(paths))
     result.skipped = len(skipped)
@@ -434,6 +442,20 @@ def synthesize(config: SynthConfig, progress: Progress | None = None) -> SynthRe
     write_bytes_atomic(out / MANIFEST_NAME, text.encode())
     result.manifest = manifest
     return result
+
+
+def _encode_matte(matte: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.clip(np.rint(matte * 255.0), 0, 255).astype(np.uint8))
+    if not ok:
+        raise InputError("cannot encode a matte as PNG")
+    return buf.tobytes()
+
+
+def matte_name(twin_rel: str) -> str:
+    """The matte's path under mattes/ for a twin's path under with_mask/."""
+    return str(Path(twin_rel).with_suffix(".png").as_posix())
 
 
 def _out_rel(rel: str, image_format: str) -> str:

@@ -1,0 +1,410 @@
+"""Training the erase-then-restore unmasking networks (cyclemask.restore_models).
+
+Both learn from bare faces only, which is what makes them self-supervised:
+
+- a *bank* is built once from the train split of a `cyclemask-data prepare` folder: each bare
+  face crop with several masks put on it by the same template warp as `cyclemask-data synth`
+  (`apply_mask`), each with its exact matte, with fits varied (low on the nose, pulled under
+  the chin, partly hidden);
+- the segmenter learns bank image -> matte (bare crops -> an empty matte);
+- the restorer learns (bare crop with a matte-shaped hole erased, hole) -> bare crop: L1 weighted
+  towards the hole, SSIM, and optionally a PatchGAN on the composite. No loss uses the FID
+  network, so FID stays an independent judge.
+
+Faces of the paired evaluation set (`observations_pairs`) and their duplicates are left out of
+the bank by name, so identity figures on those pairs are measured on faces never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cyclemask.errors import ConfigError, DataError
+from cyclemask.imageio import read_image, write_bytes_atomic
+
+log = logging.getLogger(__name__)
+
+BANK_FORMAT = "cyclemask.restore-bank"
+CHECKPOINT_FORMAT = "cyclemask.restore-network"
+
+
+# ---------------------------------------------------------------------------------------------
+# The bank
+
+
+def evaluation_sources(manifest: dict, marker: str = "observations_pairs") -> set[str]:
+    """Sources (paths) of the prepare manifest that are, or duplicate, a photo of the paired
+    evaluation set: the pairs themselves and the files their duplicates were dropped for."""
+    out = {f["source"] for f in manifest["files"] if marker in f["source"]}
+    for r in manifest.get("rejected", []):
+        if marker in r["source"] and r["reason"] in ("duplicate", "near_duplicate"):
+            detail = r.get("detail", "")
+            for key in ("identical file to ", "near duplicate of "):
+                if detail.startswith(key):
+                    out.add(detail[len(key):].split(" (")[0])
+    return out
+
+
+def _crop_landmarks(rec: dict, side_out: int) -> np.ndarray:
+    x0, y0, x1, _ = rec["crop_box"]
+    lm = np.asarray(rec["face"]["landmarks"], np.float64)
+    return ((lm - (x0, y0) + 0.5) * side_out / (x1 - x0) - 0.5).astype(np.float32)
+
+
+def _vary_fit(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Landmarks moved so the warped mask sits as real masks do: most as designed, some low on
+    the nose or pulled under the chin, some a little rotated or scaled."""
+    from cyclemask.faces import eye_mouth_distance
+
+    lm = landmarks.astype(np.float64).copy()
+    h = eye_mouth_distance(lm)
+    u = rng.random()
+    if u < 0.2:  # below the nose: nose and mouth move down
+        lm[2:, 1] += rng.uniform(0.15, 0.35) * h
+    elif u < 0.3:  # pulled under the chin
+        lm[2:, 1] += rng.uniform(0.45, 0.7) * h
+    centre = lm.mean(axis=0)
+    angle = math.radians(rng.normal(0.0, 4.0))
+    scale = rng.uniform(0.92, 1.1)
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    lm = (lm - centre) @ rot.T * scale + centre + rng.normal(0.0, 0.03 * h, 2)
+    return lm.astype(np.float32)
+
+
+def _occlude(image: np.ndarray, alpha: np.ndarray, bare: np.ndarray, rng: np.random.Generator):
+    """Part of the mask hidden: an ellipse of the bare face (a hand or hair would show skin or
+    something else; the face itself is the cheapest stand-in) over part of the mask."""
+    import cv2
+
+    ys, xs = np.nonzero(alpha > 0.5)
+    if len(xs) < 20:
+        return image, alpha
+    i = int(rng.integers(len(xs)))
+    s = image.shape[0]
+    axes = (int(rng.uniform(0.08, 0.2) * s), int(rng.uniform(0.08, 0.25) * s))
+    blob = np.zeros(alpha.shape, np.uint8)
+    cv2.ellipse(blob, (int(xs[i]), int(ys[i])), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    blob = cv2.GaussianBlur(blob.astype(np.float32), (0, 0), 1.0)
+    out = image.astype(np.float32) + blob[..., None] * (bare.astype(np.float32) - image)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), alpha * (1.0 - blob)
+
+
+@dataclass
+class Bank:
+    bare: np.ndarray      # uint8 [F, S, S, 3]
+    masked: np.ndarray    # uint8 [F*K, S, S, 3]
+    matte: np.ndarray     # uint8 [F*K, S, S] (0..255)
+    face: np.ndarray      # int32 [F*K]: index into bare
+    sources: list
+
+    def save(self, path: str | Path) -> None:
+        tmp = Path(str(path) + ".tmp.npz")
+        np.savez(tmp, bare=self.bare, masked=self.masked, matte=self.matte, face=self.face,
+                 sources=np.array(self.sources))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Bank":
+        z = np.load(path)
+        return cls(z["bare"], z["masked"], z["matte"], z["face"], list(z["sources"]))
+
+
+def build_bank(prepared: str | Path, templates: str | Path, textures: str | Path | None, size: int = 128,
+               variants: int = 6, split: str = "trainA", seed: int = 0, exclude_marker: str = "observations_pairs",
+               progress=None) -> Bank:
+    import cv2
+
+    from cyclemask.faces import mask_anchors
+    from cyclemask.train.synth import apply_mask, choose_mask, load_templates, load_textures
+
+    prepared = Path(prepared)
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    excluded = evaluation_sources(manifest, exclude_marker)
+    recs = [f for f in manifest["files"] if f["split"] == split and f["source"] not in excluded
+            and f.get("face")]
+    if not recs:
+        raise DataError(f"{prepared}: no {split} faces with landmarks left to train on")
+    tpl = load_templates(templates)
+    tex = load_textures(textures) if textures else []
+    tex_by_name = dict(tex)
+    rng = np.random.default_rng(seed)
+    bare, masked, matte, face, sources = [], [], [], [], []
+    for i, rec in enumerate(recs):
+        img = read_image(prepared / split / rec["name"])
+        small = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+        lm = _crop_landmarks(rec, size)
+        fi = len(bare)
+        bare.append(small)
+        sources.append(rec["source"])
+        for _ in range(variants):
+            fit = _vary_fit(lm, rng)
+            template, choice = choose_mask(tpl, tex, mask_anchors(fit), rng, keep_colour=0.25, texture_share=0.3)
+            try:
+                out, alpha = apply_mask(small, fit, template, choice, tex_by_name, rng)
+            except Exception as exc:  # a degenerate fit: skip the variant, not the face
+                log.debug("%s: %s", rec["name"], exc)
+                continue
+            if rng.random() < 0.15:
+                out, alpha = _occlude(out, alpha, small, rng)
+            if rng.random() < 0.1:  # grey photos get grey masks: teach the matte on grey too
+                g = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+                out = np.repeat(g[..., None], 3, axis=2)
+            masked.append(out)
+            matte.append(np.clip(np.rint(alpha * 255), 0, 255).astype(np.uint8))
+            face.append(fi)
+        if progress:
+            progress("bank", i + 1, len(recs))
+    return Bank(np.stack(bare), np.stack(masked), np.stack(matte), np.asarray(face, np.int32), sources)
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+
+
+def ssim_map(x, y, window: int = 7):
+    """Per-pixel SSIM of two [N, C, H, W] tensors in [0, 1] (box window, the usual constants)."""
+    import torch.nn.functional as F
+
+    pad = window // 2
+    mu_x = F.avg_pool2d(x, window, 1, pad, count_include_pad=False)
+    mu_y = F.avg_pool2d(y, window, 1, pad, count_include_pad=False)
+    sxx = F.avg_pool2d(x * x, window, 1, pad, count_include_pad=False) - mu_x ** 2
+    syy = F.avg_pool2d(y * y, window, 1, pad, count_include_pad=False) - mu_y ** 2
+    sxy = F.avg_pool2d(x * y, window, 1, pad, count_include_pad=False) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_restore_network(path: str | Path, kind: str, net, extra: dict | None = None) -> None:
+    from cyclemask.checkpoint import save_network
+
+    save_network(path, net, "unmask" if kind == "restorer" else None, extra)
+
+
+def bundle(segmenter_path: str | Path, restorer_path: str | Path, out: str | Path, image_size: int,
+           extra: dict | None = None) -> None:
+    """Join a trained segmenter and restorer into one restore bundle (cyclemask.checkpoint)."""
+    from cyclemask.checkpoint import save_restore
+    from cyclemask.restore_models import Restorer, RestorerConfig
+
+    import torch
+
+    from cyclemask.restore_models import MaskSegmenter
+
+    nets = []
+    for path, net in ((segmenter_path, MaskSegmenter()), (restorer_path, Restorer(RestorerConfig()))):
+        st = torch.load(path, weights_only=True)  # a training state: {"net", "opt", "iteration", ...}
+        net.load_state_dict(st["net"], strict=True)
+        nets.append(net.eval())
+        extra = {**(extra or {}), f"{type(net).__name__}_iterations": int(st["iteration"]),
+                 f"{type(net).__name__}_seconds": round(float(st["seconds"]))}
+    save_restore(out, nets[0], nets[1], {"image_size": image_size, **extra})
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loops
+
+
+@dataclass
+class LoopConfig:
+    kind: str                 # "segmenter" | "restorer"
+    out: Path
+    minutes: float = 30.0
+    batch_size: int = 16
+    lr: float = 1e-3
+    hole_weight: float = 6.0
+    ssim_weight: float = 1.0
+    gan_weight: float = 0.0
+    gan_after: int = 500
+    seed: int = 0
+    save_every: int = 100
+
+
+def _augment(x, rng: np.random.Generator):
+    """Flip and photometric jitter on a uint8 NHWC batch (numpy)."""
+    if rng.random() < 0.5:
+        x = x[:, :, ::-1]
+    x = x.astype(np.float32)
+    gain = rng.uniform(0.75, 1.25, (len(x), 1, 1, 1)).astype(np.float32)
+    bias = rng.uniform(-20, 20, (len(x), 1, 1, 1)).astype(np.float32)
+    tint = rng.uniform(0.92, 1.08, (len(x), 1, 1, 3)).astype(np.float32)
+    return np.clip(x * gain * tint + bias, 0, 255)
+
+
+def _to_t(x):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from cyclemask.restore_models import MaskSegmenter, Restorer, erase, grow_hole
+
+    torch.manual_seed(cfg.seed)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    state_path = cfg.out / f"{cfg.kind}_state.pt"
+    net = MaskSegmenter() if cfg.kind == "segmenter" else Restorer()
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5 if cfg.gan_weight else 0.9, 0.999))
+    disc = dopt = None
+    if cfg.kind == "restorer" and cfg.gan_weight > 0:
+        from cyclemask.config import DiscriminatorConfig
+        from cyclemask.models import build_discriminator
+
+        disc = build_discriminator(DiscriminatorConfig(ndf=32, n_layers=2, norm="instance"))
+        dopt = torch.optim.Adam(disc.parameters(), lr=cfg.lr * 0.5, betas=(0.5, 0.999))
+    it, spent = 0, 0.0
+    if resume and state_path.exists():
+        st = torch.load(state_path, weights_only=True)
+        net.load_state_dict(st["net"])
+        opt.load_state_dict(st["opt"])
+        if disc is not None and "disc" in st:
+            disc.load_state_dict(st["disc"])
+            dopt.load_state_dict(st["dopt"])
+        it, spent = int(st["iteration"]), float(st["seconds"])
+        log.info("resumed %s at iteration %d (%.0f s trained)", cfg.kind, it, spent)
+    rng = np.random.default_rng(cfg.seed + it)
+    log_path = cfg.out / f"{cfg.kind}_log.jsonl"
+    start = time.monotonic()
+    budget = cfg.minutes * 60.0
+    n_var = len(bank.masked)
+
+    def save():
+        st = {"net": net.state_dict(), "opt": opt.state_dict(), "iteration": it,
+              "seconds": spent + time.monotonic() - start}
+        if disc is not None:
+            st.update(disc=disc.state_dict(), dopt=dopt.state_dict())
+        tmp = state_path.with_suffix(".tmp")
+        torch.save(st, tmp)
+        tmp.replace(state_path)
+        save_restore_network(cfg.out / f"{cfg.kind}.pt", cfg.kind, net,
+                             {"iteration": it, "seconds": round(st["seconds"]), "batch_size": cfg.batch_size,
+                              "faces": len(bank.bare), "variants": n_var})
+
+    while time.monotonic() - start < budget:
+        idx = rng.integers(0, n_var, cfg.batch_size)
+        if cfg.kind == "segmenter":
+            # A quarter of the batch bare (an empty matte): the segmenter must say "no mask".
+            bare_rows = rng.random(cfg.batch_size) < 0.25
+            imgs = np.where(bare_rows[:, None, None, None], bank.bare[bank.face[idx]], bank.masked[idx])
+            mats = np.where(bare_rows[:, None, None], 0, bank.matte[idx]).astype(np.float32) / 255.0
+            both = np.concatenate([imgs.astype(np.float32), mats[..., None] * 255.0], axis=3)
+            both = _augment_pair(both, rng)
+            x = _to_t(both[..., :3])
+            y = torch.from_numpy(np.ascontiguousarray(both[..., 3:])).permute(0, 3, 1, 2) / 255.0
+            logits = net(x)
+            p = torch.sigmoid(logits)
+            bce = F.binary_cross_entropy_with_logits(logits, y)
+            inter = (p * y).sum((1, 2, 3))
+            dice = 1.0 - (2 * inter + 1.0) / (p.sum((1, 2, 3)) + y.sum((1, 2, 3)) + 1.0)
+            loss = bce + dice.mean()
+            parts = {"bce": float(bce), "dice": float(dice.mean())}
+        else:
+            faces = bank.face[idx]
+            imgs = bank.bare[faces]
+            mats = bank.matte[idx].astype(np.float32)
+            both = np.concatenate([imgs.astype(np.float32), mats[..., None]], axis=3)
+            both = _augment_pair(both, rng)
+            x = _to_t(both[..., :3])
+            matte = torch.from_numpy(np.ascontiguousarray(both[..., 3:])).permute(0, 3, 1, 2) / 255.0
+            grow = int(rng.integers(1, 6))
+            hole = grow_hole(matte, grow)
+            pred = net(erase(x, hole), hole)
+            comp = x + hole * (pred - x)
+            w = 1.0 + (cfg.hole_weight - 1.0) * hole
+            l1 = (w * (pred - x).abs()).mean()
+            ssim = 1.0 - ssim_map((comp + 1) / 2, (x + 1) / 2).mean()
+            loss = l1 + cfg.ssim_weight * ssim
+            parts = {"l1": float(l1), "ssim": float(ssim)}
+            if disc is not None and it >= cfg.gan_after:
+                fake = disc(comp)
+                g_adv = ((fake - 1.0) ** 2).mean()
+                loss = loss + cfg.gan_weight * g_adv
+                parts["g_adv"] = float(g_adv)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if disc is not None and it >= cfg.gan_after:
+            real_s, fake_s = disc(x), disc(comp.detach())
+            d_loss = 0.5 * (((real_s - 1.0) ** 2).mean() + (fake_s ** 2).mean())
+            dopt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            dopt.step()
+            parts["d"] = float(d_loss)
+        it += 1
+        if it % 20 == 0:
+            row = {"iteration": it, "seconds": round(spent + time.monotonic() - start, 1), "loss": float(loss), **parts}
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        if it % cfg.save_every == 0:
+            save()
+    save()
+    return {"iteration": it, "seconds": spent + time.monotonic() - start}
+
+
+def _augment_pair(both: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Flip image and matte together; photometric jitter on the image only."""
+    if rng.random() < 0.5:
+        both = both[:, :, ::-1]
+    out = np.array(both, np.float32)
+    out[..., :3] = _augment(out[..., :3], rng)
+    return out
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(description="Train the mask segmenter or the restorer on a bank of bare faces.")
+    ap.add_argument("--prepared", required=True, help="a cyclemask-data prepare folder")
+    ap.add_argument("--templates", required=True)
+    ap.add_argument("--textures")
+    ap.add_argument("--bank", required=True, help="bank file (.npz): built if missing")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--kind", choices=("segmenter", "restorer", "bank", "bundle"), required=True)
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--gan-weight", type=float, default=0.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", type=int, default=6)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(a.threads)
+    if a.kind == "bundle":
+        out = Path(a.out)
+        bundle(out / "segmenter_state.pt", out / "restorer_state.pt", out / "restore.pt", 128)
+        return
+    bank_path = Path(a.bank)
+    if not bank_path.exists():
+        t = time.monotonic()
+        bank = build_bank(a.prepared, a.templates, a.textures, variants=a.variants)
+        bank.save(bank_path)
+        log.info("bank: %d faces, %d masked variants in %.0f s", len(bank.bare), len(bank.masked), time.monotonic() - t)
+    else:
+        bank = Bank.load(bank_path)
+    if a.kind == "bank":
+        return
+    if a.batch_size < 1 or a.minutes <= 0:
+        raise ConfigError("--batch-size and --minutes must be positive")
+    res = train_loop(bank, LoopConfig(kind=a.kind, out=Path(a.out), minutes=a.minutes, batch_size=a.batch_size,
+                                      lr=a.lr, gan_weight=a.gan_weight))
+    log.info("%s: %d iterations, %.0f s", a.kind, res["iteration"], res["seconds"])
+
+
+if __name__ == "__main__":
+    main()
