@@ -137,3 +137,48 @@ def test_ray_takes_one_video(tmp_path, bundle_path):
     a = make_video(tmp_path / "a.mp4", 2)
     res = run("--model", bundle_path, "--video", a, "--video", a, "--ray", "--mask", "--aligned")
     assert res.exit_code == 2 and "--ray takes one --video" in res.output
+
+
+def face_clip(path: Path, picture: np.ndarray, n: int) -> Path:
+    h, w = picture.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (w, h))
+    for i in range(n):
+        writer.write(cv2.cvtColor(np.roll(picture, 2 * i, axis=1), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_the_faces_line_counts_every_video(tmp_path, bundle_path, two_faces, monkeypatch):
+    monkeypatch.delenv("CYCLEMASK_FACE_DETECTOR", raising=False)
+    a = face_clip(tmp_path / "a.mp4", two_faces, 3)
+    b = face_clip(tmp_path / "b.mp4", two_faces[:, :256], 2)
+    res = run("--model", bundle_path, "--video", a, "--video", b, "--out", tmp_path / "out", "--mask")
+    assert res.exit_code == 0, res.output
+    # Two faces in each frame of the first clip, one in each of the second's.
+    assert "faces:    8 found in 5 of 5 frames; 8 translated" in res.output
+
+
+def test_a_stop_names_the_videos_not_reached(tmp_path, bundle_path, monkeypatch):
+    import _thread
+
+    from cyclemask.engine import sinks
+
+    clips = [make_video(tmp_path / f"{name}.mp4", 6, seed=i) for i, name in enumerate("abc")]
+    real_write = sinks.VideoSink.write
+
+    def write_then_interrupt(self, frame, image):
+        real_write(self, frame, image)
+        if self.path.name == "b_mask.mp4" and self.frames_written == 2:
+            _thread.interrupt_main()
+
+    monkeypatch.setattr(sinks.VideoSink, "write", write_then_interrupt)
+    out = tmp_path / "out"
+    res = run("--model", bundle_path, *[a for c in clips for a in ("--video", c)], "--out", out, "--mask",
+              "--aligned", "--batch", "2")
+    assert res.exit_code == 130, res.output
+    assert "stopped: interrupted (Ctrl-C)" in res.output
+    assert video_props(out / "a_mask.mp4")[0] == 6
+    assert not (out / "b_mask.mp4").exists() and not (out / "c_mask.mp4").exists()
+    assert f"{clips[1]}: stopped, not written" in res.output and f"{clips[2]}: not reached" in res.output
+    assert "not written (run stopped first): 1" in res.output
+    assert not [p for p in out.iterdir() if "partial" in p.name]
