@@ -109,6 +109,9 @@ class Masker:
                  backend: str = "auto", *, aligned: bool = False, **options: Any) -> None:
         if direction not in DIRECTIONS:
             raise ConfigError(f"direction must be one of {', '.join(map(repr, DIRECTIONS))}; got {direction!r}")
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise ConfigError(f"model must be a path to a graph, engine or checkpoint, or None for the embedded "
+                              f"one; got {_describe(model)}")
         fields = {f.name for f in dataclasses.fields(RunOptions)}
         own = {"direction", "model", "backend", "aligned", "progress"}
         unknown = sorted(set(options) - (fields - own))

@@ -181,6 +181,8 @@ def test_a_wrong_image_names_what_was_expected_and_what_came(mask_graph, bad, ex
 def test_settings_errors_and_closing(mask_graph, two_faces):
     with pytest.raises(ConfigError, match="direction must be one of 'mask', 'unmask'; got 'off'"):
         Masker("off", mask_graph)
+    with pytest.raises(ConfigError, match="model must be a path to a graph, engine or checkpoint, or None"):
+        Masker("mask", object())
     with pytest.raises(ConfigError, match="Masker has no option 'pastes'; it takes"):
         Masker("mask", mask_graph, pastes="crop")
     with pytest.raises(CycleMaskError, match="translates 'mask', but --unmask was asked for"):
