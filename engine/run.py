@@ -382,15 +382,19 @@ def plan_video_outputs(inputs: list[VideoInput], out: Path | None, direction: st
         raise ConfigError(f"--out {out}: with several videos --out must be a folder (each video's output is "
                           f"named <name>_{direction}.mp4 in it)")
     outputs: list[Path] = []
+    roots: dict[Path, Path] = {}  # input folder -> its output root (placed, and warned about, once)
     for item in inputs:
         if item.folder is None:
             outputs.append(video_output_path(item.path, out, direction))
             continue
         src = item.folder.resolve()
-        root = (out if out is not None else default_images_out(item.folder, direction)).resolve()
-        if root == src or src in root.parents or root in src.parents:
-            raise InputError(f"--out {root}: must be a folder outside the input folder {item.folder}, and not "
-                             "contain it (outputs would be read as inputs by the next run)")
+        if src not in roots:
+            root = (out if out is not None else default_images_out(item.folder, direction)).resolve()
+            if root == src or src in root.parents or root in src.parents:
+                raise InputError(f"--out {root}: must be a folder outside the input folder {item.folder}, and "
+                                 "not contain it (outputs would be read as inputs by the next run)")
+            roots[src] = root
+        root = roots[src]
         rel = item.path.relative_to(item.folder).parent
         outputs.append(root / rel / video_output_name(item.path, direction))
     sources = {i.path.resolve(): i.path for i in inputs if i.path.exists()}
