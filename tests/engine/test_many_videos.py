@@ -182,3 +182,22 @@ def test_a_stop_names_the_videos_not_reached(tmp_path, bundle_path, monkeypatch)
     assert f"{clips[1]}: stopped, not written" in res.output and f"{clips[2]}: not reached" in res.output
     assert "not written (run stopped first): 1" in res.output
     assert not [p for p in out.iterdir() if "partial" in p.name]
+
+
+def test_a_read_only_folder_of_videos_writes_to_the_current_folder_and_says_so_once(tmp_path, bundle_path,
+                                                                                   monkeypatch):
+    data = tmp_path / "data"
+    make_video(data / "clips" / "a.mp4", 2)
+    make_video(data / "clips" / "b.mp4", 2, seed=1)
+    data.chmod(0o555)  # no write bit for anyone: a data set its owner marked read-only
+    here = tmp_path / "work"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    try:
+        res = run("--model", bundle_path, "--video", data / "clips", "--mask", "--aligned")
+    finally:
+        data.chmod(0o755)
+    assert res.exit_code == 0, res.output
+    assert video_props(here / "clips_mask" / "a_mask.mp4")[0] == 2
+    assert video_props(here / "clips_mask" / "b_mask.mp4")[0] == 2
+    assert res.output.count("is read-only: the output goes to the current folder") == 1, res.output
