@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
 import numpy as np
 
 from cyclemask import DIRECTIONS
-from cyclemask.errors import BackendError, ConfigError, CycleMaskError, InputError
+from cyclemask.errors import BackendError, ConfigError, InputError
 
 from .run import RunOptions, VideoResult
 
