@@ -376,7 +376,7 @@ def plan_video_outputs(inputs: list[VideoInput], out: Path | None, direction: st
     overwrite."""
     from cyclemask.errors import InputError
 
-    from .sinks import default_images_out, video_output_name, video_output_path
+    from .sinks import default_images_out, translated_video_name, video_output_path
 
     if several and out is not None and (out.suffix or out.exists()) and not out.is_dir():
         raise ConfigError(f"--out {out}: with several videos --out must be a folder (each video's output is "
@@ -396,7 +396,7 @@ def plan_video_outputs(inputs: list[VideoInput], out: Path | None, direction: st
             roots[src] = root
         root = roots[src]
         rel = item.path.relative_to(item.folder).parent
-        outputs.append(root / rel / video_output_name(item.path, direction))
+        outputs.append(root / rel / translated_video_name(item.path, direction))
     sources = {i.path.resolve(): i.path for i in inputs if i.path.exists()}
     seen: dict[Path, Path] = {}
     for item, target in zip(inputs, outputs):

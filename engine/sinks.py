@@ -36,7 +36,7 @@ def default_images_out(root: Path, direction: str, fallback: bool = True) -> Pat
     return output_folder_near(root.parent, input_path=root, fallback=fallback) / f"{root.name}_{direction}"
 
 
-def video_output_name(video: str | os.PathLike, direction: str) -> str:
+def translated_video_name(video: str | os.PathLike, direction: str) -> str:
     """<stem>_<direction>.mp4: what a video's output is called, wherever it goes."""
     return f"{input_name(video)}_{direction}.mp4"
 
@@ -54,7 +54,7 @@ def video_output_path(video: str | os.PathLike, out: Path | None, direction: str
     if out is None:
         return default_video_out(video, direction, fallback)
     if out.is_dir() or (not out.suffix and not out.exists()):
-        return out.resolve() / video_output_name(video, direction)
+        return out.resolve() / translated_video_name(video, direction)
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(
             f"--out {out}: a video output needs one of the suffixes {', '.join(VIDEO_SUFFIXES)} "
