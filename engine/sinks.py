@@ -21,7 +21,7 @@ from cyclemask.errors import InputError
 from cyclemask.imageio import encode_image, write_bytes_atomic
 
 from .sources import Frame
-from .video import VIDEO_SUFFIXES, VideoSink, input_place, output_folder_near  # noqa: F401 - VideoSink: one place to import sinks from
+from .video import VIDEO_SUFFIXES, VideoSink, input_name, input_place, output_folder_near  # noqa: F401 - VideoSink: one place to import sinks from
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,11 @@ def default_images_out(root: Path, direction: str, fallback: bool = True) -> Pat
     """<root>_<direction> beside the input folder (see `output_folder_near` for a read-only one)."""
     root = root.resolve()
     return output_folder_near(root.parent, input_path=root, fallback=fallback) / f"{root.name}_{direction}"
+
+
+def translated_video_name(video: str | os.PathLike, direction: str) -> str:
+    """<stem>_<direction>.mp4: what a video's output is called, wherever it goes."""
+    return f"{input_name(video)}_{direction}.mp4"
 
 
 def default_video_out(video: str | os.PathLike, direction: str, fallback: bool = True) -> Path:
@@ -49,7 +54,7 @@ def video_output_path(video: str | os.PathLike, out: Path | None, direction: str
     if out is None:
         return default_video_out(video, direction, fallback)
     if out.is_dir() or (not out.suffix and not out.exists()):
-        return out.resolve() / f"{input_place(video)[1]}_{direction}.mp4"
+        return out.resolve() / translated_video_name(video, direction)
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(
             f"--out {out}: a video output needs one of the suffixes {', '.join(VIDEO_SUFFIXES)} "

@@ -68,6 +68,10 @@ URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", 
 # Output suffix -> FFmpeg muxer.
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 VIDEO_SUFFIXES = tuple(CONTAINERS)
+#: Suffixes taken as videos when --video names a folder (FFmpeg reads many more; name a file
+#: to run any other).
+VIDEO_INPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
+                        ".m2ts", ".flv", ".wmv", ".3gp")
 
 # --codec -> (CPU encoder, NVENC encoder or None), and what the summary calls it.
 CODECS = {
@@ -161,20 +165,43 @@ def is_live(spec: str | os.PathLike) -> bool:
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
-def input_place(spec: str | os.PathLike, fallback: bool = True) -> tuple[Path, str]:
-    """(folder, name) for outputs named after an input: a file's own folder and stem; for a URL
-    or a device (whose folder is no place for outputs) the current folder and a name taken from
-    the URL's path or the device."""
+def input_name(spec: str | os.PathLike) -> str:
+    """The name outputs named after an input start with: a file's stem; for a URL a name taken
+    from its path, for a device its name."""
     s = os.fspath(spec)
     if is_url(s):
         path = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://", "", s).split("?")[0].rstrip("/")
         parts = [p for p in path.split("/") if p]
         raw = Path(parts[-1]).stem if len(parts) > 1 else (parts[0] if parts else "stream")
-        return Path.cwd(), re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "stream"
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "stream"
     p = Path(s)
-    if is_live(p) and str(p.resolve().parent).startswith("/dev"):
-        return Path.cwd(), p.name
+    return p.name if _is_device(p) else p.stem
+
+
+def _is_device(p: Path) -> bool:
+    return is_live(p) and str(p.resolve().parent).startswith("/dev")
+
+
+def input_place(spec: str | os.PathLike, fallback: bool = True) -> tuple[Path, str]:
+    """(folder, name) for outputs named after an input: a file's own folder and stem; for a URL
+    or a device (whose folder is no place for outputs) the current folder and a name taken from
+    the URL's path or the device."""
+    s = os.fspath(spec)
+    if is_url(s) or _is_device(Path(s)):
+        return Path.cwd(), input_name(s)
+    p = Path(s)
     return output_folder_near(p.resolve().parent, fallback=fallback), p.stem
+
+
+def list_videos(folder: Path) -> list[Path]:
+    """Video files under folder (recursive, sorted, hidden names skipped)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and Path(name).suffix.lower() in VIDEO_INPUT_SUFFIXES:
+                found.append(Path(dirpath) / name)
+    return sorted(found)
 
 
 # Errors of the output file itself (a full disk, a quota, a size limit, no permission): they end
