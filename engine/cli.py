@@ -33,6 +33,7 @@ from .pipeline import PipelineConfig
 from .run import RunOptions, RunStart, describe_mode, face_detector_path, translate
 from .run_defaults import CPU_BATCH
 from .summary import summary_lines
+from .template_mask import METHODS, check_method
 from .sources import DEFAULT_MAX_PIXELS
 from .video import CODECS, DEFAULT_CRF, DEFAULT_PRESET, PRESETS
 
@@ -86,6 +87,20 @@ log = logging.getLogger(__name__)
               help="Put a mask on (the 'mask' generator). Default: the direction the model holds.")
 @click.option("--unmask", "direction", flag_value="unmask",
               help="Take a mask off (the 'unmask' generator).")
+@click.option("--mask-method", type=click.Choice(METHODS), default="gan", show_default=True,
+              help="--mask: gan translates each face with the model; template warps a MaskTheFace mask "
+                   "template onto each face's landmarks, shaded by the face's lighting, with the colour "
+                   "choice of cyclemask-data synth: no model, no backend, fast, and clean on small faces. "
+                   "A followed face keeps its mask across frames.")
+@click.option("--mask-templates", type=click.Path(path_type=Path), default=None,
+              help="--mask-method template: a folder of templates in MaskTheFace's layout (RGBA PNGs and "
+                   "masks.cfg). Default: the surgical, cloth, KN95 and N95 templates shipped with cyclemask.")
+@click.option("--mask-textures", type=click.Path(path_type=Path), default=None,
+              help="--mask-method template: a folder of texture images; a quarter of the recoloured masks "
+                   "then get a texture instead of a plain colour. Default: plain colours only.")
+@click.option("--mask-seed", type=int, default=None,
+              help="--mask-method template: the seed of every mask's choice (default 0): the same input and "
+                   "seed give the same masks.")
 @click.option("--aligned", is_flag=True,
               help="Use the whole image as the model input (resize to the model size and back): "
                    "for photos that are already aligned face crops. Default: face-aware mode (find "
@@ -96,7 +111,9 @@ log = logging.getLogger(__name__)
                    f"else the shipped model.")
 @click.option("--min-face", type=click.IntRange(1), default=FaceConfig.min_face, show_default=True,
               help="Face-aware mode: faces smaller than this (short side of the detected box, in "
-                   "pixels) are left as they are.")
+                   "pixels) are left as they are; the summary says how many. The generator's masks on "
+                   "faces under about 80 px are poor: raise it to 80 to leave them, or use "
+                   "--mask-method template, which stays clean there.")
 @click.option("--margin", type=click.FloatRange(0.0, 2.0), default=FaceConfig.margin, show_default=True,
               help="Face-aware mode: the square crop around a face adds this fraction of the face's "
                    "size on each side; use the margin the training crops were made with "
@@ -225,6 +242,15 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None,
                                 ("--resume", resume or None)) if v is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only with --ray")
+    try:
+        check_method(params["mask_method"], direction=params["direction"], aligned=params["aligned"],
+                     model=params["model"], templates=params["mask_templates"], textures=params["mask_textures"],
+                     seed=params["mask_seed"])
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if params["mask_method"] == "template" and (demo or ray_address is not None):
+        raise click.UsageError(f"--mask-method template: not with {'--demo' if demo else '--ray'} "
+                               "(it runs on this machine, on --images or --video)")
     options = RunOptions.from_cli(params)
     if demo:
         if ray_address is not None:
@@ -253,7 +279,10 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None,
         be = info.backend
         click.echo(f"input:   {info.source}")
         click.echo(f"output:  {info.output}")
-        click.echo(f"model:   {info.model} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
+        if options.mask_method == "template":
+            click.echo(f"masks:   {info.model}")
+        else:
+            click.echo(f"model:   {info.model} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
         click.echo(f"backend: {be.description}  [{info.reason}]")
         if info.batch_reason:
             click.echo(f"batch:   {info.batch} ({info.batch_reason}; --batch to change)")

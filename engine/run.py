@@ -25,6 +25,7 @@ from .pipeline import PipelineConfig, RunReport, run_pipeline
 from .processing import AlignedProcessor, FrameProcessor
 from .run_defaults import built_batch, default_batch, precision_notes
 from .sources import DEFAULT_MAX_PIXELS
+from .template_mask import check_method
 from .video import DEFAULT_PRESET
 
 
@@ -71,6 +72,11 @@ class RunOptions:
     preset: str = DEFAULT_PRESET
     no_audio: bool = False
     nvenc: bool | None = None  # None: try it where an NVIDIA driver is present
+    # --mask-method template (engine/template_mask.py): no model, a mask template per face.
+    mask_method: str = "gan"
+    mask_templates: Path | None = None  # None: the templates shipped with cyclemask
+    mask_textures: Path | None = None
+    mask_seed: int | None = None  # None: 0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKEND_NAMES:
@@ -80,6 +86,8 @@ class RunOptions:
         if self.rotated_detection not in ("auto",) + ROTATED_MODES:
             raise ConfigError(f"rotated_detection must be one of auto, {', '.join(ROTATED_MODES)}; "
                               f"got {self.rotated_detection!r}")
+        check_method(self.mask_method, direction=self.direction, aligned=self.aligned, model=self.model,
+                     templates=self.mask_templates, textures=self.mask_textures, seed=self.mask_seed)
         if self.model is not None:
             object.__setattr__(self, "model", Path(self.model))
         if self.face_detector is not None:
@@ -129,6 +137,15 @@ class RunOptions:
                           paste=self.paste, detect_side=self.detect_side, detect_retry=not video,
                           score_threshold=self.detect_score, rotated=rotated)
 
+    def template_masks(self):
+        """The loaded mask templates for --mask-method template (None for the generator)."""
+        if self.mask_method != "template":
+            return None
+        from .template_mask import MaskSet, TemplateConfig
+
+        return MaskSet(TemplateConfig(templates=self.mask_templates, textures=self.mask_textures,
+                                      seed=self.mask_seed or 0))
+
     def video_config(self):
         from .video import VideoOutputConfig
 
@@ -158,13 +175,15 @@ def face_detector_path(options: RunOptions) -> Path | None:
     return resolve_detector_path(options.face_detector)
 
 
-def describe_mode(face_config: FaceConfig | None, detector: Path | None = None) -> str:
+def describe_mode(face_config: FaceConfig | None, detector: Path | None = None, method: str = "gan") -> str:
     """The `mode:` line: how faces are found and pasted, or aligned mode."""
     if face_config is None:
         return "aligned (whole image = face)"
     c = face_config
     track = "tracked across frames" if c.track else "each frame on its own"
     pasted = "mask zone pasted" if c.paste == "zone" else "whole crop pasted"
+    if method == "template":
+        pasted = "a mask template warped onto each face's landmarks"
     rotated = {"full": ", rotated passes on every frame", "lost": ", rotated passes around lost faces",
                "off": ""}[c.rotated]
     name = f" {Path(detector).name}" if detector is not None else ""
@@ -218,15 +237,20 @@ def translate(options: RunOptions, *, images: Path | None = None, video: str | o
     detector = face_detector_path(options)
     face_config = None if options.aligned else options.face_config(video=video is not None)
     video_config = options.video_config() if video is not None else None
+    masks = options.template_masks()  # a bad template folder is said before any input opens
     t0 = time.perf_counter()
     source = ImageFolderSource(images, max_pixels=options.max_pixels) if images is not None else VideoSource(video)
     lock = None
     try:
-        model, model_note = resolve_model(options)
-        be, reason = create_backend(model, options.backend, options.direction, options.backend_options())
+        if masks is None:
+            model, model_note = resolve_model(options)
+            be, reason = create_backend(model, options.backend, options.direction, options.backend_options())
+        else:
+            model, model_note = f"{masks.config.folder} ({masks.describe()})", None
+            be, reason = masks.backend(), "--mask-method template"
         with be:
             setup_s = time.perf_counter() - t0
-            batch, batch_reason = options.batch_for(be)
+            batch, batch_reason = options.batch_for(be) if masks is None else (1, None)
             name = be.direction or "out"
             if images is not None:
                 out_root = out if out is not None else default_images_out(images, name)
@@ -242,9 +266,11 @@ def translate(options: RunOptions, *, images: Path | None = None, video: str | o
             processor: FrameProcessor
             if face_config is None:
                 processor = AlignedProcessor(be.image_size)
+            elif masks is not None:
+                processor = masks.processor(face_config, model_path=detector)
             else:
                 processor = FaceProcessor(be.image_size, face_config, model_path=detector)
-            mode = describe_mode(face_config, detector)
+            mode = describe_mode(face_config, detector, options.mask_method)
             label = f"{model}: {model_note}" if model_note else str(model)
             progress = None
             if on_start is not None:
