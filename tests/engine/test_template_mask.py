@@ -245,3 +245,21 @@ def test_runs_on_a_real_face_without_model_backend_or_torch():
     assert "torch imported: False" in res.stdout
     share = float(res.stdout.split("changed share:")[1].split()[0])
     assert 0.02 < share < 0.25, res.stdout  # a mask over the lower face of a portrait, not the whole image
+
+
+@pytest.mark.parametrize("method", ["gan", "template"])
+def test_the_run_says_how_many_faces_it_left_under_min_face(tmp_path, method):
+    """A 43 px face with --min-face 80: both methods leave it as it was and the summary says so."""
+    import matplotlib
+
+    from cyclemask.imageio import read_image, write_image
+
+    portrait = read_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    small = cv2.resize(portrait, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    write_image(tmp_path / "in" / "small.png", small)
+    args = ["--mask", "--mask-method", method, "--images", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+            "--min-face", "80", "--no-progress"] + (["--backend", "ort"] if method == "gan" else [])
+    res = CliRunner().invoke(run_main, args)
+    assert res.exit_code == 0, res.output
+    assert "1 under --min-face 80 px left as they were" in res.output, res.output
+    np.testing.assert_array_equal(read_image(tmp_path / "out" / "small.png"), small)
