@@ -98,6 +98,10 @@ log = logging.getLogger(__name__)
 @click.option("--mask-textures", type=click.Path(path_type=Path), default=None,
               help="--mask-method template: a folder of texture images; a quarter of the recoloured masks "
                    "then get a texture instead of a plain colour. Default: plain colours only.")
+@click.option("--mask-kinds", default=None,
+              help="--mask-method template: comma-separated kinds (surgical: all its colours and views) or "
+                   "styles (surgical_blue) to choose from. Default: surgical, cloth, KN95, N95 (as "
+                   "cyclemask-data synth).")
 @click.option("--mask-seed", type=int, default=None,
               help="--mask-method template: the seed of every mask's choice (default 0): the same input and "
                    "seed give the same masks.")
@@ -245,7 +249,7 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None,
     try:
         check_method(params["mask_method"], direction=params["direction"], aligned=params["aligned"],
                      model=params["model"], templates=params["mask_templates"], textures=params["mask_textures"],
-                     seed=params["mask_seed"])
+                     seed=params["mask_seed"], kinds=params["mask_kinds"])
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     if params["mask_method"] == "template" and (demo or ray_address is not None):

@@ -77,6 +77,7 @@ class RunOptions:
     mask_templates: Path | None = None  # None: the templates shipped with cyclemask
     mask_textures: Path | None = None
     mask_seed: int | None = None  # None: 0
+    mask_kinds: str | None = None  # comma-separated; None: the synth's default kinds
 
     def __post_init__(self) -> None:
         if self.backend not in BACKEND_NAMES:
@@ -87,7 +88,8 @@ class RunOptions:
             raise ConfigError(f"rotated_detection must be one of auto, {', '.join(ROTATED_MODES)}; "
                               f"got {self.rotated_detection!r}")
         check_method(self.mask_method, direction=self.direction, aligned=self.aligned, model=self.model,
-                     templates=self.mask_templates, textures=self.mask_textures, seed=self.mask_seed)
+                     templates=self.mask_templates, textures=self.mask_textures, seed=self.mask_seed,
+                     kinds=self.mask_kinds)
         if self.model is not None:
             object.__setattr__(self, "model", Path(self.model))
         if self.face_detector is not None:
@@ -144,7 +146,9 @@ class RunOptions:
         from .template_mask import MaskSet, TemplateConfig
 
         return MaskSet(TemplateConfig(templates=self.mask_templates, textures=self.mask_textures,
-                                      seed=self.mask_seed or 0))
+                                      seed=self.mask_seed or 0,
+                                      kinds=tuple(k.strip() for k in (self.mask_kinds or "").split(",") if k.strip())
+                                      or None))
 
     def video_config(self):
         from .video import VideoOutputConfig

@@ -27,7 +27,7 @@ import numpy as np
 
 from cyclemask.errors import BackendError, ConfigError, InputError
 from cyclemask.faces import mask_anchors
-from cyclemask.mask_templates import (MaskChoice, Template, _face_yaw, _style_of, choose_mask, load_templates,
+from cyclemask.mask_templates import (DEFAULT_KINDS, MaskChoice, Template, _face_yaw, _style_of, choose_mask, load_templates,
                                       load_textures, place_mask, recolour, shipped_templates_dir)
 
 from .backends import SyncBackend
@@ -42,13 +42,13 @@ VIEW_MARGIN = 0.06
 
 
 def check_method(method: str, *, direction: str | None = None, aligned: bool = False, model=None,
-                 templates=None, textures=None, seed: int | None = None) -> None:
+                 templates=None, textures=None, seed: int | None = None, kinds=None) -> None:
     """ConfigError naming the option when these options cannot go together."""
     if method not in METHODS:
         raise ConfigError(f"mask_method must be one of {', '.join(METHODS)}; got {method!r}")
     if method == "gan":
         given = [f for f, v in (("--mask-templates", templates), ("--mask-textures", textures),
-                                ("--mask-seed", seed)) if v is not None]
+                                ("--mask-seed", seed), ("--mask-kinds", kinds)) if v is not None]
         if given:
             raise ConfigError(f"{', '.join(given)}: only with --mask-method template")
         return
@@ -67,6 +67,7 @@ class TemplateConfig:
     templates: Path | None = None  # None: the set shipped with cyclemask
     textures: Path | None = None
     seed: int = 0
+    kinds: tuple[str, ...] | None = None  # None: DEFAULT_KINDS (gas masks and the like left out, as in synth)
     keep_colour: float = 0.35  # share of masks left in the template's own colour (as synth)
     texture_share: float = 0.25  # share of recoloured masks that get a texture, when textures are given
 
@@ -83,7 +84,7 @@ class MaskSet:
         if config.templates is not None and not Path(config.templates).is_dir():
             raise ConfigError(f"--mask-templates {config.templates}: not a folder (MaskTheFace's layout: "
                               "RGBA PNGs and masks.cfg)")
-        self.templates = load_templates(config.folder)
+        self.templates = load_templates(config.folder, tuple(config.kinds or DEFAULT_KINDS))
         self.textures = load_textures(config.textures) if config.textures is not None else []
         self.texture_by_name = dict(self.textures)
 

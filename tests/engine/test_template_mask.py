@@ -162,6 +162,14 @@ def test_a_small_face_gets_the_whole_mask(rng):
         assert not changed[int(py), int(px)]
 
 
+def test_mask_kinds_limit_the_choice(rng):
+    faces = [(8 + 58 * i, 20 + 70 * j, 50) for i in range(4) for j in range(2)]
+    masks = MaskSet(TemplateConfig(kinds=("surgical_blue", "KN95")))
+    proc = TemplateMaskProcessor(masks, FaceConfig(track=False, rotated="off"), detector_factory=GreenFaces)
+    _, (looks,) = run(proc, [scene(rng, faces)])
+    assert {identity(look)[0] for look in looks} == {"surgical_blue", "KN95"}
+
+
 def test_shipped_templates_every_kind_in_three_views_small_and_licensed():
     folder = shipped_templates_dir()
     templates = load_templates(folder)
@@ -187,6 +195,7 @@ def test_a_template_folder_that_is_not_one_is_named(tmp_path):
     (["--mask-method", "template", "--ray"], "not with --ray"),
     (["--mask", "--mask-seed", "3"], "--mask-seed: only with --mask-method template"),
     (["--mask", "--mask-templates", "x"], "--mask-templates: only with --mask-method template"),
+    (["--mask", "--mask-kinds", "cloth"], "--mask-kinds: only with --mask-method template"),
 ])
 def test_options_that_do_not_go_with_the_template_method_are_usage_errors(tmp_path, args, message):
     (tmp_path / "in").mkdir()
