@@ -16,6 +16,13 @@ from .errors import ConfigError
 
 BUNDLE_NAME = "generators.pt"
 GRAPH_NAMES = {"mask": "mask.onnx", "unmask": "unmask.onnx"}
+# Unmasking by erase-then-restore and by the CycleGAN generator: unmask.onnx is the graph of
+# the method the figures chose (demo.json's "unmask_method"); the other one is unmask_<method>.onnx,
+# a flag away. restore.pt is the restore bundle (segmenter and restorer), segmenter.onnx its
+# segmenter alone (evaluation's judge of the mask left).
+RESTORE_BUNDLE = "restore.pt"
+SEGMENTER_NAME = "segmenter.onnx"
+UNMASK_METHODS = ("restore", "cyclegan")
 INFO_NAME = "demo.json"
 
 
@@ -35,22 +42,38 @@ def demo_info() -> dict:
         return {}
 
 
-def default_model(direction: str | None = None, backend: str = "auto") -> Path:
+def default_model(direction: str | None = None, backend: str = "auto", method: str | None = None) -> Path:
     """The shipped demo model for a run without --model.
 
-    The torch backend gets the generator bundle (both directions in one file); every other
-    backend gets the direction's FP32 ONNX graph (the faster path on a CPU, and no torch).
+    The torch backend gets a checkpoint (the generator bundle, or the restore bundle); every
+    other backend gets the direction's FP32 ONNX graph (the faster path on a CPU, and no torch).
+    method (unmasking only): "restore" or "cyclegan"; None: the default, unmask.onnx.
     """
     d = direction or "mask"
     if d not in DIRECTIONS:
         raise ConfigError(f"direction must be one of {', '.join(DIRECTIONS)}; got {d!r}")
-    path = assets_dir() / (BUNDLE_NAME if backend == "torch" else GRAPH_NAMES[d])
+    if method is not None and method not in UNMASK_METHODS:
+        raise ConfigError(f"unmask method must be one of {', '.join(UNMASK_METHODS)}; got {method!r}")
+    default = default_unmask_method()
+    method = method or default
+    if d == "unmask" and backend == "torch":
+        name = RESTORE_BUNDLE if method == "restore" else BUNDLE_NAME
+    elif d == "unmask" and method != default:
+        name = f"unmask_{method}.onnx"
+    else:
+        name = BUNDLE_NAME if backend == "torch" else GRAPH_NAMES[d]
+    path = assets_dir() / name
     if not path.is_file():
         raise ConfigError(
             f"the embedded demo model {path} is missing from this installation of cyclemask; "
             "reinstall the package, or pass --model with your own graph or checkpoint"
         )
     return path
+
+
+def default_unmask_method() -> str:
+    """The method of the shipped unmask.onnx, as demo.json records it."""
+    return demo_info().get("unmask_method", "cyclegan")
 
 
 def describe_default() -> str:

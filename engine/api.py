@@ -136,6 +136,8 @@ class Masker:
         self._backend = be
         try:
             self.batch_size = self.options.batch_for(be)[0]
+            if self._image_faces is not None:  # the paste follows the graph (see RunOptions.face_config)
+                self._image_faces = self.options.face_config(video=False, backend=be)
             self._processor: FrameProcessor = make_processor(be, self._image_faces, self._detector,
                                                              one_detector=self.options.detect_workers == 0)
         except BaseException:
@@ -266,7 +268,7 @@ class Masker:
                                         overwrite=True)[0]
             if target.exists() and not options.overwrite:
                 raise InputError(f"{target}: already exists; pass overwrite=True to replace it")
-            face_config = None if options.aligned else options.face_config(video=True)
+            face_config = None if options.aligned else options.face_config(video=True, backend=be)
             result = run_video(options, be, self.batch_size, face_config, self._detector, source, target)
         if result.report is not None and result.report.interrupted:
             raise KeyboardInterrupt

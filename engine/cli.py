@@ -28,11 +28,12 @@ from cyclemask.errors import ConfigError
 from cyclemask.faces import DETECTOR_ENV
 
 from .backends import BACKEND_NAMES
-from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig
+from .faces import ROTATED_MODES, FaceConfig
 from .pipeline import PipelineConfig
-from .run import RunOptions, RunStart, describe_mode, face_detector_path, translate
+from .run import PASTE_CHOICES, RunOptions, RunStart, describe_mode, face_detector_path, resolve_model, translate
 from .run_defaults import CPU_BATCH
 from .summary import summary_lines
+from .template_mask import METHODS, check_method
 from .sources import DEFAULT_MAX_PIXELS
 from .video import CODECS, DEFAULT_CRF, DEFAULT_PRESET, PRESETS
 
@@ -90,6 +91,29 @@ log = logging.getLogger(__name__)
               help="Put a mask on (the 'mask' generator). Default: the direction the model holds.")
 @click.option("--unmask", "direction", flag_value="unmask",
               help="Take a mask off (the 'unmask' generator).")
+@click.option("--unmask-method", type=click.Choice(["restore", "cyclegan"]), default=None,
+              help="--unmask with the embedded model: restore finds the mask with a segmenter, erases it "
+                   "and restores the face there (every other pixel stays the photo's own); cyclegan runs "
+                   "the CycleGAN generator over the mask zone. Default: the one the shipped figures chose "
+                   "(see the README).")
+@click.option("--mask-method", type=click.Choice(METHODS), default="gan", show_default=True,
+              help="--mask: gan translates each face with the model; template warps a MaskTheFace mask "
+                   "template onto each face's landmarks, shaded by the face's lighting, with the colour "
+                   "choice of cyclemask-data synth: no model, no backend, fast, and clean on small faces. "
+                   "A followed face keeps its mask across frames.")
+@click.option("--mask-templates", type=click.Path(path_type=Path), default=None,
+              help="--mask-method template: a folder of templates in MaskTheFace's layout (RGBA PNGs and "
+                   "masks.cfg). Default: the surgical, cloth, KN95 and N95 templates shipped with cyclemask.")
+@click.option("--mask-textures", type=click.Path(path_type=Path), default=None,
+              help="--mask-method template: a folder of texture images; a quarter of the recoloured masks "
+                   "then get a texture instead of a plain colour. Default: plain colours only.")
+@click.option("--mask-kinds", default=None,
+              help="--mask-method template: comma-separated kinds (surgical: all its colours and views) or "
+                   "styles (surgical_blue) to choose from. Default: surgical, cloth, KN95, N95 (as "
+                   "cyclemask-data synth).")
+@click.option("--mask-seed", type=int, default=None,
+              help="--mask-method template: the seed of every mask's choice (default 0): the same input and "
+                   "seed give the same masks.")
 @click.option("--aligned", is_flag=True,
               help="Use the whole image as the model input (resize to the model size and back): "
                    "for photos that are already aligned face crops. Default: face-aware mode (find "
@@ -100,7 +124,9 @@ log = logging.getLogger(__name__)
                    f"else the shipped model.")
 @click.option("--min-face", type=click.IntRange(1), default=FaceConfig.min_face, show_default=True,
               help="Face-aware mode: faces smaller than this (short side of the detected box, in "
-                   "pixels) are left as they are.")
+                   "pixels) are left as they are; the summary says how many. The generator's masks on "
+                   "faces under about 80 px are poor: raise it to 80 to leave them, or use "
+                   "--mask-method template, which stays clean there.")
 @click.option("--margin", type=click.FloatRange(0.0, 2.0), default=FaceConfig.margin, show_default=True,
               help="Face-aware mode: the square crop around a face adds this fraction of the face's "
                    "size on each side; use the margin the training crops were made with "
@@ -113,11 +139,13 @@ log = logging.getLogger(__name__)
               help="Face-aware mode: bring dark faces to a normal exposure for the model and the result "
                    "back to the frame's, and match its colour to the frame around the face (for "
                    "under-exposed footage).")
-@click.option("--paste", type=click.Choice(PASTE_MODES), default=FaceConfig.paste, show_default=True,
+@click.option("--paste", type=click.Choice(PASTE_CHOICES), default="auto", show_default=True,
               help="Face-aware mode: zone pastes the model's output only where a mask sits (nose bridge "
                    "to under the chin, cheek to cheek, placed from the face's landmarks), colour-matched "
                    "to the frame, and keeps every other pixel (eyes, glasses, hair, background) as it "
-                   "was; crop pastes the whole face crop with a feathered edge.")
+                   "was; crop pastes the whole face crop with a feathered edge; hole (for erase-then-"
+                   "restore unmasking graphs) pastes exactly the pixels the graph changed: the mask it "
+                   "found. auto: hole for an erase-then-restore graph, zone for a generator.")
 @click.option("--detect-side", type=click.IntRange(32, 8192), default=FaceConfig.detect_side, show_default=True,
               help="Face-aware mode: frames larger than this (long side, pixels) are downscaled for "
                    "detection only.")
@@ -229,6 +257,15 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: tuple[str, 
                                 ("--resume", resume or None)) if v is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only with --ray")
+    try:
+        check_method(params["mask_method"], direction=params["direction"], aligned=params["aligned"],
+                     model=params["model"], templates=params["mask_templates"], textures=params["mask_textures"],
+                     seed=params["mask_seed"], kinds=params["mask_kinds"])
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if params["mask_method"] == "template" and (demo or ray_address is not None):
+        raise click.UsageError(f"--mask-method template: not with {'--demo' if demo else '--ray'} "
+                               "(it runs on this machine, on --images or --video)")
     options = RunOptions.from_cli(params)
     if demo:
         if ray_address is not None:
@@ -259,7 +296,7 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: tuple[str, 
         nonlocal bar
         from tqdm import tqdm
 
-        _echo_start(info)
+        _echo_start(info, options.mask_method)
         bar = tqdm(total=info.total, unit="frame", disable=not options.progress, dynamic_ncols=True,
                    desc="translating", leave=True)
         return bar.update
@@ -280,11 +317,14 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: tuple[str, 
         ctx.exit(1)
 
 
-def _echo_start(info: RunStart) -> None:
+def _echo_start(info: RunStart, mask_method: str = "gan") -> None:
     be = info.backend
     click.echo(f"input:   {info.source}")
     click.echo(f"output:  {info.output}")
-    click.echo(f"model:   {info.model} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
+    if mask_method == "template":
+        click.echo(f"masks:   {info.model}")
+    else:
+        click.echo(f"model:   {info.model} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
     click.echo(f"backend: {be.description}  [{info.reason}]")
     if info.batch_reason:
         click.echo(f"batch:   {info.batch} ({info.batch_reason}; --batch to change)")
@@ -312,7 +352,8 @@ def _videos(ctx: click.Context, options: RunOptions, videos: list[str], out: Pat
         return bars[0].update
 
     try:
-        result = translate_videos(options, videos, out=out, on_start=_echo_start, on_video=video_start)
+        result = translate_videos(options, videos, out=out, on_start=lambda i: _echo_start(i, options.mask_method),
+                                  on_video=video_start)
     finally:
         for b in bars:
             b.close()
@@ -337,13 +378,16 @@ def _ray(options: RunOptions, address: str, workers, gpus_per_worker, cpus_per_w
     return ray_main(
         RayOptions(address=address or None, workers=workers, gpus_per_worker=gpus_per_worker,
                    cpus_per_worker=cpus_per_worker, files_per_call=files_per_call, resume=resume),
-        images=images, video=video, out=out, model=options.model, backend=options.backend,
+        images=images, video=video, out=out, backend=options.backend,
+        # --unmask-method picks among the embedded models here, as a local run does
+        model=options.model if options.unmask_method is None else resolve_model(options)[0],
         direction=options.direction, options=options.backend_options(), face_config=face_config,
         face_detector=detector, detect_workers=options.detect_workers,
         pipeline=PipelineConfig(options.batch or CPU_BATCH, options.queue_depth), quality=options.quality,
         max_pixels=options.max_pixels, video_config=options.video_config() if video is not None else None,
         overwrite=options.overwrite, progress=options.progress, mode=describe_mode(face_config, detector),
-        debug=log.isEnabledFor(logging.DEBUG), batch_given=options.batch is not None)
+        debug=log.isEnabledFor(logging.DEBUG), batch_given=options.batch is not None,
+        paste_auto=options.paste == "auto")
 
 
 def _demo(options: RunOptions, out: Path) -> bool:

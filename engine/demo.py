@@ -15,6 +15,7 @@ the masked face.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -33,7 +34,7 @@ from .backends import Backend, create_backend
 from .faces import FaceConfig, FaceProcessor
 from .memory import MemorySink, MemorySource
 from .pipeline import PipelineConfig, run_pipeline
-from .run import RunOptions
+from .run import RunOptions, paste_for
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +159,14 @@ def run_demo(
     missing = [d for d in DIRECTIONS if d not in models]
     if missing:
         raise ConfigError(f"the demo needs a model for each direction; missing: {', '.join(missing)}")
-    config = FaceConfig(track=False, margin=options.margin, paste=options.paste)
+    config = FaceConfig(track=False, margin=options.margin, paste=paste_for(options.paste, None))
+
+    def paste_config(c: FaceConfig, backend: Backend) -> FaceConfig:  # --paste auto follows each graph
+        return dataclasses.replace(c, paste=paste_for(options.paste, backend))
     report = DemoReport(out)
     say = progress or (lambda msg: None)
 
     detector = FaceDetector(options.face_detector, score_threshold=config.score_threshold, retry_pad=0.5)
-    report.detector = (f"YuNet ({detector.model_path}), "
-                       f"{'mask zone' if options.paste == 'zone' else 'whole crop'} pasted")
 
     backends = {}
     for d in DIRECTIONS:
@@ -178,6 +180,8 @@ def run_demo(
             be.activate()
         for d, be in backends.items():
             report.backends[d] = f"{be.description}  [{report.backends[d]}]"
+        pasted = describe_pastes({d: paste_for(options.paste, be) for d, be in backends.items()})
+        report.detector = f"YuNet ({detector.model_path}), {pasted}"
         out.mkdir(parents=True, exist_ok=True)
         for p in portraits:
             say(p.name)
@@ -191,10 +195,11 @@ def run_demo(
             if not faces:
                 report.failures.append(f"{p.path}: no face found")
                 continue
-            masked = _translate(backends["mask"], image, faces, config, options.batch_for(backends["mask"])[0])
+            masked = _translate(backends["mask"], image, faces, paste_config(config, backends["mask"]),
+                                options.batch_for(backends["mask"])[0])
             masked_faces, reused = _faces_on_masked(detector.detect(masked), faces)
             report.reused[p.name] = reused
-            unmasked = _translate(backends["unmask"], masked, masked_faces, config,
+            unmasked = _translate(backends["unmask"], masked, masked_faces, paste_config(config, backends["unmask"]),
                                   options.batch_for(backends["unmask"])[0])
             for suffix, img in (("masked", masked), ("unmasked", unmasked)):
                 path = out / f"{p.name}_{suffix}.png"
@@ -207,12 +212,24 @@ def run_demo(
                 be.deactivate()
     if rows:
         sheet = out / SHEET_NAME
-        write_bytes_atomic(sheet, before_after_sheet(rows, options.margin, backends["mask"].image_size, options.paste))
+        write_bytes_atomic(sheet, before_after_sheet(rows, options.margin, backends["mask"].image_size, pasted))
         report.written.append(sheet)
     return report
 
 
-def before_after_sheet(rows, margin: float, model_size: int, paste: str = FaceConfig.paste) -> bytes:
+PASTE_WORDS = {"zone": "mask zone pasted", "crop": "whole crop pasted", "hole": "segmented mask erased and restored"}
+
+
+def describe_pastes(pastes: dict[str, str]) -> str:
+    """How each direction's output was pasted back, in words ("mask zone pasted", or one per
+    direction when they differ)."""
+    kinds = set(pastes.values())
+    if len(kinds) == 1:
+        return PASTE_WORDS[kinds.pop()]
+    return "; ".join(f"{d}: {PASTE_WORDS[p]}" for d, p in pastes.items())
+
+
+def before_after_sheet(rows, margin: float, model_size: int, pasted: str = PASTE_WORDS["zone"]) -> bytes:
     """PNG bytes: per portrait, the whole images and close-ups of the first face."""
     import matplotlib
 
@@ -234,7 +251,6 @@ def before_after_sheet(rows, margin: float, model_size: int, paste: str = FaceCo
                 ax.set_xticks([])
                 ax.set_yticks([])
         axes[2 * r, 0].set_ylabel(p.name, fontsize=10)
-    pasted = "mask zone pasted" if paste == "zone" else "whole crop pasted"
     fig.suptitle(f"cyclemask demo: CPU-trained {model_size}px generators, not the paper's model; {pasted}",
                  fontsize=11)
     fig.text(0.5, 0.005, "; ".join(sorted({p.credit for p, *_ in rows})), ha="center", fontsize=7)

@@ -468,6 +468,11 @@ class FaceTracker:
         self._tracks = alive
         return [(t.box, t.missed > 0, t.landmarks) for t in alive]
 
+    def idents(self) -> list[int]:
+        """The live tracks' ids, in the order `update` returned them: a face keeps its id for as
+        long as it is followed (what keeps one look per person, e.g. --mask-method template)."""
+        return [t.ident for t in self._tracks]
+
 
 # -------------------------------------------------------------------------------------------
 # The processor

@@ -20,7 +20,7 @@ def ray_main(opts: RayOptions, *, images: Path | None, video: str | None, out: P
              backend: str, direction: str | None, options: BackendOptions, face_config: FaceConfig | None,
              face_detector: Path | None, detect_workers: int, pipeline: PipelineConfig, quality: int,
              max_pixels: int, video_config, overwrite: bool, progress: bool, mode: str, debug: bool = False,
-             batch_given: bool = True) -> int:
+             batch_given: bool = True, paste_auto: bool = False) -> int:
     """Run on Ray and print what happened; returns the exit status (0, 1, or 130 / 143 after Ctrl-C / SIGTERM)."""
     from tqdm import tqdm
 
@@ -42,7 +42,7 @@ def ray_main(opts: RayOptions, *, images: Path | None, video: str | None, out: P
                       direction=direction, options=options, face=face_config,
                       face_detector=str(Path(face_detector).resolve()) if face_detector is not None else None,
                       detect_workers=detect_workers, pipeline=pipeline, quality=quality, max_pixels=max_pixels,
-                      video=video_config, batch_given=batch_given)
+                      video=video_config, batch_given=batch_given, paste_auto=paste_auto)
     if images is not None:
         job = image_job(images, out if out is not None else _default_images_out(images, name), spec, max_pixels,
                         overwrite)

@@ -178,6 +178,7 @@ class WorkerSpec:
     video: Any = None  # VideoOutputConfig for videos
     run_id: str = ""
     batch_given: bool = True  # False: each worker takes what suits its backend (engine/run_defaults.py)
+    paste_auto: bool = False  # --paste auto: the worker's loaded graph decides (RunOptions.face_config)
 
 
 @dataclass
@@ -334,8 +335,12 @@ class Worker:
 
             return AlignedProcessor(size)
         from .faces import FaceProcessor
+        from .run import paste_for
 
-        return FaceProcessor(size, spec.face, model_path=spec.face_detector)
+        face = spec.face
+        if spec.paste_auto:
+            face = dataclasses.replace(face, paste=paste_for("auto", self.backend))
+        return FaceProcessor(size, face, model_path=spec.face_detector)
 
     def __call__(self, batch: dict) -> dict:
         keys = [str(k) for k in batch["key"]]

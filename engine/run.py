@@ -21,10 +21,13 @@ from cyclemask.errors import ConfigError
 
 from .backends import BACKEND_NAMES, Backend, BackendOptions, create_backend
 from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig, FaceProcessor
+
+PASTE_CHOICES = ("auto",) + PASTE_MODES
 from .pipeline import PipelineConfig, RunReport, run_pipeline
 from .processing import AlignedProcessor, FrameProcessor
 from .run_defaults import built_batch, default_batch, precision_notes
 from .sources import DEFAULT_MAX_PIXELS
+from .template_mask import check_method
 from .video import DEFAULT_PRESET
 
 
@@ -41,7 +44,7 @@ class RunOptions:
     margin: float = FaceConfig.margin
     no_track: bool = False
     color_match: bool = False
-    paste: str = FaceConfig.paste
+    paste: str = "auto"  # the graph's kind decides (see face_config)
     detect_side: int = FaceConfig.detect_side
     detect_score: float = FaceConfig.score_threshold
     rotated_detection: str = "auto"  # full for photos, lost for tracked videos (see face_config)
@@ -71,15 +74,36 @@ class RunOptions:
     preset: str = DEFAULT_PRESET
     no_audio: bool = False
     nvenc: bool | None = None  # None: try it where an NVIDIA driver is present
+    # --mask-method template (engine/template_mask.py): no model, a mask template per face.
+    mask_method: str = "gan"
+    mask_templates: Path | None = None  # None: the templates shipped with cyclemask
+    mask_textures: Path | None = None
+    mask_seed: int | None = None  # None: 0
+    mask_kinds: str | None = None  # comma-separated; None: the synth's default kinds
+    # --unmask with the embedded model: "restore" (segment, erase, restore) or "cyclegan"; None:
+    # the shipped default (cyclemask.demo_model.default_unmask_method, chosen by figures).
+    unmask_method: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKEND_NAMES:
             raise ConfigError(f"backend must be one of {', '.join(BACKEND_NAMES)}; got {self.backend!r}")
-        if self.paste not in PASTE_MODES:
-            raise ConfigError(f"paste must be one of {', '.join(PASTE_MODES)}; got {self.paste!r}")
+        if self.paste not in PASTE_CHOICES:
+            raise ConfigError(f"paste must be one of {', '.join(PASTE_CHOICES)}; got {self.paste!r}")
         if self.rotated_detection not in ("auto",) + ROTATED_MODES:
             raise ConfigError(f"rotated_detection must be one of auto, {', '.join(ROTATED_MODES)}; "
                               f"got {self.rotated_detection!r}")
+        if self.unmask_method is not None:
+            from cyclemask.demo_model import UNMASK_METHODS
+
+            if self.unmask_method not in UNMASK_METHODS:
+                raise ConfigError(f"unmask_method must be one of {', '.join(UNMASK_METHODS)}; got {self.unmask_method!r}")
+            if self.direction == "mask":
+                raise ConfigError("--unmask-method applies to --unmask, not --mask")
+            if self.model is not None:
+                raise ConfigError("--unmask-method picks an embedded model: it cannot be given with --model")
+        check_method(self.mask_method, direction=self.direction, aligned=self.aligned, model=self.model,
+                     templates=self.mask_templates, textures=self.mask_textures, seed=self.mask_seed,
+                     kinds=self.mask_kinds)
         if self.model is not None:
             object.__setattr__(self, "model", Path(self.model))
         if self.face_detector is not None:
@@ -116,7 +140,10 @@ class RunOptions:
             return self.batch, None
         return default_batch(backend)
 
-    def face_config(self, *, video: bool) -> FaceConfig:
+    def face_config(self, *, video: bool, backend: Backend | None = None) -> FaceConfig:
+        """paste "auto" is "hole" for an erase-then-restore graph (it changes only its hole's
+        pixels, see FaceConfig) and "zone" for a generator; before the backend is known, "zone"."""
+        paste = paste_for(self.paste, backend)
         # Photos in a folder are unrelated to each other: following faces across them is wrong.
         follow = video and not self.no_track
         rotated = self.rotated_detection
@@ -126,8 +153,19 @@ class RunOptions:
             raise ConfigError("--rotated-detection lost needs faces followed across video frames "
                               "(--video without --no-track); use full or off")
         return FaceConfig(min_face=self.min_face, margin=self.margin, track=follow, color_match=self.color_match,
-                          paste=self.paste, detect_side=self.detect_side, detect_retry=not video,
+                          paste=paste, detect_side=self.detect_side, detect_retry=not video,
                           score_threshold=self.detect_score, rotated=rotated)
+
+    def template_masks(self):
+        """The loaded mask templates for --mask-method template (None for the generator)."""
+        if self.mask_method != "template":
+            return None
+        from .template_mask import MaskSet, TemplateConfig
+
+        return MaskSet(TemplateConfig(templates=self.mask_templates, textures=self.mask_textures,
+                                      seed=self.mask_seed or 0,
+                                      kinds=tuple(k.strip() for k in (self.mask_kinds or "").split(",") if k.strip())
+                                      or None))
 
     def video_config(self):
         from .video import VideoOutputConfig
@@ -136,13 +174,21 @@ class RunOptions:
                                  nvenc=self.nvenc)
 
 
+def paste_for(paste: str, backend: Backend | None) -> str:
+    """--paste as it runs: "auto" is "hole" for an erase-then-restore graph (the backend's
+    metadata says method "restore"), else "zone"."""
+    if paste != "auto":
+        return paste
+    return "hole" if backend is not None and backend.metadata.get("method") == "restore" else "zone"
+
+
 def resolve_model(options: RunOptions) -> tuple[Path, str | None]:
     """The model file to run and, for the embedded demo model, what to say about it."""
     if options.model is not None:
         return options.model, None
     from cyclemask.demo_model import default_model, describe_default
 
-    return default_model(options.direction, options.backend), describe_default()
+    return default_model(options.direction, options.backend, options.unmask_method), describe_default()
 
 
 def face_detector_path(options: RunOptions) -> Path | None:
@@ -158,13 +204,16 @@ def face_detector_path(options: RunOptions) -> Path | None:
     return resolve_detector_path(options.face_detector)
 
 
-def describe_mode(face_config: FaceConfig | None, detector: Path | None = None) -> str:
+def describe_mode(face_config: FaceConfig | None, detector: Path | None = None, method: str = "gan") -> str:
     """The `mode:` line: how faces are found and pasted, or aligned mode."""
     if face_config is None:
         return "aligned (whole image = face)"
     c = face_config
     track = "tracked across frames" if c.track else "each frame on its own"
-    pasted = "mask zone pasted" if c.paste == "zone" else "whole crop pasted"
+    pasted = {"zone": "mask zone pasted", "hole": "the segmented mask erased and restored",
+              "crop": "whole crop pasted"}[c.paste]
+    if method == "template":
+        pasted = "a mask template warped onto each face's landmarks"
     rotated = {"full": ", rotated passes on every frame", "lost": ", rotated passes around lost faces",
                "off": ""}[c.rotated]
     name = f" {Path(detector).name}" if detector is not None else ""
@@ -172,20 +221,26 @@ def describe_mode(face_config: FaceConfig | None, detector: Path | None = None) 
             f"margin {c.margin:g}, {pasted}, {track}{', colour matched' if c.color_match else ''})")
 
 
-def load_backend(options: RunOptions) -> tuple[Backend, str, Path, str | None]:
+def load_backend(options: RunOptions, masks=None) -> tuple[Backend, str, Path | str, str | None]:
     """The backend a run uses, not yet active, why it was chosen, the model file and what to
-    say about the embedded model (None for a model the user gave)."""
+    say about the embedded model (None for a model the user gave). With template masks
+    (`RunOptions.template_masks`), their stand-in backend, which is never called."""
+    if masks is not None:
+        return masks.backend(), "--mask-method template", f"{masks.config.folder} ({masks.describe()})", None
     model, model_note = resolve_model(options)
     be, reason = create_backend(model, options.backend, options.direction, options.backend_options())
     return be, reason, model, model_note
 
 
 def make_processor(backend: Backend, face_config: FaceConfig | None, detector: Path | None, *,
-                   one_detector: bool = False) -> FrameProcessor:
-    """The processor for an active backend: aligned (face_config None) or face-aware. A face-aware
-    one holds its tracker, so a video needs a fresh one. one_detector: see FaceProcessor."""
+                   one_detector: bool = False, masks=None) -> FrameProcessor:
+    """The processor for an active backend: aligned (face_config None), template masks, or
+    face-aware. A face-aware one holds its tracker, so a video needs a fresh one. one_detector:
+    see FaceProcessor."""
     if face_config is None:
         return AlignedProcessor(backend.image_size)
+    if masks is not None:
+        return masks.processor(face_config, model_path=detector)
     return FaceProcessor(backend.image_size, face_config, model_path=detector, one_detector=one_detector)
 
 
@@ -244,14 +299,17 @@ def translate(options: RunOptions, *, images: Path | None = None, video: str | o
     detector = face_detector_path(options)
     face_config = None if options.aligned else options.face_config(video=video is not None)
     video_config = options.video_config() if video is not None else None
+    masks = options.template_masks()  # a bad template folder is said before any input opens
     t0 = time.perf_counter()
     source = ImageFolderSource(images, max_pixels=options.max_pixels) if images is not None else VideoSource(video)
     lock = None
     try:
-        be, reason, model, model_note = load_backend(options)
+        be, reason, model, model_note = load_backend(options, masks)
         with be:
+            if face_config is not None:
+                face_config = options.face_config(video=video is not None, backend=be)
             setup_s = time.perf_counter() - t0
-            batch, batch_reason = options.batch_for(be)
+            batch, batch_reason = options.batch_for(be) if masks is None else (1, None)
             name = be.direction or "out"
             if images is not None:
                 out_root = out if out is not None else default_images_out(images, name)
@@ -264,8 +322,8 @@ def translate(options: RunOptions, *, images: Path | None = None, video: str | o
                 sink = VideoSink(out_path, source.info, source=source, overwrite=options.overwrite,
                                  config=video_config)
             lock.acquire()  # after the sink's checks: nothing is created beside a refused output
-            processor = make_processor(be, face_config, detector)
-            mode = describe_mode(face_config, detector)
+            processor = make_processor(be, face_config, detector, masks=masks)
+            mode = describe_mode(face_config, detector, options.mask_method)
             label = f"{model}: {model_note}" if model_note else str(model)
             progress = None
             if on_start is not None:
@@ -416,8 +474,9 @@ def plan_video_outputs(inputs: list[VideoInput], out: Path | None, direction: st
 
 def run_video(options: RunOptions, backend: Backend, batch: int, face_config: FaceConfig | None,
               detector: Path | None, video: str | os.PathLike, output: Path,
-              on_video: Callable[[str, Path, int | None], Callable[[int], None] | None] | None = None) -> VideoResult:
-    """One video through an active backend into `output`. Whatever is wrong with this file
+              on_video: Callable[[str, Path, int | None], Callable[[int], None] | None] | None = None,
+              masks=None) -> VideoResult:
+    """One video through an active backend (or template `masks`) into `output`. Whatever is wrong with this file
     (it does not open, its output is refused, the run stops on it) is in the result, not raised:
     the next video still runs. A stop (Ctrl-C) is in `result.report.interrupted`.
     `on_video(source, output, frames or None)` may return a progress callback."""
@@ -438,7 +497,7 @@ def run_video(options: RunOptions, backend: Backend, batch: int, face_config: Fa
         sink = VideoSink(result.output, source.info, source=source, overwrite=options.overwrite,
                          config=options.video_config())
         lock.acquire()
-        processor = make_processor(backend, face_config, detector)  # its tracker starts afresh
+        processor = make_processor(backend, face_config, detector, masks=masks)  # its tracker starts afresh
         progress = on_video(result.source, result.output, source.total) if on_video is not None else None
         report = run_frames(options, backend, batch, processor, source, sink, progress)
     except CycleMaskError as exc:
@@ -474,10 +533,13 @@ def translate_videos(options: RunOptions, videos: list[str | os.PathLike], *, ou
     face_config = None if options.aligned else options.face_config(video=True)
     options.video_config()  # a bad codec setting is refused before the model loads
     t0 = time.perf_counter()
-    be, reason, model, model_note = load_backend(options)
+    masks = options.template_masks()
+    be, reason, model, model_note = load_backend(options, masks)
     with be:
+        if face_config is not None:
+            face_config = options.face_config(video=True, backend=be)
         setup_s = time.perf_counter() - t0
-        batch, batch_reason = options.batch_for(be)
+        batch, batch_reason = options.batch_for(be) if masks is None else (1, None)
         several = len(inputs) > 1 or any(i.folder is not None for i in inputs)
         outputs = plan_video_outputs(inputs, out, be.direction or "out", several=several,
                                      overwrite=options.overwrite)
@@ -490,14 +552,14 @@ def translate_videos(options: RunOptions, videos: list[str | os.PathLike], *, ou
                 places = list(dict.fromkeys(str(t.parent) for t in outputs))
                 out_shown = ", ".join(places[:3]) + (f" and {len(places) - 3} more folders" if len(places) > 3 else "")
             on_start(RunStart(f"{shown} ({len(inputs)} videos)", out_shown, label, be, reason,
-                              describe_mode(face_config, detector), len(inputs), batch, batch_reason,
+                              describe_mode(face_config, detector, options.mask_method), len(inputs), batch, batch_reason,
                               precision_notes(be)))
         result = VideosResult([], be, reason, setup_s, model_note=model_note)
         stats = FaceStats()
         start = time.perf_counter()
         for k, (item, target) in enumerate(zip(inputs, outputs)):
             try:
-                one = run_video(options, be, batch, face_config, detector, item.path, target, on_video)
+                one = run_video(options, be, batch, face_config, detector, item.path, target, on_video, masks=masks)
             except KeyboardInterrupt:  # between two videos, or while one was opening
                 result.interrupted = True
                 result.not_run = inputs[k:]

@@ -247,6 +247,7 @@ def build_engine(
         "instance_norm": config.instance_norm,
         "precision": meta.get("precision", "fp16"),
         "direction": meta.get("direction"),
+        "method": meta.get("method", "cyclegan"),  # the runtime's paste follows it (restore: hole)
         "onnx_path": str(final_onnx),
         "onnx_sha256": file_sha256(src),
         "checkpoint_sha256": meta.get("checkpoint_sha256"),

@@ -70,6 +70,9 @@ def test_the_wheel_holds_every_subpackage_and_the_demo_model(wheel):
         names = set(z.namelist())
     for asset in ("generators.pt", "mask.onnx", "unmask.onnx", "demo.json"):
         assert f"cyclemask/assets/demo/{asset}" in names
+    # --mask-method template runs on a fresh install: its templates, their licence and origin.
+    for asset in ("masks.cfg", "LICENSE_MaskTheFace.txt", "SOURCE.md", "surgical.png", "N95_left.png"):
+        assert f"cyclemask/assets/mask_templates/{asset}" in names
 
 
 def test_a_subpackage_left_out_of_pyproject_is_caught(tmp_path):

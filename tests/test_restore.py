@@ -312,3 +312,50 @@ def test_training_loop_runs_resumes_and_writes_a_network(tmp_path, kind, monkeyp
     assert (tmp_path / f"{kind}.pt").is_file()
     cfg.iterations = 5
     assert R.train_loop(bank, cfg)["iteration"] == 5  # resumed at 3, not from 0
+
+
+# -- the runtime's choices -----------------------------------------------------------------
+
+
+def test_paste_auto_follows_the_graph_kind():
+    from cyclemask.engine.run import RunOptions, paste_for
+
+    class Be:
+        def __init__(self, method):
+            self.metadata = {"method": method} if method else {}
+
+    assert paste_for("auto", Be("restore")) == "hole"
+    assert paste_for("auto", Be("cyclegan")) == "zone" and paste_for("auto", Be(None)) == "zone"
+    assert paste_for("auto", None) == "zone" and paste_for("crop", Be("restore")) == "crop"
+    assert RunOptions().face_config(video=False, backend=Be("restore")).paste == "hole"
+    assert RunOptions(paste="zone").face_config(video=False, backend=Be("restore")).paste == "zone"
+
+
+def test_unmask_method_options_are_checked():
+    from cyclemask.engine.run import RunOptions
+    from cyclemask.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unmask_method must be one of restore, cyclegan"):
+        RunOptions(direction="unmask", unmask_method="telea")
+    with pytest.raises(ConfigError, match="applies to --unmask"):
+        RunOptions(direction="mask", unmask_method="restore")
+    with pytest.raises(ConfigError, match="cannot be given with --model"):
+        RunOptions(direction="unmask", unmask_method="restore", model="x.onnx")
+
+
+def test_default_model_picks_the_unmask_method(tmp_path, monkeypatch):
+    import cyclemask.demo_model as dm
+
+    for name in ("mask.onnx", "unmask.onnx", "unmask_cyclegan.onnx", "unmask_restore.onnx", "generators.pt", "restore.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.setattr(dm, "assets_dir", lambda: tmp_path)
+    monkeypatch.setattr(dm, "demo_info", lambda: {"unmask_method": "restore"})
+    assert dm.default_model("unmask").name == "unmask.onnx"
+    assert dm.default_model("unmask", "torch").name == "restore.pt"
+    assert dm.default_model("unmask", "ort", "cyclegan").name == "unmask_cyclegan.onnx"
+    assert dm.default_model("unmask", "torch", "cyclegan").name == "generators.pt"
+    assert dm.default_model("mask", "ort", None).name == "mask.onnx"
+    monkeypatch.setattr(dm, "demo_info", lambda: {"unmask_method": "cyclegan"})
+    assert dm.default_model("unmask", "torch").name == "generators.pt"
+    assert dm.default_model("unmask").name == "unmask.onnx"
+    assert dm.default_model("unmask", "ort", "restore").name == "unmask_restore.onnx"

@@ -155,6 +155,10 @@ class TorchBackend(SyncBackend):
             self._image_size, self.size_source = extra_size, "recorded in the checkpoint"
         else:
             self._image_size, self.size_source = DEFAULT_TORCH_SIZE, "default (the checkpoint records none)"
+        from cyclemask.restore_models import EraseRestore
+
+        # As an exported graph records it (export.pipeline.method_of): the runtime's paste follows it.
+        self.metadata["method"] = "restore" if isinstance(net, EraseRestore) else "cyclegan"
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
         net = net.eval().to(device=self._device, dtype=dtype)
         if self.channels_last:

@@ -207,7 +207,7 @@ def test_run_demo_paste_modes(tmp_path, bundle_path):
             assert max(changed) == 0, changed
         else:
             assert min(changed) > 3, changed
-    with pytest.raises(ConfigError, match="paste must be one of zone, crop"):
+    with pytest.raises(ConfigError, match="paste must be one of auto, zone, crop, hole"):
         demo.run_demo(tmp_path / "bad", RunOptions(paste="face"), models=models)
 
 
