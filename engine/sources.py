@@ -1,4 +1,4 @@
-"""Where frames come from: an image folder (recursive), or a video (engine/video.py: a file, a
+"""Where frames come from: an image folder (recursive), or a video (engine/video/: a file, a
 capture device or a stream URL, read through FFmpeg).
 
 A source yields `Frame`s in order; a file that cannot be used becomes a `Frame` with `error` set
