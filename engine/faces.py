@@ -32,13 +32,13 @@ generator's colour drift is removed by matching the median LAB colour of the cro
 Threads: `prepare` runs on the pipeline's decode thread and `finish` on its writer thread. The
 tracker is the one piece of state kept across frames; only `prepare` touches it, and the
 pipeline calls `prepare` once per frame, in frame order, from one thread. Detection can run
-ahead of `prepare` on a small thread pool (`detect_ahead`): detection is stateless, so frames
-can be detected in parallel while tracking stays in order.
+ahead of `prepare` on a small thread pool (`detect_ahead`, engine/detect_ahead.py): detection is
+stateless, so frames can be detected in parallel while tracking stays in order; each frame
+brings its own detections to `prepare` (`Frame.ahead`).
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import functools
 import logging
@@ -46,7 +46,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -65,6 +65,7 @@ from cyclemask.faces import (
 )
 from cyclemask.images import resize
 
+from .detect_ahead import DetectAheadSource
 from .processing import FrameProcessor
 
 log = logging.getLogger(__name__)
@@ -576,8 +577,6 @@ class FaceProcessor(FrameProcessor):
         self._local.detector = detector_factory()
         self.tracker = FaceTracker(c) if c.track else None
         self.stats = FaceStats()
-        # (image, future) of detections running ahead, in frame order (see detect_ahead).
-        self._ahead: collections.deque = collections.deque()
 
     # -- detection ----------------------------------------------------------------------------
     def _detector(self):
@@ -626,23 +625,25 @@ class FaceProcessor(FrameProcessor):
             raise ConfigError(f"detection workers must be an integer >= 0; got {workers!r}")
         if workers == 0:
             return source
-        return DetectAheadSource(source, self, workers, depth or 2 * workers)
+        return DetectAheadSource(source, self.detect, workers, depth or 2 * workers)
 
-    def _faces_for(self, image: np.ndarray) -> list[Face]:
-        while self._ahead:
-            ahead_image, future = self._ahead.popleft()
-            if ahead_image is image:
-                t0 = time.perf_counter()
-                faces = future.result()
-                self.stats.detect_wait_s += time.perf_counter() - t0
-                return faces
-            # A frame the pipeline never prepared (it could not be used): its detection is moot.
-        return self.detect(image)
+    def _faces_for(self, image: np.ndarray, ahead: Any) -> list[Face]:
+        """The frame's detections: waited for when detect-ahead started them (`ahead`, a Future),
+        else found here."""
+        if ahead is None:
+            return self.detect(image)
+        t0 = time.perf_counter()
+        try:
+            faces = ahead.result()
+        except concurrent.futures.CancelledError:  # the pool shut down before it ran
+            return self.detect(image)
+        self.stats.detect_wait_s += time.perf_counter() - t0
+        return faces
 
     # -- FrameProcessor ---------------------------------------------------------------------
-    def prepare(self, image: np.ndarray) -> tuple[list[np.ndarray], Any]:
+    def prepare(self, image: np.ndarray, ahead: Any = None) -> tuple[list[np.ndarray], Any]:
         c, st = self.config, self.stats
-        faces = self._faces_for(image)
+        faces = self._faces_for(image, ahead)
         t0 = time.perf_counter()
         st.frames += 1
         usable = [f for f in faces if f.size >= c.min_face]
@@ -738,64 +739,3 @@ class FaceProcessor(FrameProcessor):
         if paste.ring is not None:
             gen = shift_lab(gen, paste.ring - ring_lab(gen))
         return gen
-
-
-class DetectAheadSource:
-    """A source whose frames are detected on a thread pool before the pipeline prepares them.
-
-    Iterating reads the wrapped source on the caller's thread (the pipeline's decode thread),
-    submits each usable frame's detection, and yields frames in order once up to `depth` are in
-    flight; the processor picks each frame's result up in `prepare` (matched by identity, so a
-    frame it never sees costs nothing). Other attributes are the wrapped source's.
-    """
-
-    def __init__(self, source, processor: FaceProcessor, workers: int, depth: int) -> None:
-        self._source, self._processor = source, processor
-        self.workers, self.depth = workers, max(1, depth)
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-
-    def __getattr__(self, name):  # total, describe, info, path, problems, ... of the source
-        if name == "_source":  # not set yet: never recurse
-            raise AttributeError(name)
-        return getattr(self._source, name)
-
-    def __iter__(self) -> Iterator:
-        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="cyclemask-detect")
-        pending: collections.deque = collections.deque()
-        frames = iter(self._source)
-        failure: BaseException | None = None
-        try:
-            while True:
-                while failure is None and len(pending) < self.depth:
-                    try:
-                        frame = next(frames)
-                    except StopIteration:
-                        failure = StopIteration()
-                        break
-                    except Exception as exc:  # the source went bad: yield what came before, then raise
-                        failure = exc
-                        break
-                    future = None
-                    if frame.error is None and frame.image is not None:
-                        future = self._pool.submit(self._processor.detect, frame.image)
-                    pending.append((frame, future))
-                if not pending:
-                    break
-                frame, future = pending.popleft()
-                if future is not None:
-                    self._processor._ahead.append((frame.image, future))
-                yield frame
-        finally:
-            self._shutdown()
-        if failure is not None and not isinstance(failure, StopIteration):
-            raise failure
-
-    def _shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        self._processor._ahead.clear()
-
-    def close(self) -> None:
-        self._shutdown()
-        self._source.close()

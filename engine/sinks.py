@@ -19,7 +19,7 @@ import numpy as np
 from cyclemask.errors import InputError
 from cyclemask.imageio import encode_image, write_bytes_atomic
 
-from .sources import Frame
+from .contracts import Frame, Sink
 from .video import VideoSink  # noqa: F401 - one place to import sinks from
 # Where a video goes is the video package's placement; the run imports it from here.
 from .video.placement import default_video_out, output_folder_near, video_output_path  # noqa: F401
@@ -37,7 +37,7 @@ def default_images_out(root: Path, direction: str, fallback: bool = True) -> Pat
     return output_folder_near(root.parent, input_path=root, fallback=fallback) / f"{root.name}_{direction}"
 
 
-class ImageFolderSink:
+class ImageFolderSink(Sink):
     """Writes `out_root / <relative input path>` with the input's format (suffix)."""
 
     fatal_write_errors = False  # one file that cannot be written does not stop the others

@@ -38,7 +38,7 @@ import numpy as np
 
 from cyclemask.errors import ConfigError, InputError
 
-from ..sources import Frame
+from ..contracts import Frame, Source
 from ._ffmpeg import _av, _codec_name, _frac, _reason
 from .carry import CarriedInput
 from .formats import _UNSPECIFIED, VideoInfo, _colour
@@ -47,7 +47,7 @@ from .placement import is_url
 log = logging.getLogger(__name__)
 
 
-class VideoSource:
+class VideoSource(Source):
     """Frames of a video file, capture device, stream URL or named pipe, decoded by FFmpeg, as
     RGB, with their timestamps; audio and subtitle packets travel with them (`carry`).
 
@@ -196,6 +196,10 @@ class VideoSource:
     @property
     def total(self) -> int | None:
         return self.info.frame_count or None
+
+    @property
+    def name(self) -> str:
+        return str(self.path or self.spec)
 
     def describe(self) -> str:
         i = self.info

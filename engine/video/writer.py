@@ -18,7 +18,7 @@ from cyclemask.errors import InputError
 from cyclemask.imageio import FILE_MODE
 from cyclemask.outputs import commit_partial, create_partial, discard_partial, output_error
 
-from ..sources import Frame
+from ..contracts import Frame, Sink
 from ._ffmpeg import _av, _frac, _output_failure, _reason, _rescale
 from .carry import CarriedOutput
 from .formats import (_CONTAINER_CODECS, _RANGE_MPEG, CODEC_LABELS, CODECS, CONTAINERS, VIDEO_SUFFIXES,
@@ -34,7 +34,7 @@ def _even(n: int) -> int:
     return n + (n & 1)
 
 
-class VideoSink:
+class VideoSink(Sink):
     """Encodes frames to a staged file beside the target, renamed into place when complete.
 
     Each frame keeps its input timestamp; the audio and subtitle streams of a `VideoSource`

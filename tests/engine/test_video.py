@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from cyclemask.engine import video as vid
 from cyclemask.engine.cli import main
+from cyclemask.engine.contracts import Sink, Source
 from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
 from cyclemask.engine.processing import PassThroughProcessor
 from cyclemask.engine.video import VideoOutputConfig, VideoSink, VideoSource
@@ -476,7 +477,7 @@ def test_ctrl_c_on_a_live_stream_keeps_a_playable_file(tmp_path, bundle_path, st
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
-class _StalledLiveSource:
+class _StalledLiveSource(Source):
     """A live input that delivers `n` frames and then blocks in a read, like a camera that went
     quiet with its connection open; stop_reading() cannot end that read."""
 
@@ -485,6 +486,9 @@ class _StalledLiveSource:
 
     def __init__(self, n: int) -> None:
         self.n, self.release, self.stops, self.closed = n, threading.Event(), 0, False
+
+    def describe(self):
+        return "a camera gone quiet"
 
     def __iter__(self):
         from cyclemask.engine.sources import Frame
@@ -500,11 +504,14 @@ class _StalledLiveSource:
         self.closed = True
 
 
-class _KeepingSink:
+class _KeepingSink(Sink):
     fatal_write_errors = True
 
     def __init__(self, on_write):
         self.written, self.on_write, self.committed = 0, on_write, None
+
+    def describe(self):
+        return "a count"
 
     def write(self, frame, image):
         self.written += 1
