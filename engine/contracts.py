@@ -46,11 +46,9 @@ class Source(Protocol):
     # should know; read after the last frame.
     problems: Sequence[str] = ()
     notes: Sequence[str] = ()
-
-    @property
-    def name(self) -> str:
-        """The input as the report names it beside a whole-input problem."""
-        return "input"
+    # The input as the report names it beside a whole-input problem (a path, a URL). A plain
+    # attribute, so a source may set it or make it a property.
+    name: str = "input"
 
     @abc.abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
