@@ -637,6 +637,26 @@ def test_memory_stays_flat_over_a_ten_minute_clip(tmp_path):
     assert len(packets(tmp_path / "long_out.mp4", "audio")) > minutes * 60 * 40
 
 
+def test_the_video_package_keeps_the_old_module_names_and_small_parts():
+    """engine/video.py became a package: every name other code imported from it must still come
+    from `cyclemask.engine.video`, placement has one home, and no part grows back to a monolith."""
+    from pathlib import Path
+
+    from cyclemask.engine import sinks
+    from cyclemask.engine.video import placement
+
+    names = {"CODECS", "CODEC_LABELS", "CONTAINERS", "CRF_RANGE", "DEFAULT_CRF", "DEFAULT_PRESET", "PRESETS",
+             "URL_SCHEMES", "VIDEO_SUFFIXES", "VideoInfo", "VideoOutputConfig", "VideoSink", "VideoSource",
+             "input_place", "is_live", "is_url", "output_folder_near", "writable_place"}
+    assert names <= set(vid.__all__) and all(hasattr(vid, n) for n in vid.__all__)
+    assert sinks.video_output_path is placement.video_output_path is vid.video_output_path
+    assert sinks.default_video_out is placement.default_video_out
+    assert sinks.output_folder_near is placement.output_folder_near
+    lines = {p.name: len(p.read_text().splitlines()) for p in Path(vid.__file__).parent.glob("*.py")}
+    assert {"reader.py", "writer.py", "formats.py", "placement.py"} <= set(lines)
+    assert max(lines.values()) < 400, lines
+
+
 def test_importing_the_cli_does_not_load_ffmpeg():
     import subprocess
     import sys
