@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtefactError, InputError
+from .artifacts import ArtefactError
+from .errors import InputError
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets" / "demo"
 DEFAULT_PATH = ASSET_DIR / "segmenter.onnx"

@@ -56,15 +56,19 @@ log = logging.getLogger(__name__)
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Translate every image under this folder (recursive). The output tree mirrors "
                    "the input's names and formats.")
-@click.option("--video", metavar="FILE|DEVICE|URL", default=None,
-              help="Translate every frame of this video: a file, a capture device (/dev/video0) or a "
-                   "stream URL (rtsp://, http://, ...). The output keeps every frame's timestamp, the "
-                   "size and the sound and subtitles. Ctrl-C on a device or stream ends it and keeps "
-                   "the video; on a file it discards the unfinished output.")
+@click.option("--video", metavar="FILE|FOLDER|DEVICE|URL", multiple=True,
+              help="Translate every frame of this video: a file, a folder of videos (recursive), a "
+                   "capture device (/dev/video0) or a stream URL (rtsp://, http://, ...). Repeat it for "
+                   "several: one model load and one summary for all; a video that cannot be read does "
+                   "not stop the others (exit status 1 names it). The output keeps every frame's "
+                   "timestamp, the size and the sound and subtitles. Ctrl-C on a device or stream ends "
+                   "it and keeps the video; on a file it discards the unfinished output.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (--images), or output video file (.mp4/.m4v/.mov/.mkv/.avi) or folder "
-                   "(--video). Never the input folder or inside it. Default: beside the input, named "
-                   "<input>_<direction> (in the current folder for a device or stream, or where the "
+                   "(--video; a folder with several videos: each is <name>_<direction>.mp4 in it, a "
+                   "folder's videos in its subfolders). Never the input folder or inside it. Default: "
+                   "beside the input, named <input>_<direction> (a folder of videos: the folder "
+                   "<folder>_<direction>; in the current folder for a device or stream, or where the "
                    "input's folder is read-only).")
 @click.option("--codec", type=click.Choice(list(CODECS)), default="h264", show_default=True,
               help="--video: the output's video codec. h264 (libx264) plays everywhere; hevc (libx265) and "
@@ -211,7 +215,7 @@ log = logging.getLogger(__name__)
                    "journal (.cyclemask-journal) records as complete; the others are made again, replacing "
                    "any file of that name.")
 @click.pass_context
-def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None, out: Path | None,
+def main(ctx: click.Context, demo: bool, images: Path | None, video: tuple[str, ...], out: Path | None,
          ray_address: str | None, workers: int | None, gpus_per_worker: float | None,
          cpus_per_worker: float | None, files_per_call: int | None, resume: bool, **params) -> None:
     """Mask or unmask the faces in an image folder or a video.
@@ -229,7 +233,7 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None,
     if demo:
         if ray_address is not None:
             raise click.UsageError("--demo runs on this machine: do not give --ray")
-        if images is not None or video is not None:
+        if images is not None or video:
             raise click.UsageError("--demo runs on the shipped portrait: do not give --images or --video")
         if out is None:
             raise click.UsageError("--demo needs --out DIR (the folder for the results and the before/after sheet)")
@@ -239,33 +243,29 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None,
         if not _demo(options, out):
             ctx.exit(1)
         return
-    if (images is None) == (video is None):
-        raise click.UsageError("give exactly one input: --images DIR or --video FILE")
+    if (images is None) == (not video):
+        raise click.UsageError("give exactly one input: --images DIR, or --video FILE (repeatable)")
     if ray_address is not None:
+        if len(video) > 1:
+            raise click.UsageError("--ray takes one --video: a file, or a folder of videos")
         ctx.exit(_ray(options, ray_address, workers, gpus_per_worker, cpus_per_worker, files_per_call, resume,
-                      images=images, video=video, out=out))
+                      images=images, video=video[0] if video else None, out=out))
+    if len(video) > 1 or (video and Path(video[0]).is_dir()):
+        _videos(ctx, options, list(video), out)
+        return
     bar = None
 
     def start(info: RunStart):
         nonlocal bar
         from tqdm import tqdm
 
-        be = info.backend
-        click.echo(f"input:   {info.source}")
-        click.echo(f"output:  {info.output}")
-        click.echo(f"model:   {info.model} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
-        click.echo(f"backend: {be.description}  [{info.reason}]")
-        if info.batch_reason:
-            click.echo(f"batch:   {info.batch} ({info.batch_reason}; --batch to change)")
-        for note in be.notes + be.warnings + info.notes:
-            click.echo(f"note:    {note}")
-        click.echo(f"mode:    {info.mode}")
+        _echo_start(info)
         bar = tqdm(total=info.total, unit="frame", disable=not options.progress, dynamic_ncols=True,
                    desc="translating", leave=True)
         return bar.update
 
     try:
-        result = translate(options, images=images, video=video, out=out, on_start=start)
+        result = translate(options, images=images, video=video[0] if video else None, out=out, on_start=start)
     finally:
         if bar is not None:
             bar.close()
@@ -277,6 +277,52 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None,
     if result.report.interrupted:
         ctx.exit(stop_exit_code())
     if not result.report.ok:
+        ctx.exit(1)
+
+
+def _echo_start(info: RunStart) -> None:
+    be = info.backend
+    click.echo(f"input:   {info.source}")
+    click.echo(f"output:  {info.output}")
+    click.echo(f"model:   {info.model} ({be.direction or 'direction not recorded'}, {be.image_size}px)")
+    click.echo(f"backend: {be.description}  [{info.reason}]")
+    if info.batch_reason:
+        click.echo(f"batch:   {info.batch} ({info.batch_reason}; --batch to change)")
+    for note in be.notes + be.warnings + info.notes:
+        click.echo(f"note:    {note}")
+    click.echo(f"mode:    {info.mode}")
+
+
+def _videos(ctx: click.Context, options: RunOptions, videos: list[str], out: Path | None) -> None:
+    """Several videos (or a folder of them): one backend, a progress bar per video, one summary."""
+    from .run import translate_videos
+    from .summary import videos_summary_lines
+
+    bars = []
+
+    def video_start(source: str, output: Path, frames: int | None):
+        from tqdm import tqdm
+
+        for b in bars:
+            b.close()
+        bars.clear()
+        click.echo(f"video:   {source} -> {output}")
+        bars.append(tqdm(total=frames, unit="frame", disable=not options.progress, dynamic_ncols=True,
+                         desc=Path(source).name, leave=False))
+        return bars[0].update
+
+    try:
+        result = translate_videos(options, videos, out=out, on_start=_echo_start, on_video=video_start)
+    finally:
+        for b in bars:
+            b.close()
+    for line in videos_summary_lines(result):
+        click.echo(line)
+    if result.model_note:
+        click.echo(f"  model:    {result.model_note}")
+    if result.interrupted:
+        ctx.exit(stop_exit_code())
+    if not result.ok:
         ctx.exit(1)
 
 

@@ -352,10 +352,13 @@ class FaceProcessor(FrameProcessor):
     detector_factory builds a detector (an object with `detect(image_rgb) -> list[Face]`); it
     is called once here (so a bad model file fails before any frame is read) and once per
     thread that detects. Default: YuNet from `model_path`, else $CYCLEMASK_FACE_DETECTOR.
+    one_detector: every thread uses the detector made here, for a caller that runs many short
+    pipelines (each on new threads) and never detects on two threads at once: no detect-ahead
+    workers, one run at a time.
     """
 
     def __init__(self, size: int, config: FaceConfig | None = None, *, model_path: str | os.PathLike | None = None,
-                 detector_factory: Callable[[], Any] | None = None) -> None:
+                 detector_factory: Callable[[], Any] | None = None, one_detector: bool = False) -> None:
         super().__init__(size)
         self.config = c = config or FaceConfig()
         if detector_factory is None:
@@ -365,9 +368,12 @@ class FaceProcessor(FrameProcessor):
                                     # only reached with --detect-side above 800
                                     coarse_side=640 if c.detect_retry else None,
                                     rotations=c.rotations if c.rotated == "full" else ())
-        self._factory = detector_factory
         self._local = threading.local()
         self._local.detector = detector_factory()
+        if one_detector:
+            first = self._local.detector
+            detector_factory = lambda: first  # noqa: E731
+        self._factory = detector_factory
         self.tracker = FaceTracker(c) if c.track else None
         self.stats = FaceStats()
 
@@ -491,18 +497,12 @@ class FaceProcessor(FrameProcessor):
                 gen = self._restore_colour(gen, paste)
             x0, y0, x1, y1 = paste.box
             side = x1 - x0
-            if hole is not None:
-                if not hole.any():
-                    continue  # nothing changed: the frame keeps this face's pixels bit for bit
-                weight = (resize(hole, side, "area" if side <= self.size else "linear")
-                          if side != self.size else hole)[:, :, None]
-            elif paste.landmarks is not None:
-                weight = mask_zone_matte(paste.landmarks, paste.box, c.zone_grow, c.zone_feather)
-                if paste.source is not None:
-                    gen = self._match_zone_colour(gen, paste, weight)
-                weight = weight[:, :, None]
-            else:
-                weight = feather_mask(side, c.blend_shape, c.feather)
+            if hole is not None and not hole.any():
+                continue  # nothing changed: the frame keeps this face's pixels bit for bit
+            weight = self.paste_weight(paste, hole)
+            if paste.landmarks is not None and paste.source is not None:
+                gen = self._match_zone_colour(gen, paste, weight)
+            weight = weight[:, :, None]
             # Bilinear when enlarging: positive weights keep backend differences within 1 LSB.
             patch = resize(gen, side, "area" if side <= self.size else "linear")
             ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x1, iw), min(y1, ih)
@@ -515,6 +515,19 @@ class FaceProcessor(FrameProcessor):
         self.stats.translated += len(outputs)
         self.stats.paste_s += time.perf_counter() - t0
         return out
+
+    def paste_weight(self, paste: _Paste, hole: np.ndarray | None = None) -> np.ndarray:
+        """The weight [side, side] (float32, 0..1) `finish` gives the translated crop over its
+        box: the hole the graph changed (paste="hole": `changed_matte` at model size, given),
+        the mask zone's matte, or the feathered whole crop for a face without usable landmarks
+        (or paste="crop")."""
+        c = self.config
+        side = paste.box[2] - paste.box[0]
+        if hole is not None:
+            return resize(hole, side, "area" if side <= self.size else "linear") if side != self.size else hole
+        if paste.landmarks is not None:
+            return mask_zone_matte(paste.landmarks, paste.box, c.zone_grow, c.zone_feather)
+        return feather_mask(paste.box[2] - paste.box[0], c.blend_shape, c.feather)[:, :, 0]
 
     def _match_zone_colour(self, gen: np.ndarray, paste: _Paste, matte: np.ndarray) -> np.ndarray:
         """gen with the drift measured around the zone removed (see zone_colour_offset)."""

@@ -49,16 +49,12 @@ from cyclemask.errors import ConfigError, CycleMaskError, InputError, own_module
 from .backends import BackendOptions
 from .faces import FaceConfig
 from .pipeline import PipelineConfig, RunReport
+from .video import VIDEO_INPUT_SUFFIXES, list_videos  # noqa: F401 - also cyclemask-run's, without --ray
 
 log = logging.getLogger(__name__)
 
 RAY_INSTALL = ("--ray needs Ray Data, which is not installed here: pip install 'cyclemask[ray]' "
                "(on every node of the cluster, in the same environment as cyclemask)")
-
-#: Suffixes taken as videos when --video names a folder (FFmpeg reads many more; name a file
-#: to run any other).
-VIDEO_INPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
-                        ".m2ts", ".flv", ".wmv", ".3gp")
 
 #: Files per actor call for image folders, as a multiple of --batch: enough that the actor's
 #: pipeline overlaps decode, inference and writing, few enough that a retried call redoes little.
@@ -447,17 +443,6 @@ def worker_class(spec: WorkerSpec) -> type:
 # ---------------------------------------------------------------------------------------------
 # Inputs, outputs and the journal
 # ---------------------------------------------------------------------------------------------
-
-
-def list_videos(folder: Path) -> list[Path]:
-    """Video files under folder (recursive, sorted, hidden names skipped)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in VIDEO_INPUT_SUFFIXES:
-                found.append(Path(dirpath) / name)
-    return sorted(found)
 
 
 def video_output_name(rel: str) -> str:

@@ -172,6 +172,32 @@ def describe_mode(face_config: FaceConfig | None, detector: Path | None = None) 
             f"margin {c.margin:g}, {pasted}, {track}{', colour matched' if c.color_match else ''})")
 
 
+def load_backend(options: RunOptions) -> tuple[Backend, str, Path, str | None]:
+    """The backend a run uses, not yet active, why it was chosen, the model file and what to
+    say about the embedded model (None for a model the user gave)."""
+    model, model_note = resolve_model(options)
+    be, reason = create_backend(model, options.backend, options.direction, options.backend_options())
+    return be, reason, model, model_note
+
+
+def make_processor(backend: Backend, face_config: FaceConfig | None, detector: Path | None, *,
+                   one_detector: bool = False) -> FrameProcessor:
+    """The processor for an active backend: aligned (face_config None) or face-aware. A face-aware
+    one holds its tracker, so a video needs a fresh one. one_detector: see FaceProcessor."""
+    if face_config is None:
+        return AlignedProcessor(backend.image_size)
+    return FaceProcessor(backend.image_size, face_config, model_path=detector, one_detector=one_detector)
+
+
+def run_frames(options: RunOptions, backend: Backend, batch: int, processor: FrameProcessor, source, sink,
+               progress: Callable[[int], None] | None = None) -> RunReport:
+    """The pipeline over one source into one sink, faces detected ahead when face-aware."""
+    if isinstance(processor, FaceProcessor):
+        source = processor.detect_ahead(source, options.detect_workers)
+    return run_pipeline(source, processor, backend, sink, PipelineConfig(batch, options.queue_depth),
+                        progress=progress)
+
+
 @dataclass
 class RunStart:
     """What a run is about to do, once its backend is loaded (the CLI prints it)."""
@@ -222,8 +248,7 @@ def translate(options: RunOptions, *, images: Path | None = None, video: str | o
     source = ImageFolderSource(images, max_pixels=options.max_pixels) if images is not None else VideoSource(video)
     lock = None
     try:
-        model, model_note = resolve_model(options)
-        be, reason = create_backend(model, options.backend, options.direction, options.backend_options())
+        be, reason, model, model_note = load_backend(options)
         with be:
             setup_s = time.perf_counter() - t0
             batch, batch_reason = options.batch_for(be)
@@ -239,25 +264,254 @@ def translate(options: RunOptions, *, images: Path | None = None, video: str | o
                 sink = VideoSink(out_path, source.info, source=source, overwrite=options.overwrite,
                                  config=video_config)
             lock.acquire()  # after the sink's checks: nothing is created beside a refused output
-            processor: FrameProcessor
-            if face_config is None:
-                processor = AlignedProcessor(be.image_size)
-            else:
-                processor = FaceProcessor(be.image_size, face_config, model_path=detector)
+            processor = make_processor(be, face_config, detector)
             mode = describe_mode(face_config, detector)
             label = f"{model}: {model_note}" if model_note else str(model)
             progress = None
             if on_start is not None:
                 progress = on_start(RunStart(source.describe(), sink.describe(), label, be, reason, mode,
                                              source.total, batch, batch_reason, precision_notes(be)))
-            run_source = source
-            if isinstance(processor, FaceProcessor):
-                run_source = processor.detect_ahead(source, options.detect_workers)
-            report = run_pipeline(run_source, processor, be, sink, PipelineConfig(batch, options.queue_depth),
-                                  progress=progress)
+            report = run_frames(options, be, batch, processor, source, sink, progress)
     finally:
         source.close()
         if lock is not None:
             lock.release()
     faces = None if face_config is None else processor.stats.summary(options.min_face)
     return RunResult(report, be, reason, setup_s, sink.describe(), faces, model_note)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several videos in one run
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """One video of a run of several, and the folder it was found under (None when named)."""
+
+    path: Path
+    folder: Path | None = None
+
+
+@dataclass
+class VideoResult:
+    """What became of one video: its output, the pipeline's report (None when it never ran:
+    the file could not be opened, or its output was refused) and why it failed, if it did."""
+
+    source: str
+    output: Path
+    report: RunReport | None = None
+    error: str | None = None  # the file's own failure (it never ran, or the run stopped on it)
+    faces: str | None = None  # the face statistics' summary (face-aware mode)
+    kept: bool = False  # the output file exists: the run finished, with or without failed frames
+    stats: Any = dataclasses.field(default=None, repr=False)  # FaceStats (face-aware mode)
+
+    @property
+    def failures(self) -> list[str]:
+        """Every problem with this file, one line each (naming the file)."""
+        out = [self.error] if self.error else []
+        if self.report is not None:
+            out += [m if k in m else f"{k}: {m}" for k, m in self.report.failures]
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return self.kept and not self.failures
+
+
+@dataclass
+class VideosResult:
+    """A run over several videos: one backend, each video's result in input order."""
+
+    videos: list[VideoResult]
+    backend: Backend
+    reason: str
+    setup_s: float
+    elapsed_s: float = 0.0
+    model_note: str | None = None
+    faces: str | None = None  # the face statistics over every video (face-aware mode)
+    interrupted: bool = False
+    not_run: list[VideoInput] = dataclasses.field(default_factory=list)  # never reached (a stop)
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and not self.not_run and all(v.ok for v in self.videos)
+
+
+def list_video_inputs(videos: list[str | os.PathLike]) -> list[VideoInput]:
+    """The videos named: files, and the videos under folders (recursive, sorted). A name that is
+    nothing, or a folder without videos, is an InputError before anything runs: it is a mistake
+    in the command, not a bad file. A device or a stream cannot be one of several (it ends only
+    when stopped)."""
+    from cyclemask.errors import InputError
+
+    from .video import VIDEO_INPUT_SUFFIXES, is_live, list_videos
+
+    found: list[VideoInput] = []
+    for v in videos:
+        p = Path(v)
+        if is_live(v):
+            if len(videos) > 1 or p.is_dir():
+                raise ConfigError(f"--video {v}: a capture device or stream must be the only --video "
+                                  "(it ends only when stopped)")
+            found.append(VideoInput(p))
+        elif p.is_dir():
+            paths = list_videos(p)
+            if not paths:
+                raise InputError(f"{p}: no videos found (looked recursively for {', '.join(VIDEO_INPUT_SUFFIXES)})")
+            found += [VideoInput(q, p) for q in paths]
+        elif p.exists():
+            found.append(VideoInput(p))
+        else:
+            raise InputError(f"{p}: no such video file or folder")
+    return found
+
+
+def plan_video_outputs(inputs: list[VideoInput], out: Path | None, direction: str, *,
+                       several: bool, overwrite: bool) -> list[Path]:
+    """Each video's output, named as for one video (<stem>_<direction>.mp4, see
+    `video_output_path`): beside a named file, or in --out; a folder's videos go under
+    --out (default <folder>_<direction> beside it) in the folder's own subfolders. With several
+    videos --out must be a folder. Refused before anything runs: two videos with one output, an
+    output that is an input, an --out inside a folder of inputs, and existing outputs without
+    overwrite."""
+    from cyclemask.errors import InputError
+
+    from .sinks import default_images_out, translated_video_name, video_output_path
+
+    if several and out is not None and (out.suffix or out.exists()) and not out.is_dir():
+        raise ConfigError(f"--out {out}: with several videos --out must be a folder (each video's output is "
+                          f"named <name>_{direction}.mp4 in it)")
+    outputs: list[Path] = []
+    roots: dict[Path, Path] = {}  # input folder -> its output root (placed, and warned about, once)
+    for item in inputs:
+        if item.folder is None:
+            outputs.append(video_output_path(item.path, out, direction))
+            continue
+        src = item.folder.resolve()
+        if src not in roots:
+            root = (out if out is not None else default_images_out(item.folder, direction)).resolve()
+            if root == src or src in root.parents or root in src.parents:
+                raise InputError(f"--out {root}: must be a folder outside the input folder {item.folder}, and "
+                                 "not contain it (outputs would be read as inputs by the next run)")
+            roots[src] = root
+        root = roots[src]
+        rel = item.path.relative_to(item.folder).parent
+        outputs.append(root / rel / translated_video_name(item.path, direction))
+    sources = {i.path.resolve(): i.path for i in inputs if i.path.exists()}
+    seen: dict[Path, Path] = {}
+    for item, target in zip(inputs, outputs):
+        if target in sources:
+            raise InputError(f"{item.path}: its output {target} is the input video {sources[target]}; "
+                             "give --out a folder elsewhere")
+        if target in seen:
+            raise InputError(f"{seen[target]} and {item.path} would both be written to {target}: rename one, "
+                             "or run them separately")
+        seen[target] = item.path
+    existing = [t for t in outputs if t.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]}; "
+                         "pass --overwrite to replace them")
+    return outputs
+
+
+def run_video(options: RunOptions, backend: Backend, batch: int, face_config: FaceConfig | None,
+              detector: Path | None, video: str | os.PathLike, output: Path,
+              on_video: Callable[[str, Path, int | None], Callable[[int], None] | None] | None = None) -> VideoResult:
+    """One video through an active backend into `output`. Whatever is wrong with this file
+    (it does not open, its output is refused, the run stops on it) is in the result, not raised:
+    the next video still runs. A stop (Ctrl-C) is in `result.report.interrupted`.
+    `on_video(source, output, frames or None)` may return a progress callback."""
+    from cyclemask.errors import CycleMaskError
+    from cyclemask.outputs import OutputLock
+
+    from .video import VideoSink, VideoSource
+
+    result = VideoResult(str(video), Path(output))
+    try:
+        source = VideoSource(video)
+    except CycleMaskError as exc:
+        result.error = str(exc)
+        return result
+    lock = None
+    try:
+        lock = OutputLock(result.output, "cyclemask-run", folder=False).probe()
+        sink = VideoSink(result.output, source.info, source=source, overwrite=options.overwrite,
+                         config=options.video_config())
+        lock.acquire()
+        processor = make_processor(backend, face_config, detector)  # its tracker starts afresh
+        progress = on_video(result.source, result.output, source.total) if on_video is not None else None
+        report = run_frames(options, backend, batch, processor, source, sink, progress)
+    except CycleMaskError as exc:
+        result.error = str(exc)
+        return result
+    finally:
+        source.close()
+        if lock is not None:
+            lock.release()
+    result.report = report
+    result.kept = not report.stopped or bool(source.live)
+    if isinstance(processor, FaceProcessor):
+        result.faces = processor.stats.summary(options.min_face)
+        result.stats = processor.stats
+    if report.error is not None:
+        result.error = f"{video}: {report.error}" if str(video) not in report.error else report.error
+    return result
+
+
+def translate_videos(options: RunOptions, videos: list[str | os.PathLike], *, out: Path | None = None,
+                     on_start: Callable[[RunStart], None] | None = None,
+                     on_video: Callable[[str, Path, int | None], Callable[[int], None] | None] | None = None
+                     ) -> VideosResult:
+    """Translate several videos (files, and folders of videos) with one backend: the inputs are
+    listed first (a name that is nothing is an error before any model loads), each output is
+    planned and checked once the backend is loaded, then the videos run one after the other. One
+    bad video (it does not open, it is damaged, its output cannot be written) is recorded and the
+    others still run; Ctrl-C (SIGTERM) stops after cleaning up the video being written."""
+    from .faces import FaceStats
+
+    inputs = list_video_inputs(videos)
+    detector = face_detector_path(options)
+    face_config = None if options.aligned else options.face_config(video=True)
+    options.video_config()  # a bad codec setting is refused before the model loads
+    t0 = time.perf_counter()
+    be, reason, model, model_note = load_backend(options)
+    with be:
+        setup_s = time.perf_counter() - t0
+        batch, batch_reason = options.batch_for(be)
+        several = len(inputs) > 1 or any(i.folder is not None for i in inputs)
+        outputs = plan_video_outputs(inputs, out, be.direction or "out", several=several,
+                                     overwrite=options.overwrite)
+        if on_start is not None:
+            label = f"{model}: {model_note}" if model_note else str(model)
+            shown = ", ".join(str(v) for v in videos)
+            if out is not None:
+                out_shown = str(out.resolve())
+            else:
+                places = list(dict.fromkeys(str(t.parent) for t in outputs))
+                out_shown = ", ".join(places[:3]) + (f" and {len(places) - 3} more folders" if len(places) > 3 else "")
+            on_start(RunStart(f"{shown} ({len(inputs)} videos)", out_shown, label, be, reason,
+                              describe_mode(face_config, detector), len(inputs), batch, batch_reason,
+                              precision_notes(be)))
+        result = VideosResult([], be, reason, setup_s, model_note=model_note)
+        stats = FaceStats()
+        start = time.perf_counter()
+        for k, (item, target) in enumerate(zip(inputs, outputs)):
+            try:
+                one = run_video(options, be, batch, face_config, detector, item.path, target, on_video)
+            except KeyboardInterrupt:  # between two videos, or while one was opening
+                result.interrupted = True
+                result.not_run = inputs[k:]
+                break
+            result.videos.append(one)
+            if one.stats is not None:
+                for f in dataclasses.fields(FaceStats):
+                    if not f.name.startswith("_"):
+                        setattr(stats, f.name, getattr(stats, f.name) + getattr(one.stats, f.name))
+            if one.report is not None and one.report.interrupted:
+                result.interrupted = True
+                result.not_run = inputs[k + 1:]
+                break
+        result.elapsed_s = time.perf_counter() - start
+    if face_config is not None:
+        result.faces = stats.summary(options.min_face)
+    return result

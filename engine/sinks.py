@@ -22,7 +22,7 @@ from cyclemask.imageio import encode_image, write_bytes_atomic
 from .contracts import Frame, Sink
 from .video import VideoSink  # noqa: F401 - one place to import sinks from
 # Where a video goes is the video package's placement; the run imports it from here.
-from .video.placement import default_video_out, output_folder_near, video_output_path  # noqa: F401
+from .video.placement import default_video_out, output_folder_near, translated_video_name, video_output_path  # noqa: F401
 
 log = logging.getLogger(__name__)
 

@@ -43,3 +43,59 @@ def summary_lines(report: RunReport, backend, reason: str, setup_s: float, outpu
         f"model load {setup_s:.2f} s)"
     )
     return lines
+
+
+def videos_summary_lines(result) -> list[str]:
+    """The summary of a run over several videos (engine.run.VideosResult): each video's result,
+    then the failures as an image folder lists them, the frames, faces, backend, throughput."""
+    videos = result.videos
+    lines = ["", "summary:"]
+    if result.interrupted:
+        lines.append(f"  stopped: interrupted ({stop_name()})")
+    kept = [v for v in videos if v.kept]
+    failed = [v for v in videos if not v.ok]
+    total = len(videos) + len(result.not_run)
+    lines.append(f"  inputs:   {total} videos")
+    lines.append(f"  written:  {len(kept)}")
+    lines.append(f"  failed:   {len(failed)}")
+    if result.not_run:
+        lines.append(f"  not written (run stopped first): {len(result.not_run)}")
+    problems = [message for v in failed for message in v.failures]
+    for message in problems[:MAX_LISTED_FAILURES]:
+        lines.append(f"    - {message}")
+    if len(problems) > MAX_LISTED_FAILURES:
+        lines.append(f"    ... and {len(problems) - MAX_LISTED_FAILURES} more")
+    lines.append("  videos:")
+    for v in videos:
+        rep = v.report
+        if v.kept and rep is not None:
+            bad = len(v.failures)
+            state = f"{rep.written} frames" + (f", {bad} problem{'s' if bad != 1 else ''}" if bad else "")
+            lines.append(f"    - {v.source} -> {v.output}: {state}")
+        elif rep is not None and rep.interrupted:
+            lines.append(f"    - {v.source}: stopped, not written")
+        else:
+            lines.append(f"    - {v.source}: failed, not written")
+    for item in result.not_run:
+        lines.append(f"    - {item.path}: not reached")
+    # A note every video has (the encoder used) once; one some videos have, with their names.
+    ran = [v for v in videos if v.report is not None]
+    seen: list[str] = []
+    for v in ran:
+        seen += [n for n in v.report.notes if n not in seen]
+    for note in seen:
+        having = [v.source for v in ran if note in v.report.notes]
+        lines.append(f"  note: {note}" if len(having) == len(ran) else f"  note: {', '.join(having)}: {note}")
+    reports = [v.report for v in videos if v.report is not None]
+    written = sum(r.written for r in reports)
+    frames = sum(r.written + r.discarded for r in reports)
+    crops, batches = sum(r.crops for r in reports), sum(r.batches for r in reports)
+    lines.append(f"  frames:   {written} written")
+    if result.faces is not None:
+        lines.append(f"  faces:    {result.faces}")
+    lines.append(f"  backend:  {result.backend.description}")
+    lines.append(f"  providers: {', '.join(result.backend.providers) or 'n/a'}  [{result.reason}]")
+    fps = frames / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    lines.append(f"  throughput: {fps:.1f} frames/s ({frames} frames in {result.elapsed_s:.2f} s, "
+                 f"batch {crops / batches if batches else 0:.1f} on average; model load {result.setup_s:.2f} s)")
+    return lines

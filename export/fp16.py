@@ -62,11 +62,30 @@ def convert_model_fp16(model, *, fp32_ops: tuple[str, ...] = FP32_OPS):
             model, keep_io_types=True, op_block_list=list(fp32_ops), node_block_list=block_nodes,
             disable_shape_infer=False,
         )
+    _resize_scales_fp32(m16)
     clipped = [w for w in caught if "truncated" in str(w.message)]
     if clipped:
         # Weights below FP16's useful range are flushed to +-1e-7 or clamped: say so once.
         log.info("FP16 conversion clamped %d weight values outside FP16 range", len(clipped))
     return m16
+
+
+def _resize_scales_fp32(model) -> None:
+    """Put Resize's `scales` back in FP32: the converter turns that initializer into FP16 too,
+    and the ONNX Resize op takes scales in float only (the erase-then-restore graph's U-Nets
+    upsample with Resize)."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Resize" and len(node.input) > 2 and node.input[2] in inits:
+            t = inits[node.input[2]]
+            if t.data_type == onnx.TensorProto.FLOAT16:
+                t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype("float32"), t.name))
+                for vi in model.graph.value_info:
+                    if vi.name == t.name:
+                        vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
 
 
 def fp16_summary(model) -> dict[str, int]:

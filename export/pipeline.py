@@ -182,6 +182,9 @@ def _guess_direction(path: Path) -> str | None:
     return None
 
 
+SEGMENTER_FILE = "segmenter.onnx"
+
+
 def method_of(generator) -> str:
     """What a graph does, recorded in its metadata: "restore" (segment, erase, restore: the
     runtime pastes only the pixels it changed) or "cyclegan"."""
@@ -286,6 +289,11 @@ def export_checkpoint(
             planned.append(paths["onnx-fp16"])
         if engine:
             planned += [paths["engine"], paths["sidecar"]]
+    segmenters = {d: g.generator.segmenter for d, g in gens.items() if method_of(g.generator) == "restore"}
+    if segmenters:
+        if size % 16:
+            raise ExportError(f"{ckpt}: the erase-then-restore graph works on sizes that are a multiple of 16; got {size}")
+        planned.append(options.out_dir / SEGMENTER_FILE)
     _refuse_existing(planned, options.overwrite)
     _ensure_out_dir(options.out_dir)
     if on_plan:
@@ -307,6 +315,14 @@ def export_checkpoint(
             done = [str(a.path) for a in result.artefacts]
             written = f"written before the failure: {', '.join(done)}" if done else "nothing was written"
             raise ExportError(f"{d}: {exc} -- no '{d}' file was written; {written}") from exc
+    for d, segmenter in segmenters.items():
+        # The restore graph carries its segmenter inside; this copy is evaluation's judge of the
+        # mask left after unmasking (cyclemask.segmenter), verified against eager the same way.
+        from .segmenter import export_segmenter
+
+        path = export_segmenter(segmenter, options.out_dir / SEGMENTER_FILE, image_size=size,
+                                metadata={"checkpoint_sha256": ckpt_sha, "checkpoint_name": ckpt.name}, verify=images)
+        result.directions[-1].artefacts.append(Artefact("onnx-segmenter", path, path.stat().st_size))
     if options.fp16 and not engine:
         cmds = "; ".join(engine_rebuild_command(artefact_paths(options.out_dir, d)["onnx-fp16"], options.out_dir,
                                                 options.build.profiles) for d in gens)

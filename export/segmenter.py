@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cyclemask.artifacts import INPUT_NAME, onnx_tensor_specs
-from cyclemask.errors import ArtefactError, ExportError
+from cyclemask.artifacts import INPUT_NAME, ArtefactError, onnx_tensor_specs
+from cyclemask.errors import ExportError
 
 from .graph_lint import check_tensorrt_rules
 from .onnx import OPSET, build_onnx_metadata, export_model_proto, save_model_atomic, set_onnx_metadata

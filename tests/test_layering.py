@@ -6,6 +6,12 @@ also those inside functions: a lazy import is still a dependency).
 - export imports the core and the engine only; train the core only;
 - metrics (evaluation: it runs models and sweeps training) imports the core, engine and train;
 - no two modules import each other, directly or round a longer loop.
+
+One exception, the package facade: `cyclemask/__init__.py` may import the Python API
+(`cyclemask.engine.api`) inside a function (its PEP 562 `__getattr__`) or for type checkers only.
+That import runs after `cyclemask` has finished loading, so it neither makes `import cyclemask`
+load a stage nor closes a cycle at import time; `test_the_package_loads_the_api_lazily` holds
+it to that.
 """
 
 from __future__ import annotations
@@ -143,9 +149,44 @@ def _imports(module: str, path: Path, mods: dict[str, Path]) -> set[str]:
     return found
 
 
+FACADE = ("cyclemask", "cyclemask.engine.api")
+
+
 def _graph() -> dict[str, set[str]]:
     mods = _modules()
-    return {m: _imports(m, p, mods) for m, p in mods.items()}
+    graph = {m: _imports(m, p, mods) for m, p in mods.items()}
+    graph[FACADE[0]].discard(FACADE[1])  # lazy only: see test_the_package_loads_the_api_lazily
+    return graph
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def test_the_package_loads_the_api_lazily():
+    """The package's own module imports a stage only as the facade allows: the API module, and
+    inside a function or an `if TYPE_CHECKING:` block, never when `import cyclemask` runs."""
+    tree = ast.parse((REPO / "cyclemask" / "__init__.py").read_text())
+    stages, eager = [], []
+
+    def walk(node: ast.AST, lazy: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) or _is_type_checking(child)
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                if isinstance(child, ast.Import):
+                    names = [a.name for a in child.names]
+                else:  # relative to the package itself: level 1 is cyclemask
+                    names = [".".join(filter(None, ["cyclemask" if child.level else "", child.module or ""]))]
+                for name in names:
+                    if _stage(name) != "core":
+                        stages.append(name)
+                        if not inner:
+                            eager.append(name)
+            walk(child, inner)
+
+    walk(tree, False)
+    assert stages == [FACADE[1]] * len(stages), f"the package imports stages other than the API: {stages}"
+    assert not eager, f"the package imports {eager} when it loads; only lazily (inside __getattr__)"
 
 
 def test_the_source_tree_is_what_the_test_reads():

@@ -229,6 +229,7 @@ class LoopConfig:
     gan_after: int = 500
     seed: int = 0
     save_every: int = 100
+    iterations: int | None = None  # stop after this many (in all, resumed ones included)
 
 
 def _augment(x, rng: np.random.Generator):
@@ -294,7 +295,7 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
                              {"iteration": it, "seconds": round(st["seconds"]), "batch_size": cfg.batch_size,
                               "faces": len(bank.bare), "variants": n_var})
 
-    while time.monotonic() - start < budget:
+    while time.monotonic() - start < budget and (cfg.iterations is None or it < cfg.iterations):
         idx = rng.integers(0, n_var, cfg.batch_size)
         if cfg.kind == "segmenter":
             # A quarter of the batch bare (an empty matte): the segmenter must say "no mask".
@@ -311,7 +312,7 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
             inter = (p * y).sum((1, 2, 3))
             dice = 1.0 - (2 * inter + 1.0) / (p.sum((1, 2, 3)) + y.sum((1, 2, 3)) + 1.0)
             loss = bce + dice.mean()
-            parts = {"bce": float(bce), "dice": float(dice.mean())}
+            parts = {"bce": bce.item(), "dice": dice.mean().item()}
         else:
             faces = bank.face[idx]
             imgs = bank.bare[faces]
@@ -328,12 +329,12 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
             l1 = (w * (pred - x).abs()).mean()
             ssim = 1.0 - ssim_map((comp + 1) / 2, (x + 1) / 2).mean()
             loss = l1 + cfg.ssim_weight * ssim
-            parts = {"l1": float(l1), "ssim": float(ssim)}
+            parts = {"l1": l1.item(), "ssim": ssim.item()}
             if disc is not None and it >= cfg.gan_after:
                 fake = disc(comp)
                 g_adv = ((fake - 1.0) ** 2).mean()
                 loss = loss + cfg.gan_weight * g_adv
-                parts["g_adv"] = float(g_adv)
+                parts["g_adv"] = g_adv.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -343,10 +344,10 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
             dopt.zero_grad(set_to_none=True)
             d_loss.backward()
             dopt.step()
-            parts["d"] = float(d_loss)
+            parts["d"] = d_loss.item()
         it += 1
         if it % 20 == 0:
-            row = {"iteration": it, "seconds": round(spent + time.monotonic() - start, 1), "loss": float(loss), **parts}
+            row = {"iteration": it, "seconds": round(spent + time.monotonic() - start, 1), "loss": loss.item(), **parts}
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         if it % cfg.save_every == 0:

@@ -16,15 +16,15 @@ other code needs. Importing this package does not import PyAV (the CLI starts wi
 """
 
 from .formats import (CODEC_LABELS, CODECS, CONTAINERS, CRF_RANGE, DEFAULT_CRF, DEFAULT_PRESET, PRESETS,
-                      VIDEO_SUFFIXES, VideoInfo, VideoOutputConfig)
-from .placement import (URL_SCHEMES, default_video_out, input_place, is_live, is_url, output_folder_near,
-                        video_output_path, writable_place)
+                      VIDEO_INPUT_SUFFIXES, VIDEO_SUFFIXES, VideoInfo, VideoOutputConfig)
+from .placement import (URL_SCHEMES, default_video_out, input_name, input_place, is_live, is_url, list_videos,
+                        output_folder_near, translated_video_name, video_output_path, writable_place)
 from .reader import VideoSource
 from .writer import VideoSink
 
 __all__ = [
     "CODEC_LABELS", "CODECS", "CONTAINERS", "CRF_RANGE", "DEFAULT_CRF", "DEFAULT_PRESET", "PRESETS",
-    "URL_SCHEMES", "VIDEO_SUFFIXES", "VideoInfo", "VideoOutputConfig", "VideoSink", "VideoSource",
-    "default_video_out", "input_place", "is_live", "is_url", "output_folder_near", "video_output_path",
-    "writable_place",
+    "URL_SCHEMES", "VIDEO_INPUT_SUFFIXES", "VIDEO_SUFFIXES", "VideoInfo", "VideoOutputConfig", "VideoSink",
+    "VideoSource", "default_video_out", "input_name", "input_place", "is_live", "is_url", "list_videos",
+    "output_folder_near", "translated_video_name", "video_output_path", "writable_place",
 ]

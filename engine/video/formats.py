@@ -13,6 +13,10 @@ from cyclemask.errors import ConfigError
 # Output suffix -> FFmpeg muxer.
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 VIDEO_SUFFIXES = tuple(CONTAINERS)
+#: Suffixes taken as videos when --video names a folder (FFmpeg reads many more; name a file
+#: to run any other).
+VIDEO_INPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
+                        ".m2ts", ".flv", ".wmv", ".3gp")
 
 # --codec -> (CPU encoder, NVENC encoder or None), and what the summary calls it.
 CODECS = {

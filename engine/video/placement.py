@@ -1,7 +1,8 @@
-"""Where outputs named after an input go: beside the input file, or in the current folder where
-the input's folder is read-only (a shared data set) or is no folder for outputs (a capture
-device, a stream URL). Which inputs are live (no end of their own) is decided here too, because
-a live input's folder is not a place for its output.
+"""Names and places: what outputs named after an input are called and where they go (beside the
+input file, or in the current folder where the input's folder is read-only, a shared data set,
+or is no folder for outputs, a capture device or a stream URL), and which files of a folder are
+videos. Which inputs are live (no end of their own) is decided here too, because a live input's
+folder is not a place for its output.
 
 `video_output_path` turns --out (a file, a folder, or nothing) into the video's output file;
 `output_folder_near` is the read-only fallback that image folders use as well (engine/sinks.py).
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from cyclemask.errors import InputError
 
-from .formats import VIDEO_SUFFIXES
+from .formats import VIDEO_INPUT_SUFFIXES, VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +43,43 @@ def is_live(spec: str | os.PathLike) -> bool:
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
-def input_place(spec: str | os.PathLike, fallback: bool = True) -> tuple[Path, str]:
-    """(folder, name) for outputs named after an input: a file's own folder and stem; for a URL
-    or a device (whose folder is no place for outputs) the current folder and a name taken from
-    the URL's path or the device."""
+def input_name(spec: str | os.PathLike) -> str:
+    """The name outputs named after an input start with: a file's stem; for a URL a name taken
+    from its path, for a device its name."""
     s = os.fspath(spec)
     if is_url(s):
         path = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://", "", s).split("?")[0].rstrip("/")
         parts = [p for p in path.split("/") if p]
         raw = Path(parts[-1]).stem if len(parts) > 1 else (parts[0] if parts else "stream")
-        return Path.cwd(), re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "stream"
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "stream"
     p = Path(s)
-    if is_live(p) and str(p.resolve().parent).startswith("/dev"):
-        return Path.cwd(), p.name
+    return p.name if _is_device(p) else p.stem
+
+
+def _is_device(p: Path) -> bool:
+    return is_live(p) and str(p.resolve().parent).startswith("/dev")
+
+
+def input_place(spec: str | os.PathLike, fallback: bool = True) -> tuple[Path, str]:
+    """(folder, name) for outputs named after an input: a file's own folder and stem; for a URL
+    or a device (whose folder is no place for outputs) the current folder and a name taken from
+    the URL's path or the device."""
+    s = os.fspath(spec)
+    if is_url(s) or _is_device(Path(s)):
+        return Path.cwd(), input_name(s)
+    p = Path(s)
     return output_folder_near(p.resolve().parent, fallback=fallback), p.stem
+
+
+def list_videos(folder: Path) -> list[Path]:
+    """Video files under folder (recursive, sorted, hidden names skipped)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and Path(name).suffix.lower() in VIDEO_INPUT_SUFFIXES:
+                found.append(Path(dirpath) / name)
+    return sorted(found)
 
 
 def writable_place(folder: Path) -> bool:
@@ -86,6 +110,11 @@ def output_folder_near(folder: Path, *, input_path: Path | None = None, fallback
     return folder
 
 
+def translated_video_name(video: str | os.PathLike, direction: str) -> str:
+    """<stem>_<direction>.mp4: what a video's output is called, wherever it goes."""
+    return f"{input_name(video)}_{direction}.mp4"
+
+
 def default_video_out(video: str | os.PathLike, direction: str, fallback: bool = True) -> Path:
     folder, stem = input_place(video, fallback=fallback)
     return folder / f"{stem}_{direction}.mp4"
@@ -99,7 +128,7 @@ def video_output_path(video: str | os.PathLike, out: Path | None, direction: str
     if out is None:
         return default_video_out(video, direction, fallback)
     if out.is_dir() or (not out.suffix and not out.exists()):
-        return out.resolve() / f"{input_place(video)[1]}_{direction}.mp4"
+        return out.resolve() / translated_video_name(video, direction)
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(
             f"--out {out}: a video output needs one of the suffixes {', '.join(VIDEO_SUFFIXES)} "

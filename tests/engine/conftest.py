@@ -50,3 +50,21 @@ def mask_graph(tmp_path_factory, tiny_pair) -> Path:
 @pytest.fixture
 def batch64(rng) -> np.ndarray:
     return rng.integers(0, 256, size=(3, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def two_faces() -> np.ndarray:
+    """Grace Hopper's public-domain portrait (inside matplotlib's wheel), twice side by side,
+    the second mirrored and smaller: one picture, two faces of different sizes."""
+    import cv2
+    import matplotlib
+
+    from cyclemask.imageio import read_image
+
+    p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not p.is_file():
+        pytest.skip(f"matplotlib's sample portrait {p} is absent in this installation")
+    img = cv2.resize(read_image(p), (256, 300), interpolation=cv2.INTER_AREA)
+    small = np.full_like(img, 128)
+    small[60:285, 40:232] = cv2.resize(img[:, ::-1], (192, 225), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(np.concatenate([img, small], axis=1))

@@ -271,8 +271,10 @@ def test_bad_videos(tmp_path, bundle_path):
     assert "has no video stream (it holds no streams at all)" in res.output
     res = run("--model", bundle_path, "--video", tmp_path / "missing.mp4", "--mask", "--aligned")
     assert res.exit_code == 1 and "missing.mp4: no such video file" in res.output
+    # A folder is a folder of videos: both bad files are reported, neither stops the other.
     res = run("--model", bundle_path, "--video", tmp_path, "--mask", "--aligned")
-    assert res.exit_code == 1 and "is a folder (use --images" in res.output
+    assert res.exit_code == 1 and "failed:   2" in res.output, res.output
+    assert "junk.mp4: cannot open as a video" in res.output and "has no video stream" in res.output
 
 
 def test_truncated_video_writes_what_decodes_and_fails(tmp_path, bundle_path, rng):

@@ -28,21 +28,6 @@ def run(*args):
     return CliRunner().invoke(main, ["--no-progress", *map(str, args)])
 
 
-@pytest.fixture(scope="module")
-def two_faces() -> np.ndarray:
-    """Grace Hopper's public-domain portrait (inside matplotlib's wheel), twice side by side,
-    the second mirrored and smaller: one picture, two faces of different sizes."""
-    import matplotlib
-
-    p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    if not p.is_file():
-        pytest.skip(f"matplotlib's sample portrait {p} is absent in this installation")
-    img = cv2.resize(read_image(p), (256, 300), interpolation=cv2.INTER_AREA)
-    small = np.full_like(img, 128)
-    small[60:285, 40:232] = cv2.resize(img[:, ::-1], (192, 225), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(np.concatenate([img, small], axis=1))
-
-
 @pytest.fixture
 def no_env(monkeypatch):
     monkeypatch.delenv(DETECTOR_ENV, raising=False)

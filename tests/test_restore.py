@@ -1,0 +1,314 @@
+"""Erase-then-restore unmasking: the networks, their checkpoint, the hole paste, synth's mattes,
+the segmenter's graph and the judges' arithmetic (tiny networks throughout)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cyclemask.checkpoint import load_generator, load_generators, load_segmenter, save_restore
+from cyclemask.artifacts import ArtefactError
+from cyclemask.errors import CheckpointError, DataError
+from cyclemask.imaging import translate
+from cyclemask.restore_models import (
+    EraseRestore,
+    MaskSegmenter,
+    Restorer,
+    RestorerConfig,
+    SegmenterConfig,
+    SegmenterGraph,
+    grow_hole,
+)
+
+TINY_SEG = SegmenterConfig(channels=(4, 8))
+TINY_RES = RestorerConfig(channels=(4, 8), n_res=1, grow=1)
+
+
+def tiny_nets(seg_bias: float | None = None, seed: int = 0):
+    torch.manual_seed(seed)
+    seg, res = MaskSegmenter(TINY_SEG).eval(), Restorer(TINY_RES).eval()
+    if seg_bias is not None:  # a segmenter that sees no mask (very negative) or mask everywhere
+        with torch.no_grad():
+            seg.net.out.weight.zero_()
+            seg.net.out.bias.fill_(seg_bias)
+    return seg, res
+
+
+def faces(n=2, size=32, seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_no_mask_found_gives_the_crop_back_bit_for_bit():
+    seg, res = tiny_nets(seg_bias=-30.0)
+    x = faces()
+    assert np.array_equal(translate(EraseRestore(seg, res), x), x)
+
+
+def test_mask_everywhere_gives_the_restorer_its_whole_output():
+    seg, res = tiny_nets(seg_bias=30.0)
+    x = faces()
+    y = translate(EraseRestore(seg, res), x)
+    with torch.no_grad():
+        t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
+        want = res(t * 0, torch.ones_like(t[:, :1]))
+    want_u8 = torch.clamp(torch.round((want + 1) * 127.5), 0, 255).permute(0, 2, 3, 1).to(torch.uint8).numpy()
+    assert np.abs(y.astype(int) - want_u8).max() <= 1
+    assert (y != x).mean() > 0.5
+
+
+def test_grow_hole_grows_by_its_radius_and_ramps():
+    m = torch.zeros(1, 1, 16, 16)
+    m[..., 8, 8] = 1.0
+    h = grow_hole(m, 2)
+    assert h[0, 0, 6:11, 6:11].eq(1).all() and h.sum() == 25
+    assert grow_hole(torch.full((1, 1, 4, 4), 0.5), 0).eq(0.5).all()  # the ramp's middle
+
+
+def test_restore_bundle_round_trip_and_refusals(tmp_path):
+    seg, res = tiny_nets()
+    path = tmp_path / "restore.pt"
+    save_restore(path, seg, res, {"image_size": 32})
+    loaded = load_generators(path)
+    assert list(loaded) == ["unmask"]
+    g = load_generator(path)
+    assert isinstance(g.generator, EraseRestore) and g.direction == "unmask"
+    x = faces()
+    assert np.array_equal(translate(g.generator, x), translate(EraseRestore(seg, res), x))
+    assert isinstance(load_segmenter(path), MaskSegmenter)
+    with pytest.raises(CheckpointError, match="ngf do not apply"):
+        load_generators(path, ngf=16)
+    obj = torch.load(path, weights_only=True)
+    key = next(iter(obj["restorer"]["state_dict"]))
+    obj["restorer"]["state_dict"][key] = obj["restorer"]["state_dict"][key] + 1
+    torch.save(obj, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match="restorer weights do not match"):
+        load_generator(tmp_path / "edited.pt")
+
+
+# -- the hole paste ------------------------------------------------------------------------
+
+
+def test_changed_matte_is_where_the_output_differs():
+    from cyclemask.engine.faces import changed_matte
+
+    sent = faces(1, 64)[0]
+    got = sent.copy()
+    got[20:40, 10:50] = 0
+    w = changed_matte(sent, got)
+    assert w[22:38, 12:48].min() > 0.99  # inside the change
+    assert w[:15].max() == 0 and w[46:].max() == 0 and w[:, :5].max() == 0  # far from it
+    assert changed_matte(sent, sent).max() == 0
+    noisy = np.clip(sent.astype(int) + np.random.default_rng(0).integers(-2, 3, sent.shape), 0, 255).astype(np.uint8)
+    assert changed_matte(sent, noisy).max() == 0  # BF16-sized noise is not a hole
+
+
+class _ChangeSquare:
+    """A backend stand-in that blacks out a square in the middle of every crop."""
+
+    def __call__(self, batch):
+        out = batch.copy()
+        s = batch.shape[1]
+        out[:, s // 2 - 6:s // 2 + 6, s // 2 - 6:s // 2 + 6] = 0
+        return out
+
+
+def test_hole_paste_changes_only_around_what_the_graph_changed():
+    from cyclemask.engine.faces import FaceConfig, FaceProcessor
+    from cyclemask.faces import Face
+
+    class OneFace:
+        def detect(self, image):
+            return [Face((40.0, 40.0, 104.0, 104.0), 0.9, np.array([[60, 60], [84, 60], [72, 75], [62, 88], [82, 88]],
+                                                                      np.float32))]
+
+    frame = np.random.default_rng(3).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    proc = FaceProcessor(64, FaceConfig(track=False, paste="hole"), detector_factory=OneFace)
+    crops, state = proc.prepare(frame)
+    out = proc.finish(frame, state, list(_ChangeSquare()(np.stack(crops))))
+    changed = np.any(out != frame, axis=2)
+    ys, xs = np.nonzero(changed)
+    box = state[0].box
+    scale = (box[2] - box[0]) / 64
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    assert changed.any()
+    # Only within the square (6 px of the crop each side of its centre) plus the feather.
+    reach = (6 + 4) * scale
+    assert np.abs(xs - cx).max() <= reach and np.abs(ys - cy).max() <= reach
+    crops, state = proc.prepare(frame)
+    assert np.array_equal(proc.finish(frame, state, list(crops)), frame)  # nothing changed: nothing pasted
+
+
+# -- synth's mattes ------------------------------------------------------------------------
+
+
+@pytest.mark.shared
+def test_synth_writes_each_twins_matte(tmp_path):
+    from tests.conftest import SHARED_DATA
+    from cyclemask.train.synth import SynthConfig, synthesize
+
+    src = tmp_path / "faces"
+    src.mkdir()
+    pics = sorted((SHARED_DATA / "faces" / "observations_pairs" / "without_mask").glob("*.jpg"))[20:23]
+    for p in pics:
+        (src / p.name).write_bytes(p.read_bytes())
+    res = synthesize(SynthConfig(source=src, out=tmp_path / "out", templates=SHARED_DATA / "mask_templates", seed=0))
+    assert res.written >= 2
+    import cv2
+
+    from cyclemask.imageio import read_image
+
+    for rec in json.loads((tmp_path / "out" / "synth.json").read_text())["pairs"]:
+        matte = cv2.imread(str(tmp_path / "out" / "mattes" / rec["matte"]), cv2.IMREAD_GRAYSCALE)
+        twin = read_image(tmp_path / "out" / "with_mask" / rec["twin"]).astype(int)
+        bare = read_image(src / rec["source"]).astype(int)
+        differs = np.abs(twin - bare).max(axis=2) > 30
+        assert matte.shape == differs.shape
+        # The mask's pixels are the matte's: nearly every strongly changed pixel lies under it,
+        # and the matte is not the whole photo.
+        assert (matte[differs] > 64).mean() > 0.97
+        assert 0.02 < (matte > 127).mean() < 0.6
+
+
+# -- the segmenter's graph -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_segmenter_graph_matches_eager_and_keeps_its_contract(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from cyclemask.export.segmenter import check_segmenter_io, eager_matte, export_segmenter
+    from cyclemask.segmenter import Segmenter
+
+    seg, _ = tiny_nets()
+    x = faces(3, 32)
+    path = export_segmenter(seg, tmp_path / "segmenter.onnx", image_size=32, verify=x)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert got.shape == (3, 32, 32, 1) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - eager_matte(seg, x)).max() <= 1
+    assert np.allclose(Segmenter(path)(x), got[..., 0] / 255.0)
+    assert check_segmenter_io(onnx.load(path), 32, "t") == 32
+    with pytest.raises(ArtefactError, match="not a cyclemask segmenter"):
+        check_segmenter_io(onnx.load(path), 64, "t")
+
+
+def test_segmenter_graph_wrapper_is_the_sigmoid_matte():
+    seg, _ = tiny_nets(seg_bias=30.0)
+    y = SegmenterGraph(seg)(torch.from_numpy(faces()))
+    assert y.dtype == torch.uint8 and y.shape[-1] == 1 and y.eq(255).all()
+
+
+# -- the judges' arithmetic ----------------------------------------------------------------
+
+
+class _Judge:
+    """A stand-in judge: each photo's descriptor is its mean colour (so who is who is set by the
+    test), located everywhere."""
+
+    info = {"descriptor": "test"}
+
+    def locate(self, image):
+        return object()
+
+    def describe(self, image, rect):
+        return image.reshape(-1, 3).mean(axis=0) / 100.0
+
+
+def test_identity_report_counts_matches_closer_and_impostors():
+    from cyclemask.metrics.unmasking import PairPhotos, identity_report
+
+    def photo(v):
+        return np.full((8, 8, 3), v, np.uint8)
+
+    # Owners 0, 100, 200 (far apart in the stand-in's units); masked twins 50 off (0.87 apart).
+    pairs = PairPhotos(["a", "b", "c"], [photo(0), photo(100), photo(200)], [photo(50), photo(150), photo(250)], [])
+    back = {"restore": lambda m: photo(int(m[0, 0, 0]) - 45),   # 0.087 from the owner: closer, a match
+            "worse": lambda m: photo(int(m[0, 0, 0]) + 5)}      # further than the twin
+    r = identity_report(pairs, back, masker=lambda b: b, judge=_Judge())
+    v = r["variants"]
+    assert v["masked"]["match_rate"] == 0.0 and v["restore"]["match_rate"] == 1.0
+    assert v["restore"]["closer_than_masked"] == 1.0 and v["worse"]["closer_than_masked"] == 0.0
+    assert v["our_mask"]["match_rate"] == 1.0
+    assert v["restore"]["impostor_match_rate"] == 0.0
+    assert r["pairs"] == 3
+
+
+def test_hole_quality_scores_inside_the_true_mask_only():
+    from cyclemask.metrics.unmasking import Twins, hole_quality
+
+    bare = faces(2, 16)
+    matte = np.zeros((2, 16, 16), np.float32)
+    matte[:, 4:12, 4:12] = 1
+    masked = bare.copy()
+    masked[:, 4:12, 4:12] = 0
+    t = Twins(["a", "b"], bare, masked, matte)
+    assert hole_quality(bare, t)["psnr"] > 100
+    outside_only = masked.copy()
+    outside_only[:, :4] = 255 - outside_only[:, :4]  # wrong outside the mask: no effect
+    assert hole_quality(outside_only, t)["psnr"] == pytest.approx(hole_quality(masked, t)["psnr"])
+    with pytest.raises(DataError, match="empty"):
+        hole_quality(bare, Twins(["a", "b"], bare, masked, np.zeros_like(matte)))
+
+
+def test_segmenter_report_iou():
+    from cyclemask.metrics.unmasking import Twins, segmenter_report
+
+    matte = np.zeros((2, 16, 16), np.float32)
+    matte[:, 8:] = 1
+
+    class Perfect:
+        def __call__(self, crops):
+            return matte if crops[0, 0, 0, 0] == 7 else np.zeros_like(matte)
+
+    bare = np.zeros((2, 16, 16, 3), np.uint8)
+    t = Twins(["a", "b"], bare, bare + 7, matte)
+    r = segmenter_report(Perfect(), t)
+    assert r["iou"] == 1.0 and r["bare_false_area_mean"] == 0.0
+
+    class Half(Perfect):
+        def __call__(self, crops):
+            m = super().__call__(crops).copy()
+            m[:, :8] = 1  # the top half of the image too: IoU 1/2
+            return m
+
+    assert segmenter_report(Half(), t)["iou"] == pytest.approx(0.5)
+
+
+def test_face_judge_needs_its_extra_or_says_so():
+    from cyclemask.errors import ConfigError
+    from cyclemask.metrics.unmasking import FaceJudge
+
+    try:
+        judge = FaceJudge()
+    except ConfigError as exc:
+        assert "cyclemask[judge]" in str(exc)
+        pytest.skip(f"dlib judge not installed: {exc}")
+    photo = np.zeros((8, 8, 3), np.uint8)
+    assert judge.locate(photo) is None
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["segmenter", "restorer"])
+def test_training_loop_runs_resumes_and_writes_a_network(tmp_path, kind, monkeypatch):
+    from cyclemask.train import restore as R
+
+    rng = np.random.default_rng(0)
+    bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    matte = np.zeros((4, 32, 32), np.uint8)
+    matte[:, 16:, 8:24] = 255
+    bank = R.Bank(bare, bare[[0, 0, 1, 1]] // 2, matte, np.array([0, 0, 1, 1], np.int32), ["a", "b"])
+    import cyclemask.restore_models as RM
+
+    monkeypatch.setattr(RM, "MaskSegmenter", lambda *a: MaskSegmenter(TINY_SEG))
+    monkeypatch.setattr(RM, "Restorer", lambda *a: Restorer(TINY_RES))
+    cfg = R.LoopConfig(kind=kind, out=tmp_path, minutes=5, batch_size=2, iterations=3, save_every=2)
+    assert R.train_loop(bank, cfg)["iteration"] == 3
+    assert (tmp_path / f"{kind}.pt").is_file()
+    cfg.iterations = 5
+    assert R.train_loop(bank, cfg)["iteration"] == 5  # resumed at 3, not from 0
