@@ -13,6 +13,7 @@ members marked abstract, or it cannot be instantiated.
 from __future__ import annotations
 
 import abc
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
@@ -120,11 +121,32 @@ def members(protocol: type) -> list[str]:
     return names
 
 
+def _takes(method, like) -> bool:
+    """Whether `method` can be called with as many positional arguments as the protocol's `like`
+    (a processor written before `prepare` took `ahead` fails here, not on every frame)."""
+    n = len(inspect.signature(like).parameters) - 1  # less self
+    try:
+        inspect.signature(method).bind(*([None] * n))
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (a builtin): trust it
+        return True
+    return True
+
+
 def conform(obj: object, protocol: type, role: str) -> None:
     """Refuse, naming what is missing, an object that does not implement `protocol`: the
     pipeline calls every member, so a gap would otherwise surface mid-run as an AttributeError
-    on one of its threads."""
-    missing = [n for n in members(protocol) if not hasattr(obj, n)]
+    (or a TypeError for each frame) on one of its threads."""
+    names = members(protocol)
+    missing = [n for n in names if not hasattr(obj, n)]
     if missing:
         raise TypeError(f"{role} {type(obj).__name__} does not implement engine.contracts.{protocol.__name__}: "
                         f"it lacks {', '.join(missing)} (derive it from {protocol.__name__} for the defaults)")
+    wrong = [n for n in names if inspect.isfunction(protocol.__dict__.get(n))
+             and not _takes(getattr(obj, n), protocol.__dict__[n])]
+    if wrong:
+        raise TypeError(f"{role} {type(obj).__name__} does not implement engine.contracts.{protocol.__name__}: "
+                        + "; ".join(f"its {n} does not take {protocol.__name__}.{n}'s arguments "
+                                    f"{tuple(inspect.signature(protocol.__dict__[n]).parameters)[1:]}"
+                                    for n in wrong))

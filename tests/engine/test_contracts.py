@@ -128,6 +128,21 @@ def test_a_source_sink_or_processor_missing_a_member_is_refused_by_name():
         conform(Undecided(), Sink, "sink")
 
 
+def test_a_processor_whose_prepare_takes_no_ahead_is_refused_before_any_frame():
+    """Written before `prepare` took the frame's `ahead`: every frame would fail with a TypeError
+    on the decode thread; the pipeline says why once instead."""
+
+    class OldStyle(AlignedProcessor):
+        def prepare(self, image):
+            return super().prepare(image)
+
+    with Invert() as be:
+        with pytest.raises(TypeError, match=r"^processor OldStyle does not implement engine\.contracts\.Processor: "
+                                            r"its prepare does not take Processor\.prepare's arguments "
+                                            r"\('image', 'ahead'\)$"):
+            Pipeline(MemorySource([("a", np.zeros((SIZE, SIZE, 3), np.uint8))]), OldStyle(SIZE), be, MemorySink())
+
+
 def test_every_source_sink_and_processor_of_the_engine_keeps_the_contract(tmp_path):
     from cyclemask.engine.video import VideoSink, VideoSource
 
