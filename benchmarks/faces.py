@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cyclemask.engine.contracts import Sink
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CYCLEMASK_SHARED", REPO.parent / "shared"))
 DEFAULT_DETECTOR = REPO / "cyclemask" / "assets" / "yunet" / "face_detection_yunet_2023mar.onnx"  # shipped
@@ -106,11 +108,14 @@ class _TimedBackend:
         return self._timed(self._backend.submit_images, images)
 
 
-class _NullSink:
+class _NullSink(Sink):
     fatal_write_errors = True
 
     def __init__(self) -> None:
         self.frames = 0
+
+    def describe(self) -> str:
+        return "nowhere"
 
     def write(self, frame, image) -> None:
         self.frames += 1

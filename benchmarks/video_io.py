@@ -51,6 +51,7 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
     sys.path.insert(0, str(REPO))
 
 from benchmarks import inputs  # noqa: E402
+from cyclemask.engine.contracts import Sink, Source  # noqa: E402
 
 SIZES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 
@@ -102,7 +103,7 @@ def make_clip(path: Path, n: int, size: tuple[int, int], fps: int = 30) -> Path:
 # -- the old path (OpenCV), kept here only to compare against ---------------------------------
 
 
-class OpenCVSource:
+class OpenCVSource(Source):
     """The frames of a video through cv2.VideoCapture, as RGB (the reader before PyAV)."""
 
     kind = "video"
@@ -114,6 +115,13 @@ class OpenCVSource:
         self.fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.total = None
         self.problems: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def describe(self) -> str:
+        return f"{self.path} (OpenCV)"
 
     def __iter__(self):
         import cv2
@@ -132,7 +140,7 @@ class OpenCVSource:
         self._cap.release()
 
 
-class OpenCVSink:
+class OpenCVSink(Sink):
     """cv2.VideoWriter with mp4v (the writer before PyAV)."""
 
     fatal_write_errors = True
@@ -143,6 +151,10 @@ class OpenCVSink:
         self._w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self._w.isOpened():
             raise RuntimeError(f"{path}: OpenCV cannot write mp4v here")
+        self.path = path
+
+    def describe(self) -> str:
+        return f"{self.path} (OpenCV mp4v)"
 
     def write(self, frame, image) -> None:
         import cv2

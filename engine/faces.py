@@ -20,25 +20,25 @@ exponential moving average whose weight on the new detection grows with the dist
 smoothed box (a jitter of a few pixels is smoothed away, a real head movement is followed at
 once); a track (seen in at least two frames) that the detector misses for up to `hold_frames`
 frames is still translated at its predicted box (a mask that blinks off for one frame is far more visible than a box a few pixels
-off); tracks are reset on a scene cut or a change of frame size.
+off); tracks are reset on a scene cut or a change of frame size. The tracker is in tracking.py.
 
 Colour matching (optional, the paper's third limitation: "the model would apply a mask of the
 same luminosity in both correctly exposed and underexposed images"): a crop darker than a
 well-exposed face is brightened by a gain in linear light before translation, and the result is
 darkened by the same gain, so whatever the generator paints takes the frame's exposure; then the
 generator's colour drift is removed by matching the median LAB colour of the crop's outer ring
-(background and hair, which the model should leave alone) to the original's.
+(background and hair, which the model should leave alone) to the original's (colour_match.py).
 
 Threads: `prepare` runs on the pipeline's decode thread and `finish` on its writer thread. The
 tracker is the one piece of state kept across frames; only `prepare` touches it, and the
 pipeline calls `prepare` once per frame, in frame order, from one thread. Detection can run
-ahead of `prepare` on a small thread pool (`detect_ahead`): detection is stateless, so frames
-can be detected in parallel while tracking stays in order.
+ahead of `prepare` on a small thread pool (`detect_ahead`, engine/detect_ahead.py): detection is
+stateless, so frames can be detected in parallel while tracking stays in order; each frame
+brings its own detections to `prepare` (`Frame.ahead`).
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import functools
 import logging
@@ -46,7 +46,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -65,7 +65,11 @@ from cyclemask.faces import (
 )
 from cyclemask.images import resize
 
+# Colour matching and tracking live in modules of their own; their names stay importable from here.
+from .colour_match import _ring, apply_gain, exposure_gain, mean_luminance, ring_lab, shift_lab  # noqa: F401
+from .detect_ahead import DetectAheadSource
 from .processing import FrameProcessor
+from .tracking import FaceTracker, _landmarks, _usable_landmarks
 
 log = logging.getLogger(__name__)
 
@@ -259,221 +263,6 @@ def _feather_mask(side: int, shape: str, feather: float) -> np.ndarray:
     return w[:, :, None]
 
 
-# Exposure: a gain in linear light, applied to sRGB uint8 through 256-entry tables.
-_V = np.arange(256, dtype=np.float64) / 255.0
-_SRGB_TO_LINEAR = np.where(_V <= 0.04045, _V / 12.92, ((_V + 0.055) / 1.055) ** 2.4)
-_LUMA = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709 luminance of linear RGB
-
-
-def _linear_to_srgb_u8(lin: np.ndarray) -> np.ndarray:
-    lin = np.clip(lin, 0.0, 1.0)
-    s = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.power(lin, 1.0 / 2.4) - 0.055)
-    return np.clip(np.rint(s * 255.0), 0, 255).astype(np.uint8)
-
-
-def mean_luminance(image: np.ndarray) -> float:
-    """Mean linear-light luminance (0..1) of a uint8 RGB image."""
-    counts = [np.bincount(image[..., c].ravel(), minlength=256) for c in range(3)]
-    per_channel = [float(cnt @ _SRGB_TO_LINEAR) for cnt in counts]
-    return float(np.dot(_LUMA, per_channel) / (image.shape[0] * image.shape[1]))
-
-
-@functools.lru_cache(maxsize=512)
-def _gain_table(gain: float, inverse: bool) -> np.ndarray:
-    return _linear_to_srgb_u8(_SRGB_TO_LINEAR / gain if inverse else _SRGB_TO_LINEAR * gain)
-
-
-def apply_gain(image: np.ndarray, gain: float, inverse: bool = False) -> np.ndarray:
-    """Multiply (inverse: divide) a uint8 sRGB image's linear light by gain, clipped at white."""
-    if gain == 1.0:
-        return image
-    return _gain_table(float(gain), inverse)[image]
-
-
-def exposure_gain(image: np.ndarray, target: float, max_gain: float) -> float:
-    """The gain (>= 1, rounded so tables are reused) that lifts a dark crop's mean luminance to target."""
-    mean = mean_luminance(image)
-    if mean >= target:
-        return 1.0
-    return round(min(max_gain, target / max(mean, 1e-4)), 3)
-
-
-@functools.lru_cache(maxsize=8)
-def _ring(size: int) -> np.ndarray:
-    """The outer band of a crop (beyond 3/4 of its half-side): outside the face box at margin 0.3."""
-    t = (np.arange(size) + 0.5) / size * 2.0 - 1.0
-    x, y = np.meshgrid(t, t)
-    return np.maximum(np.abs(x), np.abs(y)) >= 0.75
-
-
-def _to_lab(image: np.ndarray) -> np.ndarray:
-    import cv2
-
-    # Float LAB (L 0..100): the 8-bit conversion alone moves saturated colours by several levels.
-    return cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
-
-
-def ring_lab(image: np.ndarray) -> np.ndarray:
-    """Median LAB colour of a square crop's outer ring."""
-    return np.median(_to_lab(image)[_ring(image.shape[0])], axis=0).astype(np.float32)
-
-
-def shift_lab(image: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """The image with delta added to every pixel's LAB colour; unchanged when delta is tiny."""
-    import cv2
-
-    if float(np.abs(delta).max()) < 0.25:  # below a quarter of an L unit: not worth the round trip
-        return image
-    rgb = cv2.cvtColor(_to_lab(image) + delta, cv2.COLOR_Lab2RGB)
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
-
-
-# -------------------------------------------------------------------------------------------
-# Tracking
-
-
-def _landmarks(face: Face) -> np.ndarray | None:
-    """A face's five landmarks as a [5, 2] array, or None when the detector gave none."""
-    if len(face.landmarks) != 5:
-        return None
-    return np.asarray(face.landmarks, np.float64).reshape(5, 2)
-
-
-def _usable_landmarks(landmarks: np.ndarray | None) -> bool:
-    """Landmarks a zone can be built from: five finite points, eyes at least 2 px apart."""
-    if landmarks is None or not np.all(np.isfinite(landmarks)):
-        return False
-    return float(np.hypot(*(landmarks[1] - landmarks[0]))) >= 2.0
-
-
-@dataclass
-class _Track:
-    ident: int
-    box: Box  # smoothed (x, y, w, h)
-    landmarks: np.ndarray | None = None  # smoothed [5, 2], moved with the box when held
-    velocity: tuple[float, float] = (0.0, 0.0)  # of the box centre, pixels per frame
-    missed: int = 0
-    hits: int = 1  # frames with a detection
-
-    def predicted(self) -> Box:
-        x, y, w, h = self.box
-        return (x + self.velocity[0], y + self.velocity[1], w, h)
-
-    def predicted_landmarks(self) -> np.ndarray | None:
-        return None if self.landmarks is None else self.landmarks + np.asarray(self.velocity)
-
-
-class FaceTracker:
-    """IoU association plus adaptive exponential smoothing (see the module docstring)."""
-
-    def __init__(self, config: FaceConfig) -> None:
-        self.config = config
-        self._tracks: list[_Track] = []
-        self._next_id = 0
-        self._shape: tuple[int, ...] | None = None
-        self._thumb: np.ndarray | None = None
-        self.cuts = 0
-
-    def reset(self) -> None:
-        self._tracks = []
-
-    def _scene_changed(self, image: np.ndarray) -> bool:
-        import cv2
-
-        thumb = cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-        changed = (self._thumb is not None and self._shape == image.shape
-                   and float(np.abs(thumb - self._thumb).mean()) / 255.0 > self.config.scene_cut)
-        new_shape = self._shape is not None and self._shape != image.shape
-        self._thumb, self._shape = thumb, image.shape
-        return changed or new_shape
-
-    def _smooth(self, track: _Track, face: Face) -> None:
-        c = self.config
-        sx, sy, sw, sh = track.box
-        dx, dy, dw, dh = face.box
-        scx, scy, dcx, dcy = sx + sw / 2, sy + sh / 2, dx + dw / 2, dy + dh / 2
-        size = max(sw, sh, 1.0)
-        deviation = max(abs(dcx - scx), abs(dcy - scy), abs(dw - sw), abs(dh - sh)) / size
-        a = 1.0 - c.smoothing * max(0.0, 1.0 - deviation / c.snap)  # weight of the detection
-        w, h = sw + a * (dw - sw), sh + a * (dh - sh)
-        cx, cy = scx + a * (dcx - scx), scy + a * (dcy - scy)
-        track.velocity = (cx - scx, cy - scy)
-        track.box = (cx - w / 2, cy - h / 2, w, h)
-        # The landmarks take the box's weight, so the zone moves with the crop, steady or snapping.
-        lm = _landmarks(face)
-        if lm is None or track.landmarks is None:
-            track.landmarks = lm
-        else:
-            track.landmarks = track.landmarks + a * (lm - track.landmarks)
-        track.missed = 0
-        track.hits += 1
-
-    def _associate(self, preds: list[Box], faces: list[Face]) -> list[tuple[int, int]]:
-        """(track index, face index) pairs: greedy by IoU, at least iou_threshold."""
-        pairs = sorted(((iou(p, f.box), ti, fi) for ti, p in enumerate(preds) for fi, f in enumerate(faces)),
-                       reverse=True)
-        used_t, used_f, out = set(), set(), []
-        for score, ti, fi in pairs:
-            if score < self.config.iou_threshold:
-                break
-            if ti in used_t or fi in used_f:
-                continue
-            used_t.add(ti)
-            used_f.add(fi)
-            out.append((ti, fi))
-        return out
-
-    def lost(self, faces: list[Face]) -> list[Box]:
-        """Predicted boxes of the confirmed tracks (seen twice or more) that none of this
-        frame's faces matches; changes nothing."""
-        preds = [t.predicted() for t in self._tracks]
-        matched = {ti for ti, _ in self._associate(preds, faces)}
-        return [p for ti, (p, t) in enumerate(zip(preds, self._tracks)) if ti not in matched and t.hits >= 2]
-
-    def update(self, image: np.ndarray, faces: list[Face]) -> list[tuple[Box, bool, np.ndarray | None]]:
-        """This frame's faces to translate: (box, held, landmarks [5, 2] or None) per live
-        track, in track order.
-
-        `faces` are this frame's detections that are large enough to translate.
-        """
-        c = self.config
-        if self._scene_changed(image) and self._tracks:
-            self.cuts += 1
-            self.reset()
-        preds = [t.predicted() for t in self._tracks]
-        used_t, used_f = set(), set()
-        for ti, fi in self._associate(preds, faces):
-            used_t.add(ti)
-            used_f.add(fi)
-            self._smooth(self._tracks[ti], faces[fi])
-        alive = []
-        h, w = image.shape[:2]
-        for ti, t in enumerate(self._tracks):
-            if ti not in used_t:
-                t.missed += 1
-                t.box = preds[ti]
-                t.landmarks = t.predicted_landmarks()
-                t.velocity = (t.velocity[0] * 0.5, t.velocity[1] * 0.5)
-                x, y, bw, bh = t.box
-                # A face seen in one frame only may be a false detection: holding it would
-                # paste a mask on it for hold_frames more frames.
-                if (t.missed > c.hold_frames or t.hits < 2
-                        or not (0 <= x + bw / 2 < w and 0 <= y + bh / 2 < h)):
-                    continue
-            alive.append(t)
-        for fi, f in enumerate(faces):
-            if fi not in used_f:
-                alive.append(_Track(self._next_id, f.box, _landmarks(f)))
-                self._next_id += 1
-        self._tracks = alive
-        return [(t.box, t.missed > 0, t.landmarks) for t in alive]
-
-    def idents(self) -> list[int]:
-        """The live tracks' ids, in the order `update` returned them: a face keeps its id for as
-        long as it is followed (what keeps one look per person, e.g. --mask-method template)."""
-        return [t.ident for t in self._tracks]
-
-
 # -------------------------------------------------------------------------------------------
 # The processor
 
@@ -587,8 +376,6 @@ class FaceProcessor(FrameProcessor):
         self._factory = detector_factory
         self.tracker = FaceTracker(c) if c.track else None
         self.stats = FaceStats()
-        # (image, future) of detections running ahead, in frame order (see detect_ahead).
-        self._ahead: collections.deque = collections.deque()
 
     # -- detection ----------------------------------------------------------------------------
     def _detector(self):
@@ -637,23 +424,25 @@ class FaceProcessor(FrameProcessor):
             raise ConfigError(f"detection workers must be an integer >= 0; got {workers!r}")
         if workers == 0:
             return source
-        return DetectAheadSource(source, self, workers, depth or 2 * workers)
+        return DetectAheadSource(source, self.detect, workers, depth or 2 * workers)
 
-    def _faces_for(self, image: np.ndarray) -> list[Face]:
-        while self._ahead:
-            ahead_image, future = self._ahead.popleft()
-            if ahead_image is image:
-                t0 = time.perf_counter()
-                faces = future.result()
-                self.stats.detect_wait_s += time.perf_counter() - t0
-                return faces
-            # A frame the pipeline never prepared (it could not be used): its detection is moot.
-        return self.detect(image)
+    def _faces_for(self, image: np.ndarray, ahead: Any) -> list[Face]:
+        """The frame's detections: waited for when detect-ahead started them (`ahead`, a Future),
+        else found here."""
+        if ahead is None:
+            return self.detect(image)
+        t0 = time.perf_counter()
+        try:
+            faces = ahead.result()
+        except concurrent.futures.CancelledError:  # the pool shut down before it ran
+            return self.detect(image)
+        self.stats.detect_wait_s += time.perf_counter() - t0
+        return faces
 
     # -- FrameProcessor ---------------------------------------------------------------------
-    def prepare(self, image: np.ndarray) -> tuple[list[np.ndarray], Any]:
+    def prepare(self, image: np.ndarray, ahead: Any = None) -> tuple[list[np.ndarray], Any]:
         c, st = self.config, self.stats
-        faces = self._faces_for(image)
+        faces = self._faces_for(image, ahead)
         t0 = time.perf_counter()
         st.frames += 1
         usable = [f for f in faces if f.size >= c.min_face]
@@ -756,64 +545,3 @@ class FaceProcessor(FrameProcessor):
         if paste.ring is not None:
             gen = shift_lab(gen, paste.ring - ring_lab(gen))
         return gen
-
-
-class DetectAheadSource:
-    """A source whose frames are detected on a thread pool before the pipeline prepares them.
-
-    Iterating reads the wrapped source on the caller's thread (the pipeline's decode thread),
-    submits each usable frame's detection, and yields frames in order once up to `depth` are in
-    flight; the processor picks each frame's result up in `prepare` (matched by identity, so a
-    frame it never sees costs nothing). Other attributes are the wrapped source's.
-    """
-
-    def __init__(self, source, processor: FaceProcessor, workers: int, depth: int) -> None:
-        self._source, self._processor = source, processor
-        self.workers, self.depth = workers, max(1, depth)
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-
-    def __getattr__(self, name):  # total, describe, info, path, problems, ... of the source
-        if name == "_source":  # not set yet: never recurse
-            raise AttributeError(name)
-        return getattr(self._source, name)
-
-    def __iter__(self) -> Iterator:
-        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="cyclemask-detect")
-        pending: collections.deque = collections.deque()
-        frames = iter(self._source)
-        failure: BaseException | None = None
-        try:
-            while True:
-                while failure is None and len(pending) < self.depth:
-                    try:
-                        frame = next(frames)
-                    except StopIteration:
-                        failure = StopIteration()
-                        break
-                    except Exception as exc:  # the source went bad: yield what came before, then raise
-                        failure = exc
-                        break
-                    future = None
-                    if frame.error is None and frame.image is not None:
-                        future = self._pool.submit(self._processor.detect, frame.image)
-                    pending.append((frame, future))
-                if not pending:
-                    break
-                frame, future = pending.popleft()
-                if future is not None:
-                    self._processor._ahead.append((frame.image, future))
-                yield frame
-        finally:
-            self._shutdown()
-        if failure is not None and not isinstance(failure, StopIteration):
-            raise failure
-
-    def _shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        self._processor._ahead.clear()
-
-    def close(self) -> None:
-        self._shutdown()
-        self._source.close()

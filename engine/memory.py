@@ -13,10 +13,10 @@ import numpy as np
 
 from cyclemask.errors import InputError
 
-from .sources import Frame
+from .contracts import Frame, Sink, Source
 
 
-class MemorySource:
+class MemorySource(Source):
     """Frames from (key, uint8 HxWx3 RGB image) pairs, in order."""
 
     kind = "memory"
@@ -42,11 +42,8 @@ class MemorySource:
                 continue
             yield Frame(i, key, image)
 
-    def close(self) -> None:
-        pass
 
-
-class MemorySink:
+class MemorySink(Sink):
     """Keeps each output image by its frame's key."""
 
     fatal_write_errors = True

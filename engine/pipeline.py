@@ -10,6 +10,9 @@ and the run goes on; anything else (the backend fails, the video cannot be writt
 stops every stage cleanly, and the report says what was written and what was not. A live input
 (`source.live`: a capture device or stream URL) is the exception: Ctrl-C is its normal end, so
 the frames already read are finished and the video is kept.
+
+What the pipeline calls on its source, processor and sink is written down in contracts.py, and
+it calls exactly that: an object that lacks a member is refused when the pipeline is built.
 """
 
 from __future__ import annotations
@@ -25,8 +28,7 @@ from typing import Any, Callable
 from cyclemask.errors import ConfigError, CycleMaskError
 from cyclemask.outputs import is_fatal_write_error
 
-from .processing import FrameProcessor
-from .sources import Frame
+from .contracts import Frame, Processor, Sink, Source, conform
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,7 @@ class PipelineConfig:
     queue_depth: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "queue_depth"):
-            v = getattr(self, name)
+        for name, v in (("batch_size", self.batch_size), ("queue_depth", self.queue_depth)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer; got {v!r}")
 
@@ -146,8 +147,11 @@ class Pipeline:
     finished inputs (written or failed).
     """
 
-    def __init__(self, source, processor: FrameProcessor, backend, sink, config: PipelineConfig | None = None,
+    def __init__(self, source: Source, processor: Processor, backend, sink: Sink, config: PipelineConfig | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
+        conform(source, Source, "source")
+        conform(processor, Processor, "processor")
+        conform(sink, Sink, "sink")
         self.source, self.processor, self.backend, self.sink = source, processor, backend, sink
         self.config = config or PipelineConfig()
         self.progress = progress
@@ -158,8 +162,8 @@ class Pipeline:
             )
         if processor.size != backend.image_size:
             raise ConfigError(f"processor size {processor.size} != model image size {backend.image_size}")
-        self.report = RunReport(total=getattr(source, "total", None))
-        self._live = bool(getattr(source, "live", False))
+        self.report = RunReport(total=source.total)
+        self._live = bool(source.live)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._source_failures: list[str] = []
@@ -187,7 +191,7 @@ class Pipeline:
             self.report.inputs += 1
             if frame.error is None:
                 try:
-                    work.crops, work.state = self.processor.prepare(frame.image)
+                    work.crops, work.state = self.processor.prepare(frame.image, frame.ahead)
                     work.outputs = [None] * len(work.crops)
                 except Exception as exc:  # one bad frame must not end the run
                     log.debug("prepare failed for %s", frame.key, exc_info=True)
@@ -285,9 +289,7 @@ class Pipeline:
                                             f"({type(exc).__name__}: {exc})")
                 if frame.error is not None:
                     rep.failures.append((frame.key, frame.error))
-                    skip = getattr(self.sink, "skip", None)
-                    if skip is not None:  # a video still gets the sound that went with the frame
-                        skip(frame)
+                    self.sink.skip(frame)  # a video still gets the sound that went with the frame
                 frame.image = None
                 if self.progress is not None:
                     self.progress(1)
@@ -320,9 +322,7 @@ class Pipeline:
         """Ctrl-C on a live input (capture device, stream URL, named pipe) is its normal end:
         stop reading, let every frame read so far through, keep the file. A second Ctrl-C stops
         at once (the reader may sit in a blocking read: it is a daemon thread, left behind)."""
-        stop_reading = getattr(self.source, "stop_reading", None)
-        if stop_reading is not None:
-            stop_reading()
+        self.source.stop_reading()
         try:
             self._wait(done)
             self.report.notes.append("live input ended by Ctrl-C: everything read until then was written")
@@ -370,13 +370,11 @@ class Pipeline:
                     kept = commit
                 except (CycleMaskError, OSError) as exc:  # e.g. the disk filled up
                     rep.error = rep.error or str(exc)
-                if not kept and getattr(self.sink, "all_or_nothing", False):
+                if not kept and self.sink.all_or_nothing:
                     rep.discarded, rep.written = rep.written, 0
-        where = str(getattr(self.source, "path", None) or getattr(self.source, "spec", None)
-                    or getattr(self.source, "root", "input"))
-        for problem in self._source_failures + list(getattr(self.source, "problems", [])):
-            rep.failures.append((where, problem))
-        rep.notes += list(getattr(self.source, "notes", []))
+        for problem in self._source_failures + list(self.source.problems):
+            rep.failures.append((self.source.name, problem))
+        rep.notes += list(self.source.notes)
         return rep
 
 

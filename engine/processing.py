@@ -1,8 +1,9 @@
 """Frame processors: how a decoded frame becomes model inputs, and model outputs a frame again.
 
-The pipeline does not know what a face is. It asks a `FrameProcessor` for the crops of a frame
-(uint8 S x S x 3 each; zero crops means "pass the frame through"), batches crops across frames,
-and gives the translated crops back to `finish`, which composes the output frame.
+The pipeline does not know what a face is. It asks a processor (`engine.contracts.Processor`;
+`FrameProcessor` is its base here) for the crops of a frame (uint8 S x S x 3 each; zero crops
+means "pass the frame through"), batches crops across frames, and gives the translated crops back
+to `finish`, which composes the output frame.
 
 `AlignedProcessor` treats the whole image as the face (the input is already an aligned crop):
 resize to the model size, translate, resize back. A face-aware processor (detect, square crop
@@ -19,13 +20,14 @@ import numpy as np
 from cyclemask.errors import ConfigError
 from cyclemask.images import resize
 
+from .contracts import Processor
 
-class FrameProcessor(abc.ABC):
-    """prepare(image) -> (crops, state); finish(image, state, outputs) -> output image.
 
-    Both are called once per frame, in frame order: `prepare` on the decode thread, `finish` on
-    the writer thread. `state` is whatever `finish` needs (boxes, masks); it travels with the
-    frame. Implementations must not keep per-frame state on `self`.
+class FrameProcessor(Processor):
+    """A `Processor` (see engine/contracts.py) with its model input size checked.
+
+    `state` is whatever `finish` needs (boxes, masks); it travels with the frame.
+    Implementations must not keep per-frame state on `self`.
     """
 
     def __init__(self, size: int) -> None:
@@ -34,7 +36,7 @@ class FrameProcessor(abc.ABC):
         self.size = size
 
     @abc.abstractmethod
-    def prepare(self, image: np.ndarray) -> tuple[list[np.ndarray], Any]: ...
+    def prepare(self, image: np.ndarray, ahead: Any = None) -> tuple[list[np.ndarray], Any]: ...
 
     @abc.abstractmethod
     def finish(self, image: np.ndarray, state: Any, outputs: list[np.ndarray]) -> np.ndarray: ...
@@ -49,7 +51,7 @@ class AlignedProcessor(FrameProcessor):
     (bicubic's negative lobes can turn 1 LSB into 2).
     """
 
-    def prepare(self, image: np.ndarray) -> tuple[list[np.ndarray], Any]:
+    def prepare(self, image: np.ndarray, ahead: Any = None) -> tuple[list[np.ndarray], Any]:
         h, w = image.shape[:2]
         return [np.ascontiguousarray(resize(image, self.size, interpolation="auto"))], (w, h)
 
@@ -65,7 +67,7 @@ class PassThroughProcessor(FrameProcessor):
     """No model input at all: every frame comes out exactly as it went in. What the decode and
     encode around the model cost, and what they do to the pixels, is measured with it."""
 
-    def prepare(self, image: np.ndarray) -> tuple[list[np.ndarray], Any]:
+    def prepare(self, image: np.ndarray, ahead: Any = None) -> tuple[list[np.ndarray], Any]:
         return [], None
 
     def finish(self, image: np.ndarray, state: Any, outputs: list[np.ndarray]) -> np.ndarray:

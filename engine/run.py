@@ -68,7 +68,7 @@ class RunOptions:
     quality: int = 95
     queue_depth: int = 2
     progress: bool = True
-    # Video output (see engine/video.py).
+    # Video output (see engine/video/).
     codec: str = "h264"
     crf: int | None = None
     preset: str = DEFAULT_PRESET

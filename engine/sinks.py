@@ -1,5 +1,5 @@
 """Where translated frames go: an image tree mirroring the input folder, or a video file
-(`VideoSink`, FFmpeg through PyAV: engine/video.py).
+(`VideoSink`, FFmpeg through PyAV: engine/video/).
 
 Both write atomically (a temporary name beside the target, renamed when complete), never write
 into the input folder and never replace an input; existing outputs are replaced only with
@@ -12,7 +12,6 @@ is its normal end and its video is kept.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,10 @@ import numpy as np
 from cyclemask.errors import InputError
 from cyclemask.imageio import encode_image, write_bytes_atomic
 
-from .sources import Frame
-from .video import VIDEO_SUFFIXES, VideoSink, input_name, input_place, output_folder_near  # noqa: F401 - VideoSink: one place to import sinks from
+from .contracts import Frame, Sink
+from .video import VideoSink  # noqa: F401 - one place to import sinks from
+# Where a video goes is the video package's placement; the run imports it from here.
+from .video.placement import default_video_out, output_folder_near, translated_video_name, video_output_path  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -36,34 +37,7 @@ def default_images_out(root: Path, direction: str, fallback: bool = True) -> Pat
     return output_folder_near(root.parent, input_path=root, fallback=fallback) / f"{root.name}_{direction}"
 
 
-def translated_video_name(video: str | os.PathLike, direction: str) -> str:
-    """<stem>_<direction>.mp4: what a video's output is called, wherever it goes."""
-    return f"{input_name(video)}_{direction}.mp4"
-
-
-def default_video_out(video: str | os.PathLike, direction: str, fallback: bool = True) -> Path:
-    folder, stem = input_place(video, fallback=fallback)
-    return folder / f"{stem}_{direction}.mp4"
-
-
-def video_output_path(video: str | os.PathLike, out: Path | None, direction: str, fallback: bool = True) -> Path:
-    """--out for a video: a file (.mp4/.m4v/.mov/.mkv/.avi), or a folder (an existing one, or a
-    name without a suffix, created) that receives <stem>_<direction>.mp4. Default: beside the
-    input file (for a device or a stream URL, or a file in a read-only folder, in the current
-    folder; see `output_folder_near`)."""
-    if out is None:
-        return default_video_out(video, direction, fallback)
-    if out.is_dir() or (not out.suffix and not out.exists()):
-        return out.resolve() / translated_video_name(video, direction)
-    if out.suffix.lower() not in VIDEO_SUFFIXES:
-        raise InputError(
-            f"--out {out}: a video output needs one of the suffixes {', '.join(VIDEO_SUFFIXES)} "
-            "(or name a folder)"
-        )
-    return out.resolve()
-
-
-class ImageFolderSink:
+class ImageFolderSink(Sink):
     """Writes `out_root / <relative input path>` with the input's format (suffix)."""
 
     fatal_write_errors = False  # one file that cannot be written does not stop the others

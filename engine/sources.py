@@ -1,25 +1,24 @@
-"""Where frames come from: an image folder (recursive), or a video (engine/video.py: a file, a
+"""Where frames come from: an image folder (recursive), or a video (engine/video/: a file, a
 capture device or a stream URL, read through FFmpeg).
 
 A source yields `Frame`s in order; a file that cannot be used becomes a `Frame` with `error` set
 (naming the file and what is wrong), so the run goes on and the summary can list it. Problems
 that make the whole input unusable (an empty folder, a video that does not open or has no
 frames, a file that is not a video) raise InputError when the source is created, before any
-model is loaded.
+model is loaded. Every source implements `engine.contracts.Source`, where `Frame` is defined.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from cyclemask.errors import InputError
 from cyclemask.imageio import IMAGE_EXTENSIONS, list_images, read_image
+
+from .contracts import Frame, Source
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +27,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 64_000_000
 
 
-@dataclass
-class Frame:
-    index: int
-    key: str  # relative path for images, "frame N" for video
-    image: np.ndarray | None
-    path: Path | None = None  # the input file (images)
-    error: str | None = None
-    meta: dict = field(default_factory=dict)
-
-
-class ImageFolderSource:
+class ImageFolderSource(Source):
     """Every image under `root` (recursive, sorted, hidden files skipped); or, given `paths`,
     those files under it (a share of a listing made elsewhere: a Ray worker's batch)."""
 
@@ -71,6 +60,10 @@ class ImageFolderSource:
     def total(self) -> int:
         return len(self.paths)
 
+    @property
+    def name(self) -> str:
+        return str(self.root)
+
     def describe(self) -> str:
         return f"{self.root} ({self.total} images)"
 
@@ -92,9 +85,6 @@ class ImageFolderSource:
                 yield Frame(i, key, None, p, error=f"{p}: not enough memory to decode this image")
                 continue
             yield Frame(i, key, img, p)
-
-    def close(self) -> None:
-        pass
 
 
 def _non_images(root: Path) -> list[str]:

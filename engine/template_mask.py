@@ -195,9 +195,9 @@ class TemplateMaskProcessor(FaceProcessor):
         return self._with_view(look, best)
 
     # -- FrameProcessor --------------------------------------------------------------------------
-    def prepare(self, image: np.ndarray) -> tuple[list[np.ndarray], Any]:
+    def prepare(self, image: np.ndarray, ahead: Any = None) -> tuple[list[np.ndarray], Any]:
         c, st = self.config, self.stats
-        faces = self._faces_for(image)
+        faces = self._faces_for(image, ahead)
         t0 = time.perf_counter()
         st.frames += 1
         usable = [f for f in faces if f.size >= c.min_face]

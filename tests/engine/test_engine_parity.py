@@ -17,15 +17,19 @@ from cyclemask.engine.cli import main
 from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
 from cyclemask.engine.processing import AlignedProcessor
 from cyclemask.engine.sources import ImageFolderSource
+from cyclemask.engine.contracts import Sink
 from cyclemask.engine.video import VideoSource
 
 CLIP = "video/head-pose-face-detection-female-and-male.mp4"  # 480x270, 12.5 fps, 56 frames
 
 
-class CaptureSink:
+class CaptureSink(Sink):
     """Keeps the frames the pipeline would encode."""
 
     fatal_write_errors = True
+
+    def describe(self):
+        return "captured frames"
 
     def __init__(self):
         self.frames = {}

@@ -13,12 +13,13 @@ import pytest
 
 from cyclemask.errors import BackendError, ConfigError, InputError
 from cyclemask.engine.backends import Backend
+from cyclemask.engine.contracts import Sink, Source
 from cyclemask.engine.pipeline import Pipeline, PipelineConfig, run_pipeline
 from cyclemask.engine.processing import AlignedProcessor, FrameProcessor
 from cyclemask.engine.sources import Frame
 
 
-class FakeSource:
+class FakeSource(Source):
     """n frames of size x size whose pixels encode their index."""
 
     def __init__(self, n, size=16, errors=(), on_yield=None):
@@ -30,6 +31,9 @@ class FakeSource:
     @property
     def total(self):
         return self.n
+
+    def describe(self):
+        return f"{self.n} fake frames"
 
     def __iter__(self):
         for i in range(self.n):
@@ -77,12 +81,15 @@ class InvertBackend(Backend):
         return self._pool.submit(self._compute, batch.copy(), pause)
 
 
-class ListSink:
+class ListSink(Sink):
     fatal_write_errors = False
 
     def __init__(self, on_write=None, fail_keys=(), delay=0.0):
         self.items, self.on_write, self.fail_keys, self.delay = [], on_write, set(fail_keys), delay
         self.committed = None
+
+    def describe(self):
+        return "a list"
 
     def write(self, frame, image):
         if frame.key in self.fail_keys:
@@ -119,7 +126,7 @@ def test_frames_without_crops_pass_in_order():
     """The face-aware hook: a processor may return no crops (no face) or several per frame."""
 
     class OddFrames(FrameProcessor):
-        def prepare(self, image):
+        def prepare(self, image, ahead=None):
             i = int(image[0, 0, 0])
             return [image] * (0 if i % 2 else (i % 3) + 1), i
 

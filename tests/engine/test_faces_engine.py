@@ -12,6 +12,7 @@ import pytest
 from cyclemask.errors import ConfigError, InputError
 from cyclemask.faces import DETECTOR_ENV, Face, square_crop_box
 from cyclemask.engine.backends import SyncBackend, TorchBackend
+from cyclemask.engine.contracts import Sink, Source
 from cyclemask.engine.faces import (
     FaceConfig,
     FaceProcessor,
@@ -578,7 +579,7 @@ def test_rotated_config():
 # --- in the pipeline --------------------------------------------------------------------------
 
 
-class FaceSource:
+class FaceSource(Source):
     """Frames with 0, 1 or 2 green faces (by index), one broken frame."""
 
     def __init__(self, n, rng, broken=()):
@@ -590,6 +591,9 @@ class FaceSource:
             self.frames.append(scene(rng, spots))
 
     total = property(lambda self: self.n)
+
+    def describe(self):
+        return f"{self.n} scenes"
 
     def __iter__(self):
         for i, img in enumerate(self.frames):
@@ -621,11 +625,14 @@ class InvertBackend(SyncBackend):
         return 255 - batch
 
 
-class KeepSink:
+class KeepSink(Sink):
     fatal_write_errors = False
 
     def __init__(self):
         self.images = {}
+
+    def describe(self):
+        return "kept in memory"
 
     def write(self, frame, image):
         self.images[frame.index] = image
@@ -665,8 +672,8 @@ def test_detection_ahead_gives_the_same_result_as_inline(rng):
     results = []
     for workers in (0, 3):
         proc = processor(FaceConfig(track=True))
-        frames = list(proc.detect_ahead(src, workers))
-        results.append([(len(c), [p.box for p in s]) for c, s in (proc.prepare(f.image) for f in frames)])
+        results.append([(len(c), [p.box for p in s])
+                        for c, s in (proc.prepare(f.image, f.ahead) for f in proc.detect_ahead(src, workers))])
     assert results[0] == results[1]
 
 
@@ -681,7 +688,7 @@ def test_detection_ahead_passes_on_a_source_failure_after_the_good_frames(rng):
     got = []
     with pytest.raises(InputError, match="frame 4 is damaged"):
         for frame in wrapped:
-            got.append(len(proc.prepare(frame.image)[0]))
+            got.append(len(proc.prepare(frame.image, frame.ahead)[0]))
     assert got == [0, 1, 2, 0]
     assert wrapped.total == 10 and wrapped.problems == []  # the source's attributes show through
     wrapped.close()

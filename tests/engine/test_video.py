@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from cyclemask.engine import video as vid
 from cyclemask.engine.cli import main
+from cyclemask.engine.contracts import Sink, Source
 from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
 from cyclemask.engine.processing import PassThroughProcessor
 from cyclemask.engine.video import VideoOutputConfig, VideoSink, VideoSource
@@ -476,7 +477,7 @@ def test_ctrl_c_on_a_live_stream_keeps_a_playable_file(tmp_path, bundle_path, st
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
-class _StalledLiveSource:
+class _StalledLiveSource(Source):
     """A live input that delivers `n` frames and then blocks in a read, like a camera that went
     quiet with its connection open; stop_reading() cannot end that read."""
 
@@ -485,6 +486,9 @@ class _StalledLiveSource:
 
     def __init__(self, n: int) -> None:
         self.n, self.release, self.stops, self.closed = n, threading.Event(), 0, False
+
+    def describe(self):
+        return "a camera gone quiet"
 
     def __iter__(self):
         from cyclemask.engine.sources import Frame
@@ -500,11 +504,14 @@ class _StalledLiveSource:
         self.closed = True
 
 
-class _KeepingSink:
+class _KeepingSink(Sink):
     fatal_write_errors = True
 
     def __init__(self, on_write):
         self.written, self.on_write, self.committed = 0, on_write, None
+
+    def describe(self):
+        return "a count"
 
     def write(self, frame, image):
         self.written += 1
@@ -628,6 +635,26 @@ def test_memory_stays_flat_over_a_ten_minute_clip(tmp_path):
     assert report.ok and report.written == n
     assert rss["end"] - rss["1 min"] <= 50, rss
     assert len(packets(tmp_path / "long_out.mp4", "audio")) > minutes * 60 * 40
+
+
+def test_the_video_package_keeps_the_old_module_names_and_small_parts():
+    """engine/video.py became a package: every name other code imported from it must still come
+    from `cyclemask.engine.video`, placement has one home, and no part grows back to a monolith."""
+    from pathlib import Path
+
+    from cyclemask.engine import sinks
+    from cyclemask.engine.video import placement
+
+    names = {"CODECS", "CODEC_LABELS", "CONTAINERS", "CRF_RANGE", "DEFAULT_CRF", "DEFAULT_PRESET", "PRESETS",
+             "URL_SCHEMES", "VIDEO_SUFFIXES", "VideoInfo", "VideoOutputConfig", "VideoSink", "VideoSource",
+             "input_place", "is_live", "is_url", "output_folder_near", "writable_place"}
+    assert names <= set(vid.__all__) and all(hasattr(vid, n) for n in vid.__all__)
+    assert sinks.video_output_path is placement.video_output_path is vid.video_output_path
+    assert sinks.default_video_out is placement.default_video_out
+    assert sinks.output_folder_near is placement.output_folder_near
+    lines = {p.name: len(p.read_text().splitlines()) for p in Path(vid.__file__).parent.glob("*.py")}
+    assert {"reader.py", "writer.py", "formats.py", "placement.py"} <= set(lines)
+    assert max(lines.values()) < 400, lines
 
 
 def test_importing_the_cli_does_not_load_ffmpeg():

@@ -18,6 +18,7 @@ from cyclemask.engine.backends import TorchBackend
 from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
 from cyclemask.engine.processing import AlignedProcessor
 from cyclemask.engine.sources import ImageFolderSource
+from cyclemask.engine.contracts import Sink
 from cyclemask.engine.video import VideoSource
 from cyclemask.export.verify import compare_uint8
 from parity_helpers import BOUNDS
@@ -25,10 +26,13 @@ from parity_helpers import BOUNDS
 BATCH = 4
 
 
-class CaptureSink:
+class CaptureSink(Sink):
     """Keeps the frames the pipeline would encode, by key."""
 
     fatal_write_errors = True
+
+    def describe(self):
+        return "captured frames"
 
     def __init__(self) -> None:
         self.frames: dict[str, np.ndarray] = {}
