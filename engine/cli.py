@@ -32,7 +32,7 @@ from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig
 from .pipeline import PipelineConfig
 from .run import RunOptions, RunStart, describe_mode, face_detector_path, translate
 from .run_defaults import CPU_BATCH
-from .summary import summary_lines
+from .summary import no_face_warning, summary_lines
 from .sources import DEFAULT_MAX_PIXELS
 from .video import CODECS, DEFAULT_CRF, DEFAULT_PRESET, PRESETS
 
@@ -82,10 +82,12 @@ log = logging.getLogger(__name__)
 @click.option("--nvenc/--no-nvenc", default=None,
               help="--video: try (or never try) the NVIDIA GPU encoder. Default: try it where an NVIDIA "
                    "driver is present; when it does not open, the CPU encoder takes over with a note.")
-@click.option("--mask", "direction", flag_value="mask",
+# Two flags, not one option with two flag values: with a shared destination click keeps the
+# last one given, so `--mask --unmask` would run unmask without a word.
+@click.option("--mask", "mask_flag", is_flag=True,
               help="Put a mask on (the 'mask' generator). Default: the direction the model holds.")
-@click.option("--unmask", "direction", flag_value="unmask",
-              help="Take a mask off (the 'unmask' generator).")
+@click.option("--unmask", "unmask_flag", is_flag=True,
+              help="Take a mask off (the 'unmask' generator). Not together with --mask.")
 @click.option("--aligned", is_flag=True,
               help="Use the whole image as the model input (resize to the model size and back): "
                    "for photos that are already aligned face crops. Default: face-aware mode (find "
@@ -212,12 +214,17 @@ log = logging.getLogger(__name__)
 @click.pass_context
 def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None, out: Path | None,
          ray_address: str | None, workers: int | None, gpus_per_worker: float | None,
-         cpus_per_worker: float | None, files_per_call: int | None, resume: bool, **params) -> None:
+         cpus_per_worker: float | None, files_per_call: int | None, resume: bool, mask_flag: bool,
+         unmask_flag: bool, **params) -> None:
     """Mask or unmask the faces in an image folder or a video.
 
     By default every face found is translated and its mask zone pasted back into the image or
     frame (faces are followed across video frames); --aligned translates whole images instead.
     """
+    if mask_flag and unmask_flag:
+        raise click.UsageError("--mask and --unmask contradict each other: give one (or neither, for a model "
+                               "that holds one direction)")
+    params["direction"] = "mask" if mask_flag else "unmask" if unmask_flag else None
     if ray_address is None:
         given = [f for f, v in (("--workers", workers), ("--gpus-per-worker", gpus_per_worker),
                                 ("--cpus-per-worker", cpus_per_worker), ("--files-per-call", files_per_call),
@@ -271,6 +278,10 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None,
     for line in summary_lines(result.report, result.backend, result.reason, result.setup_s, output=result.output,
                               faces=result.faces):
         click.echo(line)
+    warning = no_face_warning(result.face_stats, min_face=options.min_face, detect_score=options.detect_score,
+                              video=video is not None)
+    if warning:
+        click.echo(warning)
     if result.model_note:
         click.echo(f"  model:    {result.model_note}")
     if result.report.interrupted:
