@@ -114,8 +114,8 @@ log = logging.getLogger(__name__)
 @click.option("--paste", type=click.Choice(PASTE_MODES), default=FaceConfig.paste, show_default=True,
               help="Face-aware mode: zone pastes the model's output only where a mask sits (nose bridge "
                    "to under the chin, cheek to cheek, placed from the face's landmarks), colour-matched "
-                   "to the frame, and keeps every other pixel (eyes, glasses, hair, background) as it "
-                   "was; crop pastes the whole face crop with a feathered edge.")
+                   "to the frame, and keeps every other pixel (eyes, hair, background; the lower part of "
+                   "glasses lies inside the zone) as it was; crop pastes the whole face crop with a feathered edge.")
 @click.option("--detect-side", type=click.IntRange(32, 8192), default=FaceConfig.detect_side, show_default=True,
               help="Face-aware mode: frames larger than this (long side, pixels) are downscaled for "
                    "detection only.")
