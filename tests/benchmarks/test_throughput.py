@@ -243,6 +243,21 @@ def test_first_sigterm_stops_prints_the_rows_and_removes_the_temporary_folder(tm
     assert not list(tmp_path.glob("cyclemask-bench-*")), "the temporary folder was left behind"
 
 
+def test_a_stop_inside_a_pipeline_run_stops_the_benchmark(tmp_path, monkeypatch):
+    # run_pipeline takes Ctrl-C / SIGTERM itself and returns a report marked interrupted; read
+    # as a failed run, it became a note on the row and the benchmark went on to the next one.
+    from cyclemask.engine import pipeline
+    from cyclemask.imageio import write_image
+
+    folder = tmp_path / "faces"
+    for i in range(2):
+        write_image(folder / f"{i}.png", np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setattr(tp.PipelineInputs, "get", lambda self, kind, n: folder)
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: pipeline.RunReport(total=2, inputs=1, interrupted=True))
+    with pytest.raises(KeyboardInterrupt):
+        tp.time_pipeline(FakeBackend(), "folder", 2, 1, tp.PipelineInputs(tmp_path), tmp_path)
+
+
 def test_cli_help_documents_every_option():
     res = CliRunner().invoke(tp.main, ["--help"])
     assert res.exit_code == 0
