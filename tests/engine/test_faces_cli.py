@@ -292,3 +292,16 @@ def test_scene_cuts_between_clips_reset_tracks_and_none_inside_a_clip(shared_dat
     for frame in first + second:
         proc.prepare(frame)
     assert proc.stats.scene_cuts == 1 and proc.stats.held == 0
+
+
+def test_no_face_warning_wording_for_videos_and_small_faces():
+    # The same line ends a --ray run (engine/ray_cli.py), built from the workers' summed counts.
+    from cyclemask.engine.faces import FaceStats
+    from cyclemask.engine.summary import no_face_warning
+
+    line = no_face_warning(FaceStats(frames=5, too_small=2), min_face=32, detect_score=0.5, video=True)
+    assert line.startswith("warning: no face found in any of the 5 frames (2 smaller than --min-face 32 px)")
+    assert "--min-face (now 32)" in line and "--detect-score (now 0.5)" in line and "--aligned" in line
+    assert no_face_warning(FaceStats(frames=5, found=1), min_face=32, detect_score=0.5, video=True) is None
+    assert no_face_warning(FaceStats(), min_face=32, detect_score=0.5, video=False) is None  # nothing read
+    assert no_face_warning(None, min_face=32, detect_score=0.5, video=False) is None  # aligned mode
