@@ -278,12 +278,13 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: str | None,
     for line in summary_lines(result.report, result.backend, result.reason, result.setup_s, output=result.output,
                               faces=result.faces):
         click.echo(line)
+    if result.model_note:
+        click.echo(f"  model:    {result.model_note}")
+    # Last, under the summary it explains, where it is read.
     warning = no_face_warning(result.face_stats, min_face=options.min_face, detect_score=options.detect_score,
                               video=video is not None)
     if warning:
         click.echo(warning)
-    if result.model_note:
-        click.echo(f"  model:    {result.model_note}")
     if result.report.interrupted:
         ctx.exit(stop_exit_code())
     if not result.report.ok:

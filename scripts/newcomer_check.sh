@@ -39,6 +39,11 @@ WORK="$(cd "$WORK" && pwd)"
 LOGS="$WORK/logs"
 mkdir -p "$LOGS"
 SHARED="${CYCLEMASK_SHARED:-$(dirname "$REPO")/shared}"
+# A new user has no cache yet: auto's remembered backend choice and OpenVINO's compiled models
+# would otherwise come from this machine's earlier runs.
+export CYCLEMASK_CACHE_DIR="$WORK/cache"
+# The clone sits away from ../shared: the benchmarks read the shared faces from here instead.
+[ -d "$SHARED" ] && export CYCLEMASK_SHARED="$SHARED"
 BRANCH="$(git -C "$REPO" rev-parse --abbrev-ref HEAD)"
 CLONE="$WORK/cyclemask"
 
