@@ -1,19 +1,29 @@
-"""Throughput of every backend variant available here, raw and through the whole pipeline.
+"""Throughput of the generator on this machine's backends, raw and through the whole pipeline.
 
-    python benchmarks/throughput.py                  # this machine's device, Markdown table
+    python benchmarks/throughput.py                  # the quick table: a few minutes on 2 CPU cores
+    python benchmarks/throughput.py --all            # every variant, both models, every batch
     python benchmarks/throughput.py --json           # the same as JSON
-    python benchmarks/throughput.py --device cuda --batches 1,8,32 --out results/
+    python benchmarks/throughput.py --all --device cuda --batches 1,8,32 --out results/
 
-For each model (the paper's generator "full": ngf 64, 9 blocks, 256 px; "small": ngf 16,
-3 blocks, 128 px) x each available variant (benchmarks/variants.py: Torch / ONNX Runtime /
+Without --all it measures the paper's generator ("full") with the backend `cyclemask-run
+--backend auto` picks for its ONNX graph (at the batch cyclemask-run would use) against eager
+PyTorch FP32 at each batch, and runs the pipeline rows at each one's best batch. --all measures
+each model (the paper's generator "full": ngf 64, 9 blocks, 256 px; "small": ngf 16, 3 blocks,
+128 px) x each available variant (benchmarks/variants.py: Torch / ONNX Runtime / OpenVINO /
 TensorRT, each precision and mode; a backend added to engine.backends later shows up by itself)
-x each batch size, one row with:
+x each batch size. Progress goes to stderr and each row to stdout as soon as it is measured; a
+first Ctrl-C or SIGTERM stops within one timing call, prints what was measured and `stopped`,
+removes the temporary folder and exits 130 / 143. Each row has:
 
 - images/s: generator only, `Backend.infer` on a uint8 batch in host memory (the copies to and
   from the device and the in-graph pre/post-processing included: what the pipeline pays).
-  Untimed warm-up calls first; each repeat runs calls for at least --min-seconds, ending with
-  the device synchronised (infer returns host memory, and CUDA is synchronised around each
-  repeat); the figure is the median over repeats. Backends that keep several batches in flight
+  Untimed warm-up calls first, at least --warmup of them and for at least --warmup-seconds
+  (the first calls of a backend can be far slower than the rest: oneDNN's BF16 kernels took
+  ~0.9 s for each of their first few calls here, against 12 ms after); each repeat runs calls
+  for at least --min-seconds, ending with the device synchronised (infer returns host memory,
+  and CUDA is synchronised around each repeat); the figure is the median over repeats. Where
+  the pipeline then runs faster than that figure (it cannot: it adds work around the same
+  calls), the backend was still warming up: the raw figure is measured again, and a note says so. Backends that keep several batches in flight
   (TensorRT streams) are timed with that many in flight.
 - p50 / p99 ms: latency of one infer() call of the batch.
 - video / folder images/s: `run_pipeline` end to end (decode, resize, batch, infer, resize
@@ -57,15 +67,20 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
 
 from benchmarks import inputs  # noqa: E402
 from benchmarks.variants import MODELS, Artefacts, ArtefactUnavailable, Variant, seeded_generator, select  # noqa: E402
-from cyclemask.cli_util import Command, debug_option  # noqa: E402
+from cyclemask.cli_util import Command, debug_option, stop_exit_code, stop_name, stop_signal  # noqa: E402
 from cyclemask.errors import ConfigError, CycleMaskError, own_module_missing  # noqa: E402
 
 log = logging.getLogger("cyclemask.benchmarks.throughput")
 
 DEFAULTS = {  # per device kind: what a few minutes of a 2-core CPU or a GPU allows
-    "cpu": {"batches": (1, 4), "min_seconds": 0.5, "warmup": 1, "pipeline_seconds": 3.0},
-    "cuda": {"batches": (1, 8, 32), "min_seconds": 0.25, "warmup": 5, "pipeline_seconds": 2.0},
+    "cpu": {"batches": (1, 4), "min_seconds": 0.5, "warmup": 1, "warmup_seconds": 2.0, "pipeline_seconds": 3.0},
+    "cuda": {"batches": (1, 8, 32), "min_seconds": 0.25, "warmup": 5, "warmup_seconds": 1.0, "pipeline_seconds": 2.0},
 }
+#: Without --all: the paper's generator only; the `auto` backend and eager PyTorch FP32.
+QUICK_MODELS = ("full",)
+AUTO = "auto"
+#: Pipeline faster than raw by more than this is not noise: the raw figure is measured again.
+PIPELINE_OVER_RAW_LIMIT = 1.1
 
 
 @dataclass
@@ -130,12 +145,29 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def time_raw(backend, batch: int, *, warmup: int, repeats: int, min_seconds: float) -> tuple[float, list[float]]:
+def warm_up(backend, x: np.ndarray, calls: int, seconds: float) -> int:
+    """Untimed calls: at least `calls`, for at least `seconds`, and on past that while the last
+    call is over twice the fastest (still compiling or tuning), up to 10x `seconds`. Returns
+    how many were made."""
+    t0, fastest, last, n = time.perf_counter(), math.inf, 0.0, 0
+    while True:
+        t = time.perf_counter()
+        if n >= calls:
+            spent = t - t0
+            if spent >= seconds and (last <= 2 * fastest or spent >= 10 * seconds):
+                return n
+        backend.infer(x)
+        last = time.perf_counter() - t
+        fastest = min(fastest, last)
+        n += 1
+
+
+def time_raw(backend, batch: int, *, warmup: int, repeats: int, min_seconds: float,
+             warmup_seconds: float = 1.0) -> tuple[float, list[float]]:
     """(median images/s over repeats, per-call latencies in s) of backend.infer on one batch."""
     size = backend.image_size
     x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-    for _ in range(warmup):
-        backend.infer(x)
+    warm_up(backend, x, warmup, warmup_seconds)
     window = max(1, int(getattr(backend, "max_in_flight", 1)))
     rates, latencies = [], []
     for _ in range(repeats):
@@ -207,6 +239,8 @@ def time_pipeline(backend, kind: str, n: int, batch: int, pinputs: PipelineInput
         rep = run_pipeline(source, AlignedProcessor(backend.image_size), backend, sink, PipelineConfig(batch_size=batch))
     finally:
         shutil.rmtree(out, ignore_errors=True)
+    if rep.interrupted:  # the pipeline took the stop signal itself: it is the whole run's stop
+        raise KeyboardInterrupt
     if not rep.ok or rep.written != n:
         raise CycleMaskError(f"pipeline run on {kind} failed: wrote {rep.written} of {n} "
                              f"({rep.error or '; '.join(m for _, m in rep.failures[:2])})")
@@ -260,6 +294,10 @@ class Settings:
     faces: bool
     threads: int | None
     slow: bool = False
+    warmup_seconds: float = 0.0
+    # "every": the pipeline rows at every batch; "best": only at each variant's fastest batch
+    # (the quick table).
+    pipeline_at: str = "every"
 
 
 def _pipeline_frames(raw_ips: float, batch: int, s: Settings) -> int:
@@ -268,12 +306,37 @@ def _pipeline_frames(raw_ips: float, batch: int, s: Settings) -> int:
     return max(2 * batch, min(want, s.max_frames))
 
 
+@dataclass(frozen=True)
+class AutoVariant:
+    """The backend `cyclemask-run --backend auto` picks for the FP32 graph here, built the way it
+    builds it; measured at the batch cyclemask-run would use (engine/run_defaults.py)."""
+
+    name: str = AUTO
+    precision: str = "fp32"
+    device: str = "any"
+    batch_bound: bool = False
+    slow: bool = False
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def build(self, artefacts: Artefacts, *, batch: int | None = None, threads: int | None = None):
+        from cyclemask.engine.backends import BackendOptions, create_backend
+
+        return create_backend(artefacts.path("graph-fp32"), "auto", artefacts.direction, BackendOptions(threads=threads))
+
+
 def choose_variants(s: Settings) -> tuple[list[Variant], list[dict]]:
     """The variants to measure, and the others with the reason each is not measured."""
     chosen: list[Variant] = []
     skipped: list[dict] = []
     named = {p for p in s.patterns or () if not any(c in p for c in "*?[")}  # named, not matched by a pattern
-    for v in select(list(s.patterns) if s.patterns else None, "all"):
+    if AUTO in named:
+        chosen.append(AutoVariant())
+    patterns = [p for p in s.patterns or () if p != AUTO]
+    if s.patterns and not patterns:
+        return chosen, skipped
+    for v in select(patterns or None, "all"):
         why = v.unavailable()
         if why is None and s.device != "all" and v.device not in (s.device, "any"):
             why = f"not selected (--device {s.device})"
@@ -286,15 +349,22 @@ def choose_variants(s: Settings) -> tuple[list[Variant], list[dict]]:
     return chosen, skipped
 
 
-def run(s: Settings, scratch: Path, on_row: Callable[[dict], None] | None = None) -> dict:
-    """Measure everything `s` asks for; `on_row(result)` after each row (to save partial results)."""
+def new_result(s: Settings) -> dict:
+    return {"meta": machine_info(s), "rows": [], "skipped": [], "face_rows": [], "notes": []}
+
+
+def run(s: Settings, scratch: Path, on_row: Callable[[dict], None] | None = None,
+        result: dict | None = None) -> dict:
+    """Measure everything `s` asks for into `result` (new_result(s) when None: pass one to keep
+    what was measured when a stop interrupts the run); `on_row(result)` after each row."""
     import torch
 
     from cyclemask.models import count_macs
 
     if s.threads:
         torch.set_num_threads(s.threads)
-    result: dict = {"meta": machine_info(s), "rows": [], "skipped": [], "face_rows": [], "notes": []}
+    if result is None:
+        result = new_result(s)
     cuda = s.device in ("cuda", "all") and torch.cuda.is_available()
     peak = measure_peak_tflops("cuda") if cuda else None
     result["peak"] = peak
@@ -306,6 +376,7 @@ def run(s: Settings, scratch: Path, on_row: Callable[[dict], None] | None = None
     artefact_seconds = {}
     for model_name in s.models:
         spec = MODELS[model_name]
+        log.info("%s (%s): building the generator ...", spec.name, spec.describe())
         gen = seeded_generator(spec.config())
         macs = count_macs(gen, (1, 3, spec.image_size, spec.image_size))
         arts = Artefacts(gen, spec.image_size, scratch / model_name, engine_max_batch=max(s.batches))
@@ -324,48 +395,111 @@ def _measure_variant(v: Variant, spec, arts: Artefacts, macs: int, peak: dict | 
                      pinputs: PipelineInputs, scratch: Path, result: dict,
                      on_row: Callable[[dict], None] | None = None) -> None:
     backend = None
+    rows: list[Row] = []
     try:
-        for batch in s.batches:
+        batches = s.batches
+        for batch in batches:
             if backend is None or v.batch_bound:  # CUDA graphs capture one batch size
                 if backend is not None:
                     backend.deactivate()
                 log.info("%s / %s: building the backend (batch %d) ...", spec.name, v.name, batch)
                 backend, _ = v.build(arts, batch=batch, threads=s.threads)
                 backend.activate()
+                if isinstance(v, AutoVariant):  # the batch cyclemask-run takes for it, not --batches
+                    from cyclemask.engine.run_defaults import default_batch
+
+                    batch = default_batch(backend)[0]
             if backend.max_batch is not None and batch > backend.max_batch:
                 result["skipped"].append({"variant": v.name, "model": spec.name,
                                           "reason": f"batch {batch} > the backend's maximum {backend.max_batch}"})
                 continue
             log.info("%s / %s / batch %d: timing infer ...", spec.name, v.name, batch)
-            ips, lat = time_raw(backend, batch, warmup=s.warmup, repeats=s.repeats, min_seconds=s.min_seconds)
-            row = Row(spec.name, v.name, backend.description, v.precision, batch, round(ips, 3),
+            ips, lat = time_raw(backend, batch, warmup=s.warmup, repeats=s.repeats, min_seconds=s.min_seconds,
+                                warmup_seconds=s.warmup_seconds)
+            name = f"{AUTO}: {backend.name}" if isinstance(v, AutoVariant) else v.name
+            on_cuda = v.device == "cuda" or (isinstance(v, AutoVariant) and
+                                             any("cuda" in p.lower() or "tensorrt" in p.lower() for p in backend.providers))
+            row = Row(spec.name, name, backend.description, v.precision, batch, round(ips, 3),
                       round(1000 * percentile(lat, 50), 3), round(1000 * percentile(lat, 99), 3), len(lat), macs,
-                      peak_tflops=peak["tflops"] if peak and v.device == "cuda" else None)
-            if s.pipeline:
-                n = _pipeline_frames(ips, batch, s)
-                row.pipeline_frames = n
-                for kind in ("video", "folder"):
-                    log.info("%s / %s / batch %d: pipeline on a %s of %d ...", spec.name, v.name, batch, kind, n)
-                    try:
-                        fps = time_pipeline(backend, kind, n, batch, pinputs, scratch)
-                    except CycleMaskError as exc:
-                        row.notes.append(str(exc))
-                        continue
-                    if kind == "video":
-                        row.video_images_per_s = round(fps, 3)
-                    else:
-                        row.folder_images_per_s = round(fps, 3)
-            result["rows"].append(row)
+                      peak_tflops=peak["tflops"] if peak and on_cuda else None)
+            rows.append(row)
+            if s.pipeline and s.pipeline_at == "every":
+                _pipeline_rows(row, backend, s, pinputs, scratch)
+            if s.pipeline_at == "every" or not s.pipeline:
+                result["rows"].append(row)
+                if on_row is not None:
+                    on_row(result)
+            else:  # its pipeline rows wait for the best batch: the row comes with them
+                log.info("%s / %s / batch %d: %.2f images/s", spec.name, v.name, batch, row.images_per_s)
+            if isinstance(v, AutoVariant):
+                break
+        if s.pipeline and s.pipeline_at == "best" and rows:
+            best = max(rows, key=lambda r: r.images_per_s)
+            if v.batch_bound and best.batch != rows[-1].batch:  # built for one batch: build it for the best
+                backend.deactivate()
+                backend, _ = v.build(arts, batch=best.batch, threads=s.threads)
+                backend.activate()
+            _pipeline_rows(best, backend, s, pinputs, scratch)
+            for r in rows:
+                if r not in result["rows"]:
+                    result["rows"].append(r)
             if on_row is not None:
                 on_row(result)
     except (ArtefactUnavailable, CycleMaskError) as exc:
+        if stop_signal() is not None:  # a library wrapped the stop in its own error
+            raise KeyboardInterrupt from exc
         # A variant that cannot run here (a GPU stack without its libraries, say) is reported,
         # and the others are still measured.
         log.warning("%s / %s: skipped: %s", spec.name, v.name, exc)
         result["skipped"].append({"variant": v.name, "model": spec.name, "reason": str(exc)})
+    except KeyboardInterrupt:
+        # Rows timed but waiting for their pipeline rows: they were measured, so they are shown.
+        for r in rows:
+            if r not in result["rows"]:
+                result["rows"].append(r)
+        raise
     finally:
         if backend is not None:
             backend.deactivate()
+
+
+def _pipeline_rows(row: Row, backend, s: Settings, pinputs: PipelineInputs, scratch: Path) -> None:
+    """The video and folder figures of `row`; re-times the raw figure where the pipeline beat it."""
+    n = _pipeline_frames(row.images_per_s, row.batch, s)
+    row.pipeline_frames = n
+    for kind in ("video", "folder"):
+        log.info("%s / %s / batch %d: pipeline on a %s of %d ...", row.model, row.variant, row.batch, kind, n)
+        try:
+            fps = time_pipeline(backend, kind, n, row.batch, pinputs, scratch)
+        except CycleMaskError as exc:
+            if stop_signal() is not None:
+                raise KeyboardInterrupt from exc
+            row.notes.append(str(exc))
+            continue
+        if kind == "video":
+            row.video_images_per_s = round(fps, 3)
+        else:
+            row.folder_images_per_s = round(fps, 3)
+    fastest = max((v for v in (row.video_images_per_s, row.folder_images_per_s) if v is not None), default=None)
+    if fastest is not None and fastest > PIPELINE_OVER_RAW_LIMIT * row.images_per_s:
+        # The pipeline adds decode, resize and encode around the same infer calls: faster than
+        # infer alone means the first timing caught the backend before it had settled.
+        first = row.images_per_s
+        log.info("%s / %s / batch %d: the pipeline ran %.2f images/s, the model alone %.2f: timing infer again ...",
+                 row.model, row.variant, row.batch, fastest, first)
+        ips, lat = time_raw(backend, row.batch, warmup=s.warmup, repeats=s.repeats, min_seconds=s.min_seconds,
+                            warmup_seconds=s.warmup_seconds)
+        row.images_per_s = round(ips, 3)
+        row.latency_p50_ms = round(1000 * percentile(lat, 50), 3)
+        row.latency_p99_ms = round(1000 * percentile(lat, 99), 3)
+        row.calls = len(lat)
+        if fastest > PIPELINE_OVER_RAW_LIMIT * row.images_per_s:
+            row.notes.append(f"the pipeline ran faster than the model alone ({fastest:.2f} against {first:.2f} "
+                             f"images/s, and {row.images_per_s:.2f} timed again): one of them is wrong; other work "
+                             "on the machine (see the load average) moves figures this much")
+        else:
+            row.notes.append(f"images/s timed again after the pipeline rows beat it: the first timing gave {first:.2f} "
+                             "(the backend was still warming up)")
 
 
 def _face_rows(spec, arts: Artefacts, s: Settings, result: dict) -> None:
@@ -461,33 +595,49 @@ def _fmt(v, spec: str = ".1f", none: str = "–") -> str:
 
 
 def markdown(result: dict) -> str:
+    return "\n".join(markdown_head(result) + [row_line(r) for r in result["rows"]] + markdown_tail(result))
+
+
+def markdown_head(result: dict, streaming: bool = False) -> list[str]:
+    """The lines above the rows. streaming: printed before any row, so the run's state and the
+    load at its end come in the tail instead."""
     m = result["meta"]
     peak = result.get("peak")
     lines = [
         f"Throughput, {m['started']}: {m['gpu'] or 'CPU only'}, {m['host_cpus']} CPUs, torch {m['torch']} "
         f"({m['torch_threads']} threads), onnxruntime {m['onnxruntime'] or 'absent'}, "
         f"openvino {m.get('openvino') or 'absent'}, Python {m['python']}.",
-        f"Load average (1/5/15 min) at start {m['load_start']}, at end {m.get('load_end')}. Inputs: {m['inputs']}. "
+        f"Load average (1/5/15 min) at start {m['load_start']}"
+        + ("" if streaming else f", at end {m.get('load_end')}") + f". Inputs: {m['inputs']}. "
         "All rows measured in this one run, one after another.",
     ]
-    if not m.get("complete"):
+    if not m.get("complete") and not streaming:
         lines.append("PARTIAL: the run has not finished (or was stopped); rows so far.")
     if peak:
         lines.append(f"Device peak: {peak['tflops']} TFLOP/s ({peak['what']}, {peak['gpu']}).")
     lines += ["", "| model | variant | backend | batch | images/s | p50 ms | p99 ms | video img/s | folder img/s "
                   "| video/raw | folder/raw | GMAC/s | % peak |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r.model} | {r.variant} | {r.backend} | {r.batch} | {_fmt(r.images_per_s, '.2f')} | "
+    return lines
+
+
+def row_line(r: Row) -> str:
+    return (f"| {r.model} | {r.variant} | {r.backend} | {r.batch} | {_fmt(r.images_per_s, '.2f')} | "
             f"{_fmt(r.latency_p50_ms, '.2f')} | {_fmt(r.latency_p99_ms, '.2f')} | {_fmt(r.video_images_per_s, '.2f')} | "
             f"{_fmt(r.folder_images_per_s, '.2f')} | {_fmt(r.ratio('video'), '.2f')} | {_fmt(r.ratio('folder'), '.2f')} | "
             f"{_fmt(r.gmac_per_s, '.1f')} | {_fmt(None if r.peak_fraction is None else 100 * r.peak_fraction, '.1f')} |")
+
+
+def markdown_tail(result: dict, streaming: bool = False) -> list[str]:
+    """The lines below the rows."""
+    m = result["meta"]
+    lines = []
     models = {r.model: r.macs_per_image for r in result["rows"]}
     if models:
         lines.append("")
+        frames = sorted({r.pipeline_frames for r in result["rows"] if r.pipeline_frames})
         lines.append("MACs per image (count_macs): " + ", ".join(f"{k} {v / 1e9:.2f} G" for k, v in models.items())
-                     + f". Pipeline runs had {', '.join(str(n) for n in sorted({r.pipeline_frames for r in result['rows'] if r.pipeline_frames}))} frames.")
+                     + (f". Pipeline runs had {', '.join(str(n) for n in frames)} frames." if frames else "."))
     if result["face_rows"]:
         lines += ["", "Face-aware pipeline (benchmarks/faces.py; torch backend, detection on the decode thread):", "",
                   "| model | clip | batch | frames | faces | frames/s | faces/s | faces/raw | bottleneck |",
@@ -505,7 +655,11 @@ def markdown(result: dict) -> str:
                   for d in result["skipped"]]
     for note in result["notes"]:
         lines.append(f"- {note}")
-    return "\n".join(lines)
+    if streaming:
+        lines += ["", f"Load average at end {m.get('load_end') or _loadavg()}."]
+    if m.get("stopped"):
+        lines += ["", f"stopped: {m['stopped']}; {len(result['rows'])} row(s) measured before it"]
+    return lines
 
 
 def to_json(result: dict) -> str:
@@ -532,6 +686,8 @@ def _int_list(ctx, param, value):
 
 
 def _models(ctx, param, value):
+    if value is None:
+        return None
     names = tuple(x.strip() for x in value.split(",") if x.strip())
     unknown = [n for n in names if n not in MODELS]
     if unknown or not names:
@@ -542,16 +698,26 @@ def _models(ctx, param, value):
 @click.command(cls=Command, help=__doc__.split("\n\n")[0])
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "all"]), default="auto", show_default=True,
               help="Which variants to measure: auto = cuda when torch sees a GPU, else cpu; all = both.")
-@click.option("--models", default="full,small", show_default=True, callback=_models,
-              help="Comma-separated: " + "; ".join(f"{k} ({v.describe()})" for k, v in MODELS.items()) + ".")
+@click.option("--all", "all_", is_flag=True,
+              help="The whole matrix: both models (full, small), every variant that can run here, the pipeline "
+                   "rows at every batch. Without it: the full model, the backend auto picks against eager "
+                   "PyTorch FP32, the pipeline rows at each one's best batch (a few minutes on 2 CPU cores).")
+@click.option("--models", default=None, callback=_models,
+              help="Comma-separated: " + "; ".join(f"{k} ({v.describe()})" for k, v in MODELS.items())
+                   + ". [default: full; with --all: full,small]")
 @click.option("--batches", default=None, callback=_int_list,
               help="Comma-separated batch sizes. [default: 1,4 on cpu; 1,8,32 on cuda]")
 @click.option("--variants", "patterns", default=None,
-              help="Comma-separated variant names or fnmatch patterns, e.g. 'torch-*,ort-cpu-fp32'. [default: all]")
+              help="Comma-separated variant names or fnmatch patterns, e.g. 'torch-*,ort-cpu-fp32'; 'auto' is the "
+                   "backend cyclemask-run --backend auto picks for the graph. [default: auto and eager torch FP32; "
+                   "with --all: every variant]")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(1), help="Timed repeats; the median is reported.")
 @click.option("--min-seconds", type=click.FloatRange(0), default=None,
               help="Seconds of calls per repeat (at least one call). [default: 0.5 on cpu; 0.25 on cuda]")
 @click.option("--warmup", type=click.IntRange(0), default=None, help="Untimed calls first. [default: 1 on cpu; 5 on cuda]")
+@click.option("--warmup-seconds", type=click.FloatRange(0), default=None,
+              help="Untimed calls for at least this long, and on while the last one is over twice the fastest. "
+                   "[default: 2 on cpu; 1 on cuda]")
 @click.option("--pipeline/--no-pipeline", default=True, show_default=True, help="Also time the end-to-end pipeline.")
 @click.option("--pipeline-seconds", type=click.FloatRange(0), default=None,
               help="Frames per pipeline run = this x raw images/s, at least two batches, at most --max-frames. "
@@ -568,8 +734,8 @@ def _models(ctx, param, value):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write throughput.md and throughput.json into this folder.")
 @debug_option
-def main(device, models, batches, patterns, repeats, min_seconds, warmup, pipeline, pipeline_seconds, max_frames,
-         faces, slow, threads, as_json, out):
+def main(device, all_, models, batches, patterns, repeats, min_seconds, warmup, warmup_seconds, pipeline,
+         pipeline_seconds, max_frames, faces, slow, threads, as_json, out):
     import torch
 
     if device == "auto":
@@ -580,13 +746,19 @@ def main(device, models, batches, patterns, repeats, min_seconds, warmup, pipeli
     pats = tuple(p.strip() for p in patterns.split(",") if p.strip()) if patterns else None
     if pats:
         try:
-            select(list(pats), "all")
+            select([p for p in pats if p != AUTO] or None, "all")
         except KeyError as exc:
             raise click.BadParameter(exc.args[0], param_hint="--variants") from None
+    elif not all_:
+        pats = (AUTO, "torch-cuda-fp32" if d is DEFAULTS["cuda"] else "torch-cpu-fp32")
+    if models is None:
+        models = ("full", "small") if all_ else QUICK_MODELS
     s = Settings(device, models, batches or d["batches"], pats, repeats,
                  d["min_seconds"] if min_seconds is None else min_seconds, d["warmup"] if warmup is None else warmup,
                  pipeline, d["pipeline_seconds"] if pipeline_seconds is None else pipeline_seconds, max_frames, faces,
-                 threads, slow)
+                 threads, slow, d["warmup_seconds"] if warmup_seconds is None else warmup_seconds,
+                 "every" if all_ else "best")
+
     def save(result: dict) -> None:
         # Rewritten after every row, so a run stopped by a time limit keeps what it measured.
         from cyclemask.imageio import write_bytes_atomic
@@ -594,19 +766,59 @@ def main(device, models, batches, patterns, repeats, min_seconds, warmup, pipeli
         write_bytes_atomic(out / "throughput.md", (markdown(result) + "\n").encode())
         write_bytes_atomic(out / "throughput.json", (to_json(result) + "\n").encode())
 
+    printed = 0
+
+    def on_row(result: dict) -> None:
+        nonlocal printed
+        if not as_json:
+            # Counted before it is written: a stop landing inside the echo must not print it twice.
+            lines = [] if printed else markdown_head(result, streaming=True)
+            lines += [row_line(r) for r in result["rows"][printed:]]
+            printed = len(result["rows"])
+            click.echo("\n".join(lines))
+            sys.stdout.flush()
+        if out is not None:
+            save(result)
+
     if out is not None:
         from cyclemask.outputs import lock_outputs
 
         click.get_current_context().with_resource(lock_outputs("benchmarks/throughput.py", folders=[out]))
-    with tempfile.TemporaryDirectory(prefix="cyclemask-bench-") as tmp:
-        result = run(s, Path(tmp), on_row=save if out is not None else None)
-    result["meta"]["complete"] = True
-    md, js = markdown(result), to_json(result)
+    from cyclemask.outputs import temporary_folder
+
+    log.info("measuring %s on %s (%s); progress here, rows on stdout as they finish",
+             ", ".join(s.patterns) if s.patterns else "every variant", ", ".join(s.models), device)
+    result = new_result(s)
+    stopped = False
+    try:
+        with temporary_folder("cyclemask-bench-") as tmp:
+            run(s, tmp, on_row=on_row, result=result)
+    except KeyboardInterrupt:
+        stopped = True
+    except Exception:
+        if stop_signal() is None:
+            raise
+        log.debug("after the stop signal", exc_info=True)  # a library wrapped the stop in its own error
+        stopped = True
+    result["meta"]["load_end"] = _loadavg()
+    if stopped:
+        result["meta"]["stopped"] = f"interrupted ({stop_name()})"
+    else:
+        result["meta"]["complete"] = True
     if out is not None:
         save(result)
-    click.echo(js if as_json else md)
+    if as_json:
+        click.echo(to_json(result))
+    else:
+        if printed == 0:
+            click.echo("\n".join(markdown_head(result, streaming=True)))
+        for r in result["rows"][printed:]:
+            click.echo(row_line(r))
+        click.echo("\n".join(markdown_tail(result, streaming=True)))
     if out is not None:
         click.echo(f"written: {out / 'throughput.md'}, {out / 'throughput.json'}", err=True)
+    if stopped:
+        click.get_current_context().exit(stop_exit_code())
 
 
 if __name__ == "__main__":

@@ -138,6 +138,22 @@ def _forget(partial) -> None:
         _live.pop(str(partial), None)
 
 
+@contextlib.contextmanager
+def temporary_folder(prefix: str):
+    """A folder in the system temp directory for this block's scratch files, removed on the way
+    out however the block ends, and by `remove_live_partials` when a second stop signal exits at
+    once (the unwinding that would remove it never happens then)."""
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix=prefix)
+    with _live_lock:
+        _live[path] = True
+    try:
+        yield Path(path)
+    finally:
+        discard_partial(path)
+
+
 def live_partials() -> list[Path]:
     with _live_lock:
         return [Path(p) for p in _live]

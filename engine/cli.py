@@ -32,7 +32,7 @@ from .faces import ROTATED_MODES, FaceConfig
 from .pipeline import PipelineConfig
 from .run import PASTE_CHOICES, RunOptions, RunStart, describe_mode, face_detector_path, resolve_model, translate
 from .run_defaults import CPU_BATCH
-from .summary import summary_lines
+from .summary import no_face_warning, summary_lines
 from .template_mask import METHODS, check_method
 from .sources import DEFAULT_MAX_PIXELS
 from .video import CODECS, DEFAULT_CRF, DEFAULT_PRESET, PRESETS
@@ -87,10 +87,12 @@ log = logging.getLogger(__name__)
 @click.option("--nvenc/--no-nvenc", default=None,
               help="--video: try (or never try) the NVIDIA GPU encoder. Default: try it where an NVIDIA "
                    "driver is present; when it does not open, the CPU encoder takes over with a note.")
-@click.option("--mask", "direction", flag_value="mask",
+# Two flags, not one option with two flag values: with a shared destination click keeps the
+# last one given, so `--mask --unmask` would run unmask without a word.
+@click.option("--mask", "mask_flag", is_flag=True,
               help="Put a mask on (the 'mask' generator). Default: the direction the model holds.")
-@click.option("--unmask", "direction", flag_value="unmask",
-              help="Take a mask off (the 'unmask' generator).")
+@click.option("--unmask", "unmask_flag", is_flag=True,
+              help="Take a mask off (the 'unmask' generator). Not together with --mask.")
 @click.option("--unmask-method", type=click.Choice(["restore", "cyclegan"]), default=None,
               help="--unmask with the embedded model: restore finds the mask with a segmenter, erases it "
                    "and restores the face there (every other pixel stays the photo's own); cyclegan runs "
@@ -142,8 +144,8 @@ log = logging.getLogger(__name__)
 @click.option("--paste", type=click.Choice(PASTE_CHOICES), default="auto", show_default=True,
               help="Face-aware mode: zone pastes the model's output only where a mask sits (nose bridge "
                    "to under the chin, cheek to cheek, placed from the face's landmarks), colour-matched "
-                   "to the frame, and keeps every other pixel (eyes, glasses, hair, background) as it "
-                   "was; crop pastes the whole face crop with a feathered edge; hole (for erase-then-"
+                   "to the frame, and keeps every other pixel (eyes, hair, background; the lower part of glasses lies inside "
+                   "the zone) as it was; crop pastes the whole face crop with a feathered edge; hole (for erase-then-"
                    "restore unmasking graphs) pastes exactly the pixels the graph changed: the mask it "
                    "found. auto: hole for an erase-then-restore graph, zone for a generator.")
 @click.option("--detect-side", type=click.IntRange(32, 8192), default=FaceConfig.detect_side, show_default=True,
@@ -245,12 +247,17 @@ log = logging.getLogger(__name__)
 @click.pass_context
 def main(ctx: click.Context, demo: bool, images: Path | None, video: tuple[str, ...], out: Path | None,
          ray_address: str | None, workers: int | None, gpus_per_worker: float | None,
-         cpus_per_worker: float | None, files_per_call: int | None, resume: bool, **params) -> None:
+         cpus_per_worker: float | None, files_per_call: int | None, resume: bool, mask_flag: bool,
+         unmask_flag: bool, **params) -> None:
     """Mask or unmask the faces in an image folder or a video.
 
     By default every face found is translated and its mask zone pasted back into the image or
     frame (faces are followed across video frames); --aligned translates whole images instead.
     """
+    if mask_flag and unmask_flag:
+        raise click.UsageError("--mask and --unmask contradict each other: give one (or neither, for a model "
+                               "that holds one direction)")
+    params["direction"] = "mask" if mask_flag else "unmask" if unmask_flag else None
     if ray_address is None:
         given = [f for f, v in (("--workers", workers), ("--gpus-per-worker", gpus_per_worker),
                                 ("--cpus-per-worker", cpus_per_worker), ("--files-per-call", files_per_call),
@@ -311,6 +318,11 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: tuple[str, 
         click.echo(line)
     if result.model_note:
         click.echo(f"  model:    {result.model_note}")
+    # Last, under the summary it explains, where it is read.
+    warning = no_face_warning(result.face_stats, min_face=options.min_face, detect_score=options.detect_score,
+                              video=bool(video))
+    if warning:
+        click.echo(warning)
     if result.report.interrupted:
         ctx.exit(stop_exit_code())
     if not result.report.ok:

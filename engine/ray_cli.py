@@ -70,6 +70,13 @@ def ray_main(opts: RayOptions, *, images: Path | None, video: str | None, out: P
                  for line in lines]
     for line in lines:
         click.echo(line)
+    if face_config is not None and report.faces:
+        from .summary import no_face_warning
+
+        warning = no_face_warning(FaceStats(**report.faces), min_face=face_config.min_face,
+                                  detect_score=face_config.score_threshold, video=video is not None)
+        if warning:
+            click.echo(warning)
     if rep.interrupted:
         return stop_exit_code()
     return 0 if rep.ok else 1

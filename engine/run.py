@@ -20,7 +20,7 @@ from cyclemask.artifacts import DEFAULT_STREAMS
 from cyclemask.errors import ConfigError
 
 from .backends import BACKEND_NAMES, Backend, BackendOptions, create_backend
-from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig, FaceProcessor
+from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig, FaceProcessor, FaceStats
 
 PASTE_CHOICES = ("auto",) + PASTE_MODES
 from .pipeline import PipelineConfig, RunReport, run_pipeline
@@ -278,6 +278,7 @@ class RunResult:
     output: str
     faces: str | None  # the face statistics' summary (face-aware mode)
     model_note: str | None  # what the embedded demo model is, when it ran
+    face_stats: FaceStats | None = None  # face-aware mode: the counts behind `faces`
 
 
 def translate(options: RunOptions, *, images: Path | None = None, video: str | os.PathLike | None = None,
@@ -334,8 +335,9 @@ def translate(options: RunOptions, *, images: Path | None = None, video: str | o
         source.close()
         if lock is not None:
             lock.release()
-    faces = None if face_config is None else processor.stats.summary(options.min_face)
-    return RunResult(report, be, reason, setup_s, sink.describe(), faces, model_note)
+    stats = None if face_config is None else processor.stats
+    faces = None if stats is None else stats.summary(options.min_face)
+    return RunResult(report, be, reason, setup_s, sink.describe(), faces, model_note, stats)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -99,3 +99,18 @@ def videos_summary_lines(result) -> list[str]:
     lines.append(f"  throughput: {fps:.1f} frames/s ({frames} frames in {result.elapsed_s:.2f} s, "
                  f"batch {crops / batches if batches else 0:.1f} on average; model load {result.setup_s:.2f} s)")
     return lines
+
+
+def no_face_warning(stats, *, min_face: int, detect_score: float, video: bool) -> str | None:
+    """One line when face-aware mode found no face in any input it read: the outputs are then the
+    inputs passed through, and the summary's counts alone are easy to miss. None otherwise (aligned
+    mode, a run that found a face, or one that read nothing)."""
+    if stats is None or stats.found or stats.frames == 0:
+        return None
+    what = f"{stats.frames} frame{'s' if stats.frames != 1 else ''}" if video else \
+        f"{stats.frames} image{'s' if stats.frames != 1 else ''}"
+    small = f" ({stats.too_small} smaller than --min-face {min_face} px)" if stats.too_small else ""
+    return (f"warning: no face found in any of the {what}{small}, so nothing was translated; "
+            f"for photos that are already face crops use --aligned; for small faces lower --min-face "
+            f"(now {min_face}); for masked, turned or dim faces lower --detect-score "
+            f"(now {detect_score:g})")

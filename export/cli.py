@@ -121,12 +121,8 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
           --calib mask=crops/trainA --holdout mask=crops/testA \\
           --calib unmask=crops/trainB --holdout unmask=crops/testB
     """
-    require_torch("cyclemask-export")
-    from tqdm import tqdm
-
-    from .pipeline import ExportOptions, engine_from_onnx, export_checkpoint
-    from .tensorrt import EngineBuildConfig, EngineProfile
-
+    # Every usage error comes before torch and onnx are imported (10-20 s on a small CPU): a
+    # mistyped command is answered at once.
     if (checkpoint is None) == (from_onnx is None):
         raise click.UsageError("give exactly one of --checkpoint and --from-onnx")
     if from_onnx is not None and (int8 or bf16):
@@ -143,6 +139,14 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
         fp16, engine = True, True
     elif engine:
         fp16 = True
+    calib_pairs, holdout_pairs = _folder_pairs(calib, "--calib"), _folder_pairs(holdout, "--holdout")
+
+    require_torch("cyclemask-export")
+    from tqdm import tqdm
+
+    from .pipeline import ExportOptions, engine_from_onnx, export_checkpoint
+    from .tensorrt import EngineBuildConfig, EngineProfile
+
     if threads:
         import torch
 
@@ -156,8 +160,7 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
     from .lowp import LowpOptions
     from .quantize import Int8Config
 
-    lowp = LowpOptions(int8=int8, bf16=bf16, calib=_folder_pairs(calib, "--calib"),
-                       holdout=_folder_pairs(holdout, "--holdout"), holdout_count=holdout_count,
+    lowp = LowpOptions(int8=int8, bf16=bf16, calib=calib_pairs, holdout=holdout_pairs, holdout_count=holdout_count,
                        config=Int8Config(calib_count=calib_count, fp32_convs=int8_fp32_convs,
                                          fp32_residual_adds=int8_fp32_adds, preset=int8_preset,
                                          bias_correction=int8_bias_correction, accuracy_aware=int8_accuracy_aware,

@@ -271,12 +271,14 @@ fi
 
 # -- bench ----------------------------------------------------------------------------------------
 if [ "$DRY" = 1 ]; then
-    BENCH_ARGS=(--device cpu --models tiny --batches 1,2 --variants 'torch-*' --repeats 2 --min-seconds 0.05
-                --warmup 1 --pipeline-seconds 0.2 --max-frames 8 --threads 1)
+    BENCH_ARGS=(--all --device cpu --models tiny --batches 1,2 --variants 'torch-*' --repeats 2 --min-seconds 0.05
+                --warmup 1 --warmup-seconds 0 --pipeline-seconds 0.2 --max-frames 8 --threads 1)
 else
     # Batches 1 and 32: CUDA graphs and torch.compile build once per batch size, and a compile
-    # takes tens of seconds; two sizes keep the step inside its limit.
-    BENCH_ARGS=(--device cuda --models full,small --batches 1,32 --pipeline-seconds 1 --max-frames 256)
+    # takes tens of seconds; two sizes keep the step inside its limit. --all: every variant, not
+    # the quick table; CUDA kernels settle within the 5 warm-up calls, so little warm-up time.
+    BENCH_ARGS=(--all --device cuda --models full,small --batches 1,32 --warmup-seconds 0.2 --pipeline-seconds 1
+                --max-frames 256)
 fi
 if [ "$IMPORT_OK" != 1 ]; then
     STEPS+=("| bench | skipped | 0 | cyclemask could not be imported |"); STATUS=1

@@ -233,3 +233,22 @@ def test_a_forked_child_does_not_keep_the_lock_of_a_dead_parent(tmp_path):
             pass
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
+
+
+def test_temporary_folder_goes_on_the_way_out_and_with_a_hard_exit(tmp_path, monkeypatch):
+    import tempfile
+
+    from cyclemask import outputs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        with outputs.temporary_folder("bench-") as scratch:
+            (scratch / "clip.mp4").write_bytes(b"x" * 100)
+            raise KeyboardInterrupt
+    assert not list(tmp_path.iterdir())
+    with outputs.temporary_folder("bench-") as scratch:
+        (scratch / "clip.mp4").write_bytes(b"x")
+        # What a second stop signal runs before os._exit: no unwinding would remove it after.
+        assert outputs.remove_live_partials() >= 1
+        assert not scratch.exists()
+    assert not list(tmp_path.iterdir())

@@ -57,8 +57,50 @@ def test_percentile_matches_numpy_and_refuses_nothing():
 
 def test_time_raw_warms_up_repeats_and_times_each_call():
     be = FakeBackend()
-    ips, lat = tp.time_raw(be, 2, warmup=3, repeats=4, min_seconds=0.0)
+    ips, lat = tp.time_raw(be, 2, warmup=3, repeats=4, min_seconds=0.0, warmup_seconds=0.0)
     assert be.calls == 3 + 4 and len(lat) == 4 and ips > 0
+
+
+class WarmingBackend(FakeBackend):
+    """Its first `slow` calls take `slow_s`, the rest `fast_s`: oneDNN's BF16 kernels on this
+    machine took ~0.9 s for each of their first few calls and 12 ms after."""
+
+    def __init__(self, slow: int, slow_s: float, fast_s: float) -> None:
+        super().__init__()
+        self.slow, self.slow_s, self.fast_s = slow, slow_s, fast_s
+        self.description = "warming"
+
+    def infer(self, x):
+        import time
+
+        self.calls += 1
+        time.sleep(self.slow_s if self.calls <= self.slow else self.fast_s)
+        return x
+
+
+def test_time_raw_times_the_backend_after_its_slow_first_calls():
+    # The old loop warmed up with one call and timed repeats of "at least min_seconds": each
+    # repeat was then one of the slow calls, and the median said ~7 images/s for a backend
+    # running ~300 (the BF16 rows' pipeline/raw of 78).
+    be = WarmingBackend(slow=4, slow_s=0.15, fast_s=0.003)
+    ips, _ = tp.time_raw(be, 1, warmup=1, repeats=3, min_seconds=0.05)
+    assert ips > 100, ips
+
+
+def test_pipeline_faster_than_raw_is_timed_again(tmp_path, monkeypatch):
+    # A warm-up too short for the backend (here: none) leaves the raw figure low; the pipeline,
+    # timed after, then beats it, which cannot be true. The row must not show that.
+    be = WarmingBackend(slow=3, slow_s=0.15, fast_s=0.003)
+    monkeypatch.setattr(tp, "time_pipeline", lambda backend, kind, n, batch, pinputs, scratch: 150.0)
+    s = tp.Settings("cpu", ("tiny",), (1,), None, 3, 0.05, 0, True, 0.2, 8, False, None)
+    row = tp.Row("tiny", "warming", "warming", "fp32", 1, 0.0, 0.0, 0.0, 0, 1)
+    ips, _ = tp.time_raw(be, 1, warmup=0, repeats=3, min_seconds=0.05, warmup_seconds=0.0)
+    row.images_per_s = round(ips, 3)
+    assert row.images_per_s < 10  # the planted mistake: timed during the slow calls
+    tp._pipeline_rows(row, be, s, None, tmp_path)
+    assert row.video_images_per_s == 150.0 and row.folder_images_per_s == 150.0
+    assert row.images_per_s > 150.0 and row.ratio("video") < 1.0, row
+    assert any("timed again" in n for n in row.notes), row.notes
 
 
 def test_time_raw_keeps_the_backend_window_in_flight():
@@ -169,10 +211,58 @@ def test_cli_reports_when_nothing_can_run():
     assert res.exit_code == 1 and "--device cuda: torch sees no CUDA GPU here" in res.output
 
 
+def test_first_sigterm_stops_prints_the_rows_and_removes_the_temporary_folder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    # Long rows, each printed when measured (--all): the signal lands inside the second one.
+    args = [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--all", "--models", "tiny", "--variants",
+            "torch-cpu-fp32", "--batches", "1,2", "--repeats", "20", "--min-seconds", "0.3", "--warmup-seconds", "0",
+            "--no-pipeline", "--no-faces"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TMPDIR=str(tmp_path)), cwd=tmp_path)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("| tiny | torch-cpu-fp32 |"):
+                break
+        assert list(tmp_path.glob("cyclemask-bench-*")), "the run should be using its temporary folder now"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert time.monotonic() - t0 < 15  # one timing call of 0.3 s, then the way out
+    out = "".join(lines) + rest
+    assert out.count("| tiny | torch-cpu-fp32 |") == 1, out  # batch 1 measured, batch 2 not
+    assert "stopped: interrupted (SIGTERM); 1 row(s) measured before it" in out, out
+    assert not list(tmp_path.glob("cyclemask-bench-*")), "the temporary folder was left behind"
+
+
+def test_a_stop_inside_a_pipeline_run_stops_the_benchmark(tmp_path, monkeypatch):
+    # run_pipeline takes Ctrl-C / SIGTERM itself and returns a report marked interrupted; read
+    # as a failed run, it became a note on the row and the benchmark went on to the next one.
+    from cyclemask.engine import pipeline
+    from cyclemask.imageio import write_image
+
+    folder = tmp_path / "faces"
+    for i in range(2):
+        write_image(folder / f"{i}.png", np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setattr(tp.PipelineInputs, "get", lambda self, kind, n: folder)
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: pipeline.RunReport(total=2, inputs=1, interrupted=True))
+    with pytest.raises(KeyboardInterrupt):
+        tp.time_pipeline(FakeBackend(), "folder", 2, 1, tp.PipelineInputs(tmp_path), tmp_path)
+
+
 def test_cli_help_documents_every_option():
     res = CliRunner().invoke(tp.main, ["--help"])
     assert res.exit_code == 0
-    for opt in ("--device", "--models", "--batches", "--variants", "--repeats", "--min-seconds", "--warmup",
+    for opt in ("--device", "--all", "--models", "--batches", "--variants", "--repeats", "--min-seconds", "--warmup",
+                "--warmup-seconds",
                 "--pipeline / --no-pipeline", "--pipeline-seconds", "--max-frames", "--faces / --no-faces",
                 "--slow / --no-slow", "--threads", "--json", "--out", "--debug"):
         assert opt in res.output, opt

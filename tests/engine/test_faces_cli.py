@@ -172,6 +172,35 @@ def test_image_folder_in_face_mode(tmp_path, bundle_path, face_detector_path, tw
     assert out.shape == two_faces.shape
     np.testing.assert_array_equal(out[:10], two_faces[:10])  # the top strip is far from both faces
     assert (out != two_faces).any(axis=2).mean() > 0.05
+    assert "warning:" not in res.output  # a face was found: nothing to warn of
+
+
+def test_a_run_that_finds_no_face_anywhere_says_so_in_one_line(tmp_path, bundle_path, no_env, rng):
+    src = tmp_path / "crops"
+    src.mkdir()
+    for i in range(3):  # noise: nothing YuNet calls a face
+        write_image(src / f"{i}.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    res = run("--model", bundle_path, "--images", src, "--out", tmp_path / "out", "--unmask")
+    assert res.exit_code == 0, res.output  # passing the photos through is not a failure
+    warnings = [line for line in res.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, res.output
+    assert "no face found in any of the 3 images" in warnings[0]
+    for flag in ("--aligned", "--min-face", "--detect-score"):
+        assert flag in warnings[0], flag
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]
+    res = run("--model", bundle_path, "--images", src, "--out", tmp_path / "aligned", "--unmask", "--aligned")
+    assert res.exit_code == 0 and "warning:" not in res.output, res.output  # aligned mode finds no faces by design
+
+
+def test_mask_and_unmask_together_is_a_usage_error(tmp_path, bundle_path, no_env):
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.png", np.zeros((20, 20, 3), np.uint8))
+    for flags in (("--mask", "--unmask"), ("--unmask", "--mask")):
+        res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o", *flags)
+        assert res.exit_code == 2 and "--mask and --unmask contradict each other" in res.output, res.output
+        assert not (tmp_path / "o").exists()
+    res = run("--model", bundle_path, "--images", tmp_path / "in", "--out", tmp_path / "o", "--unmask")
+    assert res.exit_code == 0 and "(unmask, 64px)" in res.output, res.output
 
 
 def test_video_without_faces_keeps_fps_count_and_size(tmp_path, bundle_path, face_detector_path, monkeypatch, rng):
@@ -248,3 +277,16 @@ def test_scene_cuts_between_clips_reset_tracks_and_none_inside_a_clip(shared_dat
     for frame in first + second:
         proc.prepare(frame)
     assert proc.stats.scene_cuts == 1 and proc.stats.held == 0
+
+
+def test_no_face_warning_wording_for_videos_and_small_faces():
+    # The same line ends a --ray run (engine/ray_cli.py), built from the workers' summed counts.
+    from cyclemask.engine.faces import FaceStats
+    from cyclemask.engine.summary import no_face_warning
+
+    line = no_face_warning(FaceStats(frames=5, too_small=2), min_face=32, detect_score=0.5, video=True)
+    assert line.startswith("warning: no face found in any of the 5 frames (2 smaller than --min-face 32 px)")
+    assert "--min-face (now 32)" in line and "--detect-score (now 0.5)" in line and "--aligned" in line
+    assert no_face_warning(FaceStats(frames=5, found=1), min_face=32, detect_score=0.5, video=True) is None
+    assert no_face_warning(FaceStats(), min_face=32, detect_score=0.5, video=False) is None  # nothing read
+    assert no_face_warning(None, min_face=32, detect_score=0.5, video=False) is None  # aligned mode

@@ -146,6 +146,33 @@ def test_usage_errors_exit_2(args, match):
     assert res.exit_code == 2 and match in res.output
 
 
+# A driver in a fresh interpreter: this test process has imported torch long ago.
+_LIGHT_DRIVER = """
+import sys
+from cyclemask.export.cli import main
+try:
+    main(sys.argv[1:], prog_name="cyclemask-export")
+except SystemExit as exc:
+    heavy = sorted(m for m in ("torch", "onnx", "onnxruntime", "openvino", "onnxscript") if m in sys.modules)
+    print(f"exit {exc.code}; heavy modules: {','.join(heavy) or 'none'}")
+"""
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--fp16"], "give exactly one of --checkpoint and --from-onnx"),
+    (["--from-onnx", "b.onnx", "--int8"], "--int8 / --bf16 start from the checkpoint"),
+    (["--checkpoint", "a.pt", "--calib", "crops/"], "--calib / --holdout are for --int8 and --bf16"),
+    (["--checkpoint", "a.pt", "--int8", "--calib", "sideways=crops"], "the part before '=' must be mask or unmask"),
+])
+def test_usage_errors_come_before_torch_and_onnx_are_imported(args, match):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _LIGHT_DRIVER, *args], capture_output=True, text=True, timeout=120)
+    assert match in proc.stderr, proc.stderr
+    assert "exit 2; heavy modules: none" in proc.stdout, proc.stdout
+
+
 def test_checkpoint_refusals(tmp_path, bundle, gen_a):
     res = run(["--checkpoint", tmp_path / "none.pt", "--out", tmp_path / "o"])
     assert res.exit_code == 1 and "none.pt: no such checkpoint file" in res.output
