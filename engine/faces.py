@@ -246,9 +246,9 @@ class FaceStats:
         held += f"; {self.recovered} found again on rotated copies" if self.recovered else ""
         small = f"; {self.too_small} under --min-face {min_face} px left as they were" if self.too_small else ""
         whole = f"; {self.whole_crop} pasted as whole crops (no usable landmarks)" if self.whole_crop else ""
-        if self.implausible or self.unconfirmed:
-            small += (f"; {self.implausible} with implausible landmarks and {self.unconfirmed} seen in "
-                      "too few frames left as they were")
+        small += f"; {self.implausible} with implausible landmarks left as they were" if self.implausible else ""
+        small += (f"; {self.unconfirmed} of new faces not yet confirmed by a second frame left as they were"
+                  if self.unconfirmed else "")
         return (f"{self.found} found in {self.frames_with_faces} of {self.frames} frames{small}; "
                 f"{self.translated} translated{held}{whole}")
 

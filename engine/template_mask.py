@@ -148,9 +148,9 @@ class TemplateStats(FaceStats):
         held = f", {self.held} of them held by tracking" if self.held else ""
         held += f"; {self.recovered} found again on rotated copies" if self.recovered else ""
         small = f"; {self.too_small} under --min-face {min_face} px left as they were" if self.too_small else ""
-        if self.implausible or self.unconfirmed:
-            small += (f"; {self.implausible} with implausible landmarks and {self.unconfirmed} seen in "
-                      "too few frames left as they were")
+        small += f"; {self.implausible} with implausible landmarks left as they were" if self.implausible else ""
+        small += (f"; {self.unconfirmed} of new faces not yet confirmed by a second frame left as they were"
+                  if self.unconfirmed else "")
         skipped = self.no_landmarks + self.failed
         left = f"; {skipped} left as they were (no usable landmarks)" if skipped else ""
         return (f"{self.found} found in {self.frames_with_faces} of {self.frames} frames{small}; "

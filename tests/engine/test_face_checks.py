@@ -86,7 +86,7 @@ def test_a_detection_with_implausible_landmarks_is_not_translated(rng):
     photo = FaceConfig(track=False)
     assert _crops(photo, FRONTAL, [img])[0] == [1]
     n, proc = _crops(photo, IMPLAUSIBLE["mouth_below"], [img])
-    assert n == [0] and proc.stats.implausible == 1 and "1 with implausible landmarks" in proc.stats.summary(32)
+    assert n == [0] and proc.stats.implausible == 1 and "1 with implausible landmarks left" in proc.stats.summary(32)
     # --no-face-checks: as before, every detection is translated.
     assert _crops(FaceConfig(track=False, face_checks=False), IMPLAUSIBLE["mouth_below"], [img])[0] == [1]
 
@@ -162,3 +162,10 @@ def test_a_moving_face_is_followed_with_a_bounded_lag():
     lag = np.abs(smooth[25:, :, 0].mean(axis=1) - raw[25:, :, 0].mean(axis=1))
     assert lag.mean() < 4.0  # within one frame's movement
     assert lag.max() < 8.0
+
+
+def test_no_face_checks_reaches_the_face_config():
+    from cyclemask.engine.run import RunOptions
+
+    assert RunOptions().face_config(video=True).face_checks is True
+    assert RunOptions.from_cli({"no_face_checks": True}).face_config(video=True).face_checks is False

@@ -83,7 +83,7 @@ def test_help_documents_the_face_options():
     res = CliRunner().invoke(main, ["--help"])
     assert res.exit_code == 0
     text = " ".join(res.output.split())
-    for opt in ("--face-detector", "--min-face", "--margin", "--no-track", "--color-match", "--detect-side",
+    for opt in ("--face-detector", "--min-face", "--margin", "--no-track", "--no-face-checks", "--color-match", "--detect-side",
                 "--detect-workers", "--paste", "--detect-score", "--rotated-detection"):
         assert opt in text, opt
     assert DETECTOR_ENV in text
