@@ -46,7 +46,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -305,6 +305,27 @@ class _Paste:
     face: Box | None = None  # the (tracked) face box the crop was cut around
 
 
+class _FacesAhead(Sequence):
+    """Each following frame's usable faces, waited for on first access; None for one not known
+    (cancelled, failed, or no image): it confirms nothing."""
+
+    def __init__(self, futures, usable: Callable[[list[Face]], list[Face]]) -> None:
+        self._futures, self._usable = list(futures), usable
+        self._got: dict[int, list[Face] | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def __getitem__(self, k):
+        if k not in self._got:
+            future = self._futures[k]
+            try:
+                self._got[k] = None if future is None else self._usable(future.result())
+            except Exception:  # its own frame reports it; here it only confirms nothing
+                self._got[k] = None
+        return self._got[k]
+
+
 class FaceProcessor(FrameProcessor):
     """Detect, track, crop, and blend back (see the module docstring).
 
@@ -391,16 +412,11 @@ class FaceProcessor(FrameProcessor):
         big = [f for f in faces if f.size >= c.min_face]
         return [f for f in big if plausible(f)] if c.face_checks else big
 
-    def _faces_ahead(self, ahead: Any) -> list[list[Face] | None]:
+    def _faces_ahead(self, ahead: Any) -> "_FacesAhead":
         """The usable detections of the frames after this one that detect-ahead already runs
-        (`Ahead.following`); None for one not known (cancelled, failed, or no image)."""
-        out: list[list[Face] | None] = []
-        for future in getattr(ahead, "following", ()):
-            try:
-                out.append(None if future is None else self._usable(future.result()))
-            except Exception:  # its own frame reports it; here it only confirms nothing
-                out.append(None)
-        return out
+        (`Ahead.following`), fetched only when tracking asks for them (a new face to confirm):
+        waiting on them every frame would keep the detection pool from running ahead."""
+        return _FacesAhead(getattr(ahead, "following", ()), self._usable)
 
     def _faces_for(self, image: np.ndarray, ahead: Any) -> list[Face]:
         """The frame's detections: waited for when detect-ahead started them (`ahead`, a Future),

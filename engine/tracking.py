@@ -12,7 +12,7 @@ change of frame size (the reasons are in engine/faces.py's docstring).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -165,12 +165,14 @@ class FaceTracker:
         matched = {ti for ti, _ in self._associate(preds, faces)}
         return [p for ti, (p, t) in enumerate(zip(preds, self._tracks)) if ti not in matched and t.confirmed and t.hits >= 2]
 
-    def _confirmed_ahead(self, track: _Track, ahead: list[list[Face] | None]) -> bool:
+    def _confirmed_ahead(self, track: _Track, ahead: Sequence[list[Face] | None]) -> bool:
         """Whether the detections of the frames ahead bring a new track to its confirmation
         within its window (followed by IoU from box to box, as `update` will follow it)."""
         c = self.config
         hits, box = track.hits, track.box
-        for faces in ahead[:max(0, c.confirm_window - track.age)]:
+        # Indexed one by one: `ahead` may wait for each frame's detection only when asked.
+        for k in range(min(len(ahead), max(0, c.confirm_window - track.age))):
+            faces = ahead[k]
             best = max(faces or [], key=lambda f: iou(box, f.box), default=None)
             if best is not None and iou(box, best.box) >= c.iou_threshold:
                 hits, box = hits + 1, best.box
@@ -179,7 +181,7 @@ class FaceTracker:
         return False
 
     def update(self, image: np.ndarray, faces: list[Face],
-               ahead: list[list[Face] | None] | None = None) -> list[tuple[Box, bool, np.ndarray | None]]:
+               ahead: Sequence[list[Face] | None] | None = None) -> list[tuple[Box, bool, np.ndarray | None]]:
         """This frame's faces to translate: (box, held, landmarks [5, 2] or None) per live
         confirmed track, in track order.
 

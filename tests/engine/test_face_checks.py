@@ -169,3 +169,28 @@ def test_no_face_checks_reaches_the_face_config():
 
     assert RunOptions().face_config(video=True).face_checks is True
     assert RunOptions.from_cli({"no_face_checks": True}).face_config(video=True).face_checks is False
+
+
+def test_frames_ahead_are_waited_for_only_to_confirm_a_new_face(rng):
+    # Waiting on every following frame's detection in every frame would stall detect-ahead's
+    # pool behind `prepare`; only a face not yet confirmed needs them.
+    import concurrent.futures
+
+    from cyclemask.engine.detect_ahead import Ahead
+
+    class Watched:
+        calls = 0
+
+        def result(self):
+            Watched.calls += 1
+            return []
+
+    detector = PlacedLandmarks(FRONTAL)
+    proc = FaceProcessor(SIZE, FaceConfig(), detector_factory=lambda: detector)
+    counts = []
+    for img in _clip(rng, [1, 1, 1, 1]):
+        own = concurrent.futures.Future()
+        own.set_result(detector.detect(img))
+        proc.prepare(img, Ahead(own, [Watched(), Watched()]))
+        counts.append(Watched.calls)
+    assert counts == [2, 2, 2, 2]  # frame 0: both looked at (neither confirms); then none
