@@ -137,6 +137,12 @@ log = logging.getLogger(__name__)
               help="Face-aware mode, videos: detect every frame on its own, without following faces "
                    "from frame to frame (tracking smooths the crop boxes so the result does not "
                    "jitter; image folders are never tracked).")
+@click.option("--no-face-checks", is_flag=True,
+              help="Face-aware mode: translate every detection, as it comes. By default a detection "
+                   "whose landmarks no real face has (eyes below the mouth, crossed mouth corners...) "
+                   "is left alone, and in a video a new face is translated only once it is seen in 2 "
+                   "of 3 frames (the frames detected ahead confirm it, so it is translated from its "
+                   "first frame; with --detect-workers 0, from its second detection).")
 @click.option("--color-match", is_flag=True,
               help="Face-aware mode: bring dark faces to a normal exposure for the model and the result "
                    "back to the frame's, and match its colour to the frame around the face (for "

@@ -9,6 +9,11 @@ once up to `depth` are in flight, each carrying the Future of its own detections
 detecting. The result rides on the frame itself, so no frame can pick up another's detections,
 and a frame the pipeline never prepares costs nothing but its detection. Tracking stays in
 `prepare`, in frame order: detection is stateless, tracking is not.
+
+Each frame's `ahead` is an `Ahead`: its own Future (`result()`), and, as `following`, the
+Futures of the frames read after it (up to `depth` - 1). Tracking looks at those to confirm a
+new face on its first frame (engine/tracking.py) instead of waiting for the frames to come, so
+a real face is translated from its first frame while a one-frame false one never is.
 """
 
 from __future__ import annotations
@@ -20,6 +25,18 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .contracts import Frame, Source
+
+
+class Ahead:
+    """A frame's detections running ahead (`result()`), and those of the frames after it."""
+
+    __slots__ = ("own", "following")
+
+    def __init__(self, own: concurrent.futures.Future, following: list) -> None:
+        self.own, self.following = own, following
+
+    def result(self):
+        return self.own.result()
 
 
 class DetectAheadSource(Source):
@@ -82,7 +99,10 @@ class DetectAheadSource(Source):
                     pending.append(frame)
                 if not pending:
                     break
-                yield pending.popleft()
+                frame = pending.popleft()
+                if isinstance(frame.ahead, concurrent.futures.Future):
+                    frame.ahead = Ahead(frame.ahead, [_own(f.ahead) for f in pending])
+                yield frame
         finally:
             self._shutdown()
         if failure is not None and not isinstance(failure, StopIteration):
@@ -98,3 +118,8 @@ class DetectAheadSource(Source):
     def close(self) -> None:
         self._shutdown()
         self._source.close()
+
+
+def _own(ahead) -> concurrent.futures.Future | None:
+    """A pending frame's own detection Future (None for a frame with nothing to detect)."""
+    return ahead.own if isinstance(ahead, Ahead) else ahead

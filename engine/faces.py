@@ -46,7 +46,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -68,8 +68,10 @@ from cyclemask.images import resize
 # Colour matching and tracking live in modules of their own; their names stay importable from here.
 from .colour_match import _ring, apply_gain, exposure_gain, mean_luminance, ring_lab, shift_lab  # noqa: F401
 from .detect_ahead import DetectAheadSource
+from .face_checks import plausible
 from .processing import FrameProcessor
 from .tracking import FaceTracker, _landmarks, _usable_landmarks
+from .zone_paste import changed_matte, zone_colour_offset  # noqa: F401  (importable from here)
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,17 @@ class FaceConfig:
         pairs and clips (benchmarks/detect_recall.py measures it).
     detect_retry: detect again on a padded copy when nothing is found (for tight face crops in
         photo folders; it costs a second, larger detection on every frame without faces).
-    smoothing: 0 follows every detection exactly; towards 1, small movements are smoothed more.
+    smoothing: 0 follows every detection exactly; otherwise box and landmarks go through a
+        One-Euro filter (engine/tracking.py): min_cutoff (cycles per frame) is its cutoff for a
+        still face, beta how fast the cutoff rises with the face's speed (face sizes per frame,
+        itself low-passed at d_cutoff). Tuned on benchmarks/zone_jitter.py.
     snap: a detection this far from the smoothed box (as a fraction of the face size) is
         followed at once.
+    face_checks: drop detections whose landmarks no real face has (engine/face_checks.py) and
+        translate a new track only once it is confirmed by confirm_hits detections within
+        confirm_window frames (videos); detections running ahead (detect-ahead) confirm it on
+        its first frame, so a real face loses no frame. False: every detection is translated at
+        once, as before these checks.
     hold_frames: frames a track is kept, and translated, after the detector lost it.
     rotated: extra detection passes on copies rotated by `rotations` degrees, for tilted heads
         (YuNet misses heads tilted past ~20 degrees, masked ones sooner): "full" over the whole
@@ -135,7 +145,13 @@ class FaceConfig:
     score_threshold: float = 0.5
     detect_retry: bool = False
     smoothing: float = 0.7
+    min_cutoff: float = 0.02
+    beta: float = 15.0
+    d_cutoff: float = 0.03
     snap: float = 0.25
+    face_checks: bool = True
+    confirm_hits: int = 2
+    confirm_window: int = 3
     iou_threshold: float = 0.3
     hold_frames: int = 2
     rotated: str = "lost"
@@ -166,6 +182,13 @@ class FaceConfig:
                 raise ConfigError(f"{name} must be in (0, 1); got {getattr(self, name)!r}")
         if not 0.0 <= self.smoothing < 1.0:
             raise ConfigError(f"smoothing must be in [0, 1); got {self.smoothing!r}")
+        if not (self.min_cutoff > 0 and self.beta >= 0 and self.d_cutoff > 0):
+            raise ConfigError("min_cutoff and d_cutoff must be > 0 and beta >= 0; got "
+                              f"{self.min_cutoff!r}, {self.d_cutoff!r}, {self.beta!r}")
+        if not (isinstance(self.confirm_hits, int) and isinstance(self.confirm_window, int)
+                and 1 <= self.confirm_hits <= self.confirm_window <= 4):
+            raise ConfigError("confirm_hits and confirm_window must be integers with 1 <= hits <= window <= 4; "
+                              f"got {self.confirm_hits!r}, {self.confirm_window!r}")
         if not self.snap > 0:
             raise ConfigError(f"snap must be > 0; got {self.snap!r}")
         if not 0.0 < self.scene_cut <= 1.0:
@@ -200,6 +223,8 @@ class FaceStats:
     frames_with_faces: int = 0  # frames that gave at least one crop
     found: int = 0  # detections at or above min_face
     too_small: int = 0  # detections below min_face (left as they are)
+    implausible: int = 0  # detections whose landmarks no face has (left as they are)
+    unconfirmed: int = 0  # detections of new tracks never confirmed in time (left as they are)
     held: int = 0  # crops of tracks the detector missed in that frame
     recovered: int = 0  # faces the upright pass lost, found again by rotated passes around their track
     whole_crop: int = 0  # zone mode: faces pasted as whole crops (no usable landmarks)
@@ -221,6 +246,9 @@ class FaceStats:
         held += f"; {self.recovered} found again on rotated copies" if self.recovered else ""
         small = f"; {self.too_small} under --min-face {min_face} px left as they were" if self.too_small else ""
         whole = f"; {self.whole_crop} pasted as whole crops (no usable landmarks)" if self.whole_crop else ""
+        small += f"; {self.implausible} with implausible landmarks left as they were" if self.implausible else ""
+        small += (f"; {self.unconfirmed} of new faces not yet confirmed by a second frame left as they were"
+                  if self.unconfirmed else "")
         return (f"{self.found} found in {self.frames_with_faces} of {self.frames} frames{small}; "
                 f"{self.translated} translated{held}{whole}")
 
@@ -277,73 +305,25 @@ class _Paste:
     face: Box | None = None  # the (tracked) face box the crop was cut around
 
 
-# -------------------------------------------------------------------------------------------
-# Zone compositing
+class _FacesAhead(Sequence):
+    """Each following frame's usable faces, waited for on first access; None for one not known
+    (cancelled, failed, or no image): it confirms nothing."""
 
+    def __init__(self, futures, usable: Callable[[list[Face]], list[Face]]) -> None:
+        self._futures, self._usable = list(futures), usable
+        self._got: dict[int, list[Face] | None] = {}
 
-def zone_colour_offset(source: np.ndarray, generated: np.ndarray, matte: np.ndarray, h: float,
-                       band: float = 0.15, sigma: float = 0.35, tolerance: float = 24.0,
-                       field: bool = True) -> np.ndarray:
-    """The generator's low-frequency colour drift around the zone, as an offset field [S, S, 3].
+    def __len__(self) -> int:
+        return len(self._futures)
 
-    source, generated: the crop before and after translation (uint8 [S, S, 3]); matte: the
-    zone's alpha at the same size; h: the face's eye-to-mouth distance in these pixels.
-    Outside the zone the generator should have kept the crop as it was, so source - generated
-    there is its drift (colour cast, brightness). It is measured in a band `band` x h wide just
-    outside the matte, robustly (pixels that differ from the crop's overall drift by more than
-    `tolerance`, where the generator painted something such as a mask reaching past the zone,
-    are left out), and spread into the zone by a normalised Gaussian of
-    `sigma` x h: near the band it is the local drift (a seamless edge), far from it the band's
-    mean. Adding it to `generated` makes the pasted zone meet the frame with no halo.
-    """
-    import cv2
-
-    s = source.shape[0]
-    support = (matte > 0).astype(np.uint8)
-    r = max(1, int(round(band * h)))
-    ring = cv2.dilate(support, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > support
-    diff = source.astype(np.float32) - generated.astype(np.float32)
-    # The overall drift, from the crop's outer ring (background and hair, far from any mask);
-    # in the band, a difference further than `tolerance` from it is content the generator
-    # changed on purpose (a mask painted past the zone, a real mask's edge it removed).
-    overall = np.median(diff[_ring(s)], axis=0)
-    w = (ring & np.all(np.abs(diff - overall) <= tolerance, axis=2)).astype(np.float32)
-    if w.sum() < 8:
-        return np.broadcast_to(overall.astype(np.float32), diff.shape).copy()
-    mean = (diff * w[..., None]).sum(axis=(0, 1)) / w.sum()
-    if not field:
-        return np.broadcast_to(mean.astype(np.float32), diff.shape).copy()
-    sig = max(1.0, sigma * h)
-    k = int(min(2 * s + 1, 2 * round(3 * sig) + 1))
-    num = cv2.GaussianBlur(diff * w[..., None], (k, k), sig, borderType=cv2.BORDER_REPLICATE)
-    den = cv2.GaussianBlur(w, (k, k), sig, borderType=cv2.BORDER_REPLICATE)[..., None]
-    eps = 0.02  # where the band's weight is this small, the offset fades to the band's mean
-    return ((num + eps * mean) / (den + eps)).astype(np.float32)
-
-
-def changed_matte(sent: np.ndarray, got: np.ndarray, threshold: int = 2, grow: int = 1,
-                  feather: float = 1.0) -> np.ndarray:
-    """Where a graph changed a crop, as a soft paste weight [S, S] float32 in [0, 1].
-
-    An erase-then-restore graph composites its output with its own input (see
-    `cyclemask.restore_models.EraseRestore`), so outside its hole the output is the input, bit
-    for bit in FP32 and FP16. Differences of at most `threshold` levels (BF16 and INT8 graphs
-    are not exact) and isolated pixels are not a hole; the rest is grown by `grow` pixels, so the
-    feathered edge falls where the output equals the input anyway, and feathered. 0 on the
-    crop's border, like every paste weight.
-    """
-    import cv2
-
-    changed = (np.abs(sent.astype(np.int16) - got.astype(np.int16)).max(axis=2) > threshold).astype(np.uint8)
-    if not changed.any():
-        return np.zeros(changed.shape, np.float32)
-    kernel = np.ones((3, 3), np.uint8)
-    changed = cv2.morphologyEx(changed, cv2.MORPH_OPEN, kernel)
-    if grow > 0:
-        changed = cv2.dilate(changed, kernel, iterations=grow)
-    weight = cv2.GaussianBlur(changed.astype(np.float32), (0, 0), feather) if feather > 0 else changed.astype(np.float32)
-    weight[0, :] = weight[-1, :] = weight[:, 0] = weight[:, -1] = 0.0
-    return weight
+    def __getitem__(self, k):
+        if k not in self._got:
+            future = self._futures[k]
+            try:
+                self._got[k] = None if future is None else self._usable(future.result())
+            except Exception:  # its own frame reports it; here it only confirms nothing
+                self._got[k] = None
+        return self._got[k]
 
 
 class FaceProcessor(FrameProcessor):
@@ -405,8 +385,8 @@ class FaceProcessor(FrameProcessor):
             for box in self.tracker.lost(faces):
                 # Only a face the lost track will take up (IoU as the tracker associates): any
                 # other would start a second track beside the held one, two crops of one face.
-                near = [f for f in det.detect_near(image, box, c.rotations)
-                        if f.size >= c.min_face and iou(f.box, box) >= c.iou_threshold
+                near = [f for f in self._usable(det.detect_near(image, box, c.rotations))
+                        if iou(f.box, box) >= c.iou_threshold
                         and all(iou(f.box, g.box) <= 0.3 for g in faces + found)]
                 if near:
                     found.append(near[0])
@@ -426,6 +406,18 @@ class FaceProcessor(FrameProcessor):
             return source
         return DetectAheadSource(source, self.detect, workers, depth or 2 * workers)
 
+    def _usable(self, faces: list[Face]) -> list[Face]:
+        """The faces worth translating: large enough and, with face checks, plausible."""
+        c = self.config
+        big = [f for f in faces if f.size >= c.min_face]
+        return [f for f in big if plausible(f)] if c.face_checks else big
+
+    def _faces_ahead(self, ahead: Any) -> "_FacesAhead":
+        """The usable detections of the frames after this one that detect-ahead already runs
+        (`Ahead.following`), fetched only when tracking asks for them (a new face to confirm):
+        waiting on them every frame would keep the detection pool from running ahead."""
+        return _FacesAhead(getattr(ahead, "following", ()), self._usable)
+
     def _faces_for(self, image: np.ndarray, ahead: Any) -> list[Face]:
         """The frame's detections: waited for when detect-ahead started them (`ahead`, a Future),
         else found here."""
@@ -439,25 +431,34 @@ class FaceProcessor(FrameProcessor):
         self.stats.detect_wait_s += time.perf_counter() - t0
         return faces
 
+    def _follow(self, image: np.ndarray, faces: list[Face], ahead: Any) -> list[tuple[Box, bool, np.ndarray | None]]:
+        """The faces to translate in this frame, (box, held, landmarks or None) each: the usable
+        detections, those found again around lost tracks, through the tracker; counted."""
+        c, st = self.config, self.stats
+        big = [f for f in faces if f.size >= c.min_face]
+        usable = self._usable(big)
+        st.found += len(usable)
+        st.too_small += len(faces) - len(big)
+        st.implausible += len(big) - len(usable)
+        if self.tracker is None:
+            return [(f.box, False, _landmarks(f)) for f in usable]
+        if c.rotated == "lost":
+            recovered = self._recover(image, usable)
+            st.recovered += len(recovered)
+            usable = usable + recovered
+        cuts, unconfirmed = self.tracker.cuts, self.tracker.unconfirmed
+        boxes = self.tracker.update(image, usable, self._faces_ahead(ahead) if c.face_checks else None)
+        st.scene_cuts += self.tracker.cuts - cuts
+        st.unconfirmed += self.tracker.unconfirmed - unconfirmed
+        return boxes
+
     # -- FrameProcessor ---------------------------------------------------------------------
     def prepare(self, image: np.ndarray, ahead: Any = None) -> tuple[list[np.ndarray], Any]:
         c, st = self.config, self.stats
         faces = self._faces_for(image, ahead)
         t0 = time.perf_counter()
         st.frames += 1
-        usable = [f for f in faces if f.size >= c.min_face]
-        st.found += len(usable)
-        st.too_small += len(faces) - len(usable)
-        if self.tracker is not None and c.rotated == "lost":
-            recovered = self._recover(image, usable)
-            st.recovered += len(recovered)
-            usable = usable + recovered
-        if self.tracker is not None:
-            cuts = self.tracker.cuts
-            boxes = self.tracker.update(image, usable)
-            st.scene_cuts += self.tracker.cuts - cuts
-        else:
-            boxes = [(f.box, False, _landmarks(f)) for f in usable]
+        boxes = self._follow(image, faces, ahead)
         crops, pastes = [], []
         for face_box, held, landmarks in boxes:
             box = square_crop_box(face_box, image.shape, c.margin, fit="pad")

@@ -43,6 +43,7 @@ class RunOptions:
     min_face: int = FaceConfig.min_face
     margin: float = FaceConfig.margin
     no_track: bool = False
+    no_face_checks: bool = False
     color_match: bool = False
     paste: str = "auto"  # the graph's kind decides (see face_config)
     detect_side: int = FaceConfig.detect_side
@@ -154,7 +155,7 @@ class RunOptions:
                               "(--video without --no-track); use full or off")
         return FaceConfig(min_face=self.min_face, margin=self.margin, track=follow, color_match=self.color_match,
                           paste=paste, detect_side=self.detect_side, detect_retry=not video,
-                          score_threshold=self.detect_score, rotated=rotated)
+                          score_threshold=self.detect_score, rotated=rotated, face_checks=not self.no_face_checks)
 
     def template_masks(self):
         """The loaded mask templates for --mask-method template (None for the generator)."""

@@ -31,7 +31,7 @@ from cyclemask.mask_templates import (DEFAULT_KINDS, MaskChoice, Template, _face
                                       load_textures, place_mask, recolour, shipped_templates_dir)
 
 from .backends import SyncBackend
-from .faces import FaceConfig, FaceProcessor, FaceStats, _landmarks, _usable_landmarks
+from .faces import FaceConfig, FaceProcessor, FaceStats, _usable_landmarks
 
 METHODS = ("gan", "template")
 # No crop is cut; the pipeline only needs the processor and its stand-in backend to agree.
@@ -148,6 +148,9 @@ class TemplateStats(FaceStats):
         held = f", {self.held} of them held by tracking" if self.held else ""
         held += f"; {self.recovered} found again on rotated copies" if self.recovered else ""
         small = f"; {self.too_small} under --min-face {min_face} px left as they were" if self.too_small else ""
+        small += f"; {self.implausible} with implausible landmarks left as they were" if self.implausible else ""
+        small += (f"; {self.unconfirmed} of new faces not yet confirmed by a second frame left as they were"
+                  if self.unconfirmed else "")
         skipped = self.no_landmarks + self.failed
         left = f"; {skipped} left as they were (no usable landmarks)" if skipped else ""
         return (f"{self.found} found in {self.frames_with_faces} of {self.frames} frames{small}; "
@@ -200,22 +203,12 @@ class TemplateMaskProcessor(FaceProcessor):
         faces = self._faces_for(image, ahead)
         t0 = time.perf_counter()
         st.frames += 1
-        usable = [f for f in faces if f.size >= c.min_face]
-        st.found += len(usable)
-        st.too_small += len(faces) - len(usable)
         digest = _frame_digest(image)
+        tracked = self._follow(image, faces, ahead)
         if self.tracker is not None:
-            if c.rotated == "lost":
-                recovered = self._recover(image, usable)
-                st.recovered += len(recovered)
-                usable = usable + recovered
-            cuts = self.tracker.cuts
-            tracked = self.tracker.update(image, usable)
-            st.scene_cuts += self.tracker.cuts - cuts
             idents: list[int | None] = self.tracker.idents()
             self._looks = {i: v for i, v in self._looks.items() if i in idents}
         else:
-            tracked = [(f.box, False, _landmarks(f)) for f in usable]
             idents = [None] * len(tracked)
         state = []
         for k, ((_, held, landmarks), ident) in enumerate(zip(tracked, idents, strict=True)):

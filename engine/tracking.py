@@ -1,15 +1,18 @@
 """Following faces from frame to frame (videos): detections are associated with tracks by IoU;
-a track's box (and its landmarks, with the same weight, so the zone moves with the crop) is an
-exponential moving average whose weight on the new detection grows with the distance from the
-smoothed box; a confirmed track the detector misses is held at its predicted box for up to
-`hold_frames` frames; tracks are reset on a scene cut or a change of frame size (the reasons are
-in engine/faces.py's docstring).
+a track's box and landmarks are smoothed by a One-Euro filter (`OneEuro`: a low-pass whose
+cutoff rises with the face's speed, so a still face holds still and a moving one is followed
+without lag), with one weight per frame for box and landmarks, so the zone moves with the crop;
+a detection further than `snap` from the smoothed box is taken at once. A new track is
+confirmed by 2 detections within 3 frames before it is translated; detections of the frames
+ahead (detect-ahead) can confirm it on its first frame. A confirmed track the detector misses is
+held at its predicted box for up to `hold_frames` frames; tracks are reset on a scene cut or a
+change of frame size (the reasons are in engine/faces.py's docstring).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -41,6 +44,9 @@ class _Track:
     velocity: tuple[float, float] = (0.0, 0.0)  # of the box centre, pixels per frame
     missed: int = 0
     hits: int = 1  # frames with a detection
+    age: int = 1  # frames since the first detection, that one included
+    confirmed: bool = False
+    motion: np.ndarray | None = None  # One-Euro's low-passed lead of the detections, face sizes
 
     def predicted(self) -> Box:
         x, y, w, h = self.box
@@ -50,23 +56,38 @@ class _Track:
         return None if self.landmarks is None else self.landmarks + np.asarray(self.velocity)
 
 
+def one_euro_alpha(cutoff: float) -> float:
+    """The low-pass weight of a new sample for a cutoff in cycles per frame (One-Euro, te = 1)."""
+    tau = 1.0 / (2.0 * np.pi * max(cutoff, 1e-9))
+    return 1.0 / (1.0 + tau)
+
+
 class FaceTracker:
-    """IoU association plus adaptive exponential smoothing (see the module docstring).
+    """IoU association, One-Euro smoothing and track confirmation (see the module docstring).
 
     `config` is the run's `FaceConfig` (engine/faces.py, which imports this module): its
-    smoothing, snap, iou_threshold, hold_frames and scene_cut.
+    smoothing, min_cutoff, beta, d_cutoff, snap, iou_threshold, hold_frames, scene_cut and
+    face_checks, confirm_hits, confirm_window.
     """
+
+    # Frame-to-frame noise of a still face's detection (face sizes per frame) that the speed
+    # ignores: what is left of YuNet's jitter after the speed's low-pass, so a still face keeps
+    # the lowest cutoff (benchmarks/zone_jitter.py).
+    dead_speed = 0.02
 
     def __init__(self, config: Any) -> None:
         self.config = config
         self._tracks: list[_Track] = []
+        self._shown: list[_Track] = []
         self._next_id = 0
         self._shape: tuple[int, ...] | None = None
         self._thumb: np.ndarray | None = None
         self.cuts = 0
+        self.unconfirmed = 0  # detections of tracks not (yet) confirmed, so not translated
 
     def reset(self) -> None:
         self._tracks = []
+        self._shown = []
 
     def _scene_changed(self, image: np.ndarray) -> bool:
         import cv2
@@ -78,14 +99,37 @@ class FaceTracker:
         self._thumb, self._shape = thumb, image.shape
         return changed or new_shape
 
-    def _smooth(self, track: _Track, face: Face) -> None:
+    def _weight(self, track: _Track, face: Face) -> float:
+        """This frame's One-Euro weight on the detection, shared by box and landmarks."""
         c = self.config
         sx, sy, sw, sh = track.box
         dx, dy, dw, dh = face.box
-        scx, scy, dcx, dcy = sx + sw / 2, sy + sh / 2, dx + dw / 2, dy + dh / 2
         size = max(sw, sh, 1.0)
-        deviation = max(abs(dcx - scx), abs(dcy - scy), abs(dw - sw), abs(dh - sh)) / size
-        a = 1.0 - c.smoothing * max(0.0, 1.0 - deviation / c.snap)  # weight of the detection
+        deviation = max(abs(dx + dw / 2 - sx - sw / 2), abs(dy + dh / 2 - sy - sh / 2),
+                        abs(dw - sw), abs(dh - sh)) / size
+        # One-Euro's speed: how far the detection runs ahead of the smoothed track (box centre,
+        # size, each landmark: a head turning in place moves the nose, not the box), signed and
+        # low-passed at d_cutoff, so a still face's jitter averages out while a movement (even a
+        # slow drift, which builds up a lag) adds up and opens the filter.
+        rows = [(dx + dw / 2 - sx - sw / 2, dy + dh / 2 - sy - sh / 2), (max(dw, dh) - max(sw, sh), 0.0)]
+        lm = _landmarks(face)
+        if lm is not None and track.landmarks is not None:
+            rows += list(lm - track.landmarks)
+        v = np.asarray(rows, np.float64) / size
+        ad = one_euro_alpha(c.d_cutoff)
+        if track.motion is None or track.motion.shape != v.shape:
+            track.motion = np.zeros_like(v)
+        track.motion += ad * (v - track.motion)
+        if c.smoothing == 0.0 or deviation >= c.snap:
+            return 1.0
+        speed = max(0.0, float(np.hypot(track.motion[:, 0], track.motion[:, 1]).max()) - self.dead_speed)
+        return one_euro_alpha(c.min_cutoff + c.beta * speed)
+
+    def _smooth(self, track: _Track, face: Face) -> None:
+        a = self._weight(track, face)
+        sx, sy, sw, sh = track.box
+        dx, dy, dw, dh = face.box
+        scx, scy, dcx, dcy = sx + sw / 2, sy + sh / 2, dx + dw / 2, dy + dh / 2
         w, h = sw + a * (dw - sw), sh + a * (dh - sh)
         cx, cy = scx + a * (dcx - scx), scy + a * (dcy - scy)
         track.velocity = (cx - scx, cy - scy)
@@ -115,17 +159,35 @@ class FaceTracker:
         return out
 
     def lost(self, faces: list[Face]) -> list[Box]:
-        """Predicted boxes of the confirmed tracks (seen twice or more) that none of this
-        frame's faces matches; changes nothing."""
+        """Predicted boxes of the confirmed tracks seen twice or more that none of this frame's
+        faces matches; changes nothing."""
         preds = [t.predicted() for t in self._tracks]
         matched = {ti for ti, _ in self._associate(preds, faces)}
-        return [p for ti, (p, t) in enumerate(zip(preds, self._tracks)) if ti not in matched and t.hits >= 2]
+        return [p for ti, (p, t) in enumerate(zip(preds, self._tracks)) if ti not in matched and t.confirmed and t.hits >= 2]
 
-    def update(self, image: np.ndarray, faces: list[Face]) -> list[tuple[Box, bool, np.ndarray | None]]:
+    def _confirmed_ahead(self, track: _Track, ahead: Sequence[list[Face] | None]) -> bool:
+        """Whether the detections of the frames ahead bring a new track to its confirmation
+        within its window (followed by IoU from box to box, as `update` will follow it)."""
+        c = self.config
+        hits, box = track.hits, track.box
+        # Indexed one by one: `ahead` may wait for each frame's detection only when asked.
+        for k in range(min(len(ahead), max(0, c.confirm_window - track.age))):
+            faces = ahead[k]
+            best = max(faces or [], key=lambda f: iou(box, f.box), default=None)
+            if best is not None and iou(box, best.box) >= c.iou_threshold:
+                hits, box = hits + 1, best.box
+                if hits >= c.confirm_hits:
+                    return True
+        return False
+
+    def update(self, image: np.ndarray, faces: list[Face],
+               ahead: Sequence[list[Face] | None] | None = None) -> list[tuple[Box, bool, np.ndarray | None]]:
         """This frame's faces to translate: (box, held, landmarks [5, 2] or None) per live
-        track, in track order.
+        confirmed track, in track order.
 
-        `faces` are this frame's detections that are large enough to translate.
+        `faces` are this frame's detections that are large enough (and plausible) to translate;
+        `ahead`, the same for the frames that follow, in order, as far as they are known (None
+        for a frame whose detections are not: it confirms nothing).
         """
         c = self.config
         if self._scene_changed(image) and self._tracks:
@@ -140,26 +202,40 @@ class FaceTracker:
         alive = []
         h, w = image.shape[:2]
         for ti, t in enumerate(self._tracks):
+            t.age += 1
             if ti not in used_t:
                 t.missed += 1
                 t.box = preds[ti]
                 t.landmarks = t.predicted_landmarks()
                 t.velocity = (t.velocity[0] * 0.5, t.velocity[1] * 0.5)
                 x, y, bw, bh = t.box
-                # A face seen in one frame only may be a false detection: holding it would
-                # paste a mask on it for hold_frames more frames.
-                if (t.missed > c.hold_frames or t.hits < 2
-                        or not (0 <= x + bw / 2 < w and 0 <= y + bh / 2 < h)):
+                # An unconfirmed face waits out its window unseen; a confirmed one is held.
+                if not c.face_checks:  # as before confirmation: a face seen once is not held
+                    keep = t.missed <= c.hold_frames and t.hits >= 2
+                else:
+                    keep = t.missed <= c.hold_frames if t.confirmed else t.age < c.confirm_window
+                if not keep or not (0 <= x + bw / 2 < w and 0 <= y + bh / 2 < h):
                     continue
             alive.append(t)
         for fi, f in enumerate(faces):
             if fi not in used_f:
                 alive.append(_Track(self._next_id, f.box, _landmarks(f)))
                 self._next_id += 1
-        self._tracks = alive
-        return [(t.box, t.missed > 0, t.landmarks) for t in alive]
+        shown = []
+        for t in alive:
+            if not t.confirmed:
+                # A face seen in one frame only may be a false detection: confirmed by its hits
+                # within the window, or by the frames ahead (then it is translated from now on).
+                t.confirmed = (not c.face_checks or t.hits >= c.confirm_hits
+                               or self._confirmed_ahead(t, ahead or []))
+                if not t.confirmed:
+                    self.unconfirmed += int(t.missed == 0)
+                    continue
+            shown.append(t)
+        self._tracks, self._shown = alive, shown
+        return [(t.box, t.missed > 0, t.landmarks) for t in shown]
 
     def idents(self) -> list[int]:
         """The live tracks' ids, in the order `update` returned them: a face keeps its id for as
         long as it is followed (what keeps one look per person, e.g. --mask-method template)."""
-        return [t.ident for t in self._tracks]
+        return [t.ident for t in self._shown]

@@ -204,7 +204,9 @@ def test_detector_model_errors(monkeypatch, tmp_path):
 
 
 def _track(boxes_per_frame, config=None, shape=(240, 320, 3), frames=None):
-    tracker = FaceTracker(config or FaceConfig())
+    # Without face checks, every detection is translated from its first frame: these tests are
+    # about following; confirmation has its own tests (test_face_checks.py).
+    tracker = FaceTracker(config or FaceConfig(face_checks=False))
     frame = np.full(shape, 100, np.uint8)
     out = []
     for i, boxes in enumerate(boxes_per_frame):
@@ -230,25 +232,25 @@ def test_tracking_smooths_jitter_and_follows_real_motion():
 
 def test_tracking_without_smoothing_is_the_detection():
     raw = [(100, 80, 60), (102, 79, 61), (99, 81, 60)]
-    _, out = _track([[r] for r in raw], FaceConfig(smoothing=0.0))
+    _, out = _track([[r] for r in raw], FaceConfig(smoothing=0.0, face_checks=False))
     for (x, y, s), o in zip(raw, out):
         assert o[0][0] == pytest.approx((x, y, s, s))
 
 
 def test_lost_face_is_held_then_dropped():
-    _, out = _track([[(100, 80, 60)], [(101, 80, 60)], [], [], [], []], FaceConfig(hold_frames=2))
+    _, out = _track([[(100, 80, 60)], [(101, 80, 60)], [], [], [], []], FaceConfig(hold_frames=2, face_checks=False))
     assert [len(o) for o in out] == [1, 1, 1, 1, 0, 0]
     assert [o[0][1] for o in out[:4]] == [False, False, True, True]  # held frames are flagged
-    _, out = _track([[(100, 80, 60)], [(100, 80, 60)], [], [(100, 80, 60)]], FaceConfig(hold_frames=0))
+    _, out = _track([[(100, 80, 60)], [(100, 80, 60)], [], [(100, 80, 60)]], FaceConfig(hold_frames=0, face_checks=False))
     assert [len(o) for o in out] == [1, 1, 0, 1]
-    _, out = _track([[(100, 80, 60)], [], []], FaceConfig(hold_frames=2))
+    _, out = _track([[(100, 80, 60)], [], []], FaceConfig(hold_frames=2, face_checks=False))
     assert [len(o) for o in out] == [1, 0, 0]  # seen once (a false detection?): not held
 
 
 def test_a_held_face_moves_on_along_its_velocity():
     # A face walking across the frame and missed for two frames (motion blur, a hand): the crop
     # and its zone must keep moving with it, not wait where it was last seen.
-    tracker = FaceTracker(FaceConfig(smoothing=0.0, hold_frames=2))  # velocity: the last step exactly
+    tracker = FaceTracker(FaceConfig(smoothing=0.0, hold_frames=2, face_checks=False))  # velocity: the last step exactly
     frame = np.full((240, 320, 3), 100, np.uint8)
     seen = [landmarked(100 + 4 * i, 80 + 2 * i, 60) for i in range(3)]  # 4 px right, 2 px down a frame
     for f in seen:
@@ -283,7 +285,7 @@ def test_scene_cut_and_size_change_reset_tracks():
 
 
 def test_processor_tracks_and_counts_held_faces(rng):
-    proc = processor(FaceConfig(hold_frames=1))
+    proc = processor(FaceConfig(hold_frames=1, face_checks=False))
     with_face = scene(rng, [(60, 30, 50)])
     empty = with_face.copy()
     empty[30:80, 60:110] = 90  # same scene, the detector sees nothing
@@ -493,7 +495,7 @@ def test_paste_config_validation():
 
 
 def test_tracker_carries_landmarks_smoothed_and_held():
-    tracker = FaceTracker(FaceConfig(hold_frames=2))
+    tracker = FaceTracker(FaceConfig(hold_frames=2, face_checks=False))
     frame = np.full((240, 320, 3), 100, np.uint8)
     out = [tracker.update(frame, [landmarked(100 + 2 * i, 80, 60)]) for i in range(5)]
     for (box, held, lm) in (o[0] for o in out):
@@ -507,7 +509,7 @@ def test_tracker_carries_landmarks_smoothed_and_held():
     box_moved = np.subtract(held[0][:2], out[-1][0][0][:2])
     np.testing.assert_allclose(moved, np.broadcast_to(box_moved, moved.shape), atol=1e-6)
     # A detector without landmarks gives tracks without them.
-    assert FaceTracker(FaceConfig()).update(frame, [Face((10.0, 10.0, 50.0, 50.0), 0.9, ())])[0][2] is None
+    assert FaceTracker(FaceConfig(face_checks=False)).update(frame, [Face((10.0, 10.0, 50.0, 50.0), 0.9, ())])[0][2] is None
 
 
 # --- rotated passes around lost tracks ---------------------------------------------------------
@@ -533,7 +535,7 @@ class MissesTilted(GreenFaces):
 def test_lost_tracks_are_found_again_on_rotated_passes(rng):
     log = []
     stub = MissesTilted(log)
-    proc = FaceProcessor(SIZE, FaceConfig(hold_frames=0), detector_factory=lambda: stub)
+    proc = FaceProcessor(SIZE, FaceConfig(hold_frames=0, face_checks=False), detector_factory=lambda: stub)
     frames = [scene(rng, [(60 + 2 * i, 30, 50)]) for i in range(6)]
     counts = []
     for i, img in enumerate(frames):
@@ -545,17 +547,17 @@ def test_lost_tracks_are_found_again_on_rotated_passes(rng):
     assert "4 found again on rotated copies" in proc.stats.summary(32)
     # Off: the face is lost; a face never tracked is not searched for.
     stub.upright, log[:] = True, []
-    off = FaceProcessor(SIZE, FaceConfig(hold_frames=0, rotated="off"), detector_factory=lambda: stub)
+    off = FaceProcessor(SIZE, FaceConfig(hold_frames=0, rotated="off", face_checks=False), detector_factory=lambda: stub)
     off.prepare(frames[0])
     off.prepare(frames[1])
     stub.upright = False
     assert len(off.prepare(frames[2])[0]) == 0 and log == []
-    fresh = FaceProcessor(SIZE, FaceConfig(hold_frames=0), detector_factory=lambda: stub)
+    fresh = FaceProcessor(SIZE, FaceConfig(hold_frames=0, face_checks=False), detector_factory=lambda: stub)
     assert len(fresh.prepare(frames[0])[0]) == 0 and log == []
 
 
 def test_tracker_lost_names_confirmed_unmatched_tracks():
-    tracker = FaceTracker(FaceConfig())
+    tracker = FaceTracker(FaceConfig(face_checks=False))
     frame = np.full((240, 320, 3), 100, np.uint8)
     a, b = landmarked(40, 60, 50), landmarked(200, 70, 60)
     tracker.update(frame, [a])
@@ -671,7 +673,7 @@ def test_detection_ahead_gives_the_same_result_as_inline(rng):
     src = FaceSource(9, rng)
     results = []
     for workers in (0, 3):
-        proc = processor(FaceConfig(track=True))
+        proc = processor(FaceConfig(track=True, face_checks=False))
         results.append([(len(c), [p.box for p in s])
                         for c, s in (proc.prepare(f.image, f.ahead) for f in proc.detect_ahead(src, workers))])
     assert results[0] == results[1]

@@ -61,7 +61,9 @@ def scene(rng, faces, size=(160, 240)):
 
 def processor(seed=0, track=True, min_face=32, templates=None) -> TemplateMaskProcessor:
     masks = MaskSet(TemplateConfig(templates=templates, seed=seed))
-    return TemplateMaskProcessor(masks, FaceConfig(track=track, min_face=min_face, rotated="off"),
+    # No face checks: these tests are about the looks of faces from their first frame on
+    # (confirmation is tested in test_face_checks.py).
+    return TemplateMaskProcessor(masks, FaceConfig(track=track, min_face=min_face, rotated="off", face_checks=False),
                                  detector_factory=GreenFaces)
 
 
