@@ -359,3 +359,25 @@ def test_default_model_picks_the_unmask_method(tmp_path, monkeypatch):
     assert dm.default_model("unmask", "torch").name == "generators.pt"
     assert dm.default_model("unmask").name == "unmask.onnx"
     assert dm.default_model("unmask", "ort", "restore").name == "unmask_restore.onnx"
+
+
+@pytest.mark.shared
+def test_face_judge_tells_the_owner_from_another_person():
+    from tests.conftest import SHARED_DATA
+    from cyclemask.errors import ConfigError
+    from cyclemask.imageio import read_image
+    from cyclemask.metrics.unmasking import MATCH_THRESHOLD, FaceJudge
+
+    try:
+        judge = FaceJudge()
+    except ConfigError as exc:
+        pytest.skip(f"dlib judge not installed: {exc}")
+    bare = SHARED_DATA / "faces" / "observations_pairs" / "without_mask"
+    a, b = read_image(bare / "65.jpg"), read_image(bare / "133.jpg")
+    ra, rb = judge.locate(a), judge.locate(b)
+    assert ra is not None and rb is not None
+    da = judge.describe(a, ra)
+    flipped = np.ascontiguousarray(a[:, ::-1])
+    same = np.linalg.norm(judge.describe(flipped, judge.locate(flipped)) - da)
+    other = np.linalg.norm(judge.describe(b, rb) - da)
+    assert same < MATCH_THRESHOLD < other, (same, other)
