@@ -279,3 +279,44 @@ class StageBars:
             self.bar.refresh()
             self.bar.close()
             self.bar = None
+
+
+def click_options(options, *, choices: dict | None = None):
+    """A decorator adding one click option per declared `cyclemask.declare.Option` (those with
+    `cli`), in the table's order (the --help order). `choices`: option name -> its choices, for
+    those known only to the caller (--precision: the backend registry's)."""
+    def decorate(f):
+        for o in reversed(tuple(options)):
+            if o.cli:
+                f = _click_option(o, (choices or {}).get(o.name))(f)
+        return f
+    return decorate
+
+
+def _click_option(o, choices=None):
+    flag = o.flag or "--" + o.run_field.replace("_", "-")
+    kwargs: dict = {"default": o.default, "help": o.help}
+    choices = choices if choices is not None else o.choice_values()
+    if o.type is bool and o.negatable:
+        decls = [f"{flag}/--no-{flag[2:]}"]
+    elif o.type is bool:
+        decls, kwargs["is_flag"] = [flag], True
+    else:
+        decls = [flag]
+        if choices is not None:
+            kwargs["type"] = click.Choice(list(choices))
+        elif o.range is not None:
+            lo, hi = o.range
+            kwargs["type"] = (click.IntRange if o.type is int else click.FloatRange)(lo, hi)
+        else:
+            kwargs["type"] = o.type
+    show = o.show_default
+    if show is None:
+        show = o.default is not None and not (o.type is bool and not o.negatable)
+    kwargs["show_default"] = show
+    for name in ("metavar", "envvar"):
+        if getattr(o, name) is not None:
+            kwargs[name] = getattr(o, name)
+    if o.multiple:
+        kwargs["multiple"] = True
+    return click.option(*decls, o.run_field, **kwargs)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from cyclemask.artifacts import DEFAULT_STREAMS
 from cyclemask.errors import ConfigError
 
 from .backends import BACKEND_NAMES, Backend, BackendOptions, create_backend
+from .backends.options import OPTIONS, run_fields
 from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig, FaceProcessor, FaceStats
 
 PASTE_CHOICES = ("auto",) + PASTE_MODES
@@ -32,8 +32,10 @@ from .video import DEFAULT_PRESET
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """Everything a run takes besides its input and output, named as the CLI names it."""
+class _RunOptions:
+    """Everything a run takes besides its input and output, named as the CLI names it. The
+    backend's settings (device, precision, threads, ...) are fields too, added to `RunOptions`
+    from their declarations (engine/backends/options.py)."""
 
     model: Path | None = None  # None: the embedded demo model
     backend: str = "auto"
@@ -50,19 +52,6 @@ class RunOptions:
     rotated_detection: str = "auto"  # full for photos, lost for tracked videos (see face_config)
     detect_workers: int = 2
     batch: int | None = None  # None: what suits the backend (engine/run_defaults.py)
-    device: str = "auto"
-    precision: str = "fp32"
-    ort_provider: str = "auto"
-    size: int | None = None
-    streams: int = DEFAULT_STREAMS
-    threads: int | None = None
-    cuda_graphs: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    ov_mode: str = "throughput"
-    ov_requests: int | None = None
-    probe: bool = True
-    cache: bool = True
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     quality: int = 95
@@ -116,7 +105,7 @@ class RunOptions:
                 raise ConfigError(f"{name} must be a positive integer; got {v!r}")
 
     @classmethod
-    def from_cli(cls, params: dict[str, Any]) -> "RunOptions":
+    def from_cli(cls, params: dict[str, Any]) -> "_RunOptions":
         """From the CLI's parameters: every one must be a field (a flag added to the CLI needs
         its field here, or the run would silently ignore it)."""
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -128,11 +117,7 @@ class RunOptions:
 
     def backend_options(self) -> BackendOptions:
         max_batch = self.batch if self.batch is not None else built_batch(self.device, self.cuda_graphs, self.compile)
-        return BackendOptions(device=self.device, precision=self.precision, image_size=self.size,
-                              max_batch=max_batch, ort_provider=self.ort_provider, threads=self.threads,
-                              streams=self.streams, cuda_graphs=self.cuda_graphs, channels_last=self.channels_last,
-                              compile=self.compile, ov_mode=self.ov_mode, ov_requests=self.ov_requests,
-                              probe=self.probe, cache=self.cache)
+        return BackendOptions(max_batch=max_batch, **{o.name: getattr(self, o.run_field) for o in OPTIONS if o.cli})
 
     def batch_for(self, backend: Backend) -> tuple[int, str | None]:
         """The batch a run of this loaded backend takes, and why when --batch did not say it."""
@@ -172,6 +157,12 @@ class RunOptions:
 
         return VideoOutputConfig(codec=self.codec, crf=self.crf, preset=self.preset, audio=not self.no_audio,
                                  nvenc=self.nvenc)
+
+
+# The backend's fields come from their declarations, so a new backend option needs no field here.
+RunOptions = dataclasses.make_dataclass("RunOptions", run_fields(), bases=(_RunOptions,), frozen=True)
+RunOptions.__module__ = __name__  # pickled (Ray workers): found by module and name
+RunOptions.__doc__ = _RunOptions.__doc__
 
 
 def paste_for(paste: str, backend: Backend | None) -> str:

@@ -42,8 +42,7 @@ def from_options(path: Path, direction: str | None, opts: BackendOptions) -> "Or
 
     # Without --batch a GPU run takes GPU_BATCH (engine/run_defaults.py): the TensorRT EP's
     # profile is sized for it. On the CPU provider the hint is unused.
-    return OrtBackend(path, direction, provider=opts.ort_provider, threads=opts.threads,
-                      max_batch=opts.max_batch or GPU_BATCH)
+    return OrtBackend(path, direction, **opts.keywords("ort", max_batch=lambda b: b or GPU_BATCH))
 
 
 class OrtBackend(SyncBackend):
