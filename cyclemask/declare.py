@@ -19,8 +19,9 @@ class Option:
     type: type  # bool, int, float or str
     default: Any
     help: str
-    # backend options: backend name -> its constructor's keyword, or (keyword, conversion of the
-    # value); {}: only `create_backend`'s choice reads it
+    # Who takes it: a consumer's name (a backend; for cyclemask-export a settings object) -> its
+    # keyword, or (keyword, conversion of the value). Backend options: {} when only
+    # `create_backend`'s choice reads it.
     backends: dict[str, Any] = _field(default_factory=dict)
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
     range: tuple[float | None, float | None] | None = None  # (min, max), either open (None)
@@ -29,11 +30,10 @@ class Option:
     negatable: bool = False  # bool: --x/--no-x rather than a bare flag
     optional: bool = False  # the default None means "the backend's own choice"
     cli: bool = True  # False: set by the run from other options (max_batch from --batch)
-    group: str | None = None  # which settings object it fills (cyclemask-export: "build", "int8", ...)
     metavar: str | None = None
     multiple: bool = False  # repeatable: a tuple of values
     envvar: str | None = None
-    show_default: bool | None = None  # None: shown unless it is None or a bare flag
+    show_default: bool | None = None  # None: the table's rule (see cli_util.click_options)
 
     @property
     def run_field(self) -> str:
@@ -47,3 +47,19 @@ class Option:
         return self.choices() if callable(self.choices) else self.choices
 
 
+
+
+def keywords_for(options, values, consumer: str, **convert) -> dict[str, Any]:
+    """The keyword arguments `consumer` takes from `values` (an object with one attribute per
+    option, by `name`). `convert` maps a keyword to a function of the value where the consumer
+    resolves it first."""
+    out = {}
+    for o in options:
+        target = o.backends.get(consumer)
+        if target is None:
+            continue
+        name, conv = (target, None) if isinstance(target, str) else target
+        value = getattr(values, o.name)
+        value = conv(value) if conv is not None else value
+        out[name] = convert[name](value) if name in convert else value
+    return out

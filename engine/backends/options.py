@@ -18,7 +18,7 @@ from dataclasses import field
 from typing import Any
 
 from cyclemask.artifacts import DEFAULT_STREAMS
-from cyclemask.declare import Option
+from cyclemask.declare import Option, keywords_for
 
 OPTIONS: tuple[Option, ...] = (
     Option("device", str, "auto", "torch backend: auto (CUDA when present), cpu, cuda or cuda:N.",
@@ -86,16 +86,7 @@ class _Keywords:
         """The keyword arguments of `backend`'s constructor that these options set; `convert`
         maps a keyword to a function of the value where the backend needs it resolved first (a
         conversion that would import a backend module lives with that backend, not here)."""
-        out = {}
-        for o in OPTIONS:
-            target = o.backends.get(backend)
-            if target is None:
-                continue
-            name, conv = (target, None) if isinstance(target, str) else target
-            value = getattr(self, o.name)
-            value = conv(value) if conv is not None else value
-            out[name] = convert[name](value) if name in convert else value
-        return out
+        return keywords_for(OPTIONS, self, backend, **convert)
 
 
 BackendOptions = dataclasses.make_dataclass(
