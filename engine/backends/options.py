@@ -34,6 +34,10 @@ OPTIONS: tuple[Option, ...] = (
            "ort backend: the ONNX Runtime execution provider; an explicit one that does not "
            "load is an error (auto takes the best that does).",
            {"ort": "provider"}, choices=("auto", "tensorrt", "cuda", "cpu")),
+    Option("ort_graph_opt", str, "all",
+           "ort backend: ONNX Runtime's graph optimisations (node fusions, constant folding); basic or off "
+           "to tell a fusion's numerical effect from the model's own.",
+           {"ort": "graph_opt"}, choices=("all", "extended", "basic", "off")),
     Option("image_size", int, None,
            "torch backend: model input size in pixels (multiple of 4). Default: the size the "
            "checkpoint records, else 256. Graphs and engines fix their own.",

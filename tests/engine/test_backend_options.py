@@ -87,3 +87,25 @@ def test_range_is_enforced_by_the_flag(name):
     p = _params()[o.run_field]
     with pytest.raises(click.BadParameter):
         p.type.convert(0, p, None)
+
+
+@pytest.mark.parametrize("level,expected", [("off", "ORT_DISABLE_ALL"), ("basic", "ORT_ENABLE_BASIC")])
+def test_ort_graph_opt_reaches_the_session(mask_graph, monkeypatch, level, expected):
+    """--ort-graph-opt, added as one declaration and its use in OrtBackend."""
+    import onnxruntime as ort
+
+    from engine.backends import create_backend
+
+    seen = {}
+    real = ort.InferenceSession
+
+    def spy(path, so, **kw):
+        seen["level"] = so.graph_optimization_level
+        return real(path, so, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    opts = RunOptions(ort_graph_opt=level, ort_provider="cpu").backend_options()
+    be, _ = create_backend(mask_graph, "ort", None, opts)
+    with be:
+        pass
+    assert seen["level"] == getattr(ort.GraphOptimizationLevel, expected)
