@@ -594,7 +594,7 @@ def run(job: Job, opts: RayOptions, *, echo: Callable[[str], None] = print,
         finally:
             if started:
                 ray.shutdown()  # the workers end with the job: nothing writes after this
-            swept = lock._sweep({run_id()}) if lock.held else []
+            swept = lock.sweep({run_id()}) if lock.held else []
             if swept:
                 report.run.notes.append(f"removed {len(swept)} partial file(s) left by worker(s) that were "
                                         "stopped or killed mid-write")
