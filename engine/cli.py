@@ -30,9 +30,7 @@ from .backends import BACKEND_NAMES
 from .backends.select import precision_choices
 from .backends.options import OPTIONS as BACKEND_OPTIONS
 from .faces import ROTATED_MODES, FaceConfig
-from .pipeline import PipelineConfig
-from .run import PASTE_CHOICES, RunOptions, RunStart, describe_mode, face_detector_path, resolve_model, translate
-from .run_defaults import CPU_BATCH
+from .run import PASTE_CHOICES, RunOptions, RunStart, translate
 from .summary import no_face_warning, summary_lines
 from .template_mask import METHODS, check_method
 from .sources import DEFAULT_MAX_PIXELS
@@ -347,21 +345,9 @@ def _ray(options: RunOptions, address: str, workers, gpus_per_worker, cpus_per_w
     from .ray_cli import ray_main
     from .ray_run import RayOptions
 
-    detector = face_detector_path(options)
-    face_config = None if options.aligned else options.face_config(video=video is not None)
-    return ray_main(
-        RayOptions(address=address or None, workers=workers, gpus_per_worker=gpus_per_worker,
-                   cpus_per_worker=cpus_per_worker, files_per_call=files_per_call, resume=resume),
-        images=images, video=video, out=out, backend=options.backend,
-        # --unmask-method picks among the embedded models here, as a local run does
-        model=options.model if options.unmask_method is None else resolve_model(options)[0],
-        direction=options.direction, options=options.backend_options(), face_config=face_config,
-        face_detector=detector, detect_workers=options.detect_workers,
-        pipeline=PipelineConfig(options.batch or CPU_BATCH, options.queue_depth), quality=options.quality,
-        max_pixels=options.max_pixels, video_config=options.video_config() if video is not None else None,
-        overwrite=options.overwrite, progress=options.progress, mode=describe_mode(face_config, detector),
-        debug=log.isEnabledFor(logging.DEBUG), batch_given=options.batch is not None,
-        paste_auto=options.paste == "auto")
+    return ray_main(RayOptions(address=address or None, workers=workers, gpus_per_worker=gpus_per_worker,
+                               cpus_per_worker=cpus_per_worker, files_per_call=files_per_call, resume=resume),
+                    options, images=images, video=video, out=out, debug=log.isEnabledFor(logging.DEBUG))
 
 
 def _demo(options: RunOptions, out: Path) -> bool:

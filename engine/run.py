@@ -173,6 +173,12 @@ def paste_for(paste: str, backend: Backend | None) -> str:
     return "hole" if backend is not None and backend.metadata.get("method") == "restore" else "zone"
 
 
+def output_name(direction: str | None) -> str:
+    """The <direction> in output names (<input>_<direction>): what the model translates, or
+    "out" when neither the command nor the model says. Local and --ray runs name outputs by it."""
+    return direction or "out"
+
+
 def resolve_model(options: RunOptions) -> tuple[Path, str | None]:
     """The model file to run and, for the embedded demo model, what to say about it."""
     if options.model is not None:
@@ -302,7 +308,7 @@ def translate(options: RunOptions, *, images: Path | None = None, video: str | o
                 face_config = options.face_config(video=video is not None, backend=be)
             setup_s = time.perf_counter() - t0
             batch, batch_reason = options.batch_for(be) if masks is None else (1, None)
-            name = be.direction or "out"
+            name = output_name(be.direction)
             if images is not None:
                 out_root = out if out is not None else default_images_out(images, name)
                 lock = OutputLock(out_root, "cyclemask-run").probe()  # busy: say so before "exists"
@@ -534,7 +540,7 @@ def translate_videos(options: RunOptions, videos: list[str | os.PathLike], *, ou
         setup_s = time.perf_counter() - t0
         batch, batch_reason = options.batch_for(be) if masks is None else (1, None)
         several = len(inputs) > 1 or any(i.folder is not None for i in inputs)
-        outputs = plan_video_outputs(inputs, out, be.direction or "out", several=several,
+        outputs = plan_video_outputs(inputs, out, output_name(be.direction), several=several,
                                      overwrite=options.overwrite)
         if on_start is not None:
             label = f"{model}: {model_note}" if model_note else str(model)

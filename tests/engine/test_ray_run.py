@@ -199,6 +199,48 @@ def test_an_engine_under_ray_is_named_by_its_direction_as_a_local_run_names_it(t
     assert len(_digest(tmp_path / "local" / "photos_unmask")) == 3
 
 
+def test_the_ray_worker_gets_the_runs_own_options(tmp_path, monkeypatch, mask_graph):
+    """--ray changes only where batches run: the worker's spec holds the RunOptions the local
+    run would use (every flag, a backend option included), with only the paths made absolute and
+    the per-worker threads and probe set; and the worker's processor is the one make_processor builds."""
+    import dataclasses
+    import sys
+
+    from cyclemask.engine import cli, ray_cli, ray_run, run as run_mod
+
+    ray, data = _fake_ray_modules()
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    monkeypatch.setitem(sys.modules, "ray.data", data)
+    monkeypatch.setattr(ray_cli, "require_ray", lambda: ray)
+    monkeypatch.setattr(ray_run, "require_ray", lambda: ray)
+    monkeypatch.setattr(ray_run, "connect", lambda address, debug=False: (False, 2.0, 0.0))
+    seen, local = {}, {}
+    real_worker_class, real_make = ray_run.worker_class, run_mod.make_processor
+    monkeypatch.setattr(ray_run, "worker_class", lambda spec: seen.setdefault("spec", spec) and real_worker_class(spec))
+
+    def make(*a, **kw):
+        seen["processor"] = real_make(*a, **kw)
+        return seen["processor"]
+
+    monkeypatch.setattr(run_mod, "make_processor", make)
+    monkeypatch.setattr(cli, "translate", lambda options, **kw: local.setdefault("options", options) and sys.exit(0))
+    args = ["--model", mask_graph, "--backend", "ort", "--ort-graph-opt", "basic", "--paste", "crop",
+            "--margin", "0.4", "--quality", "80", "--batch", "2", "--detect-workers", "0"]
+    _images(tmp_path / "in", 2, seed=3)
+    assert run("--images", tmp_path / "in", *args).exit_code == 0
+    res = run("--images", tmp_path / "in", *args, "--ray", "--workers", "1")
+    assert res.exit_code == 0, res.output
+    spec = seen["spec"]
+    assert isinstance(spec.options, type(local["options"]))
+    expected = dataclasses.replace(local["options"], model=mask_graph.resolve(), threads=2, probe=False,  # 2 CPUs, 1 worker
+                                   face_detector=spec.options.face_detector)
+    assert spec.options == expected
+    assert spec.options.backend_options().keywords("ort")["graph_opt"] == "basic"
+    from cyclemask.engine.faces import FaceProcessor
+
+    assert isinstance(seen["processor"], FaceProcessor) and seen["processor"].config.paste == "crop"
+
+
 def test_ray_options_are_checked():
     with pytest.raises(ConfigError, match="reserves nothing"):
         RayOptions(cpus_per_worker=0, gpus_per_worker=0)
