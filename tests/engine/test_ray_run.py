@@ -293,6 +293,7 @@ def photos(tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_ray_writes_the_bytes_and_the_report_of_a_local_run(local_ray, mask_graph, photos, tmp_path):
     local = run("--images", photos, "--out", tmp_path / "local", *_common(mask_graph))
     on_ray = run("--images", photos, "--out", tmp_path / "ray", *_common(mask_graph), "--ray", "--workers", "2",
@@ -311,6 +312,7 @@ def test_ray_writes_the_bytes_and_the_report_of_a_local_run(local_ray, mask_grap
     assert not _partials(tmp_path / "ray")
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_resume_skips_what_the_journal_records(local_ray, mask_graph, tmp_path):
     src = tmp_path / "in"
     _images(src, 12, seed=2)
@@ -356,6 +358,7 @@ def _busy_worker_pids() -> list[int]:
     return found
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_a_killed_worker_loses_nothing(local_ray, mask_graph, tmp_path):
     src = tmp_path / "in"
     _images(src, 40, seed=4, side=256)  # large enough that a call of 2 files takes a while
@@ -394,6 +397,7 @@ def test_a_killed_worker_loses_nothing(local_ray, mask_graph, tmp_path):
     assert not Path(f"/proc/{killed[0]}").exists() or "zombie" in Path(f"/proc/{killed[0]}/status").read_text()
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_a_folder_of_videos_runs_one_task_per_video(local_ray, mask_graph, tmp_path):
     from video_clips import make_clip
 
@@ -415,6 +419,7 @@ def test_a_folder_of_videos_runs_one_task_per_video(local_ray, mask_graph, tmp_p
     assert sorted(_done_records(tmp_path / "out")) == ["a.mp4", "sub/b.mp4"]
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_face_aware_run_matches_a_local_one(local_ray, mask_graph, face_detector_path, tmp_path):
     import matplotlib
 
@@ -439,6 +444,7 @@ def test_face_aware_run_matches_a_local_one(local_ray, mask_graph, face_detector
     assert faces[0] in on_ray.output.splitlines()  # the face counts summed over the workers
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_a_model_that_does_not_load_stops_the_run_with_one_line(local_ray, mask_graph, tmp_path):
     src = tmp_path / "in"
     _images(src, 3, seed=6)
