@@ -155,6 +155,7 @@ def test_resume_refuses_a_different_model(tiny_data, tmp_path):
         train(cfg, resume=str(tmp_path / "junk.pt"))
 
 
+@pytest.mark.slow  # a full training run first (~7 s); test_resume_after_a_crash_drops_unsaved_records_and_replays_them checks resuming fast
 def test_resume_of_a_finished_run_does_nothing(tiny_data, tmp_path):
     cfg = tiny_config(tiny_data, tmp_path / "run", n_epochs=1, n_epochs_decay=0)
     train(cfg)
