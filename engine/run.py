@@ -106,10 +106,10 @@ class _RunOptions:
 
     @classmethod
     def from_cli(cls, params: dict[str, Any]) -> "_RunOptions":
-        """From the CLI's parameters: every one must be a field (a flag added to the CLI needs
-        its field here, or the run would silently ignore it)."""
+        """From the CLI's parameters: every one must be a field (a flag added to the CLI by hand
+        needs its field here, or the run would silently ignore it; a declared backend option
+        brings its own, engine/backends/options.py)."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        params = {("compile" if k == "compile_" else k): v for k, v in params.items()}
         unknown = sorted(set(params) - fields)
         if unknown:
             raise TypeError(f"RunOptions has no field for {', '.join(unknown)}")
