@@ -22,10 +22,10 @@ from .base import BackendOptions, SyncBackend, read_graph_metadata
 
 log = logging.getLogger(__name__)
 
-# ONNX Runtime provider names, by the short names the CLI takes.
 #: --ort-graph-opt -> onnxruntime.GraphOptimizationLevel
 GRAPH_OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
                     "off": "ORT_DISABLE_ALL"}
+# ONNX Runtime provider names, by the short names the CLI takes.
 ORT_PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
