@@ -66,7 +66,6 @@ def test_truncation_alone_is_what_psnr_is_for(trained_mask_case, fault_outputs):
     assert 0.4 < r.stats.frac_exact < 0.6 and r.stats.psnr_db < BOUNDS["fp32"].min_psnr_db
 
 
-@pytest.mark.slow  # a KID over a broken graph (~12 s); the pixel bounds' broken-graph tests stay fast
 def test_kid_bound_fails_on_a_broken_graph(trained_mask_case, fault_outputs, inception):
     case = trained_mask_case
     r = compare("fault:zero-pad", "fp16", "ort cpu", fault_outputs["zero-pad"], case.eager, case.labels)
