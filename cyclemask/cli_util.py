@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -279,3 +280,49 @@ class StageBars:
             self.bar.refresh()
             self.bar.close()
             self.bar = None
+
+
+def click_options(options, *, choices: dict | None = None, show_defaults: bool = True):
+    """A decorator adding one click option per declared `cyclemask.declare.Option` (those with
+    `cli`), in the table's order (the --help order). `choices`: option name -> its choices, for
+    those known only to the caller (--precision: the backend registry's). show_defaults: show
+    every default but None and a bare flag's; False leaves it to the command's context (and to
+    an option's own `show_default`)."""
+    def decorate(f):
+        for o in reversed(tuple(options)):
+            if o.cli:
+                f = _click_option(o, (choices or {}).get(o.name), show_defaults)(f)
+        return f
+    return decorate
+
+
+def _click_option(o, choices=None, show_defaults=True):
+    flag = o.flag or "--" + o.run_field.replace("_", "-")
+    kwargs: dict = {"default": o.default, "help": o.help}
+    choices = choices if choices is not None else o.choice_values()
+    if o.type is bool and o.negatable:
+        decls = [f"{flag}/--no-{flag[2:]}"]
+    elif o.type is bool:
+        decls, kwargs["is_flag"] = [flag], True
+    else:
+        decls = [flag]
+        if choices is not None:
+            kwargs["type"] = click.Choice(list(choices))
+        elif o.range is not None:
+            lo, hi = o.range
+            kwargs["type"] = (click.IntRange if o.type is int else click.FloatRange)(lo, hi)
+        elif o.type is Path:
+            kwargs["type"] = click.Path(path_type=Path)
+        else:
+            kwargs["type"] = o.type
+    show = o.show_default
+    if show is None and show_defaults:
+        show = o.default is not None and not (o.type is bool and not o.negatable)
+    if show is not None:
+        kwargs["show_default"] = show
+    for name in ("metavar", "envvar"):
+        if getattr(o, name) is not None:
+            kwargs[name] = getattr(o, name)
+    if o.multiple:
+        kwargs["multiple"] = True
+    return click.option(*decls, o.run_field, **kwargs)

@@ -340,7 +340,7 @@ class OutputLock:
                 done[r["done"]] = r
         dead = {run: r for run, r in starts.items() if run not in ended and run != run_id()}
         if dead:
-            self.swept = self._sweep(set(dead))
+            self.swept = self.sweep(set(dead))
             if self.swept:
                 pids = ", ".join(sorted({str(r.get("pid", "?")) for r in dead.values()}))
                 names = ", ".join(str(p.relative_to(self.root.parent)) for p in self.swept[:5])
@@ -367,7 +367,10 @@ class OutputLock:
         return (f"{self.root}: {who} is writing this output; wait for it to finish or stop it, "
                 f"or choose another output (lock: {self.journal})")
 
-    def _sweep(self, runs: set[str]) -> list[Path]:
+    def sweep(self, runs: set[str]) -> list[Path]:
+        """Remove the partial files and folders of `runs` under this output, and return them: on
+        acquiring, those of dead runs; a --ray run, at its end, its own killed workers'. Call it
+        only while holding the lock, so no live run's partials can be among them."""
         found: list[Path] = []
         if self.folder:
             for dirpath, dirnames, filenames in os.walk(self.root):

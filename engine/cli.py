@@ -22,16 +22,15 @@ from pathlib import Path
 import click
 
 from cyclemask import DIRECTIONS
-from cyclemask.artifacts import DEFAULT_STREAMS
-from cyclemask.cli_util import Command, debug_option, stop_exit_code
+from cyclemask.cli_util import Command, click_options, debug_option, stop_exit_code
 from cyclemask.errors import ConfigError
 from cyclemask.faces import DETECTOR_ENV
 
 from .backends import BACKEND_NAMES
+from .backends.select import precision_choices
+from .backends.options import OPTIONS as BACKEND_OPTIONS
 from .faces import ROTATED_MODES, FaceConfig
-from .pipeline import PipelineConfig
-from .run import PASTE_CHOICES, RunOptions, RunStart, describe_mode, face_detector_path, resolve_model, translate
-from .run_defaults import CPU_BATCH
+from .run import PASTE_CHOICES, RunOptions, RunStart, translate
 from .summary import no_face_warning, summary_lines
 from .template_mask import METHODS, check_method
 from .sources import DEFAULT_MAX_PIXELS
@@ -179,47 +178,8 @@ log = logging.getLogger(__name__)
               help="Images per model call (the last batch may be smaller). Default: what suits the backend: "
                    "1 on the CPU (batching does not speed it up), one per infer request for OpenVINO's "
                    "throughput mode, the engine's tuned batch for TensorRT, 8 on a GPU.")
-@click.option("--device", default="auto", show_default=True,
-              help="torch backend: auto (CUDA when present), cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
-              help="fp32 everywhere by default. bf16 (opt-in, changes results slightly; never picked by auto): "
-                   "openvino for graphs, torch for checkpoints on a CPU with native BF16 (AVX512-BF16 or AMX), "
-                   "about 2x faster there; an error on CPUs without it. fp16: torch on CUDA. Graphs and engines "
-                   "otherwise run their own precision (an INT8 graph from cyclemask-export --int8 runs INT8).")
-@click.option("--ort-provider", type=click.Choice(["auto", "tensorrt", "cuda", "cpu"]), default="auto",
-              show_default=True,
-              help="ort backend: the ONNX Runtime execution provider; an explicit one that does not "
-                   "load is an error (auto takes the best that does).")
-@click.option("--size", type=click.IntRange(4, 4096), default=None,
-              help="torch backend: model input size in pixels (multiple of 4). Default: the size the "
-                   "checkpoint records, else 256. Graphs and engines fix their own.")
-@click.option("--streams", type=click.IntRange(1, 16), default=DEFAULT_STREAMS, show_default=True,
-              help="trt backend: CUDA streams (execution contexts), i.e. batches in flight; at most as many as "
-                   "the engine has optimization profiles (cyclemask-export --streams).")
-@click.option("--threads", type=click.IntRange(1, 512), default=None,
-              help="CPU threads for the torch / ort / openvino backends. Default: the library's choice "
-                   "(openvino: the CPUs this process may use).")
-@click.option("--cuda-graphs", is_flag=True, help="torch backend on CUDA: capture and replay a CUDA graph.")
-@click.option("--channels-last", is_flag=True, help="torch backend: channels-last memory format.")
-@click.option("--compile", "compile_", is_flag=True,
-              help="torch backend: torch.compile the model (CPU or CUDA). Compiling takes seconds to "
-                   "a minute at load (reported); the kernels are cached in $TORCHINDUCTOR_CACHE_DIR "
-                   "(default ~/.cache/cyclemask/torchinductor) for later runs.")
-@click.option("--ov-mode", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True,
-              help="openvino backend: throughput keeps several batches in flight on separate CPU "
-                   "streams (folders, videos); latency puts every thread on one batch.")
-@click.option("--ov-requests", type=click.IntRange(1, 64), default=None,
-              help="openvino backend, throughput mode: infer requests (batches) in flight. "
-                   "Default: OpenVINO's optimum for this CPU.")
-@click.option("--probe/--no-probe", default=True, show_default=True,
-              help="--backend auto with a graph on a CPU machine: time OpenVINO and ONNX Runtime on "
-                   "single images for about a second and keep OpenVINO unless ONNX Runtime is more than 10 % "
-                   "faster (remembered for this graph and "
-                   "machine, see --cache); a heavy graph (over ~10 GMACs per image, estimated from the file: "
-                   "the full generator) gets OpenVINO untimed. --no-probe: OpenVINO whenever it is installed.")
-@click.option("--cache/--no-cache", default=True, show_default=True,
-              help="Keep compiled OpenVINO models and auto's measured choice under ~/.cache/cyclemask "
-                   "($CYCLEMASK_CACHE_DIR), keyed on the graph's content, so later runs start faster.")
+# --device ... --cache: the backend options, generated from their declarations.
+@click_options(BACKEND_OPTIONS, choices={"precision": precision_choices()})
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (never inputs).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="--images: refuse images with more pixels than this (each is reported).")
@@ -391,21 +351,9 @@ def _ray(options: RunOptions, address: str, workers, gpus_per_worker, cpus_per_w
     from .ray_cli import ray_main
     from .ray_run import RayOptions
 
-    detector = face_detector_path(options)
-    face_config = None if options.aligned else options.face_config(video=video is not None)
-    return ray_main(
-        RayOptions(address=address or None, workers=workers, gpus_per_worker=gpus_per_worker,
-                   cpus_per_worker=cpus_per_worker, files_per_call=files_per_call, resume=resume),
-        images=images, video=video, out=out, backend=options.backend,
-        # --unmask-method picks among the embedded models here, as a local run does
-        model=options.model if options.unmask_method is None else resolve_model(options)[0],
-        direction=options.direction, options=options.backend_options(), face_config=face_config,
-        face_detector=detector, detect_workers=options.detect_workers,
-        pipeline=PipelineConfig(options.batch or CPU_BATCH, options.queue_depth), quality=options.quality,
-        max_pixels=options.max_pixels, video_config=options.video_config() if video is not None else None,
-        overwrite=options.overwrite, progress=options.progress, mode=describe_mode(face_config, detector),
-        debug=log.isEnabledFor(logging.DEBUG), batch_given=options.batch is not None,
-        paste_auto=options.paste == "auto")
+    return ray_main(RayOptions(address=address or None, workers=workers, gpus_per_worker=gpus_per_worker,
+                               cpus_per_worker=cpus_per_worker, files_per_call=files_per_call, resume=resume),
+                    options, images=images, video=video, out=out, debug=log.isEnabledFor(logging.DEBUG))
 
 
 def _demo(options: RunOptions, out: Path) -> bool:

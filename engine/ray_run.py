@@ -36,19 +36,16 @@ import json
 import logging
 import math
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from cyclemask.errors import ConfigError, CycleMaskError, InputError, own_module_missing
 
-from .backends import BackendOptions
-from .faces import FaceConfig
-from .pipeline import PipelineConfig, RunReport
+from .pipeline import RunReport
+from .ray_worker import Worker, WorkerSpec, worker_class  # noqa: F401 - the worker, and its recipe
+from .summary import ray_lines as summary_extra  # noqa: F401 - its old name here (benchmarks)
 from .video import VIDEO_INPUT_SUFFIXES, list_videos  # noqa: F401 - also cyclemask-run's, without --ray
 
 log = logging.getLogger(__name__)
@@ -158,29 +155,6 @@ def plan_workers(opts: RayOptions, cluster_cpus: float, cluster_gpus: float, loc
     return WorkerPlan(workers, gpus, cpus, tuple(notes))
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
-    """Everything an actor needs to build what a local run builds (small, picklable)."""
-
-    kind: str  # "images" | "videos"
-    in_root: str
-    out_root: str
-    model: str
-    backend: str
-    direction: str | None
-    options: BackendOptions
-    face: FaceConfig | None
-    face_detector: str | None
-    detect_workers: int
-    pipeline: PipelineConfig
-    quality: int = 95
-    max_pixels: int = 64_000_000
-    video: Any = None  # VideoOutputConfig for videos
-    run_id: str = ""
-    batch_given: bool = True  # False: each worker takes what suits its backend (engine/run_defaults.py)
-    paste_auto: bool = False  # --paste auto: the worker's loaded graph decides (RunOptions.face_config)
-
-
 @dataclass
 class RayReport:
     """What a --ray run did: the CLI prints it, tests assert on it."""
@@ -278,171 +252,6 @@ def connect(address: str | None, debug: bool = False) -> tuple[bool, float, floa
     DataContext.get_current().enable_progress_bars = False
     res = ray.cluster_resources()
     return started, float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
-
-
-# ---------------------------------------------------------------------------------------------
-# The worker (a Ray actor)
-# ---------------------------------------------------------------------------------------------
-
-
-def _face_counts(stats) -> dict:
-    return {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)
-            if not f.name.startswith("_") and isinstance(getattr(stats, f.name), int)}
-
-
-class Worker:
-    """One Ray actor: one backend, built once; the local pipeline over each batch of files.
-
-    `spec` is a class attribute of the subclass `worker_class` makes, not a constructor
-    argument, so that a restarted actor rebuilds itself from its class alone.
-    """
-
-    spec: WorkerSpec
-
-    def __init__(self) -> None:
-        from cyclemask.outputs import set_run_id
-
-        t0 = time.perf_counter()
-        spec = self.spec
-        set_run_id(spec.run_id)  # partial names carry the run's id: the CLI sweeps them
-        self.error: str | None = None
-        self.backend = None
-        self.processor = None
-        self.reason = ""
-        self.pipeline = spec.pipeline
-        try:
-            from .backends import create_backend
-
-            self.backend, self.reason = create_backend(spec.model, spec.backend, spec.direction, spec.options)
-            self.backend.activate()
-            if not spec.batch_given:
-                from .run_defaults import default_batch
-
-                self.pipeline = dataclasses.replace(spec.pipeline, batch_size=default_batch(self.backend)[0])
-            if spec.kind == "images":
-                self.processor = self._processor()
-        except CycleMaskError as exc:
-            # A bad model or detector: every call says so and the CLI stops the run with it.
-            self.error = str(exc)
-        self.init_s = time.perf_counter() - t0
-        self.where = f"{socket.gethostname()}:{os.getpid()}"
-        self._told = False
-
-    def _processor(self):
-        spec, size = self.spec, self.backend.image_size
-        if spec.face is None:
-            from .processing import AlignedProcessor
-
-            return AlignedProcessor(size)
-        from .faces import FaceProcessor
-        from .run import paste_for
-
-        face = spec.face
-        if spec.paste_auto:
-            face = dataclasses.replace(face, paste=paste_for("auto", self.backend))
-        return FaceProcessor(size, face, model_path=spec.face_detector)
-
-    def __call__(self, batch: dict) -> dict:
-        keys = [str(k) for k in batch["key"]]
-        outs = [str(o) for o in batch["out"]]
-        t0, wall0 = time.perf_counter(), time.time()
-        if self.error is not None:
-            rows = [("error", self.error)] * len(keys)
-            info: dict = {}
-        elif self.spec.kind == "images":
-            rows, info = self._images(keys)
-        else:
-            rows, info = [], {"videos": []}
-            for key, out in zip(keys, outs):
-                row, vinfo = self._video(key, out)
-                rows.append(row)
-                info["videos"].append(vinfo)
-        info.update(where=self.where, call_s=time.perf_counter() - t0, t0=wall0, t1=time.time(),
-                    n=sum(1 for r in rows if r[0] != "error"))
-        if not self._told:  # once per process: what it runs on
-            self._told = True
-            be = self.backend
-            info.update(init_s=self.init_s, reason=self.reason,
-                        description=be.description if be is not None else "",
-                        providers=list(be.providers) if be is not None else [],
-                        image_size=be.image_size if be is not None and be.is_active else None,
-                        direction=be.direction if be is not None else None)
-        details = [json.dumps(info)] + [""] * (len(keys) - 1)
-        return {"key": np.array(keys, dtype=object), "status": np.array([r[0] for r in rows], dtype=object),
-                "message": np.array([r[1] for r in rows], dtype=object), "detail": np.array(details, dtype=object)}
-
-    def _images(self, keys: list[str]) -> tuple[list, dict]:
-        from .faces import FaceProcessor, FaceStats
-        from .pipeline import run_pipeline
-        from .sinks import ImageFolderSink
-        from .sources import ImageFolderSource
-
-        spec = self.spec
-        in_root, out_root = Path(spec.in_root), Path(spec.out_root)
-        paths = [in_root / k for k in keys]
-        source = ImageFolderSource(in_root, spec.max_pixels, paths=paths)
-        # Outputs of this call may exist already: a retried call, or --resume after a stop.
-        sink = ImageFolderSink(in_root, out_root, paths, overwrite=True, quality=spec.quality)
-        processor = self.processor
-        stream = source
-        if isinstance(processor, FaceProcessor):
-            processor.stats = FaceStats()
-            stream = processor.detect_ahead(source, spec.detect_workers)
-        report = run_pipeline(stream, processor, self.backend, sink, self.pipeline)
-        written = {p.relative_to(out_root).as_posix() for p in sink.written}
-        failed = dict(report.failures)
-        rows = []
-        for key in keys:
-            if key in written:
-                rows.append(("written", ""))
-            elif key in failed:
-                rows.append(("failed", failed[key]))
-            else:  # the pipeline stopped (the backend failed): the run stops, as a local one does
-                rows.append(("error", report.error or "the worker's pipeline stopped"))
-        info = {"crops": report.crops, "batches": report.batches}
-        if isinstance(processor, FaceProcessor):
-            info["faces"] = _face_counts(processor.stats)
-        return rows, info
-
-    def _video(self, key: str, out: str) -> tuple[tuple[str, str], dict]:
-        from .pipeline import run_pipeline
-        from .video import VideoSink, VideoSource
-
-        spec = self.spec
-        src = Path(spec.in_root) / key
-        target = Path(spec.out_root) / out
-        info: dict = {"key": key, "frames": 0, "written": 0, "failures": [], "notes": []}
-        try:
-            source = VideoSource(src)
-        except CycleMaskError as exc:
-            return ("failed", str(exc)), info
-        try:
-            sink = VideoSink(target, source.info, source=source, overwrite=True, config=spec.video)
-            processor = self._processor()  # a fresh tracker for every video
-            from .faces import FaceProcessor
-
-            stream = processor.detect_ahead(source, spec.detect_workers) if isinstance(processor, FaceProcessor) else source
-            report = run_pipeline(stream, processor, self.backend, sink, self.pipeline)
-        except CycleMaskError as exc:
-            return ("failed", str(exc)), info
-        finally:
-            source.close()
-        info.update(frames=report.inputs, written=report.written, notes=report.notes,
-                    failures=[m if k in m else f"{k}: {m}" for k, m in report.failures],
-                    crops=report.crops, batches=report.batches)
-        if isinstance(processor, FaceProcessor):
-            info["faces"] = _face_counts(processor.stats)
-        if report.stopped:
-            return ("failed", f"{src}: {report.error or 'stopped'}; not written"), info
-        if report.failures:
-            return ("failed", f"{src}: written with {len(report.failures)} frame(s) missing: "
-                              + "; ".join(info["failures"][:3])), info
-        return ("written", ""), info
-
-
-def worker_class(spec: WorkerSpec) -> type:
-    """A Worker subclass that carries `spec`: what Ray Data starts and restarts."""
-    return type("CycleMaskWorker", (Worker,), {"spec": spec, "__module__": __name__})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,7 +387,7 @@ def run(job: Job, opts: RayOptions, *, echo: Callable[[str], None] = print,
             report.run.notes += list(plan.notes) + notes
             spec = _finish_spec(job.spec, plan, run_id())
             per_call = 1 if spec.kind == "videos" else (
-                opts.files_per_call or max(MIN_FILES_PER_CALL, FILES_PER_CALL_BATCHES * spec.pipeline.batch_size))
+                opts.files_per_call or max(MIN_FILES_PER_CALL, FILES_PER_CALL_BATCHES * _call_batch(spec, plan)))
             where = "a local Ray" if opts.address is None else f"the Ray cluster at {opts.address}"
             echo(f"ray:     {where} ({cpus:g} CPUs, {gpus:g} GPUs); {plan.describe()}, "
                  f"{per_call} file{'s' if per_call != 1 else ''} per call")
@@ -594,7 +403,7 @@ def run(job: Job, opts: RayOptions, *, echo: Callable[[str], None] = print,
         finally:
             if started:
                 ray.shutdown()  # the workers end with the job: nothing writes after this
-            swept = lock._sweep({run_id()}) if lock.held else []
+            swept = lock.sweep({run_id()}) if lock.held else []
             if swept:
                 report.run.notes.append(f"removed {len(swept)} partial file(s) left by worker(s) that were "
                                         "stopped or killed mid-write")
@@ -613,14 +422,15 @@ def _finish_spec(spec: WorkerSpec, plan: WorkerPlan, run: str) -> WorkerSpec:
     # Several workers share a machine: each takes the threads it reserved, not every core; and
     # `auto` must pick the same runtime on every worker, so it is not left to a timing race.
     threads = opts.threads if opts.threads is not None else max(1, int(plan.cpus))
-    opts = dataclasses.replace(opts, threads=threads, probe=False)
-    pipeline = spec.pipeline
-    if not spec.batch_given:
-        # What the workers' backends will take (each settles its own once loaded): sizes the calls.
-        from .run_defaults import CPU_BATCH, GPU_BATCH
+    return dataclasses.replace(spec, options=dataclasses.replace(opts, threads=threads, probe=False), run_id=run)
 
-        pipeline = dataclasses.replace(pipeline, batch_size=GPU_BATCH if plan.gpus else CPU_BATCH)
-    return dataclasses.replace(spec, options=opts, run_id=run, pipeline=pipeline)
+
+def _call_batch(spec: WorkerSpec, plan: WorkerPlan) -> int:
+    """The batch the calls are sized by: --batch, else what the workers' backends will take
+    (each settles its own once loaded, engine/run_defaults.py)."""
+    from .run_defaults import CPU_BATCH, GPU_BATCH
+
+    return spec.options.batch or (GPU_BATCH if plan.gpus else CPU_BATCH)
 
 
 def _execute(ray, job: Job, spec: WorkerSpec, plan: WorkerPlan, per_call: int, todo: list[int],
@@ -766,30 +576,3 @@ def video_job(video: str, out: Path | None, direction: str, spec: WorkerSpec, ov
     target = video_output_path(p, out, direction, fallback=False)
     spec = dataclasses.replace(spec, kind="videos", in_root=str(p.resolve().parent), out_root=str(target.parent))
     return Job(spec, [p.name], [target.name], target, False, overwrite, str(p), str(p.parent))
-
-
-def summary_extra(report: RayReport) -> list[str]:
-    """Lines the Ray run adds to the local summary."""
-    lines = []
-    if report.skipped:
-        lines.append(f"  resumed:  {report.skipped} output(s) already complete, skipped")
-    if report.kind == "videos":
-        lines.append(f"  frames:   {report.frames_read} read, {report.frames_written} written")
-    workers = len({w for w in report.pids if w})
-    nodes = len({w.rsplit(":", 1)[0] for w in report.pids if w})
-    line = f"  ray:      {workers} worker process(es) on {nodes} node(s), {report.calls} call(s)"
-    if report.calls:
-        line += f": {report.call_s / report.calls * 1000:.0f} ms inside each"
-        gap = report.gap_per_call_s()
-        if gap is not None:
-            line += f", {gap * 1000:.0f} ms between calls (Ray's cost)"
-    lines.append(line)
-    timing = f"  ray time: Ray start {report.start_s:.1f} s"
-    if report.spans:
-        first = min(s[1] for s in report.spans) - report.started_at
-        timing += f", first call {max(0.0, first):.1f} s after the dataset started"
-        steady = report.steady_fps()
-        if steady is not None:
-            timing += f"; {steady:.1f} files/s from the first call to the last"
-    lines.append(timing)
-    return lines

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from cyclemask.artifacts import DEFAULT_STREAMS
 from cyclemask.errors import ConfigError
 
 from .backends import BACKEND_NAMES, Backend, BackendOptions, create_backend
+from .backends.options import OPTIONS, run_fields
 from .faces import PASTE_MODES, ROTATED_MODES, FaceConfig, FaceProcessor, FaceStats
 
 PASTE_CHOICES = ("auto",) + PASTE_MODES
@@ -32,8 +32,10 @@ from .video import DEFAULT_PRESET
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """Everything a run takes besides its input and output, named as the CLI names it."""
+class _RunOptions:
+    """Everything a run takes besides its input and output, named as the CLI names it. The
+    backend's settings (device, precision, threads, ...) are fields too, added to `RunOptions`
+    from their declarations (engine/backends/options.py)."""
 
     model: Path | None = None  # None: the embedded demo model
     backend: str = "auto"
@@ -51,19 +53,6 @@ class RunOptions:
     rotated_detection: str = "auto"  # full for photos, lost for tracked videos (see face_config)
     detect_workers: int = 2
     batch: int | None = None  # None: what suits the backend (engine/run_defaults.py)
-    device: str = "auto"
-    precision: str = "fp32"
-    ort_provider: str = "auto"
-    size: int | None = None
-    streams: int = DEFAULT_STREAMS
-    threads: int | None = None
-    cuda_graphs: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    ov_mode: str = "throughput"
-    ov_requests: int | None = None
-    probe: bool = True
-    cache: bool = True
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     quality: int = 95
@@ -117,11 +106,11 @@ class RunOptions:
                 raise ConfigError(f"{name} must be a positive integer; got {v!r}")
 
     @classmethod
-    def from_cli(cls, params: dict[str, Any]) -> "RunOptions":
-        """From the CLI's parameters: every one must be a field (a flag added to the CLI needs
-        its field here, or the run would silently ignore it)."""
+    def from_cli(cls, params: dict[str, Any]) -> "_RunOptions":
+        """From the CLI's parameters: every one must be a field (a flag added to the CLI by hand
+        needs its field here, or the run would silently ignore it; a declared backend option
+        brings its own, engine/backends/options.py)."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        params = {("compile" if k == "compile_" else k): v for k, v in params.items()}
         unknown = sorted(set(params) - fields)
         if unknown:
             raise TypeError(f"RunOptions has no field for {', '.join(unknown)}")
@@ -129,11 +118,7 @@ class RunOptions:
 
     def backend_options(self) -> BackendOptions:
         max_batch = self.batch if self.batch is not None else built_batch(self.device, self.cuda_graphs, self.compile)
-        return BackendOptions(device=self.device, precision=self.precision, image_size=self.size,
-                              max_batch=max_batch, ort_provider=self.ort_provider, threads=self.threads,
-                              streams=self.streams, cuda_graphs=self.cuda_graphs, channels_last=self.channels_last,
-                              compile=self.compile, ov_mode=self.ov_mode, ov_requests=self.ov_requests,
-                              probe=self.probe, cache=self.cache)
+        return BackendOptions(max_batch=max_batch, **{o.name: getattr(self, o.run_field) for o in OPTIONS if o.cli})
 
     def batch_for(self, backend: Backend) -> tuple[int, str | None]:
         """The batch a run of this loaded backend takes, and why when --batch did not say it."""
@@ -175,12 +160,24 @@ class RunOptions:
                                  nvenc=self.nvenc)
 
 
+# The backend's fields come from their declarations, so a new backend option needs no field here.
+RunOptions = dataclasses.make_dataclass("RunOptions", run_fields(), bases=(_RunOptions,), frozen=True)
+RunOptions.__module__ = __name__  # pickled (Ray workers): found by module and name
+RunOptions.__doc__ = _RunOptions.__doc__
+
+
 def paste_for(paste: str, backend: Backend | None) -> str:
     """--paste as it runs: "auto" is "hole" for an erase-then-restore graph (the backend's
     metadata says method "restore"), else "zone"."""
     if paste != "auto":
         return paste
     return "hole" if backend is not None and backend.metadata.get("method") == "restore" else "zone"
+
+
+def output_name(direction: str | None) -> str:
+    """The <direction> in output names (<input>_<direction>): what the model translates, or
+    "out" when neither the command nor the model says. Local and --ray runs name outputs by it."""
+    return direction or "out"
 
 
 def resolve_model(options: RunOptions) -> tuple[Path, str | None]:
@@ -312,7 +309,7 @@ def translate(options: RunOptions, *, images: Path | None = None, video: str | o
                 face_config = options.face_config(video=video is not None, backend=be)
             setup_s = time.perf_counter() - t0
             batch, batch_reason = options.batch_for(be) if masks is None else (1, None)
-            name = be.direction or "out"
+            name = output_name(be.direction)
             if images is not None:
                 out_root = out if out is not None else default_images_out(images, name)
                 lock = OutputLock(out_root, "cyclemask-run").probe()  # busy: say so before "exists"
@@ -544,7 +541,7 @@ def translate_videos(options: RunOptions, videos: list[str | os.PathLike], *, ou
         setup_s = time.perf_counter() - t0
         batch, batch_reason = options.batch_for(be) if masks is None else (1, None)
         several = len(inputs) > 1 or any(i.folder is not None for i in inputs)
-        outputs = plan_video_outputs(inputs, out, be.direction or "out", several=several,
+        outputs = plan_video_outputs(inputs, out, output_name(be.direction), several=several,
                                      overwrite=options.overwrite)
         if on_start is not None:
             label = f"{model}: {model_note}" if model_note else str(model)

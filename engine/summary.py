@@ -11,8 +11,12 @@ MAX_LISTED_FAILURES = 20
 
 
 def summary_lines(report: RunReport, backend, reason: str, setup_s: float, output: str = "",
-                  faces: str | None = None) -> list[str]:
-    """The end-of-run summary: inputs, outputs, failures, faces, backend, throughput."""
+                  faces: str | None = None, extra: list[str] | tuple = (), frames: int | None = None) -> list[str]:
+    """The end-of-run summary: inputs, outputs, failures, faces, backend, throughput.
+
+    extra: lines before the backend's (--ray: its workers and timings). frames: the frames
+    written, when they are not the inputs (--ray over videos counts files); the throughput is
+    then over them, and setup_s is the slowest worker's start."""
     total = report.total if report.total is not None else report.inputs
     lines = ["", "summary:"]
     if report.interrupted:
@@ -35,13 +39,19 @@ def summary_lines(report: RunReport, backend, reason: str, setup_s: float, outpu
         lines.append(f"  note: {note}")
     if faces is not None:
         lines.append(f"  faces:    {faces}")
+    lines += list(extra)
     lines.append(f"  backend:  {backend.description}")
     lines.append(f"  providers: {', '.join(backend.providers) or 'n/a'}  [{reason}]")
-    lines.append(
-        f"  throughput: {report.fps:.1f} frames/s ({report.written + report.discarded} frames in {report.elapsed_s:.2f} s, "
-        f"batch {report.crops / report.batches if report.batches else 0:.1f} on average; "
-        f"model load {setup_s:.2f} s)"
-    )
+    if frames is not None:
+        fps = frames / report.elapsed_s if report.elapsed_s > 0 else 0.0
+        lines.append(f"  throughput: {fps:.1f} frames/s ({frames} frames in {report.elapsed_s:.2f} s, "
+                     f"slowest worker start {setup_s:.2f} s)")
+    else:
+        lines.append(
+            f"  throughput: {report.fps:.1f} frames/s ({report.written + report.discarded} frames in "
+            f"{report.elapsed_s:.2f} s, batch {report.crops / report.batches if report.batches else 0:.1f} on "
+            f"average; model load {setup_s:.2f} s)"
+        )
     return lines
 
 
@@ -114,3 +124,30 @@ def no_face_warning(stats, *, min_face: int, detect_score: float, video: bool) -
             f"for photos that are already face crops use --aligned; for small faces lower --min-face "
             f"(now {min_face}); for masked, turned or dim faces lower --detect-score "
             f"(now {detect_score:g})")
+
+
+def ray_lines(report) -> list[str]:
+    """The lines a --ray run adds to the summary (report: engine.ray_run.RayReport)."""
+    lines = []
+    if report.skipped:
+        lines.append(f"  resumed:  {report.skipped} output(s) already complete, skipped")
+    if report.kind == "videos":
+        lines.append(f"  frames:   {report.frames_read} read, {report.frames_written} written")
+    workers = len({w for w in report.pids if w})
+    nodes = len({w.rsplit(":", 1)[0] for w in report.pids if w})
+    line = f"  ray:      {workers} worker process(es) on {nodes} node(s), {report.calls} call(s)"
+    if report.calls:
+        line += f": {report.call_s / report.calls * 1000:.0f} ms inside each"
+        gap = report.gap_per_call_s()
+        if gap is not None:
+            line += f", {gap * 1000:.0f} ms between calls (Ray's cost)"
+    lines.append(line)
+    timing = f"  ray time: Ray start {report.start_s:.1f} s"
+    if report.spans:
+        first = min(s[1] for s in report.spans) - report.started_at
+        timing += f", first call {max(0.0, first):.1f} s after the dataset started"
+        steady = report.steady_fps()
+        if steady is not None:
+            timing += f"; {steady:.1f} files/s from the first call to the last"
+    lines.append(timing)
+    return lines

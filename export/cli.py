@@ -8,101 +8,21 @@ from pathlib import Path
 
 import click
 
-from cyclemask.artifacts import DEFAULT_STREAMS
-from cyclemask.cli_util import Command, check_stop, debug_option, require_torch, stop_at_safe_points
-from cyclemask.config import NORMS
+from cyclemask.cli_util import Command, check_stop, click_options, debug_option, require_torch, stop_at_safe_points
 from cyclemask.errors import ExportError
 from cyclemask.outputs import OutputLock
+
+from .options import OPTIONS as EXPORT_OPTIONS
+from .options import ExportArgs
 
 log = logging.getLogger(__name__)
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="A cyclemask checkpoint (generator bundle or network file) or a reference-repository "
-                   "generator file (latest_net_G_A.pth, ...). Required unless --from-onnx.")
-@click.option("--from-onnx", "from_onnx", type=click.Path(path_type=Path), default=None,
-              help="Build only the TensorRT engine from an FP16 graph written earlier (X.fp16.onnx), on this "
-                   "machine; implies --engine. The command the export prints where no engine could be built.")
-@click.option("--direction", type=click.Choice(["mask", "unmask", "both"]), default=None,
-              help="Which generator to export. Default: every generator the file holds; for a reference file "
-                   "without a direction, G_A in the name means mask and G_B unmask.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Output folder. Default: ./exported (with --from-onnx: the graph's folder).")
-@click.option("--image-size", type=int, default=None,
-              help="Model input size S of the uint8 [N,S,S,3] graphs. Default: the size the checkpoint was "
-                   "trained at, else 256 (reference files do not record it).")
-@click.option("--ngf", type=int, default=None,
-              help="Generator width; checked against the file (reference files: read off the weights; paper: 64).")
-@click.option("--n-blocks", type=int, default=None,
-              help="Residual blocks; checked against the file (paper: 9).")
-@click.option("--norm", type=click.Choice(NORMS), default=None,
-              help="Normalisation; checked against the file (paper: instance).")
-@click.option("--fp16", is_flag=True, default=False,
-              help="Also write the mixed-precision graph (FP16 convolutions; InstanceNorm and uint8 pre/post in "
-                   "FP32), verified, and build an engine from it where TensorRT and a GPU exist.")
-@click.option("--engine/--no-engine", "engine", default=None,
-              help="Require a TensorRT engine (error, exit 1, if none can be built here; implies --fp16), or "
-                   "never build one. Default: build one with --fp16 when possible.")
-@click.option("--overwrite", is_flag=True, default=False,
-              help="Replace existing output files (only after the new ones pass verification).")
-@click.option("--min-batch", type=click.IntRange(1), default=1, help="Engine profile: smallest batch.")
-@click.option("--opt-batch", type=click.IntRange(1), default=8, help="Engine profile: batch TensorRT tunes for.")
-@click.option("--max-batch", type=click.IntRange(1), default=32, help="Engine profile: largest batch.")
-@click.option("--streams", type=click.IntRange(1, 16), default=DEFAULT_STREAMS,
-              help="Engine: optimization profiles, one per CUDA stream `cyclemask-run --streams` will run at once "
-                   "(TensorRT needs a profile per concurrent execution context; the runtime runs no more streams "
-                   "than the engine has profiles). Build time grows with the count.")
-@click.option("--timing-cache", type=click.Path(path_type=Path), default=None,
-              help="TensorRT timing cache file, read before and updated after each build. Default: "
-                   "OUT/trt_timing.cache.")
-@click.option("--workspace-gib", type=float, default=None, help="TensorRT workspace limit in GiB. Default: TensorRT's.")
-@click.option("--typing", type=click.Choice(["strong", "weak-fp16"]), default="strong",
-              help="strong: the graph's precisions (TensorRT 11 has no other mode). weak-fp16: TensorRT 10.x only, "
-                   "weakly typed with the FP16 builder flag (for comparisons).")
-@click.option("--instance-norm", type=click.Choice(["native", "plugin"]), default="native",
-              help="TensorRT InstanceNormalization: the native layer or the plugin (10.x parser flag).")
-@click.option("--verify-images", type=click.Path(path_type=Path), default=None, envvar="CYCLEMASK_VERIFY_IMAGES",
-              help="Folder of face photos to verify with (first --verify-count, sorted, resized to S). Default: "
-                   "the public-domain portrait shipped with matplotlib. Env: CYCLEMASK_VERIFY_IMAGES.")
-@click.option("--verify-count", type=click.IntRange(0), default=4, help="Real photos used for verification.")
-@click.option("--verify-random", type=click.IntRange(0), default=2, help="Uniform-noise images used for verification.")
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="CPU threads for PyTorch and ONNX Runtime. Default: their own choice.")
-@click.option("--int8", is_flag=True, default=False,
-              help="Also write D.int8.onnx: INT8 post-training quantisation (NNCF; pip install 'cyclemask[int8]'), "
-                   "calibrated on --calib faces and verified on held-out faces on every installed CPU runtime "
-                   "(OpenVINO, ONNX Runtime): PSNR >= 35 dB against eager FP32 and the masked/unmasked classifier's "
-                   "success within 3 points of FP32, else nothing is written. Run it with --model D.int8.onnx.")
-@click.option("--bf16", is_flag=True, default=False,
-              help="Also check the FP32 graph under OpenVINO's BF16 precision (what cyclemask-run --precision bf16 "
-                   "runs) on held-out faces: PSNR >= 40 dB and >= 95% of values within 2 LSB of eager FP32, else "
-                   "nothing is written. The figures go into the graph's metadata. Needs a CPU with native BF16.")
-@click.option("--calib", "calib", multiple=True, metavar="[DIRECTION=]DIR",
-              help="--int8: face crops to calibrate on, the generator's own input (unmasked faces for mask, masked "
-                   "for unmask); mask=DIR / unmask=DIR give each generator its own folder. Repeatable.")
-@click.option("--holdout", "holdout", multiple=True, metavar="[DIRECTION=]DIR",
-              help="--int8 / --bf16: held-out faces to verify on (never calibrated on). Default: a fixed 20% of the "
-                   "--calib folder, by file name. Repeatable like --calib.")
-@click.option("--calib-count", type=click.IntRange(1), default=64, help="--int8: calibration faces used (sorted, first N).")
-@click.option("--holdout-count", type=click.IntRange(1), default=100, help="Held-out faces used (sorted, first N).")
-@click.option("--int8-fp32-convs", type=click.Choice(["first,last", "first", "last", "none"]), default="first,last",
-              help="--int8: convolutions kept in FP32 (InstanceNorm and the uint8 pre/post always are).")
-@click.option("--int8-fp32-adds", is_flag=True, default=False, help="--int8: keep the residual additions in FP32 too.")
-@click.option("--int8-preset", type=click.Choice(["performance", "mixed"]), default="performance",
-              help="--int8: NNCF preset (mixed: asymmetric activation ranges).")
-@click.option("--int8-bias-correction", type=click.Choice(["fast", "full"]), default="fast",
-              help="--int8: NNCF bias correction (full: slower, per-layer on the calibration faces).")
-@click.option("--int8-accuracy-aware", is_flag=True, default=False,
-              help="--int8: NNCF accuracy control: layers return to FP32, most harmful first, until the graph reaches "
-                   "--int8-target-psnr against FP32 on a quarter of the calibration faces (slow: many runs).")
-@click.option("--int8-target-psnr", type=click.FloatRange(20, 80), default=38.0,
-              help="--int8-accuracy-aware: the PSNR (dB) against FP32 to reach.")
+# Every option is declared once in export/options.py (flag, help, default, where it goes).
+@click_options(EXPORT_OPTIONS, show_defaults=False)
 @debug_option
-def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, norm, fp16, engine, overwrite,
-         min_batch, opt_batch, max_batch, streams, timing_cache, workspace_gib, typing, instance_norm, verify_images,
-         verify_count, verify_random, threads, int8, bf16, calib, holdout, calib_count, holdout_count,
-         int8_fp32_convs, int8_fp32_adds, int8_preset, int8_bias_correction, int8_accuracy_aware, int8_target_psnr):
+def main(**params):
     """Export generators to verified ONNX graphs and, where TensorRT and a GPU exist, FP16 engines.
 
     Every graph is run with ONNX Runtime (CPU) against the PyTorch model before it is kept:
@@ -121,6 +41,9 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
           --calib mask=crops/trainA --holdout mask=crops/testA \\
           --calib unmask=crops/trainB --holdout unmask=crops/testB
     """
+    args = ExportArgs(**params)
+    checkpoint, from_onnx, direction, out_dir = args.checkpoint, args.from_onnx, args.direction, args.out_dir
+    fp16, engine, int8, bf16, calib, holdout = args.fp16, args.engine, args.int8, args.bf16, args.calib, args.holdout
     # Every usage error comes before torch and onnx are imported (10-20 s on a small CPU): a
     # mistyped command is answered at once.
     if (checkpoint is None) == (from_onnx is None):
@@ -130,8 +53,8 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
     if (calib or holdout) and not (int8 or bf16):
         raise click.UsageError("--calib / --holdout are for --int8 and --bf16")
     if from_onnx is not None:
-        for name, value in (("--direction", direction), ("--image-size", image_size), ("--ngf", ngf),
-                            ("--n-blocks", n_blocks), ("--norm", norm)):
+        for name, value in (("--direction", direction), ("--image-size", args.image_size), ("--ngf", args.ngf),
+                            ("--n-blocks", args.n_blocks), ("--norm", args.norm)):
             if value is not None:
                 raise click.UsageError(f"{name} does not apply to --from-onnx (the graph records it)")
         if engine is False:
@@ -147,33 +70,25 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
     from .pipeline import ExportOptions, engine_from_onnx, export_checkpoint
     from .tensorrt import EngineBuildConfig, EngineProfile
 
-    if threads:
+    if args.threads:
         import torch
 
-        torch.set_num_threads(threads)
-    build = EngineBuildConfig(
-        profile=EngineProfile(min_batch, opt_batch, max_batch), timing_cache=timing_cache,
-        workspace_gib=workspace_gib, typing=typing, instance_norm=instance_norm, profiles=streams,
-    )
+        torch.set_num_threads(args.threads)
+    build = EngineBuildConfig(profile=EngineProfile(**args.keywords("profile")), **args.keywords("build"))
     if out_dir is None:
         out_dir = from_onnx.parent if from_onnx is not None else Path("exported")
     from .lowp import LowpOptions
     from .quantize import Int8Config
 
-    lowp = LowpOptions(int8=int8, bf16=bf16, calib=calib_pairs, holdout=holdout_pairs, holdout_count=holdout_count,
-                       config=Int8Config(calib_count=calib_count, fp32_convs=int8_fp32_convs,
-                                         fp32_residual_adds=int8_fp32_adds, preset=int8_preset,
-                                         bias_correction=int8_bias_correction, accuracy_aware=int8_accuracy_aware,
-                                         target_psnr_db=int8_target_psnr))
+    lowp = LowpOptions(calib=calib_pairs, holdout=holdout_pairs, config=Int8Config(**args.keywords("int8")),
+                       **args.keywords("lowp"))
     if int8:
         from .quantize import nncf_available
 
         ok, why = nncf_available()
         if not ok:
             raise ExportError(why)
-    options = ExportOptions(out_dir=out_dir, image_size=image_size, fp16=fp16, engine=engine, overwrite=overwrite,
-                            build=build, verify_images=verify_images, verify_count=verify_count,
-                            n_random=verify_random, threads=threads, lowp=lowp)
+    options = ExportOptions(out_dir=out_dir, fp16=fp16, engine=engine, build=build, lowp=lowp, **args.keywords("export"))
     bar = tqdm(total=None, unit="step", desc="export", leave=False, dynamic_ncols=True)
 
     def plan(total: int) -> None:
@@ -196,8 +111,8 @@ def main(checkpoint, from_onnx, direction, out_dir, image_size, ngf, n_blocks, n
                 raise ExportError(f"{from_onnx}: no such ONNX file")
             result = engine_from_onnx(from_onnx, options, progress=step, on_plan=plan)
         else:
-            result = export_checkpoint(checkpoint, options, direction=direction, ngf=ngf, n_blocks=n_blocks,
-                                       norm=norm, progress=step, on_plan=plan)
+            result = export_checkpoint(checkpoint, options, direction=direction, ngf=args.ngf, n_blocks=args.n_blocks,
+                                       norm=args.norm, progress=step, on_plan=plan)
     finally:
         bar.close()
         lock.release()

@@ -155,6 +155,7 @@ def test_unreadable_test_images_are_skipped_and_recorded(data):
         ev.load_folder(data / "nope")
 
 
+@pytest.mark.slow  # two full evaluations (~7 s)
 def test_torch_and_onnx_models_score_alike(tmp_path, data, generators, bundle, tiny_features_path):
     from cyclemask.export.onnx import export_onnx
 

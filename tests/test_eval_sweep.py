@@ -64,6 +64,7 @@ def test_config_errors(kw, message):
         SweepConfig(data_root="d", out_dir="o", **kw)
 
 
+@pytest.mark.slow  # two training trials (~6 s); the other sweep tests stay fast
 def test_two_trial_sweep_writes_the_table_and_continues(tmp_path, data, tiny_features_path):
     out = tmp_path / "sweep"
     cfg = SweepConfig(data_root=str(data), out_dir=str(out), batch_sizes=(2,), norms=("instance", "batch"),

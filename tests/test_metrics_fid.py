@@ -170,6 +170,7 @@ def test_torchscript_detection(tmp_path):
 # --- real faces ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # FID over real photos (~5 s); the other FID tests stay fast
 @pytest.mark.shared
 def test_masked_vs_unmasked_is_farther_than_two_unmasked_halves(shared_data, face_detector_path, inception):
     from cyclemask.faces import FaceDetector, crop_face

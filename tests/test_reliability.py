@@ -128,6 +128,7 @@ def test_a_stop_signal_stops_an_image_run_at_a_safe_point(tmp_path, bundle, sig)
     assert not partials(out) and not (out / JOURNAL).exists()
 
 
+@pytest.mark.slow  # a video run in a subprocess, signalled twice (~11 s); test_a_stop_signal_stops_an_image_run_at_a_safe_point keeps the signal path fast
 def test_video_sigterm_discards_sigkill_leaves_a_partial_the_next_run_sweeps(tmp_path, bundle):
     clip = make_video(tmp_path / "clip.mp4", 150)
     out = tmp_path / "out"
@@ -198,6 +199,7 @@ def test_a_second_signal_exits_at_once_and_removes_the_partial_file(tmp_path, bu
 # -- two runs, one output ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two CLI subprocesses (~9 s); tests/test_outputs.py checks the lock's refusal in-process
 def test_a_second_run_on_a_live_runs_output_is_refused_and_proceeds_once_it_died(tmp_path, bundle):
     make_images(tmp_path / "in", 400)
     out = tmp_path / "out"
@@ -256,6 +258,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_what_was_done(tmp_pat
     assert not (small_disk / "v.mp4").exists() and not partials(small_disk)
 
 
+@pytest.mark.slow  # a subprocess under a file-size limit (~7 s); the full-disk and EACCES tests keep the write-error path fast
 def test_a_file_size_limit_fails_the_write_with_efbig(tmp_path, bundle):
     # Outputs keep their input's size: 16 px ones stay under 1 kB, a 256 px one is ~200 kB.
     make_images(tmp_path / "in", 3, prefix="a", size=16)
@@ -296,6 +299,7 @@ def test_an_unwritable_folder_stops_the_run_with_eacces(tmp_path, bundle):
 # -- the other commands on SIGTERM -------------------------------------------------------------------
 
 
+@pytest.mark.slow  # cyclemask-export in a subprocess (~10 s); tests/test_stop_signals.py checks the safe points in-process
 def test_export_sigterm_leaves_no_staging_folder(tmp_path, bundle):
     out = tmp_path / "out"
     with Child([command("cyclemask-export"), "--checkpoint", bundle, "--out", out, "--fp16", "--no-engine",

@@ -25,41 +25,22 @@ from __future__ import annotations
 
 import abc
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from cyclemask import DIRECTIONS
-from cyclemask.artifacts import DEFAULT_STREAMS, ONNX_FORMAT, metadata_direction
+from cyclemask.artifacts import ONNX_FORMAT, metadata_direction
 from cyclemask.errors import BackendError, ConfigError
 from cyclemask.images import check_batch
+
+from .options import BackendOptions  # noqa: F401 (generated from the declarations; imported from here)
 
 log = logging.getLogger(__name__)
 
 #: What an artefact kind is called in messages, and what runs it.
 KIND_NAMES = {"engine": "a TensorRT engine", "graph": "an ONNX graph", "checkpoint": "a checkpoint"}
-
-
-@dataclass(frozen=True)
-class BackendOptions:
-    """Every backend's settings; each backend's factory takes the fields it uses."""
-
-    device: str = "auto"  # torch: auto | cpu | cuda[:i]
-    precision: str = "fp32"  # torch: fp32 | fp16 (CUDA) | bf16 (CPU); openvino: fp32 | bf16
-    image_size: int | None = None  # torch: the model input size
-    max_batch: int | None = None
-    ort_provider: str = "auto"
-    threads: int | None = None
-    streams: int = DEFAULT_STREAMS  # trt: execution contexts / CUDA streams
-    cuda_graphs: bool = False
-    channels_last: bool = False
-    compile: bool = False  # torch: torch.compile the forward pass
-    ov_mode: str = "throughput"  # openvino: latency | throughput
-    ov_requests: int | None = None  # openvino, throughput mode: infer requests in flight
-    probe: bool = True  # auto on a CPU machine: time ORT and OpenVINO briefly; OpenVINO unless ORT is >10 % faster
-    cache: bool = True  # OpenVINO's compiled-model cache and auto's remembered choice (engine/model_cache.py)
 
 
 class Handle(Protocol):

@@ -22,6 +22,9 @@ from .base import BackendOptions, SyncBackend, read_graph_metadata
 
 log = logging.getLogger(__name__)
 
+#: --ort-graph-opt -> onnxruntime.GraphOptimizationLevel
+GRAPH_OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
+                    "off": "ORT_DISABLE_ALL"}
 # ONNX Runtime provider names, by the short names the CLI takes.
 ORT_PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -42,8 +45,7 @@ def from_options(path: Path, direction: str | None, opts: BackendOptions) -> "Or
 
     # Without --batch a GPU run takes GPU_BATCH (engine/run_defaults.py): the TensorRT EP's
     # profile is sized for it. On the CPU provider the hint is unused.
-    return OrtBackend(path, direction, provider=opts.ort_provider, threads=opts.threads,
-                      max_batch=opts.max_batch or GPU_BATCH)
+    return OrtBackend(path, direction, **opts.keywords("ort", max_batch=lambda b: b or GPU_BATCH))
 
 
 class OrtBackend(SyncBackend):
@@ -68,8 +70,12 @@ class OrtBackend(SyncBackend):
         device_id: int = 0,
         trt_cache_dir: str | os.PathLike | None = None,
         max_batch: int | None = None,
+        graph_opt: str = "all",
     ) -> None:
         super().__init__(Path(model_path), direction)
+        if graph_opt not in GRAPH_OPT_LEVELS:
+            raise ConfigError(f"graph_opt must be one of {', '.join(GRAPH_OPT_LEVELS)}; got {graph_opt!r}")
+        self.graph_opt = graph_opt
         # For the TensorRT EP only: one optimisation profile covering batches 1..max_batch, so the
         # partial last batch does not make it build a second engine mid-run.
         self.batch_hint = max_batch
@@ -127,6 +133,7 @@ class OrtBackend(SyncBackend):
         if any(n == ORT_PROVIDERS["tensorrt"] for n, _ in requested):
             self.trt_cache_dir.mkdir(parents=True, exist_ok=True)
         so = ort.SessionOptions()
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPT_LEVELS[self.graph_opt])
         if self.threads:
             so.intra_op_num_threads = self.threads
             so.inter_op_num_threads = 1

@@ -67,6 +67,11 @@ REGISTRY: dict[str, BackendSpec] = {
 BACKEND_NAMES = ("auto", *REGISTRY)
 
 
+def precision_choices() -> tuple[str, ...]:
+    """What --precision takes: every precision a registered backend runs, fp32 first."""
+    return tuple(dict.fromkeys(p for spec in REGISTRY.values() for p in ("fp32", *spec.precisions)))
+
+
 def cuda_gpu_present() -> bool:
     """Whether a CUDA GPU is visible, without importing torch when it is not loaded already
     (a graph run on ONNX Runtime or OpenVINO must not pay for torch): the NVIDIA driver's device

@@ -41,10 +41,7 @@ def resolve_device(device: str) -> tuple[str, str]:
 
 
 def from_options(path: Path, direction: str | None, opts: BackendOptions) -> "TorchBackend":
-    device, _ = resolve_device(opts.device)
-    return TorchBackend(path, direction, device=device, precision=opts.precision, image_size=opts.image_size,
-                        max_batch=opts.max_batch, cuda_graphs=opts.cuda_graphs, channels_last=opts.channels_last,
-                        threads=opts.threads, compile=opts.compile)
+    return TorchBackend(path, direction, **opts.keywords("torch", device=lambda d: resolve_device(d)[0]))
 
 
 class TorchBackend(SyncBackend):

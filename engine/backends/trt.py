@@ -89,7 +89,7 @@ def available() -> str | None:
 
 
 def from_options(path: Path, direction: str | None, opts: BackendOptions) -> "TrtBackend":
-    return TrtBackend(path, direction, streams=opts.streams)
+    return TrtBackend(path, direction, **opts.keywords("trt"))
 
 
 def tensorrt_major(version: str) -> int:

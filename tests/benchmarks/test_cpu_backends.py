@@ -43,6 +43,7 @@ def test_candidates_cover_every_precision():
     assert cb.CANDIDATES["plain"][1] is None  # benchmarks/plain_loop.py, not cyclemask-run
 
 
+@pytest.mark.slow  # every candidate end to end (~11 s); the parsing and candidate tests stay fast
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
 def test_tiny_run_has_a_row_per_candidate_and_both_baselines():
     res = CliRunner().invoke(cb.main, ["--model", "tiny", "--images", "4", "--rounds", "1", "--eager-batches", "1,2",

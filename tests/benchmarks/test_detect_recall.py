@@ -63,6 +63,7 @@ def test_match_is_one_to_one():
     assert dr.match(t, [], 0.4) == (0, 0) and dr.match([], found, 0.4) == (0, 3)
 
 
+@pytest.mark.slow  # the benchmark end to end on the shared data (~5 s); the matching and settings tests stay fast
 @pytest.mark.shared
 def test_runs_on_pairs_and_one_masked_clip(shared_data, tmp_path, capsys):
     pairs = dr.measure_pairs(limit=12)

@@ -211,6 +211,7 @@ def test_cli_reports_when_nothing_can_run():
     assert res.exit_code == 1 and "--device cuda: torch sees no CUDA GPU here" in res.output
 
 
+@pytest.mark.slow  # the benchmark in a subprocess (~11 s); test_a_stop_inside_a_pipeline_run_stops_the_benchmark checks the stop in-process
 def test_first_sigterm_stops_prints_the_rows_and_removes_the_temporary_folder(tmp_path):
     import os
     import signal

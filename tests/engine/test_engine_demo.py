@@ -215,6 +215,7 @@ def test_run_demo_paste_modes(tmp_path, bundle_path):
 # The CLI: --demo and the default model, with the shipped assets
 
 
+@pytest.mark.slow  # the shipped models end to end through the CLI (~5 s); test_run_demo_tiny_models runs the same demo fast
 def test_cli_demo_with_shipped_models(tmp_path, monkeypatch):
     monkeypatch.delenv("CYCLEMASK_FACE_DETECTOR", raising=False)
     r = run("--demo", "--out", tmp_path / "demo_out")

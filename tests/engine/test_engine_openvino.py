@@ -107,6 +107,7 @@ print("handled", len(got))
 """
 
 
+@pytest.mark.slow  # two fresh interpreters (~5 s)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="alternate signal stacks are checked on Linux only")
 def test_signals_still_work_after_two_models_are_freed_out_of_order(ov_cls, mask_graph):
     # OpenVINO leaves the thread's alternate signal stack on a freed buffer; without the

@@ -199,6 +199,48 @@ def test_an_engine_under_ray_is_named_by_its_direction_as_a_local_run_names_it(t
     assert len(_digest(tmp_path / "local" / "photos_unmask")) == 3
 
 
+def test_the_ray_worker_gets_the_runs_own_options(tmp_path, monkeypatch, mask_graph):
+    """--ray changes only where batches run: the worker's spec holds the RunOptions the local
+    run would use (every flag, a backend option included), with only the paths made absolute and
+    the per-worker threads and probe set; and the worker's processor is the one make_processor builds."""
+    import dataclasses
+    import sys
+
+    from cyclemask.engine import cli, ray_cli, ray_run, run as run_mod
+
+    ray, data = _fake_ray_modules()
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    monkeypatch.setitem(sys.modules, "ray.data", data)
+    monkeypatch.setattr(ray_cli, "require_ray", lambda: ray)
+    monkeypatch.setattr(ray_run, "require_ray", lambda: ray)
+    monkeypatch.setattr(ray_run, "connect", lambda address, debug=False: (False, 2.0, 0.0))
+    seen, local = {}, {}
+    real_worker_class, real_make = ray_run.worker_class, run_mod.make_processor
+    monkeypatch.setattr(ray_run, "worker_class", lambda spec: seen.setdefault("spec", spec) and real_worker_class(spec))
+
+    def make(*a, **kw):
+        seen["processor"] = real_make(*a, **kw)
+        return seen["processor"]
+
+    monkeypatch.setattr(run_mod, "make_processor", make)
+    monkeypatch.setattr(cli, "translate", lambda options, **kw: local.setdefault("options", options) and sys.exit(0))
+    args = ["--model", mask_graph, "--backend", "ort", "--ort-graph-opt", "basic", "--paste", "crop",
+            "--margin", "0.4", "--quality", "80", "--batch", "2", "--detect-workers", "0"]
+    _images(tmp_path / "in", 2, seed=3)
+    assert run("--images", tmp_path / "in", *args).exit_code == 0
+    res = run("--images", tmp_path / "in", *args, "--ray", "--workers", "1")
+    assert res.exit_code == 0, res.output
+    spec = seen["spec"]
+    assert isinstance(spec.options, type(local["options"]))
+    expected = dataclasses.replace(local["options"], model=mask_graph.resolve(), threads=2, probe=False,  # 2 CPUs, 1 worker
+                                   face_detector=spec.options.face_detector)
+    assert spec.options == expected
+    assert spec.options.backend_options().keywords("ort")["graph_opt"] == "basic"
+    from cyclemask.engine.faces import FaceProcessor
+
+    assert isinstance(seen["processor"], FaceProcessor) and seen["processor"].config.paste == "crop"
+
+
 def test_ray_options_are_checked():
     with pytest.raises(ConfigError, match="reserves nothing"):
         RayOptions(cpus_per_worker=0, gpus_per_worker=0)
@@ -251,6 +293,7 @@ def photos(tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_ray_writes_the_bytes_and_the_report_of_a_local_run(local_ray, mask_graph, photos, tmp_path):
     local = run("--images", photos, "--out", tmp_path / "local", *_common(mask_graph))
     on_ray = run("--images", photos, "--out", tmp_path / "ray", *_common(mask_graph), "--ray", "--workers", "2",
@@ -269,6 +312,7 @@ def test_ray_writes_the_bytes_and_the_report_of_a_local_run(local_ray, mask_grap
     assert not _partials(tmp_path / "ray")
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_resume_skips_what_the_journal_records(local_ray, mask_graph, tmp_path):
     src = tmp_path / "in"
     _images(src, 12, seed=2)
@@ -314,6 +358,7 @@ def _busy_worker_pids() -> list[int]:
     return found
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_a_killed_worker_loses_nothing(local_ray, mask_graph, tmp_path):
     src = tmp_path / "in"
     _images(src, 40, seed=4, side=256)  # large enough that a call of 2 files takes a while
@@ -352,6 +397,7 @@ def test_a_killed_worker_loses_nothing(local_ray, mask_graph, tmp_path):
     assert not Path(f"/proc/{killed[0]}").exists() or "zombie" in Path(f"/proc/{killed[0]}/status").read_text()
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_a_folder_of_videos_runs_one_task_per_video(local_ray, mask_graph, tmp_path):
     from video_clips import make_clip
 
@@ -373,6 +419,7 @@ def test_a_folder_of_videos_runs_one_task_per_video(local_ray, mask_graph, tmp_p
     assert sorted(_done_records(tmp_path / "out")) == ["a.mp4", "sub/b.mp4"]
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_face_aware_run_matches_a_local_one(local_ray, mask_graph, face_detector_path, tmp_path):
     import matplotlib
 
@@ -397,6 +444,7 @@ def test_face_aware_run_matches_a_local_one(local_ray, mask_graph, face_detector
     assert faces[0] in on_ray.output.splitlines()  # the face counts summed over the workers
 
 
+@pytest.mark.slow  # a local Ray (~5-10 s each); the fake-Ray tests above run the same driver and worker fast
 def test_a_model_that_does_not_load_stops_the_run_with_one_line(local_ray, mask_graph, tmp_path):
     src = tmp_path / "in"
     _images(src, 3, seed=6)

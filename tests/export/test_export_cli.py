@@ -208,6 +208,7 @@ def test_direction_refusals(tmp_path, gen_a):
     assert res.exit_code == 1 and "holds one generator; --direction both needs a two-generator checkpoint" in res.output
 
 
+@pytest.mark.slow  # a full export of a reference file (~5 s); test_reference_file_records_no_size_and_its_direction_comes_from_its_name checks the same reading fast
 def test_reference_repository_file_exports_with_flags_and_direction_from_name(tmp_path, gen_b):
     # The reference saves a bare state dict; old PyTorch versions added InstanceNorm running stats.
     sd = dict(gen_b.state_dict())
@@ -273,6 +274,7 @@ def failing_build(monkeypatch):
     return calls
 
 
+@pytest.mark.slow  # a full export (~6 s); test_explicit_engine_build_failure_is_an_error_and_writes_nothing takes the same build-failure path fast
 def test_automatic_engine_build_failure_keeps_the_verified_graphs(tmp_path, bundle, failing_build):
     out = tmp_path / "out"
     res = run(["--checkpoint", bundle, "--direction", "mask", "--fp16", "--out", out, "--threads", 1,

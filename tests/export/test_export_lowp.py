@@ -262,6 +262,7 @@ def test_bf16_is_not_measured_where_the_cpu_has_none(bf16_export):
     assert not bf16_export.recorded()
 
 
+@pytest.mark.slow  # the shipped generators quantised and checked (~8 s); test_int8_export_writes_a_verified_graph_that_runs stays fast
 @pytest.mark.shared
 @needs_nncf
 @needs_openvino

@@ -71,7 +71,9 @@ def test_pixel_parity_trained_unmask(trained_unmask_case, variant):
     _check_pixels(trained_unmask_case, variant, trained=True)
 
 
-@pytest.mark.parametrize("variant", _params(kid=True))
+# Slow: KID on every backend, 11-40 s each. test_pixel_parity_trained_mask checks the same backends
+# fast, and tests/parity/test_parity_bounds.py's broken graph keeps the KID check itself fast.
+@pytest.mark.parametrize("variant", _params(slow=True, kid=True))
 def test_kid_parity_trained_mask(trained_mask_case, variant, inception):
     _check_kid(trained_mask_case, variant, inception)
 

@@ -11,6 +11,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "device_check.sh"
 FILES = ("summary.md", "env.txt", "tests.log", "tests.xml", "parity.json", "throughput.md", "throughput.json", "bench.log")
@@ -23,6 +25,7 @@ def _run(*args, env_extra=None, timeout=240) -> subprocess.CompletedProcess:
                           cwd=REPO)
 
 
+@pytest.mark.slow  # the whole script in a subprocess (~20 s); its steps are tests/parity and tests/benchmarks, fast
 def test_dry_run_passes_and_writes_every_result(tmp_path):
     out = tmp_path / "results"
     t0 = time.perf_counter()
@@ -85,6 +88,7 @@ def test_help_documents_options_and_default_folder():
         assert text in res.stdout, text
 
 
+@pytest.mark.slow  # a subprocess (~5 s)
 def test_path_shim_imports_the_checkout_without_an_install(tmp_path):
     """The fallback for a machine where cyclemask is not installed: with the editable install's
     finder removed, the shim alone maps cyclemask.engine etc. onto the checkout's folders."""
@@ -142,6 +146,7 @@ def _bare_python(root: Path) -> Path:
     return py
 
 
+@pytest.mark.slow  # the whole script in a subprocess, in a bare environment (~10 s)
 def test_dry_run_on_a_machine_with_only_torch_numpy_and_pytest(tmp_path):
     """The GPU machine may have nothing of the project's but torch, numpy and pytest: the check
     still runs to its end, imports the checkout through the path shim, skips what needs a

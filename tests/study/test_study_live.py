@@ -49,6 +49,7 @@ def _participant(url: str, index: int, per_person: int, go: threading.Barrier) -
     return log
 
 
+@pytest.mark.slow  # fifty concurrent participants against a live server (~5 s)
 def test_fifty_participants_at_once(tmp_path):
     n_people, per_person = 50, 10
     real, gen = make_folders(tmp_path / "in", 12, 12)

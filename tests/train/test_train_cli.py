@@ -86,6 +86,7 @@ def test_train_stop_and_resume_from_the_cli(tiny_data, tmp_path):
     assert result.exit_code == 1 and "ngf: checkpoint 8, now 16" in result.output
 
 
+@pytest.mark.slow  # cyclemask-train in a subprocess, signalled (~12 s); test_train_stop_and_resume_from_the_cli checks the same in-process
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_stop_signal_saves_and_resume_continues(tiny_data, tmp_path, sig):
     from proc_helpers import Child, command, partials

@@ -100,6 +100,7 @@ _COMPARED = dict(batch_size=4, pool_size=0, n_epochs=1, n_epochs_decay=1, save_e
 _COMPARED_ARGS = ("--pool-size", "0", "--save-every", "10", "--n-samples", "2")
 
 
+@pytest.mark.slow  # two torchrun processes (~10 s); the one-process trainer tests stay fast
 def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
     single_cfg = tiny_config(tiny_data, tmp_path / "single", **_COMPARED)
     train(single_cfg)
@@ -111,6 +112,7 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
     _assert_matches_one_process(single_cfg, ddp_out)
 
 
+@pytest.mark.slow  # two torchrun starts (~20 s)
 def test_two_nodes_through_the_c10d_rendezvous_match_one_process(tiny_data, tmp_path):
     single_cfg = tiny_config(tiny_data, tmp_path / "single", **_COMPARED)
     train(single_cfg)

@@ -74,6 +74,7 @@ def test_generator_bundle_is_what_training_produced(tiny_data, tmp_path):
     assert np.array_equal(translate(gens["unmask"].generator, batch), translate(trainer.nets["G_B"].eval(), batch))
 
 
+@pytest.mark.slow  # two training runs (~15 s); test_resume_after_a_crash_drops_unsaved_records_and_replays_them checks resuming fast
 def test_resume_after_a_clean_stop_logs_the_same_losses(tiny_data, tmp_path):
     # A pool smaller than the run makes the pool's random draws matter after the resume.
     cfg = tiny_config(tiny_data, tmp_path / "full", pool_size=3, save_latest_every=5)
@@ -154,6 +155,7 @@ def test_resume_refuses_a_different_model(tiny_data, tmp_path):
         train(cfg, resume=str(tmp_path / "junk.pt"))
 
 
+@pytest.mark.slow  # a full training run first (~7 s); test_resume_after_a_crash_drops_unsaved_records_and_replays_them checks resuming fast
 def test_resume_of_a_finished_run_does_nothing(tiny_data, tmp_path):
     cfg = tiny_config(tiny_data, tmp_path / "run", n_epochs=1, n_epochs_decay=0)
     train(cfg)
@@ -182,6 +184,7 @@ def test_unreadable_images_are_reported_once_and_skipped(tiny_data, tmp_path, ca
     assert sum("broken.png" in r.getMessage() for r in caplog.records) == 1
 
 
+@pytest.mark.slow  # three trainings (~4 s each); test_short_run_writes_every_output trains the default fast
 @pytest.mark.parametrize("overrides", [
     dict(gan_mode="vanilla", lr_policy="cosine"),
     dict(gan_mode="wgangp", norm="batch"),
