@@ -217,7 +217,7 @@ def run_demo(
     return report
 
 
-PASTE_WORDS = {"zone": "mask zone pasted", "crop": "whole crop pasted", "hole": "segmented mask erased and restored"}
+PASTE_WORDS = {"zone": "mask zone pasted", "crop": "whole crop pasted", "hole": "mask erased and restored"}
 
 
 def describe_pastes(pastes: dict[str, str]) -> str:
@@ -251,8 +251,7 @@ def before_after_sheet(rows, margin: float, model_size: int, pasted: str = PASTE
                 ax.set_xticks([])
                 ax.set_yticks([])
         axes[2 * r, 0].set_ylabel(p.name, fontsize=10)
-    fig.suptitle(f"cyclemask demo: CPU-trained {model_size}px generators, not the paper's model; {pasted}",
-                 fontsize=11)
+    fig.suptitle(f"cyclemask demo, CPU-trained {model_size}px models (not the paper's); {pasted}", fontsize=10)
     fig.text(0.5, 0.005, "; ".join(sorted({p.credit for p, *_ in rows})), ha="center", fontsize=7)
     fig.tight_layout(rect=(0, 0.015, 1, 0.97))
     buf = io.BytesIO()

@@ -68,7 +68,8 @@ def test_the_wheel_holds_every_subpackage_and_the_demo_model(wheel):
     assert not missing, f"subpackages missing from the wheel (add them to pyproject's packages): {sorted(missing)}"
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
-    for asset in ("generators.pt", "mask.onnx", "unmask.onnx", "demo.json"):
+    for asset in ("generators.pt", "mask.onnx", "unmask.onnx", "demo.json", "restore.pt", "segmenter.onnx",
+                  "unmask_cyclegan.onnx"):
         assert f"cyclemask/assets/demo/{asset}" in names
     # --mask-method template runs on a fresh install: its templates, their licence and origin.
     for asset in ("masks.cfg", "LICENSE_MaskTheFace.txt", "SOURCE.md", "surgical.png", "N95_left.png"):

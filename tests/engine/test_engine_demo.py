@@ -23,8 +23,10 @@ from cyclemask.engine.cli import main
 from cyclemask.engine.run import RunOptions
 
 REPO = Path(__file__).resolve().parents[2]
-MAX_ASSET_BYTES = 10 * 1024 * 1024
-SHIPPED = ("generators.pt", "mask.onnx", "unmask.onnx", "demo.json")
+# All package data together (generators, restore bundle, segmenter, classifier, YuNet, templates).
+MAX_ASSET_BYTES = 25 * 1000 * 1000
+SHIPPED = ("generators.pt", "mask.onnx", "unmask.onnx", "demo.json", "restore.pt", "segmenter.onnx",
+           "unmask_cyclegan.onnx")
 
 
 def run(*args):
@@ -62,10 +64,10 @@ def test_shipped_assets_present_and_small():
     root = demo_model.assets_dir()
     sizes = {name: (root / name).stat().st_size for name in SHIPPED if (root / name).is_file()}
     assert sorted(sizes) == sorted(SHIPPED), f"missing from {root}: {set(SHIPPED) - set(sizes)}"
-    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    assert total <= MAX_ASSET_BYTES, f"demo assets are {total / 1e6:.1f} MB, over the 10 MB limit"
+    total = sum(p.stat().st_size for p in root.parent.rglob("*") if p.is_file())
+    assert total <= MAX_ASSET_BYTES, f"package data is {total / 1e6:.1f} MB, over the 25 MB limit"
     info = json.loads((root / "demo.json").read_text())
-    for key in ("image_size", "command", "iterations", "train_seconds"):
+    for key in ("image_size", "command", "iterations", "train_seconds", "unmask_method", "restore"):
         assert key in info, f"demo.json lacks {key}"
 
 
@@ -88,13 +90,17 @@ def test_shipped_checkpoint_and_onnx_agree_within_one_lsb(rng):
     image = read_image(p.path)
     crop, _ = crop_face(image, _face(image).box, size)
     batch = np.stack([crop, rng.integers(0, 256, (size, size, 3), dtype=np.uint8)])
-    for d in ("mask", "unmask"):
+    restore = load_generators(root / "restore.pt")["unmask"].generator
+    pairs = [("mask", gens["mask"].generator, "mask"), ("unmask", gens["unmask"].generator, "cyclegan"),
+             ("unmask", restore, "restore")]
+    for d, net, method in pairs:
         with torch.no_grad():
-            eager = translate(gens[d].generator.eval(), batch)
-        with OrtBackend(root / f"{d}.onnx", d, provider="cpu") as be:
+            eager = translate(net.eval(), batch)
+        graph_path = demo_model.default_model(d, "ort", method if d == "unmask" else None)
+        with OrtBackend(graph_path, d, provider="cpu") as be:
             graph = be.infer(batch)
         diff = np.abs(eager.astype(np.int16) - graph.astype(np.int16))
-        assert diff.max() <= 1, f"{d}: ONNX differs from the checkpoint by {diff.max()} LSB"
+        assert diff.max() <= 1, f"{graph_path.name}: ONNX differs from its checkpoint by {diff.max()} LSB"
 
 
 # -------------------------------------------------------------------------------------------
