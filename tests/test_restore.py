@@ -327,7 +327,8 @@ def test_paste_auto_follows_the_graph_kind():
     assert paste_for("auto", Be("restore")) == "hole"
     assert paste_for("auto", Be("cyclegan")) == "zone" and paste_for("auto", Be(None)) == "zone"
     assert paste_for("auto", None) == "zone" and paste_for("crop", Be("restore")) == "crop"
-    assert RunOptions().face_config(video=False, backend=Be("restore")).paste == "hole"
+    assert RunOptions(paste="auto").face_config(video=False, backend=Be("restore")).paste == "hole"
+    assert RunOptions().face_config(video=False, backend=Be("restore")).paste == "zone"  # the default, by figures
     assert RunOptions(paste="zone").face_config(video=False, backend=Be("restore")).paste == "zone"
 
 
