@@ -349,12 +349,12 @@ def _export_direction(direction, generator, size, meta, images, options: ExportO
                       progress: Progress | None) -> DirectionResult:
     t0 = time.perf_counter()
     final = artefact_paths(options.out_dir, direction)
-    stage = create_partial(options.out_dir / direction, directory=True)
-    staged: dict[str, Path] = {k: stage / p.name for k, p in final.items()}
     tick = progress or (lambda _s: None)
     artefacts: list[Artefact] = []
     notes: list[str] = []
+    stage = create_partial(options.out_dir / direction, directory=True)
     try:
+        staged: dict[str, Path] = {k: stage / p.name for k, p in final.items()}
         export_onnx(generator, staged["onnx-fp32"], image_size=size, metadata=meta)
         tick(f"{direction}: exported FP32 graph")
         reference = eager_outputs(generator, images, options.batch_size)
@@ -491,8 +491,8 @@ def engine_from_onnx(onnx_path: str | os.PathLike, options: ExportOptions, *, pr
     tick = progress or (lambda _s: None)
     tick(f"{direction}: ran the FP16 graph on ORT CPU")
     stage = create_partial(options.out_dir / direction, directory=True)
-    staged = {"onnx-fp16": src, "engine": stage / final["engine"].name, "sidecar": stage / final["sidecar"].name}
     try:
+        staged = {"onnx-fp16": src, "engine": stage / final["engine"].name, "sidecar": stage / final["sidecar"].name}
         arts = _engine_steps(staged, final, images, got16, None, options, tick, direction)
         for a in arts:
             a.size = staged[a.kind].stat().st_size
