@@ -64,6 +64,7 @@ from cyclemask.faces import (
     square_crop_box,
 )
 from cyclemask.images import resize
+from cyclemask.upright import follow_roll
 
 # Colour matching and tracking live in modules of their own; their names stay importable from here.
 from .colour_match import _ring, apply_gain, exposure_gain, mean_luminance, ring_lab, shift_lab  # noqa: F401
@@ -109,6 +110,9 @@ class FaceConfig:
         its first frame, so a real face loses no frame. False: every detection is translated at
         once, as before these checks.
     hold_frames: frames a track is kept, and translated, after the detector lost it.
+    upright: look again, on a crop turned upright, at a face whose roll is large or whose eye
+        line disagrees with its mouth and axis (`cyclemask.upright`): YuNet's eyes stay level
+        on a rolled head, and the zone's top would then cross the lower eye.
     rotated: extra detection passes on copies rotated by `rotations` degrees, for tilted heads
         (YuNet misses heads tilted past ~20 degrees, masked ones sooner): "full" over the whole
         frame, every frame (about 3x the detection time); "lost" only around a tracked face
@@ -154,6 +158,7 @@ class FaceConfig:
     confirm_window: int = 3
     iou_threshold: float = 0.3
     hold_frames: int = 2
+    upright: bool = True
     rotated: str = "lost"
     rotations: tuple[float, ...] = (25.0, -25.0)
     scene_cut: float = 0.08
@@ -227,6 +232,7 @@ class FaceStats:
     unconfirmed: int = 0  # detections of new tracks never confirmed in time (left as they are)
     held: int = 0  # crops of tracks the detector missed in that frame
     recovered: int = 0  # faces the upright pass lost, found again by rotated passes around their track
+    upright: int = 0  # rolled faces looked at again on a crop turned upright
     whole_crop: int = 0  # zone mode: faces pasted as whole crops (no usable landmarks)
     crops: int = 0  # crops handed to the model
     translated: int = 0  # crops pasted back into a frame
@@ -369,7 +375,12 @@ class FaceProcessor(FrameProcessor):
         det = self._detector()
         t0 = time.perf_counter()
         try:
-            return list(det.detect(image))
+            faces = list(det.detect(image))
+            if self.config.upright:
+                faces, looked = follow_roll(det, image, faces, self.config.min_face)
+                with self.stats._lock:  # detect-ahead threads count here too
+                    self.stats.upright += looked
+            return faces
         finally:
             self.stats.add_detect_time(time.perf_counter() - t0)
 
