@@ -1,13 +1,17 @@
 """Landmarks that follow a rolled head: a second YuNet look on a crop turned upright.
 
-YuNet's eye points stay nearly level when a head rolls by more than ~15 degrees, while its
-mouth corners and the eyes-to-mouth axis still turn with the head. The mask zone's top edge is
-parallel to the eye line, so level eyes on a rolled head put the lower eye under the matte.
-`needs_upright` spots those faces from the five landmarks alone (large roll, or an eye line
-that disagrees with the mouth line and the face's axis); `upright_face` rotates a crop around
-the face by the estimated roll, detects there, where the face is upright and YuNet is at its
-best, and maps the landmarks back. Only flagged faces pay for it: one detection on a crop of
-about twice the face's size.
+YuNet's landmarks lag a rolled head: its eye points stay nearly level, and its mouth corners
+and eyes-to-mouth axis turn by only part of the roll. The mask zone's top edge is parallel to
+the eye line, so level eyes on a rolled head put the lower eye under the matte.
+`wants_look` picks those faces from the five landmarks alone (a roll they show, or an eye
+line that disagrees with the mouth line and the face's axis); `upright_face` turns a crop of
+about twice the face's size by the roll they suggest, scaled up for the lag, detects there,
+where the face is near upright and YuNet's points are at their best, and maps the landmarks
+back. Upright faces pay nothing; a flagged one pays one detection on that small crop.
+
+What it does not do: YuNet also levels its points on the turned crop, so the roll is taken
+from the landmarks' hint, not measured; benchmarks/eye_cover.py checks the result against
+dlib's 68-point predictor.
 """
 
 from __future__ import annotations
