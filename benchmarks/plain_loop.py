@@ -56,8 +56,8 @@ def main() -> None:
         Image.fromarray(arr).save(out / (p.stem + ".png"))
         if first is None:
             first = time.perf_counter() - T_START
-    print(f"plain loop: {len(paths)} images, first output after {first or 0:.2f} s, "
-          f"{time.perf_counter() - T_START:.2f} s in all", file=sys.stderr)
+    print(f"plain loop: {len(paths)} images, first output after {first or 0:.4f} s, "
+          f"{time.perf_counter() - T_START:.4f} s in all", file=sys.stderr)
 
 
 if __name__ == "__main__":

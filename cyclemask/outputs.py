@@ -110,7 +110,8 @@ def create_partial(target: str | os.PathLike, directory: bool = False) -> Path:
         except FileExistsError:
             _forget(p)
         except BaseException:
-            _forget(p)
+            # A stop signal raises between os.open and the return too: the file is ours then.
+            discard_partial(p)
             raise
     raise OutputError(target, errno.EEXIST, "too many partial files of this output", "cannot stage")
 
@@ -367,10 +368,8 @@ class OutputLock:
         return (f"{self.root}: {who} is writing this output; wait for it to finish or stop it, "
                 f"or choose another output (lock: {self.journal})")
 
-    def sweep(self, runs: set[str]) -> list[Path]:
-        """Remove the partial files and folders of `runs` under this output, and return them: on
-        acquiring, those of dead runs; a --ray run, at its end, its own killed workers'. Call it
-        only while holding the lock, so no live run's partials can be among them."""
+    def find_partials(self, runs: set[str]) -> list[Path]:
+        """The partial files and folders of `runs` on disk under this output."""
         found: list[Path] = []
         if self.folder:
             for dirpath, dirnames, filenames in os.walk(self.root):
@@ -396,6 +395,13 @@ class OutputLock:
                 if (m and m["run"] in runs and m["name"] == self.root.stem
                         and (m["ext"] or "") == self.root.suffix):
                     found.append(Path(e.path))
+        return found
+
+    def sweep(self, runs: set[str]) -> list[Path]:
+        """Remove the partial files and folders of `runs` under this output, and return them: on
+        acquiring, those of dead runs; a --ray run, at its end, its own killed workers'. Call it
+        only while holding the lock, so no live run's partials can be among them."""
+        found = self.find_partials(runs)
         removed = []
         for p in sorted(found):
             try:
@@ -507,7 +513,9 @@ def stop_report(since: int = 0) -> list[str]:
     lines = []
     left = [str(p) for p in live_partials()]
     for lock in _history[since:]:
-        mine = [p for p in left if p.startswith(str(lock.root if lock.folder else lock.root.parent) + os.sep)]
+        # The disk, not only the registry, is asked: the claim below must hold for what a user sees.
+        mine = sorted({p for p in left if p.startswith(str(lock.root if lock.folder else lock.root.parent) + os.sep)}
+                      | {str(p) for p in lock.find_partials({run_id()})})
         state = (f"{len(mine)} partial file(s) still there: {', '.join(mine[:3])}" if mine
                  else "nothing half-written left")
         lines.append(f"{lock.root}: {lock.completed} output file(s) completed by this run kept; {state}")

@@ -47,7 +47,10 @@ class _RunOptions:
     no_track: bool = False
     no_face_checks: bool = False
     color_match: bool = False
-    paste: str = "auto"  # the graph's kind decides (see face_config)
+    # zone for every graph: on the held-out pairs the erase-then-restore graph keeps the person more
+    # often pasted in the zone than in its own hole (README, "The unmasking models"); auto or hole
+    # paste exactly the pixels such a graph changed.
+    paste: str = "zone"
     detect_side: int = FaceConfig.detect_side
     detect_score: float = FaceConfig.score_threshold
     rotated_detection: str = "auto"  # full for photos, lost for tracked videos (see face_config)

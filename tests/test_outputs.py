@@ -65,6 +65,21 @@ def test_partial_names_are_hidden_attributable_and_never_listed_as_images(tmp_pa
     assert not made.exists() and not again.exists() and made not in outputs.live_partials()
 
 
+def test_a_stop_while_a_partial_is_being_created_leaves_no_file(tmp_path, monkeypatch):
+    # Ctrl-C/SIGTERM raise KeyboardInterrupt at any bytecode: here just after os.open made the file.
+    real_close = os.close
+
+    def close_then_stop(fd):
+        real_close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs.os, "close", close_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        write_bytes_atomic(tmp_path / "x.png", b"data")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == [] and not outputs.live_partials()
+
+
 def test_write_bytes_atomic_leaves_nothing_on_failure_and_names_the_output(tmp_path, monkeypatch):
     target = tmp_path / "out" / "x.png"
     write_bytes_atomic(target, b"one")

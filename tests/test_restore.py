@@ -327,7 +327,8 @@ def test_paste_auto_follows_the_graph_kind():
     assert paste_for("auto", Be("restore")) == "hole"
     assert paste_for("auto", Be("cyclegan")) == "zone" and paste_for("auto", Be(None)) == "zone"
     assert paste_for("auto", None) == "zone" and paste_for("crop", Be("restore")) == "crop"
-    assert RunOptions().face_config(video=False, backend=Be("restore")).paste == "hole"
+    assert RunOptions(paste="auto").face_config(video=False, backend=Be("restore")).paste == "hole"
+    assert RunOptions().face_config(video=False, backend=Be("restore")).paste == "zone"  # the default, by figures
     assert RunOptions(paste="zone").face_config(video=False, backend=Be("restore")).paste == "zone"
 
 
@@ -381,3 +382,28 @@ def test_face_judge_tells_the_owner_from_another_person():
     same = np.linalg.norm(judge.describe(flipped, judge.locate(flipped)) - da)
     other = np.linalg.norm(judge.describe(b, rb) - da)
     assert same < MATCH_THRESHOLD < other, (same, other)
+
+
+@pytest.mark.shared
+def test_eval_unmasking_cli_scores_the_embedded_models_on_twins(tmp_path):
+    """cyclemask-eval unmasking end to end: synth twins (aligned crops) of three shared photos,
+    the embedded restore graph, Telea and the CycleGAN baseline; the report holds every row."""
+    from click.testing import CliRunner
+
+    from tests.conftest import SHARED_DATA
+    from cyclemask.metrics.cli import main as eval_main
+    from cyclemask.train.synth import SynthConfig, synthesize
+
+    src = tmp_path / "faces"
+    src.mkdir()
+    for p in sorted((SHARED_DATA / "faces" / "observations_pairs" / "without_mask").glob("*.jpg"))[30:33]:
+        (src / p.name).write_bytes(p.read_bytes())
+    synthesize(SynthConfig(source=src, out=tmp_path / "twins", templates=SHARED_DATA / "mask_templates", seed=0))
+    r = CliRunner().invoke(eval_main, ["unmasking", "--twins", str(tmp_path / "twins"), "--out-json",
+                                       str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert set(rep["holes"]) == {"masked", "ours", "telea", "baseline"}
+    assert rep["segmenter_on_twins"]["n"] >= 2 and 0.0 <= rep["segmenter_on_twins"]["iou"] <= 1.0
+    # Any unmasking that fills the hole at all beats leaving the mask on inside it.
+    assert rep["holes"]["ours"]["psnr"] > rep["holes"]["masked"]["psnr"]

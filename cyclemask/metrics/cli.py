@@ -478,6 +478,36 @@ def _graph_infer(path, direction: str, stack):
     return be.infer, be.image_size, be.metadata.get("method", "cyclegan")
 
 
+def unmask_judge_options(f):
+    """The options `identity` and `unmasking` share: the models judged, the segmenter, the
+    face detector, a limit and the JSON report."""
+    opts = [
+        click.option("--unmask-model", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="The unmasking model to judge (default: the embedded one)."),
+        click.option("--baseline-model", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="A second unmasking model beside it (default: the embedded CycleGAN generator)."),
+        click.option("--segmenter", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="The mask segmenter graph: Telea's holes, the mask left (default: the embedded one)."),
+        click.option("--detector", type=click.Path(dir_okay=False), default=None, envvar=DETECTOR_ENV,
+                     help="YuNet model for the face path (default: the one shipped)."),
+        click.option("--paste", type=click.Choice(["zone", "hole", "auto"]), default="zone", show_default=True,
+                     help="How the unmasking models' crops are pasted back, as cyclemask-run --paste (zone: its "
+                          "default; hole / auto: an erase-then-restore graph's whole hole)."),
+        click.option("--limit", type=int, default=None, help="At most this many pairs, twins or photos."),
+        click.option("--out-json", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON here."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _paste_of(method: str, paste: str) -> str:
+    """How a graph's crops are pasted in these figures: as `cyclemask-run --paste` would."""
+    if paste == "auto":
+        return "hole" if method == "restore" else "zone"
+    return "zone" if paste == "hole" and method != "restore" else paste
+
+
 def _default(path, direction: str, method: str | None = None) -> Path:
     from cyclemask.demo_model import default_model
 
@@ -488,20 +518,11 @@ def _default(path, direction: str, method: str | None = None) -> Path:
 @click.option("--pairs", required=True, type=click.Path(exists=True, file_okay=False),
               help="Paired photos: without_mask/NAME and with_mask/NAME, the same photo without and with a mask "
                    "(pairs whose two photos differ in size are left out).")
-@click.option("--unmask-model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The unmasking model to judge (default: the embedded one).")
-@click.option("--baseline-model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A second unmasking model beside it (default: the embedded CycleGAN generator).")
 @click.option("--mask-model", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The masking model whose outputs are judged too (default: the embedded one).")
-@click.option("--segmenter", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The mask segmenter graph that finds Telea's holes (default: the embedded one).")
-@click.option("--detector", type=click.Path(dir_okay=False), default=None, envvar=DETECTOR_ENV,
-              help="YuNet model for the face path (default: the one shipped).")
-@click.option("--limit", type=int, default=None, help="At most this many pairs.")
-@click.option("--out-json", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON here.")
+@unmask_judge_options
 @debug_option
-def identity(pairs, unmask_model, baseline_model, mask_model, segmenter, detector, limit, out_json) -> None:
+def identity(pairs, mask_model, unmask_model, baseline_model, segmenter, detector, paste, limit, out_json) -> None:
     """Does unmasking give the person back? An independent face-recognition network decides.
 
     dlib's ResNet face descriptor (99.38 % on LFW; the `cyclemask[judge]` extra) compares each
@@ -514,7 +535,7 @@ def identity(pairs, unmask_model, baseline_model, mask_model, segmenter, detecto
     import contextlib
 
     from ..segmenter import Segmenter
-    from .unmasking import FaceJudge, TeleaBackend, face_photo, identity_report, load_same_size_pairs
+    from .unmasking import MATCH_THRESHOLD, FaceJudge, TeleaBackend, face_photo, identity_report, load_same_size_pairs
 
     _lock_outputs("cyclemask-eval identity", files=[out_json])
     judge = FaceJudge()  # a missing extra is said before any model loads
@@ -525,10 +546,9 @@ def identity(pairs, unmask_model, baseline_model, mask_model, segmenter, detecto
         ours, size, method = _graph_infer(_default(unmask_model, "unmask"), "unmask", stack)
         base, bsize, bmethod = _graph_infer(_default(baseline_model, "unmask", "cyclegan"), "unmask", stack)
         masker, msize, mmethod = _graph_infer(_default(mask_model, "mask"), "mask", stack)
-        paste = {"restore": "hole"}
-        unmaskers = {"ours": face_photo(ours, size, paste.get(method, "zone"), detector),
+        unmaskers = {"ours": face_photo(ours, size, _paste_of(method, paste), detector),
                      "telea": face_photo(TeleaBackend(seg).infer, seg.size, "hole", detector),
-                     "baseline": face_photo(base, bsize, paste.get(bmethod, "zone"), detector)}
+                     "baseline": face_photo(base, bsize, _paste_of(bmethod, paste), detector)}
         try:
             report = identity_report(photos, unmaskers, face_photo(masker, msize, "zone", detector), judge, progress=bar)
         finally:
@@ -536,7 +556,7 @@ def identity(pairs, unmask_model, baseline_model, mask_model, segmenter, detecto
     report["methods"] = {"ours": f"{unmask_model or 'embedded'} ({method})", "telea": f"OpenCV Telea in {seg.path.name}'s hole",
                          "baseline": f"{baseline_model or 'embedded CycleGAN'} ({bmethod})"}
     rows = report["variants"]
-    click.echo(f"identity on {report['pairs']} pairs (judge: dlib ResNet descriptor, match < {MATCH:g}; "
+    click.echo(f"identity on {report['pairs']} pairs (judge: dlib ResNet descriptor, match < {MATCH_THRESHOLD:g}; "
                f"{len(report['judge_found_no_face'])} without a face the judge finds, {len(report['left_out'])} left out)")
     click.echo(f"{'variant':<12} {'match':>7} {'closer':>7} {'mean d':>7} {'impostor':>9}")
     for name, r in rows.items():
@@ -547,26 +567,14 @@ def identity(pairs, unmask_model, baseline_model, mask_model, segmenter, detecto
         _write_text(out_json, json.dumps(_finite(report), indent=1) + "\n")
 
 
-MATCH = 0.6
-
-
 @main.command(cls=Command)
 @click.option("--twins", required=True, type=click.Path(exists=True, file_okay=False),
               help="A cyclemask-data synth folder of held-out face crops (with_mask/, without_mask/, mattes/).")
 @click.option("--real-masked", type=click.Path(exists=True, file_okay=False), default=None,
               help="Photos with real masks: the share of mask left after unmasking is measured on them.")
-@click.option("--unmask-model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The unmasking model (default: the embedded one).")
-@click.option("--baseline-model", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A second unmasking model beside it (default: the embedded CycleGAN generator).")
-@click.option("--segmenter", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The mask segmenter graph (default: the embedded one).")
-@click.option("--detector", type=click.Path(dir_okay=False), default=None, envvar=DETECTOR_ENV,
-              help="YuNet model for the face path (default: the one shipped).")
-@click.option("--limit", type=int, default=None, help="At most this many twins and photos.")
-@click.option("--out-json", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON here.")
+@unmask_judge_options
 @debug_option
-def unmasking(twins, real_masked, unmask_model, baseline_model, segmenter, detector, limit, out_json) -> None:
+def unmasking(twins, real_masked, unmask_model, baseline_model, segmenter, detector, paste, limit, out_json) -> None:
     """The segmenter's IoU on held-out twins, PSNR / SSIM inside their true masks for each method
     (ours, Telea on the segmented hole, the baseline model, the masked twin itself), and the mask
     left after unmasking real masked photos (the segmenter's mask area after over before, face-aware)."""
@@ -590,11 +598,10 @@ def unmasking(twins, real_masked, unmask_model, baseline_model, segmenter, detec
         report["holes"] = hole_report({"ours": ours, "telea": telea, "baseline": base}, t)
         if real_masked:
             photos = [read_image(p) for p in list_images(real_masked)[:limit]]
-            paste = {"restore": "hole"}
             report["mask_left"] = {
-                "ours": mask_left_report(photos, ours, size, paste.get(method, "zone"), seg, detector),
+                "ours": mask_left_report(photos, ours, size, _paste_of(method, paste), seg, detector),
                 "telea": mask_left_report(photos, telea, size, "hole", seg, detector),
-                "baseline": mask_left_report(photos, base, bsize, paste.get(bmethod, "zone"), seg, detector)}
+                "baseline": mask_left_report(photos, base, bsize, _paste_of(bmethod, paste), seg, detector)}
     s = report["segmenter_on_twins"]
     click.echo(f"segmenter on {s['n']} twins: IoU {s['iou']:.3f} (per twin mean {s['iou_mean']:.3f}, min {s['iou_min']:.3f}); "
                f"on the bare originals {100 * s['bare_with_any_mask']:.1f}% show any mask")
