@@ -12,6 +12,12 @@ back. Upright faces pay nothing; a flagged one pays one detection on that small 
 What it does not do: YuNet also levels its points on the turned crop, so the roll is taken
 from the landmarks' hint, not measured; benchmarks/eye_cover.py checks the result against
 dlib's 68-point predictor.
+
+In a video the choice is made per tracked face (`RollState`), with hysteresis: a face starts
+being looked at when its roll passes ROLL_ON (or its cues disagree by DISAGREE_ON), and keeps
+being looked at until the roll is clearly small again (ROLL_OFF). The landmarks move from the
+first look's to the upright look's over RAMP frames, not at once: a source that flips from
+frame to frame would read as motion to the tracker's One-Euro filter and open it (jitter).
 """
 
 from __future__ import annotations
@@ -20,16 +26,28 @@ import numpy as np
 
 from .faces import Face, box_iou, crop_square
 
-#: Beyond this roll (degrees) the eye points are not trusted: YuNet's own training rarely
-#: rolls that far, and its eyes lag the head.
-ROLL_LIMIT = 7.0
-#: The eye line may disagree with the face's other cues by this much (degrees) before a
-#: second look: below it the disagreement is within YuNet's noise on upright faces.
-DISAGREE_LIMIT = 5.0
+#: A face is looked at again when the roll its landmarks show (`estimated_roll`) passes
+#: ROLL_ON degrees: on the 221 observations_pairs photos that dlib finds within 3 degrees of
+#: upright, YuNet's estimate passes 6 degrees on 3 % of them (2.5 degrees: on 48 %).
+ROLL_ON = 6.0
+#: ... or when the eye line disagrees with the face's other cues by DISAGREE_ON degrees:
+#: below it the disagreement is within YuNet's noise on upright faces.
+DISAGREE_ON = 6.0
+#: A tracked face that is looked at keeps being looked at until its low-passed roll is below
+#: ROLL_OFF (hysteresis: YuNet's roll estimate of a small, rolled face wanders between 3 and
+#: 10 degrees from frame to frame).
+ROLL_OFF = 2.5
+#: A tracked face also starts being looked at when its low-passed roll passes TRACK_ROLL_ON:
+#: a small, rolled face in a video shows only 3-5 degrees in YuNet's landmarks, as much as an
+#: upright photo's noise, but it shows them frame after frame, in one direction.
+TRACK_ROLL_ON = 3.5
+#: Frames over which a tracked face's landmarks move from one source to the other.
+RAMP = 3
 #: The upright look turns the crop by GAIN x the roll the landmarks show (see upright_face).
 GAIN = 2.0
-#: Faces whose landmarks show a roll past HINT degrees get the look (see wants_look).
-HINT = 2.5
+#: The weight of a new frame in a tracked face's low-passed roll, which decides (not the
+#: angle of the look: a low-passed one lags a head that rolls, and covers its lower eye).
+ROLL_SMOOTH = 0.5
 #: The crop around the face, as a multiple of the box's long side: room for the whole head
 #: once rotated, as `FaceDetector.detect_near` uses.
 CONTEXT = 2.2
@@ -58,10 +76,12 @@ def roll_cues(landmarks) -> tuple[float, float]:
     return eyes, other
 
 
-def needs_upright(landmarks, roll_limit: float = ROLL_LIMIT, disagree_limit: float = DISAGREE_LIMIT) -> bool:
-    """Whether a face's landmarks call for a second look on an upright crop."""
+def needs_upright(landmarks, roll: float = ROLL_ON, disagree: float = DISAGREE_ON) -> bool:
+    """Whether a face's landmarks call for a second look on an upright crop: a roll past `roll`
+    degrees (`estimated_roll`) or an eye line that disagrees with the face's other cues by more
+    than `disagree` degrees."""
     eyes, other = roll_cues(landmarks)
-    return max(abs(eyes), abs(other)) > roll_limit or abs(_wrap(eyes - other)) > disagree_limit
+    return abs(estimated_roll(landmarks)) > roll or abs(_wrap(eyes - other)) > disagree
 
 
 def estimated_roll(landmarks) -> float:
@@ -89,28 +109,30 @@ def _look(detector, region, x0: int, y0: int, face: Face, degrees: float) -> Fac
 
 
 def upright_face(detector, image_rgb: np.ndarray, face: Face, context: float = CONTEXT,
-                 gain: float = GAIN) -> Face | None:
+                 gain: float = GAIN, roll: float | None = None) -> Face | None:
     """The face found again on a crop around it turned upright by its estimated roll, in the
     image's coordinates (box and score as the first look gave them: the tracker follows the
     boxes of upright passes), or None when that look does not find it.
 
     YuNet's eye points lag the head's roll, and so, less, do its other points: the roll they
     show is a fraction of the head's. The crop is turned by `gain` x that estimate; on the
-    turned crop the face is near upright, where YuNet's points are at their best."""
+    turned crop the face is near upright, where YuNet's points are at their best. `roll`: the
+    estimate to use (a tracked face's, steadier than one frame's); default this face's."""
     region, x0, y0 = _crop(image_rgb, face, context)
-    f = _look(detector, region, x0, y0, face, gain * estimated_roll(face.landmarks))
+    roll = estimated_roll(face.landmarks) if roll is None else roll
+    f = _look(detector, region, x0, y0, face, gain * roll)
     return None if f is None else Face(face.box, face.score, f.landmarks)
 
 
-def wants_look(landmarks, hint: float = HINT) -> bool:
-    """Whether a face's landmarks call for an upright look: flagged by `needs_upright`, or
-    showing a roll of more than `hint` degrees (YuNet's cues show a fraction of the head's)."""
-    return needs_upright(landmarks) or abs(estimated_roll(landmarks)) > hint
+def wants_look(landmarks) -> bool:
+    """Whether a face seen once (a photo, or a new track) gets the upright look: `needs_upright`."""
+    return needs_upright(landmarks)
 
 
 def follow_roll(detector, image_rgb: np.ndarray, faces: list[Face], min_face: float = 0.0) -> tuple[list[Face], int]:
     """faces with the landmarks of each face that wants it (`wants_look`, at least min_face)
-    taken from the upright look; also returns how many faces were looked at again."""
+    taken from the upright look; also returns how many faces were looked at again. For faces
+    seen once (photos); a tracked face goes through `RollState`."""
     if not hasattr(detector, "_detect_rotated"):
         return faces, 0
     out, looked = [], 0
@@ -120,3 +142,48 @@ def follow_roll(detector, image_rgb: np.ndarray, faces: list[Face], min_face: fl
             f = upright_face(detector, image_rgb, f) or f
         out.append(f)
     return out, looked
+
+
+class RollState:
+    """One tracked face's upright look, decided with hysteresis and blended in over RAMP frames.
+
+    `follow` takes each of the track's detections and returns the face with the landmarks to
+    use: the first look's while the face is upright, the upright look's while it is rolled,
+    a mix of the two for RAMP frames after a change. A new track starts at its first frame's
+    choice, unblended (there is nothing to jump from). The decisions go by the roll low-passed
+    over the track's frames (ROLL_SMOOTH), so one frame's spike does not start a look."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.weight: float | None = None  # of the upright look's landmarks; None: no frame yet
+        self.roll: float | None = None
+
+    def follow(self, detector, image_rgb: np.ndarray, face: Face) -> tuple[Face, bool]:
+        """(the face to use, whether an upright look was taken)."""
+        lms = face.landmarks
+        if len(lms) != 5 or not np.all(np.isfinite(np.asarray(lms, np.float64))):
+            return face, False
+        est = estimated_roll(lms)
+        self.roll = est if self.roll is None else self.roll + ROLL_SMOOTH * (est - self.roll)
+        if self.weight is None:  # a new track: this frame is all there is to go by
+            self.on = needs_upright(lms)
+        elif self.on:
+            self.on = abs(self.roll) > ROLL_OFF
+        else:
+            # One frame's cues can spike (a turn or a nod tilts the mouth line): a track starts
+            # being looked at on its low-passed roll only.
+            self.on = abs(self.roll) > TRACK_ROLL_ON
+        target = 1.0 if self.on else 0.0
+        if self.weight is None:
+            self.weight = target
+        else:
+            step = 1.0 / RAMP
+            self.weight = float(np.clip(target, self.weight - step, self.weight + step))
+        if self.weight <= 0.0:
+            return face, False
+        up = upright_face(detector, image_rgb, face)
+        if up is None:
+            return face, True
+        a, b = np.asarray(lms, np.float64), np.asarray(up.landmarks, np.float64)
+        mixed = a + self.weight * (b - a)
+        return Face(face.box, face.score, tuple((float(x), float(y)) for x, y in mixed)), True

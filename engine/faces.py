@@ -64,7 +64,7 @@ from cyclemask.faces import (
     square_crop_box,
 )
 from cyclemask.images import resize
-from cyclemask.upright import follow_roll
+from cyclemask.upright import RollState, follow_roll
 
 # Colour matching and tracking live in modules of their own; their names stay importable from here.
 from .colour_match import _ring, apply_gain, exposure_gain, mean_luminance, ring_lab, shift_lab  # noqa: F401
@@ -112,7 +112,9 @@ class FaceConfig:
     hold_frames: frames a track is kept, and translated, after the detector lost it.
     upright: look again, on a crop turned upright, at a face whose roll is large or whose eye
         line disagrees with its mouth and axis (`cyclemask.upright`): YuNet's eyes stay level
-        on a rolled head, and the zone's top would then cross the lower eye.
+        on a rolled head, and the zone's top would then cross the lower eye. A tracked face is
+        decided with hysteresis on its low-passed roll and its landmarks blend from one look
+        to the other over a few frames (`RollState`), so the tracker's filter sees no jump.
     rotated: extra detection passes on copies rotated by `rotations` degrees, for tilted heads
         (YuNet misses heads tilted past ~20 degrees, masked ones sooner): "full" over the whole
         frame, every frame (about 3x the detection time); "lost" only around a tracked face
@@ -375,12 +377,7 @@ class FaceProcessor(FrameProcessor):
         det = self._detector()
         t0 = time.perf_counter()
         try:
-            faces = list(det.detect(image))
-            if self.config.upright:
-                faces, looked = follow_roll(det, image, faces, self.config.min_face)
-                with self.stats._lock:  # detect-ahead threads count here too
-                    self.stats.upright += looked
-            return faces
+            return list(det.detect(image))
         finally:
             self.stats.add_detect_time(time.perf_counter() - t0)
 
@@ -451,14 +448,33 @@ class FaceProcessor(FrameProcessor):
         st.found += len(usable)
         st.too_small += len(faces) - len(big)
         st.implausible += len(big) - len(usable)
+        # The upright look (cyclemask.upright) runs here, on the calling thread, not with the
+        # detection ahead: a tracked face's choice depends on its track's past frames.
+        det = self._detector() if c.upright else None
+        relook = det is not None and hasattr(det, "_detect_rotated")
         if self.tracker is None:
+            if relook:
+                t0 = time.perf_counter()
+                usable, looked = follow_roll(det, image, usable)
+                st.upright += looked
+                st.add_detect_time(time.perf_counter() - t0)
             return [(f.box, False, _landmarks(f)) for f in usable]
         if c.rotated == "lost":
             recovered = self._recover(image, usable)
             st.recovered += len(recovered)
             usable = usable + recovered
         cuts, unconfirmed = self.tracker.cuts, self.tracker.unconfirmed
-        boxes = self.tracker.update(image, usable, self._faces_ahead(ahead) if c.face_checks else None)
+        def follow(face: Face, track) -> Face:
+            if track.roll is None:
+                track.roll = RollState()
+            t0 = time.perf_counter()
+            face, looked = track.roll.follow(det, image, face)
+            st.upright += int(looked)
+            st.add_detect_time(time.perf_counter() - t0)
+            return face
+
+        boxes = self.tracker.update(image, usable, self._faces_ahead(ahead) if c.face_checks else None,
+                                    follow if relook else None)
         st.scene_cuts += self.tracker.cuts - cuts
         st.unconfirmed += self.tracker.unconfirmed - unconfirmed
         return boxes
