@@ -51,3 +51,49 @@ def test_the_rolled_portrait_before_and_after(tmp_path):
     assert r["before"]["eyes_covered"] == 1 and r["before"]["upright_looks"] == 0
     assert r["after"]["eyes_covered"] == 0 and r["after"]["upright_looks"] == 1
     assert r["after"]["mouth_corners_covered_pct"] == 100.0
+
+
+def test_the_made_up_webcam_clip_knows_its_points_and_the_look_clears_the_eyes():
+    """The far webcam clip's first roll (to 32 degrees, frames 0-16): YuNet's first look leaves
+    an eye under the matte, the upright looks none; the true points turn with the frame."""
+    if ec.skip_reason():
+        pytest.skip(ec.skip_reason())
+    import dlib
+
+    from cyclemask.engine.faces import FaceConfig
+
+    predictor = dlib.shape_predictor(str(ec.predictor_path()))
+    clips = ec.webcam_clips(predictor)
+    if not clips:
+        pytest.skip("matplotlib's sample portrait is absent in this installation")
+    frames, truth = clips["webcam far, rolling"]
+    assert len(frames) == len(truth) == 75
+    # At frame 12 the head is rolled by ~32 degrees clockwise: the image-right eye is lower.
+    def eye_angle(pts):
+        (rx, ry), (lx, ly) = pts[:2]
+        return np.degrees(np.arctan2(ly - ry, lx - rx))
+
+    roll = eye_angle(truth[12]) - eye_angle(truth[0])  # the portrait's own eyes are not quite level
+    assert roll == pytest.approx(32.0 * np.sin(2 * np.pi * 12 / 50), abs=0.5)
+    before = ec.measure(frames[:17], FaceConfig(upright=False), predictor, truth=truth)
+    after = ec.measure(frames[:17], FaceConfig(upright=True), predictor, truth=truth)
+    assert before["faces"] == after["faces"] >= 15
+    assert before["eyes_covered"] >= 3 and after["eyes_covered"] == 0, (before, after)
+    assert after["mouth_corners_covered_pct"] >= 95.0
+
+
+@pytest.mark.shared
+def test_no_eye_under_the_matte_on_the_rolled_heads_of_the_shared_clip(shared_data):
+    """head-pose female-and-male: both heads rolled by 10-35 degrees throughout; YuNet's first
+    look leaves 16 of its 110 faces with an eye under the matte (dlib's eyes)."""
+    if ec.skip_reason():
+        pytest.skip(ec.skip_reason())
+    import dlib
+
+    from cyclemask.engine.faces import FaceConfig
+
+    predictor = dlib.shape_predictor(str(ec.predictor_path()))
+    frames = ec.read_frames(shared_data / "video" / "head-pose-face-detection-female-and-male.mp4")
+    r = ec.measure(frames, FaceConfig(), predictor)
+    assert r["faces"] >= 100 and r["eyes_covered"] == 0, r
+    assert r["mouth_corners_covered_pct"] >= 95.0

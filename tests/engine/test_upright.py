@@ -96,3 +96,96 @@ def test_level_eyes_over_a_rolled_mouth_are_flagged():
 
 def test_a_frontal_face_is_not_flagged():
     assert not needs_upright(FRONTAL) and not wants_look(FRONTAL)
+
+
+def test_lower_eyes_keeps_the_line_s_angle_and_only_moves_it_down():
+    from cyclemask.upright import lower_eyes, roll_cues
+
+    turned = _turned(FRONTAL, 10.0)  # the turned look: under-reads a roll of 30
+    enlarged = _turned(FRONTAL, 30.0)
+    merged = lower_eyes(turned, enlarged)
+    assert roll_cues(merged)[0] == pytest.approx(roll_cues(turned)[0], abs=1e-6)
+    assert np.array_equal(merged[2:], turned[2:])
+    across = (merged[1] - merged[0]) / np.hypot(*(merged[1] - merged[0]))
+    down = np.array([-across[1], across[0]])
+    # Neither of the enlarged look's eyes lies below the merged eye line; one lies on it.
+    below = [float(np.dot(enlarged[i] - merged[0], down)) for i in (0, 1)]
+    assert max(below) == pytest.approx(0.0, abs=1e-6)
+    # An enlarged look with eyes above the line leaves it where it is.
+    assert np.array_equal(lower_eyes(turned, turned - (0.0, 5.0)), turned)
+
+
+class _Looks:
+    """Stands in for the upright look: the landmarks it 'finds' are FRONTAL turned by 20."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, detector, image, face, **kw):
+        from cyclemask.faces import Face
+
+        self.calls += 1
+        return Face(face.box, face.score, tuple(map(tuple, _turned(FRONTAL, 20.0))))
+
+
+def _follow_all(state, rolls):
+    from cyclemask.faces import Face
+
+    out = []
+    for r in rolls:
+        face = Face((30.0, 30.0, 60.0, 80.0), 0.9, tuple(map(tuple, _turned(FRONTAL, r))))
+        f, looked = state.follow(object(), None, face)
+        out.append((np.asarray(f.landmarks), looked))
+    return out
+
+
+def test_a_track_s_upright_look_has_hysteresis_and_blends_in(monkeypatch):
+    import cyclemask.upright as up
+
+    looks = _Looks()
+    monkeypatch.setattr(up, "upright_face", looks)
+    state = up.RollState()
+    # One frame's spike (YuNet's mouth line tilts on a nod) starts nothing.
+    out = _follow_all(state, [0.0, 0.0, 7.0, 0.0, 0.0])
+    assert not any(looked for _, looked in out) and looks.calls == 0
+    # A roll held frame after frame does, and the landmarks move over RAMP frames.
+    out = _follow_all(state, [4.0, 4.0, 4.0, 4.0, 4.0, 4.0])
+    target = _turned(FRONTAL, 20.0)
+    on = [i for i, (_, looked) in enumerate(out) if looked]
+    assert on and on == list(range(on[0], 6))
+    steps = [np.abs(lm - target).max() for lm, _ in out[on[0]:]]
+    assert steps[0] > steps[1] > 0 and steps[-1] == pytest.approx(0.0, abs=1e-9)
+    # A dip below ROLL_ON but above ROLL_OFF keeps the look; a roll that is clearly gone ends it.
+    out = _follow_all(state, [3.0, 3.0])
+    assert all(looked and np.allclose(lm, target) for lm, looked in out)
+    out = _follow_all(state, [0.0] * 8)
+    assert not out[-1][1] and np.allclose(out[-1][0], _turned(FRONTAL, 0.0))
+
+
+def test_a_new_track_starts_at_its_first_frame_s_choice(monkeypatch):
+    import cyclemask.upright as up
+
+    monkeypatch.setattr(up, "upright_face", _Looks())
+    (lm, looked), = _follow_all(up.RollState(), [15.0])
+    assert looked and np.allclose(lm, _turned(FRONTAL, 20.0))  # no blend from nothing
+
+
+def test_the_tracker_smooths_the_relooked_face_into_its_own_track():
+    from cyclemask.engine.faces import FaceConfig
+    from cyclemask.engine.tracking import FaceTracker
+    from cyclemask.faces import Face
+
+    seen = []
+
+    def relook(face, track):
+        seen.append(track.ident)
+        track.roll = (track.roll or 0) + 1
+        return Face(face.box, face.score, tuple(map(tuple, FRONTAL + 100.0)))
+
+    tracker = FaceTracker(FaceConfig(face_checks=False))
+    image = np.zeros((200, 200, 3), np.uint8)
+    face = Face((30.0, 30.0, 60.0, 80.0), 0.9, tuple(map(tuple, FRONTAL)))
+    for _ in range(3):
+        (_, _, lm), = tracker.update(image, [face], relook=relook)
+    assert seen == [0, 0, 0] and tracker._tracks[0].roll == 3
+    assert np.allclose(lm, FRONTAL + 100.0)
