@@ -1,23 +1,26 @@
-"""Landmarks that follow a rolled head: a second YuNet look on a crop turned upright.
+"""Landmarks that follow a rolled head: YuNet looks again on a crop turned upright and on one
+enlarged.
 
-YuNet's landmarks lag a rolled head: its eye points stay nearly level, and its mouth corners
-and eyes-to-mouth axis turn by only part of the roll. The mask zone's top edge is parallel to
-the eye line, so level eyes on a rolled head put the lower eye under the matte.
-`wants_look` picks those faces from the five landmarks alone (a roll they show, or an eye
-line that disagrees with the mouth line and the face's axis); `upright_face` turns a crop of
-about twice the face's size by the roll they suggest, scaled up for the lag, detects there,
-where the face is near upright and YuNet's points are at their best, and maps the landmarks
-back. Upright faces pay nothing; a flagged one pays one detection on that small crop.
+YuNet's landmarks lag a rolled head, most on a small face: its eye points stay nearly level,
+and its mouth corners and eyes-to-mouth axis turn by only part of the roll. The mask zone's
+top edge is parallel to the eye line, so level eyes on a rolled head put the lower eye under
+the matte. `wants_look` picks those faces from the five landmarks alone (a roll they show,
+or an eye line that disagrees with the mouth line and the face's axis); `upright_face` looks
+at a crop of about twice the face's size turned by the roll they suggest, scaled up for the
+lag, and at the same crop enlarged (a large face's eyes follow the roll), and lowers the
+first look's eye line below the second's eyes. Upright faces pay nothing; a flagged one pays
+two detections on small crops.
 
-What it does not do: YuNet also levels its points on the turned crop, so the roll is taken
-from the landmarks' hint, not measured; benchmarks/eye_cover.py checks the result against
-dlib's 68-point predictor.
+What it does not do: YuNet also levels its points on the turned crop, so that look takes the
+roll from the landmarks' hint rather than measuring it; benchmarks/eye_cover.py checks the
+result against dlib's 68-point predictor and on made-up clips with known points.
 
 In a video the choice is made per tracked face (`RollState`), with hysteresis: a face starts
-being looked at when its roll passes ROLL_ON (or its cues disagree by DISAGREE_ON), and keeps
-being looked at until the roll is clearly small again (ROLL_OFF). The landmarks move from the
-first look's to the upright look's over RAMP frames, not at once: a source that flips from
-frame to frame would read as motion to the tracker's One-Euro filter and open it (jitter).
+being looked at when its low-passed roll passes TRACK_ROLL_ON (a new track: when its first
+frame calls for it), and keeps being looked at until that roll is clearly small again
+(ROLL_OFF). The landmarks move from the first look's to the upright look's over RAMP frames,
+not at once: a source that flips from frame to frame would read as motion to the tracker's
+One-Euro filter and open it (jitter).
 """
 
 from __future__ import annotations
