@@ -64,6 +64,7 @@ from cyclemask.faces import (
     square_crop_box,
 )
 from cyclemask.images import resize
+from cyclemask.upright import RollState, follow_roll
 
 # Colour matching and tracking live in modules of their own; their names stay importable from here.
 from .colour_match import _ring, apply_gain, exposure_gain, mean_luminance, ring_lab, shift_lab  # noqa: F401
@@ -109,6 +110,11 @@ class FaceConfig:
         its first frame, so a real face loses no frame. False: every detection is translated at
         once, as before these checks.
     hold_frames: frames a track is kept, and translated, after the detector lost it.
+    upright: look again, on a crop turned upright, at a face whose roll is large or whose eye
+        line disagrees with its mouth and axis (`cyclemask.upright`): YuNet's eyes stay level
+        on a rolled head, and the zone's top would then cross the lower eye. A tracked face is
+        decided with hysteresis on its low-passed roll and its landmarks blend from one look
+        to the other over a few frames (`RollState`), so the tracker's filter sees no jump.
     rotated: extra detection passes on copies rotated by `rotations` degrees, for tilted heads
         (YuNet misses heads tilted past ~20 degrees, masked ones sooner): "full" over the whole
         frame, every frame (about 3x the detection time); "lost" only around a tracked face
@@ -154,6 +160,7 @@ class FaceConfig:
     confirm_window: int = 3
     iou_threshold: float = 0.3
     hold_frames: int = 2
+    upright: bool = True
     rotated: str = "lost"
     rotations: tuple[float, ...] = (25.0, -25.0)
     scene_cut: float = 0.08
@@ -227,6 +234,7 @@ class FaceStats:
     unconfirmed: int = 0  # detections of new tracks never confirmed in time (left as they are)
     held: int = 0  # crops of tracks the detector missed in that frame
     recovered: int = 0  # faces the upright pass lost, found again by rotated passes around their track
+    upright: int = 0  # rolled faces looked at again on a crop turned upright
     whole_crop: int = 0  # zone mode: faces pasted as whole crops (no usable landmarks)
     crops: int = 0  # crops handed to the model
     translated: int = 0  # crops pasted back into a frame
@@ -440,14 +448,33 @@ class FaceProcessor(FrameProcessor):
         st.found += len(usable)
         st.too_small += len(faces) - len(big)
         st.implausible += len(big) - len(usable)
+        # The upright look (cyclemask.upright) runs here, on the calling thread, not with the
+        # detection ahead: a tracked face's choice depends on its track's past frames.
+        det = self._detector() if c.upright else None
+        relook = det is not None and hasattr(det, "_detect_rotated")
         if self.tracker is None:
+            if relook:
+                t0 = time.perf_counter()
+                usable, looked = follow_roll(det, image, usable)
+                st.upright += looked
+                st.add_detect_time(time.perf_counter() - t0)
             return [(f.box, False, _landmarks(f)) for f in usable]
         if c.rotated == "lost":
             recovered = self._recover(image, usable)
             st.recovered += len(recovered)
             usable = usable + recovered
         cuts, unconfirmed = self.tracker.cuts, self.tracker.unconfirmed
-        boxes = self.tracker.update(image, usable, self._faces_ahead(ahead) if c.face_checks else None)
+        def follow(face: Face, track) -> Face:
+            if track.roll is None:
+                track.roll = RollState()
+            t0 = time.perf_counter()
+            face, looked = track.roll.follow(det, image, face)
+            st.upright += int(looked)
+            st.add_detect_time(time.perf_counter() - t0)
+            return face
+
+        boxes = self.tracker.update(image, usable, self._faces_ahead(ahead) if c.face_checks else None,
+                                    follow if relook else None)
         st.scene_cuts += self.tracker.cuts - cuts
         st.unconfirmed += self.tracker.unconfirmed - unconfirmed
         return boxes

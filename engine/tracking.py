@@ -12,7 +12,7 @@ change of frame size (the reasons are in engine/faces.py's docstring).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -47,6 +47,7 @@ class _Track:
     age: int = 1  # frames since the first detection, that one included
     confirmed: bool = False
     motion: np.ndarray | None = None  # One-Euro's low-passed lead of the detections, face sizes
+    roll: Any = None  # the caller's per-track state for `update`'s relook (cyclemask.upright.RollState)
 
     def predicted(self) -> Box:
         x, y, w, h = self.box
@@ -181,7 +182,8 @@ class FaceTracker:
         return False
 
     def update(self, image: np.ndarray, faces: list[Face],
-               ahead: Sequence[list[Face] | None] | None = None) -> list[tuple[Box, bool, np.ndarray | None]]:
+               ahead: Sequence[list[Face] | None] | None = None,
+               relook: Callable[[Face, _Track], Face] | None = None) -> list[tuple[Box, bool, np.ndarray | None]]:
         """This frame's faces to translate: (box, held, landmarks [5, 2] or None) per live
         confirmed track, in track order.
 
@@ -198,7 +200,8 @@ class FaceTracker:
         for ti, fi in self._associate(preds, faces):
             used_t.add(ti)
             used_f.add(fi)
-            self._smooth(self._tracks[ti], faces[fi])
+            t = self._tracks[ti]
+            self._smooth(t, relook(faces[fi], t) if relook else faces[fi])
         alive = []
         h, w = image.shape[:2]
         for ti, t in enumerate(self._tracks):
@@ -219,7 +222,9 @@ class FaceTracker:
             alive.append(t)
         for fi, f in enumerate(faces):
             if fi not in used_f:
-                alive.append(_Track(self._next_id, f.box, _landmarks(f)))
+                t = _Track(self._next_id, f.box)
+                t.landmarks = _landmarks(relook(f, t) if relook else f)
+                alive.append(t)
                 self._next_id += 1
         shown = []
         for t in alive:
