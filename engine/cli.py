@@ -142,6 +142,11 @@ log = logging.getLogger(__name__)
                    "is left alone, and in a video a new face is translated only once it is seen in 2 "
                    "of 3 frames (the frames detected ahead confirm it, so it is translated from its "
                    "first frame; with --detect-workers 0, from its second detection).")
+@click.option("--no-upright", is_flag=True,
+              help="Face-aware mode: skip the second look at rolled faces. By default a face whose head "
+                   "rolls (or whose eye line disagrees with its mouth) is detected again on a crop "
+                   "turned upright, so the mask zone stays below both eyes; this costs two more "
+                   "detections per rolled face and frame.")
 @click.option("--color-match", is_flag=True,
               help="Face-aware mode: bring dark faces to a normal exposure for the model and the result "
                    "back to the frame's, and match its colour to the frame around the face (for "

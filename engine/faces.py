@@ -252,6 +252,7 @@ class FaceStats:
     def summary(self, min_face: int) -> str:
         held = f", {self.held} of them held by tracking" if self.held else ""
         held += f"; {self.recovered} found again on rotated copies" if self.recovered else ""
+        held += f"; {self.upright} rolled, looked at again upright" if self.upright else ""
         small = f"; {self.too_small} under --min-face {min_face} px left as they were" if self.too_small else ""
         whole = f"; {self.whole_crop} pasted as whole crops (no usable landmarks)" if self.whole_crop else ""
         small += f"; {self.implausible} with implausible landmarks left as they were" if self.implausible else ""

@@ -46,6 +46,7 @@ class _RunOptions:
     margin: float = FaceConfig.margin
     no_track: bool = False
     no_face_checks: bool = False
+    no_upright: bool = False
     color_match: bool = False
     # zone for every graph: on the held-out pairs the erase-then-restore graph keeps the person more
     # often pasted in the zone than in its own hole (README, "The unmasking models"); auto or hole
@@ -143,7 +144,8 @@ class _RunOptions:
                               "(--video without --no-track); use full or off")
         return FaceConfig(min_face=self.min_face, margin=self.margin, track=follow, color_match=self.color_match,
                           paste=paste, detect_side=self.detect_side, detect_retry=not video,
-                          score_threshold=self.detect_score, rotated=rotated, face_checks=not self.no_face_checks)
+                          score_threshold=self.detect_score, rotated=rotated, face_checks=not self.no_face_checks,
+                          upright=not self.no_upright)
 
     def template_masks(self):
         """The loaded mask templates for --mask-method template (None for the generator)."""

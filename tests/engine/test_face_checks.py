@@ -194,3 +194,20 @@ def test_frames_ahead_are_waited_for_only_to_confirm_a_new_face(rng):
         proc.prepare(img, Ahead(own, [Watched(), Watched()]))
         counts.append(Watched.calls)
     assert counts == [2, 2, 2, 2]  # frame 0: both looked at (neither confirms); then none
+
+
+def test_no_upright_reaches_the_face_config():
+    from cyclemask.engine.run import RunOptions
+
+    assert RunOptions.from_cli({}).face_config(video=True).upright is True
+    assert RunOptions.from_cli({"no_upright": True}).face_config(video=True).upright is False
+
+
+def test_the_summary_counts_the_faces_looked_at_again_upright():
+    from cyclemask.engine.faces import FaceStats
+    from cyclemask.engine.template_mask import TemplateStats
+
+    for stats in (FaceStats(found=5, translated=5, upright=3), TemplateStats(found=5, translated=5, upright=3)):
+        assert "3 rolled, looked at again upright" in stats.summary(32)
+        stats.upright = 0
+        assert "upright" not in stats.summary(32)
