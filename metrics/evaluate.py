@@ -35,11 +35,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .. import DIRECTIONS
-from ..errors import ConfigError, DataError, InputError
-from ..faces import FaceDetector, crop_square, mask_anchors, resize_square, square_crop_box
-from ..imageio import list_images, read_image
-from ..images import center_crop_resize
+from cyclemask import DIRECTIONS
+from cyclemask.errors import ConfigError, DataError, InputError
+from cyclemask.faces import FaceDetector, crop_square, mask_anchors, resize_square, square_crop_box
+from cyclemask.imageio import list_images, read_image
+from cyclemask.images import center_crop_resize
 from .fid import InceptionFeatures, extract_features, fid_from_features, kid_from_features
 from .quality import psnr, psnr_in, ssim
 
@@ -425,7 +425,7 @@ def open_models(
 
     Every direction must run at one image size; a checkpoint that records none runs at
     `image_size` (default 256, the paper's)."""
-    from ..artifacts import file_sha256
+    from cyclemask.artifacts import file_sha256
     from cyclemask.engine.backends import BackendOptions, create_backend
 
     paths = {d: p for d, p in (("mask", mask_model), ("unmask", unmask_model)) if p is not None}

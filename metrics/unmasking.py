@@ -29,8 +29,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, InputError
-from ..imageio import list_images, read_image
+from cyclemask.errors import ConfigError, DataError, InputError
+from cyclemask.imageio import list_images, read_image
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class TeleaBackend:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         import cv2
 
-        from ..segmenter import grow_hole
+        from cyclemask.segmenter import grow_hole
 
         out = batch.copy()
         for i, m in enumerate(self.segmenter(batch)):
