@@ -24,7 +24,7 @@ DEFAULT_PATH = ASSET_DIR / "mask_classifier.onnx"
 
 def fit_input(image: np.ndarray) -> np.ndarray:
     """The centred square of a uint8 RGB image at the classifier's input size."""
-    from .faces import resize_square
+    from .face_detect import resize_square
 
     h, w = image.shape[:2]
     s = min(h, w)

@@ -51,7 +51,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cyclemask.errors import ConfigError
-from cyclemask.faces import (
+from cyclemask.face_detect import (
     ZONE_FEATHER,
     ZONE_GROW,
     Face,
@@ -63,7 +63,7 @@ from cyclemask.faces import (
     resize_square,
     square_crop_box,
 )
-from cyclemask.images import resize
+from cyclemask.image_arrays import resize
 
 # Colour matching and tracking live in modules of their own; their names stay importable from here.
 from .colour_match import _ring, apply_gain, exposure_gain, mean_luminance, ring_lab, shift_lab  # noqa: F401

@@ -19,8 +19,8 @@ import numpy as np
 
 from cyclemask.cli_util import Command, Group, StageBars, debug_option, require_torch, stop_exit_code, stop_signal
 from cyclemask.errors import ConfigError
-from cyclemask.faces import DETECTOR_ENV
-from cyclemask.imageio import write_bytes_atomic, write_image
+from cyclemask.face_detect import DETECTOR_ENV
+from cyclemask.image_files import write_bytes_atomic, write_image
 
 
 def _write_text(path: str, text: str) -> None:
@@ -181,7 +181,7 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
     checkpoint, exported ONNX graphs or TensorRT engines.
     """
     _lock_outputs("cyclemask-eval model", files=[out_json, out_md])
-    from cyclemask.faces import FaceDetector
+    from cyclemask.face_detect import FaceDetector
     from .classifier import MaskClassifier
     from .evaluate import EvalOptions, FeatureCache, evaluate_translators, load_folder, load_pairs, to_markdown
 
@@ -580,7 +580,7 @@ def unmasking(twins, real_masked, unmask_model, baseline_model, segmenter, detec
     left after unmasking real masked photos (the segmenter's mask area after over before, face-aware)."""
     import contextlib
 
-    from cyclemask.imageio import list_images, read_image
+    from cyclemask.image_files import list_images, read_image
     from cyclemask.segmenter import Segmenter
     from .unmasking import TeleaBackend, hole_report, load_twins, mask_left_report, segmenter_report
 

@@ -9,7 +9,7 @@ photos.
   one, resized to the model size; unmasking is scored as PSNR / SSIM of G_unmask(with) against
   without, masking as G_mask(without) against with. The identity (the input itself) is
   reported as the baseline to beat. Where the crops come from detection, the mask zone (the
-  polygon of `cyclemask.faces.mask_anchors` on the unmasked face) is scored on its own too: the
+  polygon of `cyclemask.face_detect.mask_anchors` on the unmasked face) is scored on its own too: the
   only pixels a mask changes, so the figure is not diluted by the untouched rest.
 - Face-aware ("as the user gets it", optional): each test photo goes through what `cyclemask-run`
   does (detect the face, crop, translate, paste the mask zone back into the photo's own pixels);
@@ -37,9 +37,9 @@ import numpy as np
 
 from cyclemask import DIRECTIONS
 from cyclemask.errors import ConfigError, DataError, InputError
-from cyclemask.faces import FaceDetector, crop_square, mask_anchors, resize_square, square_crop_box
-from cyclemask.imageio import list_images, read_image
-from cyclemask.images import center_crop_resize
+from cyclemask.face_detect import FaceDetector, crop_square, mask_anchors, resize_square, square_crop_box
+from cyclemask.image_files import list_images, read_image
+from cyclemask.image_arrays import center_crop_resize
 from .fid import InceptionFeatures, extract_features, fid_from_features, kid_from_features
 from .quality import psnr, psnr_in, ssim
 

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from cyclemask.errors import ConfigError
-from cyclemask.imageio import write_image
+from cyclemask.image_files import write_image
 from cyclemask.metrics.cli import main as eval_cli
 from cyclemask.metrics import sweep as sw
 from cyclemask.metrics.sweep import PAPER_TRIALS, SweepConfig, run_sweep, table_markdown

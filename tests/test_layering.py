@@ -193,7 +193,7 @@ def test_the_package_loads_the_api_lazily():
 
 def test_the_source_tree_is_what_the_test_reads():
     graph = _graph()
-    for m in ("cyclemask.artifacts", "cyclemask.images", "cyclemask.engine.backends.select",
+    for m in ("cyclemask.artifacts", "cyclemask.image_arrays", "cyclemask.engine.backends.select",
               "cyclemask.engine.backends.base", "cyclemask.export.pipeline", "cyclemask.train.trainer",
               "cyclemask.metrics.sweep", "cyclemask.study.app"):
         assert m in graph, m

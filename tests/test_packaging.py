@@ -114,7 +114,7 @@ import numpy as np
 from click.testing import CliRunner
 
 import cyclemask.engine.cli as cli
-from cyclemask.imageio import write_image
+from cyclemask.image_files import write_image
 
 assert "torch" not in sys.modules, "importing the runtime imported torch"
 d = pathlib.Path(tempfile.mkdtemp())

@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from cyclemask.imageio import write_bytes_atomic, write_image
+from cyclemask.image_files import write_bytes_atomic, write_image
 
 log = logging.getLogger(__name__)
 

@@ -44,8 +44,8 @@ from torch.utils.data import DataLoader
 from cyclemask.checkpoint import read_checkpoint, save_generators, state_dict_sha256, versions
 from cyclemask.config import DiscriminatorConfig, GeneratorConfig
 from cyclemask.errors import CheckpointError, ConfigError, own_module_missing
-from cyclemask.imageio import write_bytes_atomic
-from cyclemask.imaging import translate
+from cyclemask.image_files import write_bytes_atomic
+from cyclemask.image_tensors import eager_translate
 from cyclemask.models import build_discriminator, build_generator, init_weights
 
 from . import distributed
@@ -659,10 +659,10 @@ class Trainer:
         G_A.eval()
         G_B.eval()
         try:
-            fake_B = translate(G_A, samples.A)
-            rec_A = translate(G_B, fake_B)
-            fake_A = translate(G_B, samples.B)
-            rec_B = translate(G_A, fake_A)
+            fake_B = eager_translate(G_A, samples.A)
+            rec_A = eager_translate(G_B, fake_B)
+            fake_A = eager_translate(G_B, samples.B)
+            rec_B = eager_translate(G_A, fake_A)
         finally:
             G_A.train()
             G_B.train()

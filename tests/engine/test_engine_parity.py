@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cyclemask.imageio import read_image
+from cyclemask.image_files import read_image
 from cyclemask.engine.backends import OrtBackend, TorchBackend
 from cyclemask.engine.cli import main
 from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
