@@ -11,8 +11,9 @@ from cyclemask.checkpoint import load_generators, read_checkpoint
 from cyclemask.errors import CheckpointError, ConfigError, DataError
 from cyclemask.image_tensors import eager_translate
 from cyclemask.train import LOSS_NAMES, TrainConfig, train
+from cyclemask.train.checkpointing import read_train_state
 from cyclemask.train.plots import read_loss_log
-from cyclemask.train.trainer import Trainer, read_train_state
+from cyclemask.train.trainer import Trainer
 
 from train_helpers import make_domain, tiny_config
 
