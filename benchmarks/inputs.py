@@ -99,8 +99,8 @@ def calibration_faces(size: int, n: int, direction: str = "mask", *, faces_dir: 
     direction's shared faces (or of `faces_dir`), so never among the first ones `face_inputs`
     compares on when the folder holds more than both; seeded synthetic faces (another seed than
     the inputs') when the folder is absent."""
-    from cyclemask.image_files import list_images, read_image
     from cyclemask.image_arrays import center_crop_resize
+    from cyclemask.image_files import list_images, read_image
 
     d = Path(faces_dir) if faces_dir is not None else direction_faces(direction)
     paths = list_images(d)[-n:] if d.is_dir() else []

@@ -159,8 +159,8 @@ def load_face_sets(calib_dir: str | os.PathLike, image_size: int, *, holdout_dir
 
 def load_faces(paths: list[Path], size: int) -> np.ndarray:
     """uint8 [N, size, size, 3]: each image's centred square, area-resized (as export/verify.py)."""
-    from cyclemask.image_files import read_image
     from cyclemask.image_arrays import center_crop_resize
+    from cyclemask.image_files import read_image
 
     return np.stack([center_crop_resize(read_image(p), size, interpolation="area") for p in paths])
 

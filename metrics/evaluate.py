@@ -38,8 +38,9 @@ import numpy as np
 from cyclemask import DIRECTIONS
 from cyclemask.errors import ConfigError, DataError, InputError
 from cyclemask.face_detect import FaceDetector, crop_square, mask_anchors, resize_square, square_crop_box
-from cyclemask.image_files import list_images, read_image
 from cyclemask.image_arrays import center_crop_resize
+from cyclemask.image_files import list_images, read_image
+
 from .fid import InceptionFeatures, extract_features, fid_from_features, kid_from_features
 from .quality import psnr, psnr_in, ssim
 

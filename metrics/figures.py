@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from cyclemask.errors import ConfigError, InputError
+
 from .evaluate import Translate, fit_size
 
 OUTLINE_COLOUR = (255, 32, 32)

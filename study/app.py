@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cyclemask.errors import ConfigError
+
 from .config import ANSWERS
 from .store import DUPLICATE, NOT_NEXT, UNKNOWN, Store
 

@@ -25,6 +25,7 @@ import numpy as np
 from cyclemask.dedup import HASH_SIDE, bits_to_hex, cross_pairs, dhash_bits, hex_to_bytes, near_pairs, sha256_bytes
 from cyclemask.errors import ConfigError, InputError
 from cyclemask.image_files import IMAGE_EXTENSIONS, encode_image, list_images, read_image, write_bytes_atomic
+
 from .config import SOURCES, StudyConfig
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cyclemask.errors import ConfigError
+
 from .app import AppSettings, create_app, require_web_packages
 from .catalog import Catalog, Progress, build_catalog
 from .config import DEFAULT_PER_PERSON, StudyConfig

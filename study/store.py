@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cyclemask.errors import ConfigError, InputError
+
 from .catalog import Catalog, cached_image_path
 from .config import SOURCES
 

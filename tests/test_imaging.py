@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from cyclemask.errors import InputError
-from cyclemask.image_files import list_images, read_image, write_image
 from cyclemask.image_arrays import center_crop_resize, center_square, check_batch
+from cyclemask.image_files import list_images, read_image, write_image
 from cyclemask.image_tensors import UInt8Translator, postprocess, preprocess, to_tensor, to_uint8, eager_translate
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from cyclemask.checkpoint import load_generator, load_generators, load_segmenter, save_restore
 from cyclemask.artifacts import ArtefactError
+from cyclemask.checkpoint import load_generator, load_generators, load_segmenter, save_restore
 from cyclemask.errors import CheckpointError, DataError
 from cyclemask.image_tensors import eager_translate
 from cyclemask.restore_models import (

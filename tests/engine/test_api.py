@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from cyclemask import Masker
+from cyclemask.engine.cli import main
 from cyclemask.errors import ConfigError, CycleMaskError, InputError
 from cyclemask.face_detect import DETECTOR_ENV, FaceDetector
 from cyclemask.image_files import read_image, write_image
-from cyclemask.engine.cli import main
 
 from engine_helpers import video_props
 

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
+from cyclemask.artifacts import ArtefactError
 from cyclemask.engine.backends import BackendOptions, OrtBackend, TorchBackend, create_backend
 from cyclemask.engine.cli import main
-from cyclemask.artifacts import ArtefactError
 from cyclemask.errors import BackendError, ConfigError, InputError
 from cyclemask.image_tensors import eager_translate
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cyclemask.face_detect import DETECTOR_ENV
-from cyclemask.image_files import read_image, write_image
 from cyclemask.engine.backends import TorchBackend
 from cyclemask.engine.cli import main
 from cyclemask.engine.faces import FaceConfig, FaceProcessor
 from cyclemask.engine.video import VideoSource
+from cyclemask.face_detect import DETECTOR_ENV
+from cyclemask.image_files import read_image, write_image
 
 from engine_helpers import video_props
 

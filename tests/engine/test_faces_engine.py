@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from cyclemask.errors import ConfigError, InputError
-from cyclemask.face_detect import DETECTOR_ENV, Face, square_crop_box
 from cyclemask.engine.backends import SyncBackend, TorchBackend
 from cyclemask.engine.contracts import Sink, Source
+from cyclemask.errors import ConfigError, InputError
+from cyclemask.face_detect import DETECTOR_ENV, Face, square_crop_box
 from cyclemask.engine.faces import (
     FaceConfig,
     FaceProcessor,

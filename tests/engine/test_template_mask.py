@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cyclemask.errors import ConfigError
-from cyclemask.face_detect import Face, mask_anchors
-from cyclemask.mask_templates import load_templates, shipped_templates_dir
 from cyclemask.engine.cli import main as run_main
 from cyclemask.engine.faces import FaceConfig
 from cyclemask.engine.template_mask import MaskSet, TemplateConfig, TemplateMaskProcessor, check_method
+from cyclemask.errors import ConfigError
+from cyclemask.face_detect import Face, mask_anchors
+from cyclemask.mask_templates import load_templates, shipped_templates_dir
 
 REPO = Path(__file__).resolve().parents[2]
 GREEN = (0, 255, 0)

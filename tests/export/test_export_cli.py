@@ -9,9 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from cyclemask.artifacts import read_onnx_metadata
 from cyclemask.export import pipeline
 from cyclemask.export.cli import main
-from cyclemask.artifacts import read_onnx_metadata
 from cyclemask.export.verify import graph_outputs
 from cyclemask.image_tensors import eager_translate
 from export_helpers import SIZE

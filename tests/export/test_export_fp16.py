@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import pytest
 
+from cyclemask.artifacts import read_onnx_metadata
 from cyclemask.errors import ExportError
 from cyclemask.export.fp16 import FP32_OPS, fp16_summary, pre_post_nodes, to_fp16
-from cyclemask.artifacts import read_onnx_metadata
 from cyclemask.export.verify import FP16_BOUNDS, compare_uint8, graph_outputs
 from cyclemask.image_tensors import eager_translate
 from export_helpers import SIZE
