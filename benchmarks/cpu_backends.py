@@ -107,7 +107,7 @@ def prepare(model: str, n_images: int, work: Path, kinds: set[str]) -> dict[str,
     files = {"checkpoint": ckpt, "graph": Path(graph), "images": folder}
     if kinds & {"int8", "int8-adds"}:
         from cyclemask.export.quantize import Int8Config, load_faces, quantize_graph
-        from cyclemask.imageio import list_images
+        from cyclemask.image_files import list_images
 
         # Speed only (random weights): calibrated on the benchmark's own faces.
         calib = load_faces(list_images(folder), spec.image_size)

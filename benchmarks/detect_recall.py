@@ -99,7 +99,7 @@ def raw_passes(detector, image_rgb: np.ndarray, angles=ANGLES) -> Passes:
 def faces_for(passes: Passes, setting: Setting, detector, retry: bool) -> list:
     """What FaceDetector(score_threshold=setting.score, rotations=setting.rotations,
     retry_pad=detector.retry_pad if retry else 0).detect(image) returns, from the raw passes."""
-    from cyclemask.faces import merge_faces
+    from cyclemask.face_detect import merge_faces
 
     def cut(faces):
         return [f for f in faces if f.score >= setting.score]
@@ -132,13 +132,13 @@ def _images(folder: Path, limit: int | None) -> list[Path]:
 
 
 def _detector():
-    from cyclemask.faces import FaceDetector
+    from cyclemask.face_detect import FaceDetector
 
     return FaceDetector(score_threshold=LOWEST, retry_pad=0.5, max_side=1024)
 
 
 def measure_cfmd(limit: int | None = None, progress=None) -> dict:
-    from cyclemask.imageio import read_image
+    from cyclemask.image_files import read_image
 
     det = _detector()
     out = {}
@@ -160,7 +160,7 @@ def measure_cfmd(limit: int | None = None, progress=None) -> dict:
 
 
 def measure_pairs(limit: int | None = None, iou_min: float = 0.4, progress=None) -> dict:
-    from cyclemask.imageio import read_image
+    from cyclemask.image_files import read_image
 
     det = _detector()
     today = SETTINGS[0]
@@ -226,7 +226,7 @@ def _runtime_faces(frames: list[np.ndarray], **config) -> tuple[list[list], floa
     """The face boxes a video run would translate in each frame (the runtime's FaceProcessor:
     detection, rotated passes, tracking), and the detection time per frame (s)."""
     from cyclemask.engine.faces import FaceConfig, FaceProcessor
-    from cyclemask.faces import Face
+    from cyclemask.face_detect import Face
 
     proc = FaceProcessor(64, FaceConfig(**config))
     out = []

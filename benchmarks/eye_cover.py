@@ -63,7 +63,7 @@ def skip_reason() -> str | None:
 
 def read_frames(path: Path) -> list[np.ndarray]:
     if path.is_dir():
-        from cyclemask.imageio import read_image
+        from cyclemask.image_files import read_image
 
         return [read_image(p) for p in sorted(path.iterdir()) if p.suffix.lower() in PHOTO_SUFFIXES]
     import av
@@ -98,7 +98,7 @@ def webcam_clips(predictor) -> dict[str, tuple[list[np.ndarray], list[np.ndarray
     import cv2
     import matplotlib
 
-    from cyclemask.imageio import read_image
+    from cyclemask.image_files import read_image
 
     p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if not p.is_file():
@@ -125,7 +125,7 @@ def webcam_clips(predictor) -> dict[str, tuple[list[np.ndarray], list[np.ndarray
 
 def dlib_box_points(predictor, image: np.ndarray) -> np.ndarray:
     """dlib's [4, 2] points (as dlib_points) of the one upright face in image, boxed by YuNet."""
-    from cyclemask.faces import FaceDetector
+    from cyclemask.face_detect import FaceDetector
 
     return dlib_points(predictor, image, FaceDetector().detect(image)[0].box)
 

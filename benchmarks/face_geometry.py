@@ -30,8 +30,8 @@ PHOTO_SETS = ("cfmd/without_mask", "cfmd/with_mask", "observations_pairs/without
 
 
 def photo_faces(folder: Path, limit: int | None):
-    from cyclemask.faces import FaceDetector
-    from cyclemask.imageio import read_image
+    from cyclemask.face_detect import FaceDetector
+    from cyclemask.image_files import read_image
 
     det = FaceDetector(score_threshold=0.5, retry_pad=0.5, max_side=640, coarse_side=None,
                        rotations=(25.0, -25.0))
@@ -48,7 +48,7 @@ def photo_faces(folder: Path, limit: int | None):
 def clip_faces(limit: int | None):
     import av
 
-    from cyclemask.faces import FaceDetector
+    from cyclemask.face_detect import FaceDetector
 
     det = FaceDetector(score_threshold=0.5, retry_pad=0.0, max_side=640, coarse_side=None,
                        rotations=(25.0, -25.0))

@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"  {r['clip']} workers {r['detect_workers']} side {r['detect_side']}: stage busy {r['stage_busy']}")
     if args.json:
-        from cyclemask.imageio import write_bytes_atomic
+        from cyclemask.image_files import write_bytes_atomic
 
         write_bytes_atomic(args.json, json.dumps(rows, indent=2).encode())
     return 0 if all(r["ok"] for r in rows) else 1

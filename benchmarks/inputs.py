@@ -99,8 +99,8 @@ def calibration_faces(size: int, n: int, direction: str = "mask", *, faces_dir: 
     direction's shared faces (or of `faces_dir`), so never among the first ones `face_inputs`
     compares on when the folder holds more than both; seeded synthetic faces (another seed than
     the inputs') when the folder is absent."""
-    from cyclemask.imageio import list_images, read_image
-    from cyclemask.images import center_crop_resize
+    from cyclemask.image_arrays import center_crop_resize
+    from cyclemask.image_files import list_images, read_image
 
     d = Path(faces_dir) if faces_dir is not None else direction_faces(direction)
     paths = list_images(d)[-n:] if d.is_dir() else []
@@ -163,7 +163,7 @@ def make_image_folder(path: str | os.PathLike, n_images: int) -> Path:
     """A folder of n_images JPEG faces: the shared faces (copied, cycled), or synthetic ones."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    from cyclemask.imageio import list_images, write_image
+    from cyclemask.image_files import list_images, write_image
 
     real = list_images(SHARED_FACES)[:n_images] if SHARED_FACES.is_dir() else []
     rng = np.random.default_rng(0)

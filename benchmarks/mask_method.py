@@ -53,7 +53,7 @@ def _frames_synthetic(n: int):
     import matplotlib
     import numpy as np
 
-    from cyclemask.imageio import read_image
+    from cyclemask.image_files import read_image
 
     face = read_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
     face = cv2.resize(face, (300, 352), interpolation=cv2.INTER_AREA)

@@ -761,7 +761,7 @@ def main(device, all_, models, batches, patterns, repeats, min_seconds, warmup, 
 
     def save(result: dict) -> None:
         # Rewritten after every row, so a run stopped by a time limit keeps what it measured.
-        from cyclemask.imageio import write_bytes_atomic
+        from cyclemask.image_files import write_bytes_atomic
 
         write_bytes_atomic(out / "throughput.md", (markdown(result) + "\n").encode())
         write_bytes_atomic(out / "throughput.json", (to_json(result) + "\n").encode())

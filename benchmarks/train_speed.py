@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['images_per_s']:.2f} images/s ({result['ms_per_iter']:.1f} ms per iteration, batch {batch}, "
           f"{args.size} px, ngf {args.ngf}, {args.n_blocks} blocks, {result['autocast']}) on {result['device']}")
     if args.json:
-        from cyclemask.imageio import write_bytes_atomic
+        from cyclemask.image_files import write_bytes_atomic
 
         write_bytes_atomic(args.json, json.dumps(result, indent=2).encode())
     return 0

@@ -53,7 +53,7 @@ def synthetic_clip(frames: int = 60, seed: int = 0) -> list[np.ndarray]:
     and a random shift of at most 0.3 px (what a camera on a tripod sees)."""
     import cv2
 
-    from cyclemask.imageio import read_image
+    from cyclemask.image_files import read_image
 
     photo = read_image(sorted(PHOTOS.glob("*.jpg"))[0])
     s = 300 / max(photo.shape[:2])
@@ -72,7 +72,7 @@ def synthetic_clip(frames: int = 60, seed: int = 0) -> list[np.ndarray]:
 
 def zone_geometry(landmarks) -> tuple[np.ndarray, float, float]:
     """(centre [2], eye-to-mouth distance, eye-line angle in degrees) of one face's zone."""
-    from cyclemask.faces import _face_frame, mask_anchors
+    from cyclemask.face_detect import _face_frame, mask_anchors
 
     _, ux, _, h, _ = _face_frame(landmarks)
     return mask_anchors(landmarks).mean(axis=0).astype(np.float64), h, float(np.degrees(np.arctan2(ux[1], ux[0])))

@@ -61,8 +61,8 @@ def run(model: Path, pairs: int = 120, settings: dict | None = None, threads: in
 
     from cyclemask.engine.backends import OrtBackend
     from cyclemask.engine.faces import FaceConfig, FaceProcessor
-    from cyclemask.faces import FaceDetector, crop_square, eye_mouth_distance, mask_zone_matte, square_crop_box
-    from cyclemask.imageio import read_image
+    from cyclemask.face_detect import FaceDetector, crop_square, eye_mouth_distance, mask_zone_matte, square_crop_box
+    from cyclemask.image_files import read_image
 
     settings = settings or SETTINGS
     names = sorted(p.name for p in (PAIRS / "with_mask").glob("*.jpg"))[:pairs]

@@ -79,7 +79,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict) -> Path:
-    from cyclemask.imageio import write_bytes_atomic
+    from cyclemask.image_files import write_bytes_atomic
 
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
     return Path(path)

@@ -33,7 +33,7 @@ from torch import nn
 from . import DIRECTIONS, __version__
 from .config import DiscriminatorConfig, GeneratorConfig
 from .errors import CheckpointError, ConfigError
-from .imageio import write_bytes_atomic
+from .image_files import write_bytes_atomic
 from .models import NLayerDiscriminator, ResnetGenerator
 from .restore_models import EraseRestore, MaskSegmenter, Restorer, RestorerConfig, SegmenterConfig
 

@@ -2,7 +2,7 @@
 
 A task metric beside pixel figures and FID: the share of G_mask outputs it calls masked, and of
 G_unmask outputs it calls unmasked. It scores without torch (uint8 [N, 64, 64, 3] RGB in,
-P(masked) [N] out), so evaluation (cyclemask/metrics/classifier.py, which also trains it) and
+P(masked) [N] out), so evaluation (metrics/classifier.py, which also trains it) and
 the export's low-precision checks (export/lowp.py) share this one definition.
 """
 
@@ -24,7 +24,7 @@ DEFAULT_PATH = ASSET_DIR / "mask_classifier.onnx"
 
 def fit_input(image: np.ndarray) -> np.ndarray:
     """The centred square of a uint8 RGB image at the classifier's input size."""
-    from .faces import resize_square
+    from .face_detect import resize_square
 
     h, w = image.shape[:2]
     s = min(h, w)

@@ -2,7 +2,7 @@
 twins with, and what `cyclemask-run --mask-method template` puts on each face.
 
 Per face: YuNet's five landmarks give the six anchors of MaskTheFace's template files
-(`cyclemask.faces.mask_anchors`: nose bridge, the cheeks by the ears, the jaw, under the chin);
+(`cyclemask.face_detect.mask_anchors`: nose bridge, the cheeks by the ears, the jaw, under the chin);
 a template view is chosen whose anchor layout matches the head's yaw best (front, left, right),
 recoloured (a plain colour or a texture modulated by the template's own shading) or kept as it
 is, warped onto the anchors by a homography (so it follows roll, scale and some perspective),
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from cyclemask.errors import ConfigError, InputError
-from cyclemask.faces import ANCHOR_NAMES, mask_anchors
-from cyclemask.imageio import list_images, read_image
+from cyclemask.face_detect import ANCHOR_NAMES, mask_anchors
+from cyclemask.image_files import list_images, read_image
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Outputs that are whole or absent, whatever stops the run that writes them.
 
-Every command writes through this module (`cyclemask.imageio.write_bytes_atomic` does):
+Every command writes through this module (`cyclemask.image_files.write_bytes_atomic` does):
 
 - **Partial files.** A file on its way to DIR/NAME.EXT is written as DIR/.NAME.<run>.partial.EXT
   and renamed into place only when complete; a staging folder is DIR/.NAME.<run>.partial/.

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .faces import Face, box_iou, crop_square
+from .face_detect import Face, box_iou, crop_square
 
 #: A face is looked at again when the roll its landmarks show (`estimated_roll`) passes
 #: ROLL_ON degrees: on the 221 observations_pairs photos that dlib finds within 3 degrees of

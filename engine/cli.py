@@ -24,7 +24,7 @@ import click
 from cyclemask import DIRECTIONS
 from cyclemask.cli_util import Command, click_options, debug_option, stop_exit_code
 from cyclemask.errors import ConfigError
-from cyclemask.faces import DETECTOR_ENV
+from cyclemask.face_detect import DETECTOR_ENV
 
 from .backends import BACKEND_NAMES
 from .backends.select import precision_choices

@@ -27,8 +27,8 @@ import numpy as np
 
 from cyclemask import DIRECTIONS
 from cyclemask.errors import ConfigError, InputError
-from cyclemask.faces import Face, FaceDetector, crop_square, resize_square, square_crop_box
-from cyclemask.imageio import read_image, write_bytes_atomic, write_image
+from cyclemask.face_detect import Face, FaceDetector, crop_square, resize_square, square_crop_box
+from cyclemask.image_files import read_image, write_bytes_atomic, write_image
 
 from .backends import Backend, create_backend
 from .faces import FaceConfig, FaceProcessor

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cyclemask.faces import Face
+from cyclemask.face_detect import Face
 
 # Rule name -> (low, high) bound of its measure; None: unbounded on that side. Lengths are in
 # units of the box's size (the square root of its area). Seen on the 4 877 real faces of at

@@ -1,13 +1,13 @@
 """Face-aware processing: find the faces in a frame, translate each, paste the results back.
 
 `FaceProcessor` is a `FrameProcessor` (see processing.py): `prepare` detects faces (YuNet, via
-`cyclemask.faces.FaceDetector`), skips faces smaller than `min_face`, follows faces from frame
+`cyclemask.face_detect.FaceDetector`), skips faces smaller than `min_face`, follows faces from frame
 to frame (`FaceTracker`), and cuts each face out with the square-with-margin framing that
 `cyclemask-data prepare` used for the training crops (`square_crop_box`, here with fit="pad" so
 a face at the frame's edge keeps the same framing). The pipeline batches the crops of many
 frames together; `finish` resizes each translated crop back to its box and blends it in with a
 weight that is exactly 0 outside what it pastes, so those pixels keep their values bit for bit.
-By default (paste="zone") the weight is the face's mask zone (`cyclemask.faces.mask_zone_matte`:
+By default (paste="zone") the weight is the face's mask zone (`cyclemask.face_detect.mask_zone_matte`:
 nose bridge to under the chin, cheek to cheek, from the five landmarks), and the generator's
 colour drift around the zone is removed first (`zone_colour_offset`), so only nose, mouth and
 chin come from the model and they meet the frame without a halo; paste="crop" blends the whole
@@ -51,7 +51,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cyclemask.errors import ConfigError
-from cyclemask.faces import (
+from cyclemask.face_detect import (
     ZONE_FEATHER,
     ZONE_GROW,
     Face,
@@ -63,7 +63,7 @@ from cyclemask.faces import (
     resize_square,
     square_crop_box,
 )
-from cyclemask.images import resize
+from cyclemask.image_arrays import resize
 from cyclemask.upright import RollState, follow_roll
 
 # Colour matching and tracking live in modules of their own; their names stay importable from here.
@@ -123,7 +123,7 @@ class FaceConfig:
         frames above which every track is dropped (within the shared clips: at most 0.012;
         between them: 0.10-0.24; a false cut only costs one frame of smoothing).
     paste: "zone" (default) blends the generator's output into the mask zone only (a soft
-        matte from the landmarks, `cyclemask.faces.mask_zone_matte`), colour-matched to the
+        matte from the landmarks, `cyclemask.face_detect.mask_zone_matte`), colour-matched to the
         frame around it; everything else keeps its own pixels. "crop" blends the whole crop
         with the feathered `blend_shape`. A face without usable landmarks is pasted as a crop.
         "hole" is for erase-then-restore graphs, which change only the pixels of the hole their
@@ -131,7 +131,7 @@ class FaceConfig:
         differs from the crop that went in (`changed_matte`), so only the mask's own pixels are
         replaced, whatever its shape, and a face without a mask keeps every pixel.
     zone_grow, zone_feather: the zone's growth past the anchors' outline and its soft edge,
-        in units of the eye-to-mouth distance (see `cyclemask.faces.ZONE_GROW`).
+        in units of the eye-to-mouth distance (see `cyclemask.face_detect.ZONE_GROW`).
     zone_colour: in zone mode, remove the generator's colour drift measured in a band just
         outside the zone, so the pasted zone meets the frame without a halo: "field" as a
         low-frequency offset that follows the band (see `zone_colour_offset`), "mean" as one

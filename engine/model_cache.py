@@ -28,7 +28,7 @@ import shutil
 import time
 from pathlib import Path
 
-from cyclemask.imageio import write_bytes_atomic
+from cyclemask.image_files import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cyclemask.errors import ConfigError
-from cyclemask.images import resize
+from cyclemask.image_arrays import resize
 
 from .contracts import Processor
 

@@ -198,7 +198,7 @@ def face_detector_path(options: RunOptions) -> Path | None:
     """The YuNet file face-aware mode uses (None in aligned mode): --face-detector, else
     $CYCLEMASK_FACE_DETECTOR, else the model shipped with cyclemask; ConfigError when a given
     one is missing."""
-    from cyclemask.faces import resolve_detector_path
+    from cyclemask.face_detect import resolve_detector_path
 
     if options.aligned:
         return None

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cyclemask.errors import InputError
-from cyclemask.imageio import encode_image, write_bytes_atomic
+from cyclemask.image_files import encode_image, write_bytes_atomic
 
 from .contracts import Frame, Sink
 from .video import VideoSink  # noqa: F401 - one place to import sinks from

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cyclemask.errors import InputError
-from cyclemask.imageio import IMAGE_EXTENSIONS, list_images, read_image
+from cyclemask.image_files import IMAGE_EXTENSIONS, list_images, read_image
 
 from .contracts import Frame, Source
 

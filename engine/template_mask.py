@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from cyclemask.errors import BackendError, ConfigError, InputError
-from cyclemask.faces import mask_anchors
+from cyclemask.face_detect import mask_anchors
 from cyclemask.mask_templates import (DEFAULT_KINDS, MaskChoice, Template, _face_yaw, _style_of, choose_mask, load_templates,
                                       load_textures, place_mask, recolour, shipped_templates_dir)
 

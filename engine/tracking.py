@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cyclemask.faces import Face, box_iou
+from cyclemask.face_detect import Face, box_iou
 
 Box = tuple[float, float, float, float]  # (x, y, w, h), as YuNet reports a face
 iou = box_iou

@@ -11,7 +11,7 @@ runs) on real faces the quantiser never saw, and compared with the eager FP32 mo
 
 - pixels: PSNR, the share of values within 1 and 2 LSB, the largest difference and a histogram
   of |difference| in LSB (`BF16_BOUNDS`, `INT8_BOUNDS` in export/verify.py);
-- the task: the shipped masked/unmasked classifier (cyclemask/metrics/classifier.py) scores the
+- the task: the shipped masked/unmasked classifier (metrics/classifier.py) scores the
   FP32 outputs and the low-precision outputs; the success rates (outputs of `mask` called
   masked, of `unmask` called unmasked) must stay within TASK_MAX_DROP of each other (INT8).
 

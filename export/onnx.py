@@ -1,6 +1,6 @@
 """FP32 ONNX export of a generator under the uint8 graph contract (docs/ARCHITECTURE.md).
 
-The exported module is `cyclemask.imaging.UInt8Translator`: input ``image`` uint8
+The exported module is `cyclemask.image_tensors.UInt8Translator`: input ``image`` uint8
 ``[N, S, S, 3]`` RGB, output ``translated`` uint8 ``[N, S, S, 3]``, N dynamic, normalisation,
 layout change, rounding and clipping inside the graph. The file is self-contained (weights
 inline, no external data), opset pinned to `OPSET`, checked with ``onnx.checker`` (full
@@ -38,7 +38,7 @@ from cyclemask.artifacts import (
     onnx_tensor_specs,
 )
 from cyclemask.errors import ExportError
-from cyclemask.imaging import UInt8Translator
+from cyclemask.image_tensors import UInt8Translator
 
 from .graph_lint import check_tensorrt_rules
 
@@ -158,7 +158,7 @@ def export_model_proto(generator: nn.Module, *, image_size: int, opset: int = OP
 
 def save_model_atomic(model, path: str | os.PathLike) -> Path:
     """Serialise a ModelProto to one file (no external data), atomically."""
-    from cyclemask.imageio import write_bytes_atomic
+    from cyclemask.image_files import write_bytes_atomic
 
     data = model.SerializeToString()
     if len(data) >= 2**31:

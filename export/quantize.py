@@ -128,7 +128,7 @@ def load_face_sets(calib_dir: str | os.PathLike, image_size: int, *, holdout_dir
     Faces are centre-cropped and area-resized to the model size (export/verify.py); the first
     `calib_count` / `holdout_count` in sorted order are used.
     """
-    from cyclemask.imageio import list_images
+    from cyclemask.image_files import list_images
 
     cdir = Path(calib_dir)
     if not cdir.is_dir():
@@ -159,8 +159,8 @@ def load_face_sets(calib_dir: str | os.PathLike, image_size: int, *, holdout_dir
 
 def load_faces(paths: list[Path], size: int) -> np.ndarray:
     """uint8 [N, size, size, 3]: each image's centred square, area-resized (as export/verify.py)."""
-    from cyclemask.imageio import read_image
-    from cyclemask.images import center_crop_resize
+    from cyclemask.image_arrays import center_crop_resize
+    from cyclemask.image_files import read_image
 
     return np.stack([center_crop_resize(read_image(p), size, interpolation="area") for p in paths])
 

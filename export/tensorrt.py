@@ -152,7 +152,7 @@ def build_engine(
     """
     import tensorrt as trt
 
-    from cyclemask.imageio import write_bytes_atomic
+    from cyclemask.image_files import write_bytes_atomic
 
     src = Path(onnx_path)
     dst = Path(engine_path)

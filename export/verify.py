@@ -2,7 +2,7 @@
 
 Every export is run through the runtime's own backends (ONNX Runtime's CPU provider for the
 graphs, the TensorRT backend for an engine: the path that is verified is the path that runs) on
-a set of uint8 images and compared with `cyclemask.imaging.translate` (the eager reference, same
+a set of uint8 images and compared with `cyclemask.image_tensors.eager_translate` (the eager reference, same
 pre/post-processing), value by value on the uint8 outputs. A graph past its bounds is an
 ExportError: the CLI then leaves nothing in place.
 
@@ -44,8 +44,8 @@ import numpy as np
 from torch import nn
 
 from cyclemask.errors import ExportError
-from cyclemask.images import center_crop_resize, check_batch
-from cyclemask.imaging import translate
+from cyclemask.image_arrays import center_crop_resize, check_batch
+from cyclemask.image_tensors import eager_translate
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def verification_images(
     portrait) centre-cropped and resized to S, then `n_random` uniform-noise images: real faces
     drive the network the way it is used; noise pushes activations to extremes.
     """
-    from cyclemask.imageio import list_images, read_image
+    from cyclemask.image_files import list_images, read_image
 
     images: list[np.ndarray] = []
     sources: list[str] = []
@@ -209,10 +209,10 @@ def verification_images(
 
 
 def eager_outputs(generator: nn.Module, images: np.ndarray, batch_size: int = 2) -> np.ndarray:
-    """The eager reference (`cyclemask.imaging.translate`) over `images`, in batches."""
+    """The eager reference (`cyclemask.image_tensors.eager_translate`) over `images`, in batches."""
     check_batch(images, what="verification images")
     generator = generator.eval()
-    return np.concatenate([translate(generator, images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    return np.concatenate([eager_translate(generator, images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
 def backend_outputs(backend, images: np.ndarray, batch_size: int = 2) -> np.ndarray:

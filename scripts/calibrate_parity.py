@@ -8,7 +8,7 @@ checkpoint). For each direction the checkpoint holds it
 
 1. takes N real faces of the direction's domain (../shared/data; synthetic textured faces when
    that is absent) at the model's size, plus two uniform-noise images, and the eager outputs
-   (`cyclemask.imaging.translate`, FP32 on the CPU);
+   (`cyclemask.image_tensors.eager_translate`, FP32 on the CPU);
 2. runs every CPU backend variant of benchmarks/variants.py (ONNX Runtime FP32 and FP16 graphs,
    OpenVINO, torch) over them and compares with eager: max |diff|, share within 1 LSB, share
    exact, PSNR, and KID between the outputs' Inception features (paired, with its standard

@@ -12,7 +12,7 @@ from cyclemask.checkpoint import (load_discriminator, load_generator, load_gener
                                   save_generators, save_network)
 from cyclemask.config import DiscriminatorConfig, GeneratorConfig
 from cyclemask.errors import CheckpointError
-from cyclemask.imaging import translate
+from cyclemask.image_tensors import eager_translate
 from cyclemask.models import build_discriminator, build_generator
 
 
@@ -51,7 +51,7 @@ def test_reference_generator_file_imports_with_identical_outputs(tmp_path, runni
     assert loaded.config == GeneratorConfig(ngf=8, n_blocks=3, norm="instance")
     assert bool(loaded.notes) == running_stats
     batch = _batch()
-    assert np.array_equal(translate(loaded.generator, batch), translate(gen, batch))
+    assert np.array_equal(eager_translate(loaded.generator, batch), eager_translate(gen, batch))
 
 
 def test_reference_full_size_keys_and_module_prefix(tmp_path):
@@ -71,7 +71,7 @@ def test_reference_batchnorm_and_dropout_inferred(tmp_path):
     loaded = load_generator(tmp_path / "bn.pth")
     assert loaded.config == GeneratorConfig(ngf=8, n_blocks=2, norm="batch", dropout=True)
     batch = _batch(3)
-    assert np.array_equal(translate(loaded.generator, batch), translate(gen, batch))
+    assert np.array_equal(eager_translate(loaded.generator, batch), eager_translate(gen, batch))
     with pytest.raises(CheckpointError, match="batch-norm weights, but norm='instance'"):
         load_generator(tmp_path / "bn.pth", norm="instance")
 
@@ -82,7 +82,7 @@ def test_network_file_roundtrip_and_hash(tmp_path, tiny_generator):
     assert loaded.direction == "unmask" and loaded.source == "cyclemask"
     assert loaded.config == tiny_generator.config
     batch = _batch(5)
-    assert np.array_equal(translate(loaded.generator, batch), translate(tiny_generator, batch))
+    assert np.array_equal(eager_translate(loaded.generator, batch), eager_translate(tiny_generator, batch))
     # The file is plain tensors and builtins: weights_only loading reads it.
     raw = torch.load(tmp_path / "g.pt", weights_only=True)
     assert raw["versions"]["torch"] == torch.__version__
@@ -101,7 +101,7 @@ def test_bundle_holds_both_directions(tmp_path):
     both = load_generators(tmp_path / "gens.pt")
     assert sorted(both) == ["mask", "unmask"]
     batch = _batch()
-    assert np.array_equal(translate(both["unmask"].generator, batch), translate(b, batch))
+    assert np.array_equal(eager_translate(both["unmask"].generator, batch), eager_translate(b, batch))
     with pytest.raises(CheckpointError, match="holds generators for mask, unmask: choose a direction"):
         load_generator(tmp_path / "gens.pt")
     assert load_generator(tmp_path / "gens.pt", direction="mask").direction == "mask"

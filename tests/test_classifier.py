@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from cyclemask.errors import ConfigError, InputError
-from cyclemask.imageio import list_images, read_image, write_image
+from cyclemask.image_files import list_images, read_image, write_image
 from cyclemask.metrics import evaluate as ev
 from cyclemask.metrics.classifier import DEFAULT_PATH, MaskClassifier
 from cyclemask.metrics.cli import main as eval_cli

@@ -40,7 +40,7 @@ def test_opencvs_own_stderr_lines_are_quiet_unless_debug(tmp_path):
 
     import numpy as np
 
-    from cyclemask.imageio import write_image
+    from cyclemask.image_files import write_image
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from cyclemask.checkpoint import save_generators
 from cyclemask.config import GeneratorConfig
 from cyclemask.errors import ConfigError, DataError, InputError
-from cyclemask.imageio import read_image, write_image
+from cyclemask.image_files import read_image, write_image
 from cyclemask.metrics import evaluate as ev
 from cyclemask.metrics.cli import main as eval_cli
 from cyclemask.metrics.fid import load_inception
@@ -108,7 +108,7 @@ def test_perfect_translators_score_perfectly(data, pairs, tiny_features_path):
 def test_pairs_cropped_with_one_box(tmp_path, face_detector_path):
     """The box found on the unmasked photo cuts both photos: the crops stay aligned."""
     import matplotlib
-    from cyclemask.faces import FaceDetector
+    from cyclemask.face_detect import FaceDetector
 
     p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     img = read_image(p)
@@ -214,9 +214,9 @@ def test_outline_surrounds_the_changed_square(rng):
 
 
 def test_cycle_sheet_layout(generators):
-    from cyclemask.imaging import translate
+    from cyclemask.image_tensors import eager_translate
 
-    tr = {d: (lambda x, g=g: translate(g, x)) for d, g in generators.items()}
+    tr = {d: (lambda x, g=g: eager_translate(g, x)) for d, g in generators.items()}
     rng = np.random.default_rng(0)
     a = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(2)]
     b = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)]

@@ -11,9 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from cyclemask.errors import ConfigError
-from cyclemask.imageio import write_image
-from cyclemask.metrics.cli import main as eval_cli
+from cyclemask.image_files import write_image
 from cyclemask.metrics import sweep as sw
+from cyclemask.metrics.cli import main as eval_cli
 from cyclemask.metrics.sweep import PAPER_TRIALS, SweepConfig, run_sweep, table_markdown
 
 TINY = {"ngf": 8, "ndf": 8, "n_blocks": 1, "load_size": 32, "crop_size": 32, "num_workers": 0,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cyclemask.errors import ConfigError, InputError
-from cyclemask.faces import (
+from cyclemask.face_detect import (
     DETECTOR_ENV,
     Face,
     FaceDetector,
@@ -22,7 +22,7 @@ from cyclemask.faces import (
     shipped_detector_path,
     square_crop_box,
 )
-from cyclemask.imageio import read_image
+from cyclemask.image_files import read_image
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +77,10 @@ def test_package_data_ships_the_detector_and_its_licence():
 
 
 def test_shipped_detector_missing_is_a_clear_error(monkeypatch, tmp_path):
-    import cyclemask.faces as faces
+    import cyclemask.face_detect as face_detect
 
     monkeypatch.delenv(DETECTOR_ENV, raising=False)
-    monkeypatch.setattr(faces, "shipped_detector_path", lambda: tmp_path / "gone.onnx")
+    monkeypatch.setattr(face_detect, "shipped_detector_path", lambda: tmp_path / "gone.onnx")
     with pytest.raises(ConfigError, match=rf"shipped with cyclemask .*gone\.onnx.* missing.*{DETECTOR_ENV}"):
         resolve_detector_path(None)
 
@@ -104,7 +104,7 @@ def test_argument_wins_over_env(monkeypatch, tmp_path):
 def test_creating_detectors_prints_nothing_and_keeps_opencvs_log_level():
     # OpenCV writes its warnings from C++ straight to stderr: only a child process can see them.
     code = (
-        "import cv2; from cyclemask.faces import FaceDetector; "
+        "import cv2; from cyclemask.face_detect import FaceDetector; "
         "lv = cv2.utils.logging; lv.setLogLevel(lv.LOG_LEVEL_INFO); "
         "[FaceDetector() for _ in range(3)]; "
         "assert lv.getLogLevel() == lv.LOG_LEVEL_INFO, lv.getLogLevel()"
@@ -278,7 +278,7 @@ def test_face_to_dict_and_scaled():
 
 
 def test_mask_anchors_follow_roll_and_scale():
-    from cyclemask.faces import mask_anchors
+    from cyclemask.face_detect import mask_anchors
 
     # A frontal face: eyes at y=100, nose at 130, mouth at 160 (eye-mouth distance 60).
     lm = [(80, 100), (120, 100), (100, 130), (85, 160), (115, 160)]
@@ -297,7 +297,7 @@ def test_mask_anchors_follow_roll_and_scale():
 
 
 def test_mask_anchors_turned_head_narrows_far_side():
-    from cyclemask.faces import mask_anchors
+    from cyclemask.face_detect import mask_anchors
 
     lm = [(80, 100), (120, 100), (112, 130), (90, 160), (118, 160)]  # nose towards the image-right eye
     a = mask_anchors(lm)
@@ -305,7 +305,7 @@ def test_mask_anchors_turned_head_narrows_far_side():
 
 
 def test_mask_anchors_refuse_degenerate_eyes():
-    from cyclemask.faces import mask_anchors
+    from cyclemask.face_detect import mask_anchors
 
     with pytest.raises(InputError, match="same point"):
         mask_anchors([(100, 100), (100, 100), (100, 130), (90, 160), (110, 160)])
@@ -329,7 +329,7 @@ def _at(matte, box, point):
 
 @pytest.mark.parametrize("roll", [0, -30, 30])
 def test_zone_covers_nose_mouth_and_chin_and_leaves_both_eyes(roll):
-    from cyclemask.faces import mask_zone_matte
+    from cyclemask.face_detect import mask_zone_matte
 
     box = (0, 0, 200, 200)
     chin, cheeks = (100, 205 - 10), [(62, 150), (138, 150)]  # ~0.6 h under the mouth; beside the mouth
@@ -353,7 +353,7 @@ def test_zone_covers_nose_mouth_and_chin_and_leaves_both_eyes(roll):
 def test_zone_ends_where_the_landmarks_geometry_says(roll):
     # The reference comes from the landmarks by exact geometry (tests/zone_geometry.py), not
     # from the matte: a matte grown by one pixel everywhere once passed every zone test.
-    from cyclemask.faces import ZONE_GROW, ZONE_TOP, mask_zone_matte
+    from cyclemask.face_detect import ZONE_GROW, ZONE_TOP, mask_zone_matte
     from zone_geometry import DISTANCE_SLACK, zone_reference
 
     box = (0, 0, 200, 200)
@@ -372,7 +372,7 @@ def test_zone_ends_where_the_landmarks_geometry_says(roll):
 
 
 def test_zone_follows_scale_and_position():
-    from cyclemask.faces import mask_zone_matte
+    from cyclemask.face_detect import mask_zone_matte
 
     small = mask_zone_matte(FRONTAL, (0, 0, 200, 200))
     lm = np.asarray(FRONTAL, float) * 2 + (50, 30)  # twice the size, elsewhere in the frame
@@ -386,7 +386,7 @@ def test_zone_follows_scale_and_position():
 
 
 def test_zone_grows_and_narrows_the_far_cheek():
-    from cyclemask.faces import mask_zone_matte
+    from cyclemask.face_detect import mask_zone_matte
 
     box = (0, 0, 200, 200)
     tight, loose = mask_zone_matte(FRONTAL, box, grow=0.1, feather=0.1), mask_zone_matte(FRONTAL, box)
@@ -397,7 +397,7 @@ def test_zone_grows_and_narrows_the_far_cheek():
 
 
 def test_zone_errors():
-    from cyclemask.faces import mask_zone_matte
+    from cyclemask.face_detect import mask_zone_matte
 
     with pytest.raises(InputError, match="square of at least 2 px"):
         mask_zone_matte(FRONTAL, (0, 0, 200, 100))
@@ -411,7 +411,7 @@ def test_zone_errors():
 
 def test_zone_on_the_portrait(detector, portrait):
     """YuNet's landmarks on a real face: the zone holds nose and mouth, not the eyes or glasses."""
-    from cyclemask.faces import eye_mouth_distance, mask_zone_matte
+    from cyclemask.face_detect import eye_mouth_distance, mask_zone_matte
 
     f = detector.detect(portrait)[0]
     box = square_crop_box(f.box, portrait.shape, 0.3, "pad")
@@ -431,7 +431,7 @@ def test_zone_on_the_portrait(detector, portrait):
 def test_zone_covers_a_pasted_mask_found_on_the_masked_face(detector, shared_data):
     """The unmask direction: landmarks come from the masked face, and the zone must still hold
     the mask. The observations pairs differ only where a mask was pasted."""
-    from cyclemask.faces import mask_zone_matte
+    from cyclemask.face_detect import mask_zone_matte
 
     pairs = shared_data / "faces" / "observations_pairs"
     covered = []
@@ -461,7 +461,7 @@ def _rotate(image, degrees):
 
 @pytest.mark.parametrize("degrees", [40, -40])
 def test_rotated_passes_find_a_tilted_face_with_its_landmarks(detector, portrait, degrees):
-    from cyclemask.faces import FaceDetector
+    from cyclemask.face_detect import FaceDetector
 
     ref = detector.detect(portrait)[0]
     tilted, m = _rotate(portrait, degrees)
@@ -489,7 +489,7 @@ def test_detect_near_finds_the_face_around_a_box(detector, portrait):
 
 
 def test_merge_faces_keeps_the_best_of_overlapping_detections():
-    from cyclemask.faces import merge_faces
+    from cyclemask.face_detect import merge_faces
 
     a = Face((10.0, 10.0, 50.0, 50.0), 0.7, ())
     b = Face((12.0, 11.0, 50.0, 50.0), 0.9, ())

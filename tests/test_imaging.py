@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from cyclemask.errors import InputError
-from cyclemask.imageio import list_images, read_image, write_image
-from cyclemask.images import center_crop_resize, center_square, check_batch
-from cyclemask.imaging import UInt8Translator, postprocess, preprocess, to_tensor, to_uint8, translate
+from cyclemask.image_arrays import center_crop_resize, center_square, check_batch
+from cyclemask.image_files import list_images, read_image, write_image
+from cyclemask.image_tensors import UInt8Translator, postprocess, preprocess, to_tensor, to_uint8, eager_translate
 
 
 def test_preprocess_maps_0_255_to_minus1_1_nchw():
@@ -48,7 +48,7 @@ def test_uint8_translator_equals_translate(tiny_generator, rng):
     wrapped = UInt8Translator(tiny_generator).eval()
     with torch.no_grad():
         a = wrapped(torch.from_numpy(batch)).numpy()
-    b = translate(tiny_generator, batch)
+    b = eager_translate(tiny_generator, batch)
     assert a.dtype == np.uint8 and a.shape == batch.shape
     assert np.array_equal(a, b)
 

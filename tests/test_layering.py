@@ -5,6 +5,7 @@ also those inside functions: a lazy import is still a dependency).
 - engine (the runtime) imports neither export, train nor metrics;
 - export imports the core and the engine only; train the core only;
 - metrics (evaluation: it runs models and sweeps training) imports the core, engine and train;
+- study (the human study's web application) imports the core only;
 - no two modules import each other, directly or round a longer loop.
 
 One exception, the package facade: `cyclemask/__init__.py` may import the Python API
@@ -22,8 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"cyclemask": REPO / "cyclemask", "cyclemask.train": REPO / "train", "cyclemask.export": REPO / "export",
-         "cyclemask.engine": REPO / "engine"}
-STAGES = ("cyclemask.engine", "cyclemask.export", "cyclemask.train", "cyclemask.metrics")
+         "cyclemask.engine": REPO / "engine", "cyclemask.metrics": REPO / "metrics", "cyclemask.study": REPO / "study"}
+STAGES = ("cyclemask.engine", "cyclemask.export", "cyclemask.train", "cyclemask.metrics", "cyclemask.study")
 #: stage -> the stages it may import (the core is always allowed).
 #: Where else the project imports its own modules from (its own benchmarks, too): checked for
 #: imports of modules that do not exist, not for layering.
@@ -34,6 +35,7 @@ ALLOWED = {
     "cyclemask.export": {"cyclemask.engine"},
     "cyclemask.train": set(),
     "cyclemask.metrics": {"cyclemask.engine", "cyclemask.train"},
+    "cyclemask.study": set(),
 }
 
 
@@ -46,7 +48,7 @@ def _modules(roots: dict[str, Path] = ROOTS) -> dict[str, Path]:
             if parts and parts[-1] == "__init__":
                 parts = parts[:-1]
             name = ".".join([prefix, *parts]) if parts else prefix
-            if prefix == "cyclemask" and parts and parts[0] in ("train", "export", "engine"):
+            if prefix == "cyclemask" and parts and parts[0] in ("train", "export", "engine", "metrics", "study"):
                 continue  # not there: the stages live at the top level
             out[name] = path
     return out
@@ -191,9 +193,9 @@ def test_the_package_loads_the_api_lazily():
 
 def test_the_source_tree_is_what_the_test_reads():
     graph = _graph()
-    for m in ("cyclemask.artifacts", "cyclemask.images", "cyclemask.engine.backends.select",
+    for m in ("cyclemask.artifacts", "cyclemask.image_arrays", "cyclemask.engine.backends.select",
               "cyclemask.engine.backends.base", "cyclemask.export.pipeline", "cyclemask.train.trainer",
-              "cyclemask.metrics.sweep"):
+              "cyclemask.metrics.sweep", "cyclemask.study.app"):
         assert m in graph, m
     assert "cyclemask.engine.backends.base" in graph["cyclemask.engine.backends.select"]
 

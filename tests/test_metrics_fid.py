@@ -173,8 +173,8 @@ def test_torchscript_detection(tmp_path):
 @pytest.mark.slow  # FID over real photos (~5 s); the other FID tests stay fast
 @pytest.mark.shared
 def test_masked_vs_unmasked_is_farther_than_two_unmasked_halves(shared_data, face_detector_path, inception):
-    from cyclemask.faces import FaceDetector, crop_face
-    from cyclemask.imageio import list_images, read_image
+    from cyclemask.face_detect import FaceDetector, crop_face
+    from cyclemask.image_files import list_images, read_image
 
     det = FaceDetector(face_detector_path)
 

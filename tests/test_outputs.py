@@ -18,7 +18,7 @@ import pytest
 
 from cyclemask import outputs
 from cyclemask.errors import CycleMaskError, OutputBusyError, OutputError
-from cyclemask.imageio import list_images, write_bytes_atomic
+from cyclemask.image_files import list_images, write_bytes_atomic
 
 DEAD = "0123456789ab"  # a run id no live process has
 

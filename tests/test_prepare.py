@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from cyclemask.errors import ConfigError, DataError
-from cyclemask.faces import DETECTOR_ENV
-from cyclemask.imageio import read_image, write_image
+from cyclemask.face_detect import DETECTOR_ENV
+from cyclemask.image_files import read_image, write_image
 from cyclemask.train import prepare as prep
 from cyclemask.train.data_cli import main as data_cli
 from cyclemask.train.prepare import PrepareConfig, prepare_dataset

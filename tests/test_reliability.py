@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cyclemask.imageio import read_image, write_image
+from cyclemask.image_files import read_image, write_image
 from proc_helpers import Child, can_drop_dac, command, partials
 
 SIZE = 128

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from cyclemask.checkpoint import load_generator, load_generators, load_segmenter, save_restore
 from cyclemask.artifacts import ArtefactError
+from cyclemask.checkpoint import load_generator, load_generators, load_segmenter, save_restore
 from cyclemask.errors import CheckpointError, DataError
-from cyclemask.imaging import translate
+from cyclemask.image_tensors import eager_translate
 from cyclemask.restore_models import (
     EraseRestore,
     MaskSegmenter,
@@ -45,13 +45,13 @@ def faces(n=2, size=32, seed=1):
 def test_no_mask_found_gives_the_crop_back_bit_for_bit():
     seg, res = tiny_nets(seg_bias=-30.0)
     x = faces()
-    assert np.array_equal(translate(EraseRestore(seg, res), x), x)
+    assert np.array_equal(eager_translate(EraseRestore(seg, res), x), x)
 
 
 def test_mask_everywhere_gives_the_restorer_its_whole_output():
     seg, res = tiny_nets(seg_bias=30.0)
     x = faces()
-    y = translate(EraseRestore(seg, res), x)
+    y = eager_translate(EraseRestore(seg, res), x)
     with torch.no_grad():
         t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
         want = res(t * 0, torch.ones_like(t[:, :1]))
@@ -77,7 +77,7 @@ def test_restore_bundle_round_trip_and_refusals(tmp_path):
     g = load_generator(path)
     assert isinstance(g.generator, EraseRestore) and g.direction == "unmask"
     x = faces()
-    assert np.array_equal(translate(g.generator, x), translate(EraseRestore(seg, res), x))
+    assert np.array_equal(eager_translate(g.generator, x), eager_translate(EraseRestore(seg, res), x))
     assert isinstance(load_segmenter(path), MaskSegmenter)
     with pytest.raises(CheckpointError, match="ngf do not apply"):
         load_generators(path, ngf=16)
@@ -118,7 +118,7 @@ class _ChangeSquare:
 
 def test_hole_paste_changes_only_around_what_the_graph_changed():
     from cyclemask.engine.faces import FaceConfig, FaceProcessor
-    from cyclemask.faces import Face
+    from cyclemask.face_detect import Face
 
     class OneFace:
         def detect(self, image):
@@ -159,7 +159,7 @@ def test_synth_writes_each_twins_matte(tmp_path):
     assert res.written >= 2
     import cv2
 
-    from cyclemask.imageio import read_image
+    from cyclemask.image_files import read_image
 
     for rec in json.loads((tmp_path / "out" / "synth.json").read_text())["pairs"]:
         matte = cv2.imread(str(tmp_path / "out" / "mattes" / rec["matte"]), cv2.IMREAD_GRAYSCALE)
@@ -366,7 +366,7 @@ def test_default_model_picks_the_unmask_method(tmp_path, monkeypatch):
 def test_face_judge_tells_the_owner_from_another_person():
     from tests.conftest import SHARED_DATA
     from cyclemask.errors import ConfigError
-    from cyclemask.imageio import read_image
+    from cyclemask.image_files import read_image
     from cyclemask.metrics.unmasking import MATCH_THRESHOLD, FaceJudge
 
     try:

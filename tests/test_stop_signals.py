@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from cyclemask import outputs
 from cyclemask.cli_util import Command, check_stop, stop_at_safe_points, stop_signal
 from cyclemask.errors import ConfigError
-from cyclemask.imageio import write_bytes_atomic
+from cyclemask.image_files import write_bytes_atomic
 
 
 def _invoke(cmd, *args):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.path import Path as MplPath
 
-from cyclemask.faces import _closed_spline, mask_anchors
+from cyclemask.face_detect import _closed_spline, mask_anchors
 
 #: How far past the grown outline the matte's support may reach: its distance transform is
 #: OpenCV's 5x5 approximation of Euclidean distance, which comes up to ~0.6 px short at the

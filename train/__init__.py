@@ -16,7 +16,7 @@ _LAZY = {
     "TrainResult": "trainer",
     "ProgressInfo": "trainer",
     "train": "trainer",
-    "LOSS_NAMES": "trainer",
+    "LOSS_NAMES": "plots",
 }
 
 

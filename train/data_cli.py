@@ -14,7 +14,7 @@ import click
 
 from cyclemask.cli_util import Command, Group, StageBars, debug_option
 from cyclemask.errors import DataError
-from cyclemask.faces import DETECTOR_ENV, FIT_MODES
+from cyclemask.face_detect import DETECTOR_ENV, FIT_MODES
 from cyclemask.outputs import lock_outputs
 
 from .prepare import FORMATS, LAYOUTS, MANIFEST_NAME, PrepareConfig, prepare_dataset

@@ -2,7 +2,7 @@
 
 Layout: `<data_root>/trainA/` (domain A, unmasked faces) and `<data_root>/trainB/` (domain B,
 masked faces), searched recursively; optionally `testA/` and `testB/`. Every image is decoded to
-RGB by `cyclemask.imageio.read_image`.
+RGB by `cyclemask.image_files.read_image`.
 
 Pairs (a cyclemask extension, optional): a folder with `without_mask/` and `with_mask/` holding
 the same face under the same relative name (what `cyclemask-data synth` writes). Its images join
@@ -32,8 +32,8 @@ from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from cyclemask.errors import DataError, InputError
-from cyclemask.imageio import IMAGE_EXTENSIONS, list_images, read_image
-from cyclemask.imaging import preprocess
+from cyclemask.image_files import IMAGE_EXTENSIONS, list_images, read_image
+from cyclemask.image_tensors import preprocess
 
 log = logging.getLogger(__name__)
 

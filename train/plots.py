@@ -1,5 +1,5 @@
-"""Figures of a run: the eight losses over training (the paper's Fig. 6) and grids of fakes in
-both directions on fixed images (Fig. 10). matplotlib runs on its Agg backend (no display)."""
+"""The loss log read back and drawn: the eight losses over training (the paper's Fig. 6).
+matplotlib runs on its Agg backend (no display). The grids of fakes (Fig. 10) are train/samples.py."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from cyclemask.imageio import write_bytes_atomic, write_image
+from cyclemask.image_files import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -75,47 +75,3 @@ def plot_losses(records: Sequence[dict], out_path: str | Path, title: str | None
     plt.close(fig)
     write_bytes_atomic(out_path, buf.getvalue())
     return Path(out_path)
-
-
-def _label(tile_h: int, width: int, text: str) -> np.ndarray:
-    import cv2
-
-    strip = np.full((tile_h, width, 3), 255, np.uint8)
-    scale = max(0.35, min(0.6, tile_h / 160))
-    y = tile_h // 2 + 5
-    for i, part in enumerate(text.split("\n")):
-        cv2.putText(strip, part, (4, y + int((i - 0.5) * 18 * scale / 0.5)), cv2.FONT_HERSHEY_SIMPLEX,
-                    scale, (0, 0, 0), 1, cv2.LINE_AA)
-    return strip
-
-
-def sample_grid(rows: Iterable[tuple[str, np.ndarray]], min_tile: int = 128) -> np.ndarray:
-    """Stack labelled rows of uint8 NHWC images into one image. Small tiles are enlarged
-    (nearest neighbour, so pixels stay visible) to at least `min_tile`."""
-    rows = list(rows)
-    size = rows[0][1].shape[1]
-    scale = max(1, math.ceil(min_tile / size))
-    tile = size * scale
-    n_cols = max(r[1].shape[0] for r in rows)
-    label_w = 150
-    out = []
-    for label, images in rows:
-        big = images.repeat(scale, axis=1).repeat(scale, axis=2) if scale > 1 else images
-        cells = [_label(tile, label_w, label)]
-        for k in range(n_cols):
-            cells.append(big[k] if k < len(big) else np.full((tile, tile, 3), 255, np.uint8))
-            cells.append(np.full((tile, 2, 3), 255, np.uint8))
-        out.append(np.concatenate(cells, axis=1))
-        out.append(np.full((2, out[-1].shape[1], 3), 255, np.uint8))
-    return np.concatenate(out, axis=0)
-
-
-def write_sample_grid(path: str | Path, real_A: np.ndarray, fake_B: np.ndarray, rec_A: np.ndarray,
-                      real_B: np.ndarray, fake_A: np.ndarray, rec_B: np.ndarray) -> Path:
-    """Rows: real A, G_A(A) (masked), G_B(G_A(A)); real B, G_B(B) (unmasked), G_A(G_B(B))."""
-    grid = sample_grid([
-        ("real A", real_A), ("mask\nG_A(A)", fake_B), ("cycle\nG_B(G_A(A))", rec_A),
-        ("real B", real_B), ("unmask\nG_B(B)", fake_A), ("cycle\nG_A(G_B(B))", rec_B),
-    ])
-    write_image(path, grid)
-    return Path(path)

@@ -39,8 +39,8 @@ import numpy as np
 from cyclemask import __version__
 from cyclemask.dedup import HASH_SIDE, bits_to_hex, dhash_bits, hex_to_bytes, near_pairs, sha256_bytes
 from cyclemask.errors import ConfigError, DataError, InputError
-from cyclemask.faces import FIT_MODES, FaceDetector, crop_square, resize_square, square_crop_box
-from cyclemask.imageio import encode_image, list_images, read_image, write_bytes_atomic
+from cyclemask.face_detect import FIT_MODES, FaceDetector, crop_square, resize_square, square_crop_box
+from cyclemask.image_files import encode_image, list_images, read_image, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

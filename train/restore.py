@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cyclemask.errors import ConfigError, DataError
-from cyclemask.imageio import read_image, write_bytes_atomic
+from cyclemask.image_files import read_image, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _crop_landmarks(rec: dict, side_out: int) -> np.ndarray:
 def _vary_fit(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Landmarks moved so the warped mask sits as real masks do: most as designed, some low on
     the nose or pulled under the chin, some a little rotated or scaled."""
-    from cyclemask.faces import eye_mouth_distance
+    from cyclemask.face_detect import eye_mouth_distance
 
     lm = landmarks.astype(np.float64).copy()
     h = eye_mouth_distance(lm)
@@ -121,7 +121,7 @@ def build_bank(prepared: str | Path, templates: str | Path, textures: str | Path
                progress=None) -> Bank:
     import cv2
 
-    from cyclemask.faces import mask_anchors
+    from cyclemask.face_detect import mask_anchors
     from cyclemask.train.synth import apply_mask, choose_mask, load_templates, load_textures
 
     prepared = Path(prepared)

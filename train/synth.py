@@ -6,7 +6,7 @@ mask. For training it also gives a masked domain as large as the unmasked one, a
 L1 term (`cyclemask-train --paired-weight`).
 
 Per face: YuNet's five landmarks give the six anchors of MaskTheFace's template files
-(`cyclemask.faces.mask_anchors`: nose bridge, the cheeks by the ears, the jaw, under the chin);
+(`cyclemask.face_detect.mask_anchors`: nose bridge, the cheeks by the ears, the jaw, under the chin);
 a template view is chosen whose anchor layout matches the head's yaw best (front, left, right),
 recoloured (a plain colour or a texture modulated by the template's own shading) or kept as it
 is, warped onto the anchors by a homography (so it follows roll, scale and some perspective),
@@ -34,8 +34,8 @@ import numpy as np
 
 from cyclemask import __version__
 from cyclemask.errors import ConfigError, DataError, InputError
-from cyclemask.faces import Face, FaceDetector, mask_anchors
-from cyclemask.imageio import encode_image, list_images, read_image, write_bytes_atomic
+from cyclemask.face_detect import Face, FaceDetector, mask_anchors
+from cyclemask.image_files import encode_image, list_images, read_image, write_bytes_atomic
 # The warp itself lives in the core, where the runtime's --mask-method template uses it too;
 # these names stay importable from here.
 from cyclemask.mask_templates import (DEFAULT_KINDS, PALETTE, MaskChoice, Template, apply_mask,  # noqa: F401

@@ -15,19 +15,19 @@ Files in `config.out_dir` (only rank 0 writes):
   losses.png             the losses over training (paper Fig. 6)
   samples/epoch_NNNN.png fakes both ways on fixed test images (paper Fig. 10)
   tensorboard/           the losses again, when the tensorboard package is installed
+
+This module is the loop and its phases; the checkpoint format and files are train/checkpointing.py,
+the random streams' state train/rng.py, the loss log train/train_log.py and the sample grids
+train/samples.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import itertools
-import json
 import logging
 import math
 import os
-import random
 import signal
 import time
 from collections import deque
@@ -35,33 +35,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cyclemask.checkpoint import read_checkpoint, save_generators, state_dict_sha256, versions
+from cyclemask.checkpoint import versions
 from cyclemask.config import DiscriminatorConfig, GeneratorConfig
-from cyclemask.errors import CheckpointError, ConfigError, own_module_missing
-from cyclemask.imageio import write_bytes_atomic
-from cyclemask.imaging import translate
+from cyclemask.errors import CheckpointError, ConfigError
+from cyclemask.image_files import write_bytes_atomic
 from cyclemask.models import build_discriminator, build_generator, init_weights
 
 from . import distributed
-from .config import RUNTIME_FIELDS, TrainConfig
+from .checkpointing import (NET_NAMES, STATE_FORMAT, STATE_FORMAT_VERSION, param_digest, restore_learning_rates,
+                            state_to_resume, write_checkpoints)
+from .config import TrainConfig
 from .datasets import (EpochSampler, UnpairedDataset, collate, find_domain, find_pairs, load_sample_images,
                        merge_pairs)
 from .losses import GANLoss, gradient_penalty
-from .plots import LOSS_NAMES, plot_losses, read_loss_log, write_sample_grid
+from .plots import plot_losses, read_loss_log
 from .pool import ImagePool
+from .rng import rng_state, set_rng_state
+from .samples import write_epoch_samples
 from .schedules import build_scheduler
+from .train_log import LossLog
 
 log = logging.getLogger(__name__)
-
-STATE_FORMAT = "cyclemask.train_state"
-STATE_FORMAT_VERSION = 1
-NET_NAMES = ("G_A", "G_B", "D_A", "D_B")
 
 
 @dataclass(frozen=True)
@@ -123,46 +122,6 @@ def _set_requires_grad(nets: tuple[nn.Module, ...], flag: bool) -> None:
     for net in nets:
         for p in net.parameters():
             p.requires_grad_(flag)
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    """Global RNG states as tensors, ints and floats only (loadable with weights_only=True)."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": str(np_state[0]), "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
-                  "cached_gaussian": float(np_state[4])},
-        "python": {"version": int(py_state[0]), "state": torch.tensor(py_state[1], dtype=torch.int64),
-                   "gauss_next": py_state[2]},
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss_next"]))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a training checkpoint (weights_only=True) and check that it is one."""
-    state = read_checkpoint(path)
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not a cyclemask training checkpoint (for generator files "
-                              f"use cyclemask.checkpoint.load_generators)")
-    if state.get("format_version") != STATE_FORMAT_VERSION:
-        raise CheckpointError(f"{path}: training checkpoint format {state.get('format_version')} "
-                              f"is not supported (this version reads {STATE_FORMAT_VERSION})")
-    return state
 
 
 class Trainer:
@@ -242,10 +201,7 @@ class Trainer:
         self._t_start: float | None = None
         self._iters_per_epoch = 1
         self._last_plot = 0.0
-        self._loss_file = None
-        self._tb = None
-        self._pending: list[tuple[int, int, int, float, torch.Tensor]] = []
-        self._last_losses: dict[str, float] = {}
+        self.loss_log = LossLog(self.env)
         self._step_times: deque[tuple[float, int]] = deque(maxlen=50)
 
     def _wrap(self, net: nn.Module) -> nn.Module:
@@ -267,7 +223,7 @@ class Trainer:
 
     def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor, twins: dict | None = None) -> torch.Tensor:
         """One CycleGAN iteration on this rank's batch; returns the losses (detached, float32,
-        on the device, in LOSS_NAMES order).
+        on the device, in plots.LOSS_NAMES order).
 
         twins: the batch's `A_twin`, `A_paired`, `B_twin`, `B_paired` (see UnpairedDataset)
         when training with pairs; the paired L1 terms cover the samples that have a twin."""
@@ -343,15 +299,6 @@ class Trainer:
 
     # ---------------------------------------------------------------- state
 
-    def _param_digest(self) -> str:
-        """Hash of the parameters (not buffers: batch-norm running statistics are per rank
-        between forwards, and DDP broadcasts rank 0's at the next one)."""
-        h = hashlib.sha256()
-        for name in NET_NAMES:
-            params = {k: p.detach() for k, p in self.nets[name].named_parameters()}
-            h.update(state_dict_sha256(params).encode())
-        return h.hexdigest()
-
     def collect_state(self) -> dict[str, Any] | None:
         """The full training state (a collective under DDP: every rank must call it); rank 0
         gets the dict, the others None."""
@@ -360,7 +307,7 @@ class Trainer:
             "pool_B": self.pool_B.state_dict(),
             "gp_generator": self.gp_generator.get_state(),
             "rng": {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in rng_state(self.device).items()},
-            "param_sha256": self._param_digest(),
+            "param_sha256": param_digest(self.nets),
         }
         rank_states = distributed.all_gather_objects(self.env, rank_state)
         if not self.env.is_main:
@@ -395,15 +342,8 @@ class Trainer:
         self.opt_D.load_state_dict(state["optimizers"]["D"])
         self.sched_G.load_state_dict(state["schedulers"]["G"])
         self.sched_D.load_state_dict(state["schedulers"]["D"])
-        # LambdaLR restores last_epoch but not the rate it set. Recompute it from this run's
-        # schedule rather than take the stored last rate: n_epochs / n_epochs_decay may have
-        # changed on resume (a longer decay), and the stored rate is the old schedule's (after a
-        # finished decay it is 0, which would silently train on at a rate of zero).
         for opt, sched in ((self.opt_G, self.sched_G), (self.opt_D, self.sched_D)):
-            rates = [base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas)]
-            sched._last_lr = rates
-            for group, lr in zip(opt.param_groups, rates):
-                group["lr"] = lr
+            restore_learning_rates(opt, sched)
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
@@ -485,27 +425,10 @@ class Trainer:
     def _resume(self, out: Path, resume: bool | str | os.PathLike) -> None:
         """Load the checkpoint to continue from (checking its config), or refuse to start a new
         run over an existing one."""
-        cfg = self.config
-        latest = out / "latest.pt"
-        if not resume:
-            if latest.exists():
-                raise ConfigError(f"{out} already holds a run ({latest}); resume it (--resume) or "
-                                  f"choose another output folder")
+        found = state_to_resume(out, resume, self.config)
+        if found is None:
             return
-        ckpt_path = latest if resume is True else Path(resume)
-        if not ckpt_path.is_file():
-            raise CheckpointError(f"{ckpt_path}: no checkpoint to resume from")
-        state = read_train_state(ckpt_path)
-        saved = TrainConfig.from_dict(state["config"])
-        diff = {k: v for k, v in saved.differences(cfg).items() if k not in RUNTIME_FIELDS}
-        if diff:
-            detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
-            raise ConfigError(f"{ckpt_path}: cannot resume with a different config ({detail}); "
-                              f"only these may change: {', '.join(sorted(RUNTIME_FIELDS))}")
-        for k in ("n_epochs", "n_epochs_decay"):
-            if getattr(saved, k) != getattr(cfg, k):
-                log.warning("%s changed from %s to %s: the learning-rate schedule changes with it",
-                            k, getattr(saved, k), getattr(cfg, k))
+        ckpt_path, state = found
         self.load_state(state)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, self.step,
                  self.epoch + 1, self.batch_in_epoch)
@@ -532,17 +455,11 @@ class Trainer:
             return None
         out.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(out / "config.json", cfg.to_json().encode())
-        self._open_loss_log(out / "losses.jsonl", keep_until=self.step if resumed else 0)
-        self._tb = _tensorboard_writer(out / "tensorboard")
+        self.loss_log.open(out, keep_until=self.step if resumed else 0)
         return load_sample_images(cfg.data_root, cfg.crop_size, cfg.n_samples, cfg.max_dataset_size)
 
     def _close_outputs(self) -> None:
-        if self._loss_file is not None:
-            self._loss_file.close()
-            self._loss_file = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        self.loss_log.close()
 
     def _run_epoch(self, loader: DataLoader, sampler: EpochSampler, out: Path,
                    progress: Callable[[ProgressInfo], None] | None, total_steps: int,
@@ -557,10 +474,10 @@ class Trainer:
             losses = self.train_step(batch["A"], batch["B"], batch if "A_twin" in batch else None)
             self.step += 1
             self.batch_in_epoch += 1
-            self._pending.append((self.step, self.epoch, self.batch_in_epoch, lr, losses))
+            self.loss_log.add(self.step, self.epoch, self.batch_in_epoch, lr, losses)
             self._step_times.append((time.monotonic(), self.step))
             reason = "max_iters" if cfg.max_iters is not None and self.step >= cfg.max_iters else None
-            if len(self._pending) >= flush_every or reason:
+            if len(self.loss_log.pending) >= flush_every or reason:
                 self._flush_losses()
                 reason = reason or self._external_stop()
             if self.env.is_main and progress is not None:
@@ -591,7 +508,7 @@ class Trainer:
             out_dir=out, generators_path=out / "generators.pt", checkpoint_path=out / "latest.pt",
             config_path=out / "config.json", loss_log_path=out / "losses.jsonl",
             loss_plot_path=plot_path if env.is_main else None, sample_grids=tuple(grids),
-            last_losses=dict(self._last_losses), steps=self.step, epochs_completed=self.epoch,
+            last_losses=dict(self.loss_log.last), steps=self.step, epochs_completed=self.epoch,
             stopped=stopped, seconds=seconds, images_per_s=ips,
             skipped_files=tuple(self.skipped), rank=env.rank, world_size=env.world_size,
         )
@@ -608,15 +525,16 @@ class Trainer:
         grid = None
         if self.env.is_main:
             if samples is not None and (self.epoch % cfg.sample_every == 0 or finished):
-                grid = self._write_samples(out / "samples" / f"epoch_{self.epoch:04d}.png", samples)
+                grid = write_epoch_samples(out / "samples" / f"epoch_{self.epoch:04d}.png", self.nets["G_A"],
+                                           self.nets["G_B"], samples)
             # Redrawn at most twice a minute: tiny epochs would otherwise spend their time in
             # matplotlib. The final plot is always drawn when the run returns.
             if time.monotonic() - self._last_plot >= 30.0:
                 plot_losses(read_loss_log(out / "losses.jsonl"), out / "losses.png")
                 self._last_plot = time.monotonic()
-            if self._last_losses:
+            if self.loss_log.last:
                 log.info("epoch %d/%d done (step %d): %s", self.epoch, total_epochs, self.step,
-                         ", ".join(f"{k} {v:.3f}" for k, v in self._last_losses.items()))
+                         ", ".join(f"{k} {v:.3f}" for k, v in self.loss_log.last.items()))
         self.save(out, epoch_files=self.epoch % cfg.save_every == 0 or finished)
         return grid
 
@@ -630,77 +548,16 @@ class Trainer:
         if len(digests) != 1:
             # DDP keeps replicas identical; a difference means something broke that invariant.
             log.error("ranks hold different weights at step %d (%d distinct digests)", self.step, len(digests))
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        data = buf.getvalue()
         extra = {"step": self.step, "epoch": self.epoch, "train_config": self.config.to_dict()}
         gens = {"mask": self.nets["G_A"], "unmask": self.nets["G_B"]}
-        target = out / "latest.pt"
-        try:
-            write_bytes_atomic(target, data)
-            target = out / "generators.pt"
-            save_generators(target, gens, extra=extra)
-            if epoch_files:
-                target = out / f"epoch_{self.epoch:04d}.pt"
-                write_bytes_atomic(target, data)
-                target = out / f"generators_epoch_{self.epoch:04d}.pt"
-                save_generators(target, gens, extra=extra)
-        except OSError as exc:
-            kept = (f"the previous files are intact (last complete save: step {self._saved_step})"
-                    if self._saved_step is not None else "no checkpoint of this run was written before")
-            raise CheckpointError(f"{target}: cannot write ({exc.strerror or exc}) at step {self.step}; "
-                                  f"{kept}") from exc
+        write_checkpoints(out, state, gens, extra, self.epoch, epoch_files, self.step, self._saved_step)
         self._saved_step = self.step
         log.debug("saved step %d to %s", self.step, out)
 
-    @torch.no_grad()
-    def _write_samples(self, path: Path, samples) -> Path:
-        G_A, G_B = self.nets["G_A"], self.nets["G_B"]
-        G_A.eval()
-        G_B.eval()
-        try:
-            fake_B = translate(G_A, samples.A)
-            rec_A = translate(G_B, fake_B)
-            fake_A = translate(G_B, samples.B)
-            rec_B = translate(G_A, fake_A)
-        finally:
-            G_A.train()
-            G_B.train()
-        return write_sample_grid(path, samples.A, fake_B, rec_A, samples.B, fake_A, rec_B)
-
     # ---------------------------------------------------------------- logging
 
-    def _open_loss_log(self, path: Path, keep_until: int) -> None:
-        """Start the JSONL log; on resume keep only the records the checkpoint covers (a crash
-        after the last save leaves records the resumed run will write again)."""
-        if keep_until and path.is_file():
-            kept = [r for r in read_loss_log(path) if r.get("step", 0) <= keep_until]
-            write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
-        else:
-            write_bytes_atomic(path, b"")
-        self._loss_file = open(path, "a", buffering=1)
-
     def _flush_losses(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        values = distributed.mean_over_ranks(self.env, torch.stack([p[4] for p in pending])).cpu().tolist()
-        if not self.env.is_main:
-            return
-        base = self.elapsed_before
-        now = self._run_seconds()
-        lines = []
-        for (step, epoch, it, lr, _), vals in zip(pending, values):
-            rec = {"step": step, "epoch": epoch + 1, "iter": it,
-                   "epoch_f": round(epoch + it / self._iters_per_epoch, 6), "lr": lr,
-                   "time_s": round(base + now, 3)}
-            rec.update(zip(LOSS_NAMES, vals))
-            lines.append(json.dumps(rec) + "\n")
-            if self._tb is not None:
-                for name, v in zip(LOSS_NAMES, vals):
-                    self._tb.add_scalar(f"loss/{name}", v, step)
-        self._loss_file.write("".join(lines))
-        self._last_losses = dict(zip(LOSS_NAMES, values[-1]))
+        self.loss_log.flush(self._iters_per_epoch, lambda: self.elapsed_before + self._run_seconds())
 
     def _progress_info(self, total_steps: int, total_epochs: int, lr: float) -> ProgressInfo:
         ips = 0.0
@@ -713,7 +570,7 @@ class Trainer:
                 ips = steps_per_s * self.config.batch_size
                 eta = max(0, total_steps - self.step) / steps_per_s if steps_per_s > 0 else None
         return ProgressInfo(self.step, total_steps, self.epoch + 1, total_epochs, self.batch_in_epoch,
-                            self._iters_per_epoch, ips, eta, lr, dict(self._last_losses) or None)
+                            self._iters_per_epoch, ips, eta, lr, dict(self.loss_log.last) or None)
 
     def _note_skipped(self, messages: list[str]) -> None:
         for msg in messages:
@@ -770,14 +627,3 @@ def _worker_init(_worker_id: int) -> None:
     # raises on a killed worker), and a forked copy of the main's handler would only log twice.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _tensorboard_writer(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        if own_module_missing(exc):
-            raise
-        log.info("tensorboard is not installed: losses go to losses.jsonl and losses.png only")
-        return None
-    return SummaryWriter(str(path))

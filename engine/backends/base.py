@@ -33,7 +33,7 @@ import numpy as np
 from cyclemask import DIRECTIONS
 from cyclemask.artifacts import ONNX_FORMAT, metadata_direction
 from cyclemask.errors import BackendError, ConfigError
-from cyclemask.images import check_batch
+from cyclemask.image_arrays import check_batch
 
 from .options import BackendOptions  # noqa: F401 (generated from the declarations; imported from here)
 

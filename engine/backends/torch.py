@@ -220,7 +220,7 @@ class TorchBackend(SyncBackend):
     def _forward(self, x_u8):
         import torch
 
-        from cyclemask.imaging import postprocess, preprocess
+        from cyclemask.image_tensors import postprocess, preprocess
 
         x = preprocess(x_u8).to(self._dtype)
         if self.channels_last:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cyclemask.errors import InputError
-from cyclemask.imageio import FILE_MODE
+from cyclemask.image_files import FILE_MODE
 from cyclemask.outputs import commit_partial, create_partial, discard_partial, output_error
 
 from ..contracts import Frame, Sink

@@ -16,7 +16,7 @@ if str(REPO) not in sys.path:  # benchmarks/ is not installed
     sys.path.insert(0, str(REPO))
 
 from benchmarks import detect_recall as dr  # noqa: E402
-from cyclemask.faces import Face, FaceDetector  # noqa: E402
+from cyclemask.face_detect import Face, FaceDetector  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def images() -> list[np.ndarray]:
     """The portrait upright, tilted both ways, small in a large frame, and a blank frame."""
     import matplotlib
 
-    from cyclemask.imageio import read_image
+    from cyclemask.image_files import read_image
 
     p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if not p.is_file():

@@ -31,7 +31,7 @@ def test_the_rolled_portrait_before_and_after(tmp_path):
     import cv2
     import matplotlib
 
-    from cyclemask.imageio import read_image, write_image
+    from cyclemask.image_files import read_image, write_image
 
     p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if not p.is_file():

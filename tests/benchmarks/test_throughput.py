@@ -248,7 +248,7 @@ def test_a_stop_inside_a_pipeline_run_stops_the_benchmark(tmp_path, monkeypatch)
     # run_pipeline takes Ctrl-C / SIGTERM itself and returns a report marked interrupted; read
     # as a failed run, it became a note on the row and the benchmark went on to the next one.
     from cyclemask.engine import pipeline
-    from cyclemask.imageio import write_image
+    from cyclemask.image_files import write_image
 
     folder = tmp_path / "faces"
     for i in range(2):

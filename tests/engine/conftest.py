@@ -59,7 +59,7 @@ def two_faces() -> np.ndarray:
     import cv2
     import matplotlib
 
-    from cyclemask.imageio import read_image
+    from cyclemask.image_files import read_image
 
     p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if not p.is_file():

@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from cyclemask import Masker
-from cyclemask.errors import ConfigError, CycleMaskError, InputError
-from cyclemask.faces import DETECTOR_ENV, FaceDetector
-from cyclemask.imageio import read_image, write_image
 from cyclemask.engine.cli import main
+from cyclemask.errors import ConfigError, CycleMaskError, InputError
+from cyclemask.face_detect import DETECTOR_ENV, FaceDetector
+from cyclemask.image_files import read_image, write_image
 
 from engine_helpers import video_props
 
@@ -227,7 +227,7 @@ class NoTorch(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, NoTorch())
 import numpy as np
 from cyclemask import Masker
-from cyclemask.imageio import read_image
+from cyclemask.image_files import read_image
 
 image = read_image(sys.argv[1])
 with Masker("mask") as masker:

@@ -9,7 +9,6 @@ import threading
 import numpy as np
 import pytest
 
-from cyclemask.faces import Face
 from cyclemask.engine.backends import SyncBackend
 from cyclemask.engine.contracts import Frame, Processor, Sink, Source, conform, members
 from cyclemask.engine.detect_ahead import DetectAheadSource
@@ -19,7 +18,8 @@ from cyclemask.engine.pipeline import Pipeline, PipelineConfig, run_pipeline
 from cyclemask.engine.processing import AlignedProcessor, PassThroughProcessor
 from cyclemask.engine.sinks import ImageFolderSink
 from cyclemask.engine.sources import ImageFolderSource
-from cyclemask.imageio import write_image
+from cyclemask.face_detect import Face
+from cyclemask.image_files import write_image
 
 from video_clips import make_clip
 

@@ -16,7 +16,7 @@ from cyclemask.engine.backends import BackendOptions, OrtBackend, TorchBackend, 
 from cyclemask.engine.cli import main
 from cyclemask.engine.run_defaults import CPU_BATCH, default_batch, precision_notes
 from cyclemask.errors import BackendError, ConfigError
-from cyclemask.imaging import translate
+from cyclemask.image_tensors import eager_translate
 
 SIZE = 64
 XEON = "processor\t: 0\nmodel name\t: Test Xeon\nflags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8\n"
@@ -106,7 +106,7 @@ def test_torch_bf16_runs_in_bfloat16_close_to_fp32(bundle_path, tiny_pair, batch
     with TorchBackend(bundle_path, "mask", precision="bf16", threads=1) as be:
         out = be.infer(batch64)
         assert "bf16" in be.description and be._dtype.is_floating_point and str(be._dtype) == "torch.bfloat16"
-    ref = translate(tiny_pair["mask"], batch64)
+    ref = eager_translate(tiny_pair["mask"], batch64)
     diff = np.abs(out.astype(np.int16) - ref.astype(np.int16))
     # A random tiny generator: not the trained bounds, but BF16 (8-bit mantissa) and not garbage.
     assert 0 < diff.max() <= 64 and diff.mean() < 4
@@ -125,7 +125,7 @@ def test_openvino_bf16_says_so_and_differs_from_fp32_only_a_little(mask_graph, t
         assert "fp32 graph, fp32 inference" in fp32.description
     diff = np.abs(out.astype(np.int16) - ref32.astype(np.int16))
     assert diff.max() > 0 and diff.mean() < 4
-    assert _lsb(ref32, translate(tiny_pair["mask"], batch64)) <= 1  # FP32 stays FP32 (OpenVINO's default is BF16 here)
+    assert _lsb(ref32, eager_translate(tiny_pair["mask"], batch64)) <= 1  # FP32 stays FP32 (OpenVINO's default is BF16 here)
 
 
 def test_precision_is_checked_against_the_model_and_backend(mask_graph, bundle_path, tmp_path):

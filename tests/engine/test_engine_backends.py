@@ -17,7 +17,7 @@ from cyclemask.engine.backends import (
     model_kind,
 )
 from cyclemask.errors import BackendError, CheckpointError, ConfigError, InputError
-from cyclemask.imaging import translate
+from cyclemask.image_tensors import eager_translate
 
 SIZE = 64  # the tiny generators of conftest.py
 
@@ -27,12 +27,12 @@ def test_torch_backend_equals_eager_reference(bundle_path, tiny_pair, batch64):
         assert be.direction == "unmask" and be.image_size == SIZE
         assert "recorded in the checkpoint" in be.description
         out = be.infer(batch64)
-    np.testing.assert_array_equal(out, translate(tiny_pair["unmask"], batch64))
+    np.testing.assert_array_equal(out, eager_translate(tiny_pair["unmask"], batch64))
 
 
 def test_torch_backend_from_generator_object(tiny_pair, batch64):
     with TorchBackend(generator=tiny_pair["mask"], image_size=SIZE, direction="mask") as be:
-        np.testing.assert_array_equal(be.infer(batch64), translate(tiny_pair["mask"], batch64))
+        np.testing.assert_array_equal(be.infer(batch64), eager_translate(tiny_pair["mask"], batch64))
 
 
 def test_backend_checks_its_input(bundle_path, batch64):

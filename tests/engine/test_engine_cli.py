@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cyclemask.imageio import read_image
 from cyclemask.engine.cli import main
 from cyclemask.errors import own_module_missing
+from cyclemask.image_files import read_image
 
 from engine_helpers import video_props
 

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from cyclemask.checkpoint import load_generators
 from cyclemask.errors import ConfigError
-from cyclemask.faces import FaceDetector, crop_face, mask_zone_matte, square_crop_box
-from cyclemask.imageio import read_image
-from cyclemask.imaging import translate
+from cyclemask.face_detect import FaceDetector, crop_face, mask_zone_matte, square_crop_box
+from cyclemask.image_files import read_image
+from cyclemask.image_tensors import eager_translate
 from cyclemask import demo_model
 from cyclemask.engine import demo
 from cyclemask.engine.cli import main
@@ -95,7 +95,7 @@ def test_shipped_checkpoint_and_onnx_agree_within_one_lsb(rng):
              ("unmask", restore, "restore")]
     for d, net, method in pairs:
         with torch.no_grad():
-            eager = translate(net.eval(), batch)
+            eager = eager_translate(net.eval(), batch)
         graph_path = demo_model.default_model(d, "ort", method if d == "unmask" else None)
         with OrtBackend(graph_path, d, provider="cpu") as be:
             graph = be.infer(batch)
@@ -162,7 +162,7 @@ def test_run_demo_errors(tmp_path, bundle_path, monkeypatch):
 
 
 def test_run_demo_portrait_without_face_is_reported(tmp_path, bundle_path):
-    from cyclemask.imageio import write_image
+    from cyclemask.image_files import write_image
 
     p = _portrait()
     write_image(tmp_path / "wall.png", np.full((200, 160, 3), 128, np.uint8))
@@ -247,7 +247,7 @@ def test_cli_demo_usage_errors(tmp_path):
 
 
 def test_cli_without_model_uses_the_demo_generators(tmp_path):
-    from cyclemask.imageio import write_image
+    from cyclemask.image_files import write_image
 
     src = tmp_path / "faces"
     p = _portrait()

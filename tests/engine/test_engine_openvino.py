@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
+from cyclemask.artifacts import ArtefactError
 from cyclemask.engine.backends import BackendOptions, OrtBackend, TorchBackend, create_backend
 from cyclemask.engine.cli import main
-from cyclemask.artifacts import ArtefactError
 from cyclemask.errors import BackendError, ConfigError, InputError
-from cyclemask.imaging import translate
+from cyclemask.image_tensors import eager_translate
 
 SIZE = 64  # the tiny generators of conftest.py
 
@@ -49,7 +49,7 @@ def test_openvino_matches_eager_within_one_lsb(ov_cls, mask_graph, tiny_pair, ba
         assert f"{mode} mode" in be.description and "1 threads" in be.description
         out3 = be.infer(batch64)
         out1 = be.infer(batch64[:1])  # dynamic batch: another size on the same compiled model
-    ref = translate(tiny_pair["mask"], batch64)
+    ref = eager_translate(tiny_pair["mask"], batch64)
     assert out3.shape == (3, SIZE, SIZE, 3) and out3.dtype == np.uint8
     assert _lsb(out3, ref) <= 1 and _lsb(out1, ref[:1]) <= 1
     assert not be.is_active and be.providers == ["OpenVINO CPU"]
@@ -200,7 +200,7 @@ def test_create_backend_openvino_and_auto_on_cpu(mask_graph, bundle_path, tiny_p
         assert f"auto: {be.name}," in why and "warm-up" in why and "ms per image vs" in why
         other = "ort" if be.name == "openvino" else "openvino"
         assert f"vs {other} " in why
-        assert _lsb(be.infer(batch64), translate(tiny_pair["mask"], batch64)) <= 1
+        assert _lsb(be.infer(batch64), eager_translate(tiny_pair["mask"], batch64)) <= 1
     finally:
         be.deactivate()
 
@@ -297,7 +297,7 @@ def test_torch_compile_matches_eager_and_reports_its_time(bundle_path, tiny_pair
         assert "torch.compile in" in be.description and be.compile_cache == str(tmp_path / "inductor")
         out = be.infer(batch64)
         part = be.infer(batch64[:1])  # padded to the compiled batch, cut back
-    ref = translate(tiny_pair["mask"], batch64)
+    ref = eager_translate(tiny_pair["mask"], batch64)
     assert part.shape == (1, SIZE, SIZE, 3) and out.shape == (3, SIZE, SIZE, 3)
     assert _lsb(out, ref) <= 1 and _lsb(part, ref[:1]) <= 1
     assert any((tmp_path / "inductor").rglob("*")), "inductor wrote nothing to its cache folder"

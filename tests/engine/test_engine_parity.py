@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cyclemask.imageio import read_image
 from cyclemask.engine.backends import OrtBackend, TorchBackend
 from cyclemask.engine.cli import main
+from cyclemask.engine.contracts import Sink
 from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
 from cyclemask.engine.processing import AlignedProcessor
 from cyclemask.engine.sources import ImageFolderSource
-from cyclemask.engine.contracts import Sink
 from cyclemask.engine.video import VideoSource
+from cyclemask.image_files import read_image
 
 CLIP = "video/head-pose-face-detection-female-and-male.mp4"  # 480x270, 12.5 fps, 56 frames
 

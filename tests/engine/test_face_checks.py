@@ -11,7 +11,7 @@ from cyclemask.engine.contracts import Source
 from cyclemask.engine.face_checks import BOUNDS, failed_rules, measures
 from cyclemask.engine.faces import FaceConfig, FaceProcessor, FaceTracker
 from cyclemask.engine.sources import Frame
-from cyclemask.faces import Face
+from cyclemask.face_detect import Face
 
 from test_faces_engine import GREEN, SIZE, GreenSquares, landmarked, scene
 

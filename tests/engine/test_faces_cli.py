@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cyclemask.faces import DETECTOR_ENV
-from cyclemask.imageio import read_image, write_image
 from cyclemask.engine.backends import TorchBackend
 from cyclemask.engine.cli import main
 from cyclemask.engine.faces import FaceConfig, FaceProcessor
 from cyclemask.engine.video import VideoSource
+from cyclemask.face_detect import DETECTOR_ENV
+from cyclemask.image_files import read_image, write_image
 
 from engine_helpers import video_props
 
@@ -120,7 +120,7 @@ def test_two_faces_in_one_picture_are_both_translated(two_faces, face_detector_p
 
 
 def _outside_zones(state, shape) -> np.ndarray:
-    from cyclemask.faces import mask_zone_matte
+    from cyclemask.face_detect import mask_zone_matte
 
     keep = np.ones(shape[:2], bool)
     for p in state:

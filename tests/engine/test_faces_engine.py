@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from cyclemask.errors import ConfigError, InputError
-from cyclemask.faces import DETECTOR_ENV, Face, square_crop_box
 from cyclemask.engine.backends import SyncBackend, TorchBackend
 from cyclemask.engine.contracts import Sink, Source
+from cyclemask.errors import ConfigError, InputError
+from cyclemask.face_detect import DETECTOR_ENV, Face, square_crop_box
 from cyclemask.engine.faces import (
     FaceConfig,
     FaceProcessor,
@@ -24,7 +24,7 @@ from cyclemask.engine.faces import (
 )
 from cyclemask.engine.pipeline import PipelineConfig, run_pipeline
 from cyclemask.engine.sources import Frame
-from cyclemask.imaging import translate
+from cyclemask.image_tensors import eager_translate
 
 SIZE = 64
 GREEN = (0, 255, 0)
@@ -387,7 +387,7 @@ def zone_processor(config: FaceConfig | None = None) -> FaceProcessor:
 
 def frame_matte(paste, shape, config=FaceConfig()) -> np.ndarray:
     """A paste's zone matte placed in frame coordinates."""
-    from cyclemask.faces import mask_zone_matte
+    from cyclemask.face_detect import mask_zone_matte
 
     x0, y0, x1, y1 = paste.box
     m = mask_zone_matte(paste.landmarks, paste.box, config.zone_grow, config.zone_feather)
@@ -400,7 +400,7 @@ def frame_matte(paste, shape, config=FaceConfig()) -> np.ndarray:
 def outside_the_zone(paste, shape, config=FaceConfig()) -> np.ndarray:
     """Frame pixels a paste must leave as they were, from its landmarks by exact geometry
     (tests/zone_geometry.py): beyond the grown outline or above the zone's top line."""
-    from cyclemask.faces import ZONE_TOP
+    from cyclemask.face_detect import ZONE_TOP
     from zone_geometry import DISTANCE_SLACK, zone_reference
 
     x0, y0, x1, y1 = paste.box
@@ -465,7 +465,7 @@ def test_zone_colour_removes_the_generators_drift(rng):
 
 
 def resize_crop(image, box):
-    from cyclemask.faces import crop_square, resize_square
+    from cyclemask.face_detect import crop_square, resize_square
 
     return resize_square(crop_square(image, box), SIZE)
 
@@ -704,7 +704,7 @@ def test_real_tiny_generator_translates_the_crops(rng, tiny_generator):
     crops, state = proc.prepare(img)
     with TorchBackend(generator=tiny_generator, image_size=SIZE, direction="mask") as be:
         outputs = list(be.infer(np.stack(crops)))
-    np.testing.assert_array_equal(np.stack(outputs), translate(tiny_generator, np.stack(crops)))
+    np.testing.assert_array_equal(np.stack(outputs), eager_translate(tiny_generator, np.stack(crops)))
     out = proc.finish(img, state, outputs)
     keep = outside([p.box for p in state], img.shape)
     np.testing.assert_array_equal(out[keep], img[keep])

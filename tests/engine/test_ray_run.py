@@ -423,7 +423,7 @@ def test_a_folder_of_videos_runs_one_task_per_video(local_ray, mask_graph, tmp_p
 def test_face_aware_run_matches_a_local_one(local_ray, mask_graph, face_detector_path, tmp_path):
     import matplotlib
 
-    from cyclemask.imageio import read_image, write_image
+    from cyclemask.image_files import read_image, write_image
 
     portrait = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if not portrait.is_file():

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from cyclemask.checkpoint import save_restore
-from cyclemask.imageio import read_image, write_image
+from cyclemask.image_files import read_image, write_image
 from cyclemask.restore_models import MaskSegmenter, Restorer, RestorerConfig, SegmenterConfig
 
 

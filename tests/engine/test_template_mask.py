@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cyclemask.errors import ConfigError
-from cyclemask.faces import Face, mask_anchors
-from cyclemask.mask_templates import load_templates, shipped_templates_dir
 from cyclemask.engine.cli import main as run_main
 from cyclemask.engine.faces import FaceConfig
 from cyclemask.engine.template_mask import MaskSet, TemplateConfig, TemplateMaskProcessor, check_method
+from cyclemask.errors import ConfigError
+from cyclemask.face_detect import Face, mask_anchors
+from cyclemask.mask_templates import load_templates, shipped_templates_dir
 
 REPO = Path(__file__).resolve().parents[2]
 GREEN = (0, 255, 0)
@@ -223,7 +223,7 @@ import matplotlib
 from click.testing import CliRunner
 
 import cyclemask.engine.run as run
-from cyclemask.imageio import read_image
+from cyclemask.image_files import read_image
 
 
 def no_model(*args, **kwargs):
@@ -263,7 +263,7 @@ def test_the_run_says_how_many_faces_it_left_under_min_face(tmp_path, method):
     """A 43 px face with --min-face 80: both methods leave it as it was and the summary says so."""
     import matplotlib
 
-    from cyclemask.imageio import read_image, write_image
+    from cyclemask.image_files import read_image, write_image
 
     portrait = read_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
     small = cv2.resize(portrait, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)

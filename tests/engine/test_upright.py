@@ -22,8 +22,8 @@ def portrait() -> tuple[np.ndarray, np.ndarray]:
     import cv2
     import matplotlib
 
-    from cyclemask.faces import FaceDetector
-    from cyclemask.imageio import read_image
+    from cyclemask.face_detect import FaceDetector
+    from cyclemask.image_files import read_image
 
     p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if not p.is_file():
@@ -122,14 +122,14 @@ class _Looks:
         self.calls = 0
 
     def __call__(self, detector, image, face, **kw):
-        from cyclemask.faces import Face
+        from cyclemask.face_detect import Face
 
         self.calls += 1
         return Face(face.box, face.score, tuple(map(tuple, _turned(FRONTAL, 20.0))))
 
 
 def _follow_all(state, rolls):
-    from cyclemask.faces import Face
+    from cyclemask.face_detect import Face
 
     out = []
     for r in rolls:
@@ -173,7 +173,7 @@ def test_a_new_track_starts_at_its_first_frame_s_choice(monkeypatch):
 def test_the_tracker_smooths_the_relooked_face_into_its_own_track():
     from cyclemask.engine.faces import FaceConfig
     from cyclemask.engine.tracking import FaceTracker
-    from cyclemask.faces import Face
+    from cyclemask.face_detect import Face
 
     seen = []
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from cyclemask.artifacts import read_onnx_metadata
 from cyclemask.export import pipeline
 from cyclemask.export.cli import main
-from cyclemask.artifacts import read_onnx_metadata
 from cyclemask.export.verify import graph_outputs
-from cyclemask.imaging import translate
+from cyclemask.image_tensors import eager_translate
 from export_helpers import SIZE
 
 
@@ -54,7 +54,7 @@ def test_fp16_export_writes_both_graphs_per_direction_verified(exported, gen_a, 
             assert (meta["direction"], meta["precision"], meta["image_size"]) == (d, prec, SIZE)
             assert meta["checkpoint_name"] == "generators.pt" and len(meta["checkpoint_sha256"]) == 64
         x = rng.integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
-        diff = np.abs(graph_outputs(out / f"{d}.onnx", x).astype(int) - translate(g, x))
+        diff = np.abs(graph_outputs(out / f"{d}.onnx", x).astype(int) - eager_translate(g, x))
         assert diff.max() <= 1, f"{d}.onnx does not hold the {d} generator"
 
 
@@ -224,7 +224,7 @@ def test_reference_repository_file_exports_with_flags_and_direction_from_name(tm
     meta = read_onnx_metadata(out / "unmask.onnx")
     assert (meta["direction"], meta["checkpoint_source"], meta["ngf"], meta["n_blocks"]) == ("unmask", "reference", 8, 2)
     x = np.random.default_rng(3).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
-    assert np.abs(graph_outputs(out / "unmask.onnx", x).astype(int) - translate(gen_b, x)).max() <= 1
+    assert np.abs(graph_outputs(out / "unmask.onnx", x).astype(int) - eager_translate(gen_b, x)).max() <= 1
 
 
 def test_reference_file_records_no_size_and_its_direction_comes_from_its_name(tmp_path, gen_a):

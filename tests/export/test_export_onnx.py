@@ -10,7 +10,7 @@ from cyclemask.artifacts import ONNX_FORMAT, ArtefactError, read_onnx_metadata
 from cyclemask.errors import ExportError
 from cyclemask.export.onnx import OPSET, check_contract, export_onnx
 from cyclemask.export.verify import compare_uint8, graph_outputs
-from cyclemask.imaging import translate
+from cyclemask.image_tensors import eager_translate
 from export_helpers import SIZE
 
 
@@ -63,7 +63,7 @@ def test_metadata_records_direction_size_architecture_versions_and_hash(graphs):
 def test_fp32_graph_within_one_lsb_of_eager_at_any_batch(graphs, gen_a, rng, batch):
     x = rng.integers(0, 256, (batch, SIZE, SIZE, 3), dtype=np.uint8)
     got = graph_outputs(graphs[0], x, batch_size=batch)
-    stats = compare_uint8(got, translate(gen_a, x))
+    stats = compare_uint8(got, eager_translate(gen_a, x))
     assert stats.max_abs <= 1, stats.describe()
     assert 0 < got.std(), "degenerate output: the test would not see rounding differences"
 

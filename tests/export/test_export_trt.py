@@ -13,7 +13,7 @@ from cyclemask.artifacts import check_sidecar, load_engine_sidecar, sidecar_path
 from cyclemask.engine.backends.trt import gpu_identity
 from cyclemask.export.tensorrt import EngineBuildConfig, EngineProfile, build_engine
 from cyclemask.export.verify import ENGINE_BOUNDS, compare_uint8, engine_outputs, graph_outputs
-from cyclemask.imaging import translate
+from cyclemask.image_tensors import eager_translate
 from export_helpers import SIZE
 
 pytestmark = pytest.mark.trt
@@ -50,7 +50,7 @@ def test_engine_matches_the_fp16_graph_on_ort_and_eager(built, graphs, gen_a, rn
     got = engine_outputs(d / "mask.fp16.engine", x, batch_size=4)  # the runtime's TensorRT backend
     assert got.shape == x.shape and got.dtype == np.uint8
     assert not compare_uint8(got, graph_outputs(graphs[1], x)).failures(ENGINE_BOUNDS)
-    assert not compare_uint8(got, translate(gen_a, x)).failures(ENGINE_BOUNDS)
+    assert not compare_uint8(got, eager_translate(gen_a, x)).failures(ENGINE_BOUNDS)
 
 
 def test_timing_cache_is_saved_and_reused(built, graphs, caplog):

@@ -19,8 +19,8 @@ from cyclemask.export.verify import (
     graph_outputs,
     verify_outputs,
 )
-from cyclemask.imageio import write_image
-from cyclemask.imaging import translate
+from cyclemask.image_files import write_image
+from cyclemask.image_tensors import eager_translate
 from export_helpers import SIZE
 
 
@@ -117,7 +117,7 @@ def test_verification_refuses_a_graph_of_another_generator(graphs, gen_b, rng):
     x = rng.integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
     got = graph_outputs(graphs[0], x)  # through the runtime's ONNX Runtime backend
     with pytest.raises(ExportError, match=r"mask\.onnx: verification against eager failed: max \|diff\| \d+ LSB > 1"):
-        verify_outputs(got, translate(gen_b, x), FP32_BOUNDS, artefact=str(graphs[0]), against="eager")
+        verify_outputs(got, eager_translate(gen_b, x), FP32_BOUNDS, artefact=str(graphs[0]), against="eager")
 
 
 def test_verification_images_from_a_folder_are_resized_and_sorted(tmp_path, rng):
@@ -150,6 +150,6 @@ def test_fp16_graph_verifies_on_real_faces(shared_data, graphs, gen_a):
     faces = shared_data / "faces" / "observations_pairs" / "without_mask"
     images, sources = verification_images(SIZE, image_dir=faces, n_real=6, n_random=0)
     assert len(images) == 6 and all(s.endswith(".jpg") for s in sources)
-    v = verify_outputs(graph_outputs(graphs[1], images), translate(gen_a, images), FP16_BOUNDS,
+    v = verify_outputs(graph_outputs(graphs[1], images), eager_translate(gen_a, images), FP16_BOUNDS,
                        artefact=str(graphs[1]), against="eager")
     assert v.passed

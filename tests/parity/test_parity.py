@@ -1,4 +1,4 @@
-"""Every backend variant against the eager model (`cyclemask.imaging.translate` on the CPU):
+"""Every backend variant against the eager model (`cyclemask.image_tensors.eager_translate` on the CPU):
 pixel parity (max |d| in LSB, share of values within 1 LSB, PSNR) and, on the trained
 generators, KID between the variant's outputs and the eager outputs, with bounds per precision
 (parity_helpers.py, README.md).

@@ -1,6 +1,6 @@
 """The whole runtime (decode -> resize -> batched backend -> resize back) gives the same frames
 with every variant as with the eager model (TorchBackend on the CPU runs exactly
-`cyclemask.imaging.translate`), within the variant's precision bounds.
+`cyclemask.image_tensors.eager_translate`), within the variant's precision bounds.
 
 On a GPU machine this is the CUDA pipeline check: frames cross to the device in batches, run on
 its stream (CUDA graphs replay a captured batch of 4, padding the partial last one), and come

@@ -34,7 +34,7 @@ def pattern(seed: int, h: int = 160, w: int = 160) -> np.ndarray:
 
 
 def write(path: Path, image: np.ndarray) -> Path:
-    from cyclemask.imageio import write_image
+    from cyclemask.image_files import write_image
 
     write_image(path, image)
     return path

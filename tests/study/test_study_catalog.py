@@ -159,17 +159,17 @@ def test_restart_decodes_nothing_already_cached(study_config, monkeypatch):
 
 
 def test_face_check_skipped_with_a_note_when_no_detector(study_config, monkeypatch):
-    import cyclemask.faces
+    import cyclemask.face_detect
 
     def no_model(model_path=None, **kw):
         # What FaceDetector raises where no model is given or installed.
-        raise ConfigError(f"no face detector model given: pass --detector, or set the {cyclemask.faces.DETECTOR_ENV} "
+        raise ConfigError(f"no face detector model given: pass --detector, or set the {cyclemask.face_detect.DETECTOR_ENV} "
                           "environment variable to its path")
 
-    monkeypatch.setattr(cyclemask.faces, "FaceDetector", no_model)
+    monkeypatch.setattr(cyclemask.face_detect, "FaceDetector", no_model)
     c = build_catalog(dataclasses.replace(study_config, face_check=True))
     assert c.face_check.startswith("face check skipped: no face detector model given")
-    assert cyclemask.faces.DETECTOR_ENV in c.face_check
+    assert cyclemask.face_detect.DETECTOR_ENV in c.face_check
     assert all(im.faces is None for im in c.images) and len(c.images) == 16
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="nope.onnx.*no such file"):  # a detector asked for must exist

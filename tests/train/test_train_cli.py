@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from cyclemask.train.cli import main
 from cyclemask.train.config import TrainConfig
 from cyclemask.train.plots import read_loss_log
-from cyclemask.train.trainer import read_train_state
+from cyclemask.train.checkpointing import read_train_state
 
 TINY = ["--load-size", "36", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2",
         "--batch-size", "2", "--num-workers", "0", "--n-samples", "2", "--device", "cpu"]

@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from cyclemask.imageio import list_images, read_image, write_image
-from cyclemask.images import resize
+from cyclemask.image_arrays import resize
+from cyclemask.image_files import list_images, read_image, write_image
 from cyclemask.train import train
 from cyclemask.train.plots import read_loss_log
 

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from cyclemask.errors import ConfigError
-from cyclemask.faces import mask_anchors
-from cyclemask.imageio import read_image
+from cyclemask.face_detect import mask_anchors
+from cyclemask.image_files import read_image
 from cyclemask.train.data_cli import main as data_main
 from cyclemask.train.synth import (MaskChoice, SynthConfig, apply_mask, choose_mask, load_templates,
                                    synthesize)

@@ -9,10 +9,11 @@ import torch
 
 from cyclemask.checkpoint import load_generators, read_checkpoint
 from cyclemask.errors import CheckpointError, ConfigError, DataError
-from cyclemask.imaging import translate
+from cyclemask.image_tensors import eager_translate
 from cyclemask.train import LOSS_NAMES, TrainConfig, train
+from cyclemask.train.checkpointing import read_train_state
 from cyclemask.train.plots import read_loss_log
-from cyclemask.train.trainer import Trainer, read_train_state
+from cyclemask.train.trainer import Trainer
 
 from train_helpers import make_domain, tiny_config
 
@@ -70,8 +71,8 @@ def test_generator_bundle_is_what_training_produced(tiny_data, tmp_path):
     trainer = Trainer(cfg)
     trainer.load_state(state)
     batch = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    assert np.array_equal(translate(gens["mask"].generator, batch), translate(trainer.nets["G_A"].eval(), batch))
-    assert np.array_equal(translate(gens["unmask"].generator, batch), translate(trainer.nets["G_B"].eval(), batch))
+    assert np.array_equal(eager_translate(gens["mask"].generator, batch), eager_translate(trainer.nets["G_A"].eval(), batch))
+    assert np.array_equal(eager_translate(gens["unmask"].generator, batch), eager_translate(trainer.nets["G_B"].eval(), batch))
 
 
 @pytest.mark.slow  # two training runs (~15 s); test_resume_after_a_crash_drops_unsaved_records_and_replays_them checks resuming fast

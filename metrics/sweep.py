@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cyclemask.errors import ConfigError, DataError
-from cyclemask.imageio import write_bytes_atomic
+from cyclemask.image_files import write_bytes_atomic
 
 from cyclemask.train.config import GAN_MODES, LR_POLICIES, NORMS, TrainConfig
 
@@ -214,7 +214,7 @@ def run_sweep(
     import torch
 
     from cyclemask.checkpoint import load_generators
-    from cyclemask.imaging import translate
+    from cyclemask.image_tensors import eager_translate
     from cyclemask.train.trainer import train
 
     from .evaluate import EvalOptions, FeatureCache, evaluate_translators, load_folder
@@ -248,7 +248,7 @@ def run_sweep(
             break
         device = torch.device(config.feature_device if config.feature_device != "auto" else "cpu")
         gens = {d: g.generator.to(device) for d, g in load_generators(result.generators_path).items()}
-        translators = {d: (lambda x, g=g: translate(g, x)) for d, g in gens.items()}
+        translators = {d: (lambda x, g=g: eager_translate(g, x)) for d, g in gens.items()}
         report = evaluate_translators(translators, cfg.crop_size, test_a, test_b, cache, None, options)
         row = {"name": t.name, "trial": t.index, "batch_size": t.batch_size, "norm": t.norm,
                "lr_policy": t.lr_policy, "gan_mode": t.gan_mode,

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import ConfigError, InputError
+from cyclemask.errors import ConfigError, InputError
+
 from .catalog import Catalog, cached_image_path
 from .config import SOURCES
 

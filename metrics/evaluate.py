@@ -9,7 +9,7 @@ photos.
   one, resized to the model size; unmasking is scored as PSNR / SSIM of G_unmask(with) against
   without, masking as G_mask(without) against with. The identity (the input itself) is
   reported as the baseline to beat. Where the crops come from detection, the mask zone (the
-  polygon of `cyclemask.faces.mask_anchors` on the unmasked face) is scored on its own too: the
+  polygon of `cyclemask.face_detect.mask_anchors` on the unmasked face) is scored on its own too: the
   only pixels a mask changes, so the figure is not diluted by the untouched rest.
 - Face-aware ("as the user gets it", optional): each test photo goes through what `cyclemask-run`
   does (detect the face, crop, translate, paste the mask zone back into the photo's own pixels);
@@ -35,11 +35,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .. import DIRECTIONS
-from ..errors import ConfigError, DataError, InputError
-from ..faces import FaceDetector, crop_square, mask_anchors, resize_square, square_crop_box
-from ..imageio import list_images, read_image
-from ..images import center_crop_resize
+from cyclemask import DIRECTIONS
+from cyclemask.errors import ConfigError, DataError, InputError
+from cyclemask.face_detect import FaceDetector, crop_square, mask_anchors, resize_square, square_crop_box
+from cyclemask.image_arrays import center_crop_resize
+from cyclemask.image_files import list_images, read_image
+
 from .fid import InceptionFeatures, extract_features, fid_from_features, kid_from_features
 from .quality import psnr, psnr_in, ssim
 
@@ -425,7 +426,7 @@ def open_models(
 
     Every direction must run at one image size; a checkpoint that records none runs at
     `image_size` (default 256, the paper's)."""
-    from ..artifacts import file_sha256
+    from cyclemask.artifacts import file_sha256
     from cyclemask.engine.backends import BackendOptions, create_backend
 
     paths = {d: p for d, p in (("mask", mask_model), ("unmask", unmask_model)) if p is not None}

@@ -17,10 +17,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..cli_util import Command, Group, StageBars, debug_option, require_torch, stop_exit_code, stop_signal
-from ..errors import ConfigError
-from ..faces import DETECTOR_ENV
-from ..imageio import write_bytes_atomic, write_image
+from cyclemask.cli_util import Command, Group, StageBars, debug_option, require_torch, stop_exit_code, stop_signal
+from cyclemask.errors import ConfigError
+from cyclemask.face_detect import DETECTOR_ENV
+from cyclemask.image_files import write_bytes_atomic, write_image
 
 
 def _write_text(path: str, text: str) -> None:
@@ -31,7 +31,7 @@ def _write_text(path: str, text: str) -> None:
 def _lock_outputs(command: str, folders=(), files=()) -> None:
     """Hold the outputs' locks until the command ends (cyclemask.outputs): a second run on the
     same report is refused, and a killed run's partial files are swept by the next."""
-    from ..outputs import lock_outputs
+    from cyclemask.outputs import lock_outputs
 
     click.get_current_context().with_resource(lock_outputs(command, folders, files))
 
@@ -181,7 +181,7 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
     checkpoint, exported ONNX graphs or TensorRT engines.
     """
     _lock_outputs("cyclemask-eval model", files=[out_json, out_md])
-    from ..faces import FaceDetector
+    from cyclemask.face_detect import FaceDetector
     from .classifier import MaskClassifier
     from .evaluate import EvalOptions, FeatureCache, evaluate_translators, load_folder, load_pairs, to_markdown
 
@@ -534,7 +534,7 @@ def identity(pairs, mask_model, unmask_model, baseline_model, segmenter, detecto
     """
     import contextlib
 
-    from ..segmenter import Segmenter
+    from cyclemask.segmenter import Segmenter
     from .unmasking import MATCH_THRESHOLD, FaceJudge, TeleaBackend, face_photo, identity_report, load_same_size_pairs
 
     _lock_outputs("cyclemask-eval identity", files=[out_json])
@@ -580,8 +580,8 @@ def unmasking(twins, real_masked, unmask_model, baseline_model, segmenter, detec
     left after unmasking real masked photos (the segmenter's mask area after over before, face-aware)."""
     import contextlib
 
-    from ..imageio import list_images, read_image
-    from ..segmenter import Segmenter
+    from cyclemask.image_files import list_images, read_image
+    from cyclemask.segmenter import Segmenter
     from .unmasking import TeleaBackend, hole_report, load_twins, mask_left_report, segmenter_report
 
     _lock_outputs("cyclemask-eval unmasking", files=[out_json])

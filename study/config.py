@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..dedup import HASH_SIDE
-from ..errors import ConfigError
+from cyclemask.dedup import HASH_SIDE
+from cyclemask.errors import ConfigError
 
 SOURCES = ("real", "generated")
 ANSWERS = SOURCES

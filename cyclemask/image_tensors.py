@@ -3,7 +3,7 @@
 Images are uint8 RGB, HWC (one image) or NHWC (a batch). Networks take float NCHW in [-1, 1].
 The exported graphs embed `preprocess` and `postprocess` (see `UInt8Translator`), and the eager
 reference calls the same functions, so parity compares backends and nothing else. The numpy
-half (batch checks, resizing) is `cyclemask.images`, which the torch-free runtime uses.
+half (batch checks, resizing) is `cyclemask.image_arrays`, which the torch-free runtime uses.
 
 Rounding is round-half-to-even (torch.round, ONNX Round and numpy.rint all do it) followed by a
 clip to [0, 255]; float -> uint8 casts truncate, so the rounding must come first.
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .images import check_batch
+from .image_arrays import check_batch
 
 
 # The order of the operations below is part of the graph contract. TensorRT's ONNX parser
@@ -64,7 +64,7 @@ def to_uint8(batch: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def translate(generator: nn.Module, batch_u8: np.ndarray) -> np.ndarray:
+def eager_translate(generator: nn.Module, batch_u8: np.ndarray) -> np.ndarray:
     """The eager reference: uint8 NHWC in, uint8 NHWC out, through `preprocess`/`postprocess`."""
     check_batch(batch_u8)
     param = next(generator.parameters())

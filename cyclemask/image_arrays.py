@@ -3,7 +3,7 @@
 Images are uint8 RGB, HWC (one image) or NHWC (a batch). The runtime (cyclemask.engine) runs
 exported graphs through ONNX Runtime or OpenVINO and must not import torch, so everything it
 needs about images lives here; the torch half (the conversion to and from the generators'
-float tensors, and the eager reference) is `cyclemask.imaging`. See docs/ARCHITECTURE.md.
+float tensors, and the eager reference) is `cyclemask.image_tensors`. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from cyclemask.errors import ConfigError
+
 from .config import ANSWERS
 from .store import DUPLICATE, NOT_NEXT, UNKNOWN, Store
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_util import Command, Group, StageBars, debug_option
+from cyclemask.cli_util import Command, Group, StageBars, debug_option
 
 DEFAULT_STUDY_DIR = "cyclemask-study"
 

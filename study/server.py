@@ -9,7 +9,8 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import ConfigError
+from cyclemask.errors import ConfigError
+
 from .app import AppSettings, create_app, require_web_packages
 from .catalog import Catalog, Progress, build_catalog
 from .config import DEFAULT_PER_PERSON, StudyConfig

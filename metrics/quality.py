@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from cyclemask.errors import InputError
 
 SSIM_SIGMA = 1.5
 SSIM_WIN = 11

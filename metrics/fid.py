@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, InputError
-from ..precision import ieee_fp32
+from cyclemask.errors import CheckpointError, ConfigError, InputError
+from cyclemask.precision import ieee_fp32
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import cvlog
 from .errors import ConfigError, InputError
-from .images import resize
+from .image_arrays import resize
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..dedup import HASH_SIDE, bits_to_hex, cross_pairs, dhash_bits, hex_to_bytes, near_pairs, sha256_bytes
-from ..errors import ConfigError, InputError
-from ..imageio import IMAGE_EXTENSIONS, encode_image, list_images, read_image, write_bytes_atomic
+from cyclemask.dedup import HASH_SIDE, bits_to_hex, cross_pairs, dhash_bits, hex_to_bytes, near_pairs, sha256_bytes
+from cyclemask.errors import ConfigError, InputError
+from cyclemask.image_files import IMAGE_EXTENSIONS, encode_image, list_images, read_image, write_bytes_atomic
+
 from .config import SOURCES, StudyConfig
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class _Detector:
         if not self.enabled:
             return None
         if self._det is None:
-            from ..faces import FaceDetector
+            from cyclemask.face_detect import FaceDetector
 
             try:
                 self._det = FaceDetector(self.config.detector)

@@ -26,10 +26,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, InputError
-from ..imageio import list_images, read_image, write_bytes_atomic
+from cyclemask.errors import ConfigError, DataError, InputError
+from cyclemask.image_files import list_images, read_image, write_bytes_atomic
 # The scoring half lives in the core, where the export's checks use it too.
-from ..mask_classifier import ASSET_DIR, DEFAULT_PATH, INPUT_NAME, INPUT_SIZE, OUTPUT_NAME, MaskClassifier, fit_input  # noqa: F401
+from cyclemask.mask_classifier import ASSET_DIR, DEFAULT_PATH, INPUT_NAME, INPUT_SIZE, OUTPUT_NAME, MaskClassifier, fit_input  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _load(folders: Sequence[str], label: int) -> list[tuple[np.ndarray, int, str
 
 def fit_input_big(image: np.ndarray) -> np.ndarray:
     """Centred square at 1.25 x the input size: room for the random crops of training."""
-    from ..faces import resize_square
+    from cyclemask.face_detect import resize_square
 
     h, w = image.shape[:2]
     s = min(h, w)
@@ -228,7 +228,7 @@ def train_classifier(config: ClassifierTrainConfig, progress: Progress | None = 
 def fit_input_from_big(big: np.ndarray) -> np.ndarray:
     """The evaluation view of a training image: the whole square at the input size, as
     `fit_input` sees the original."""
-    from ..faces import resize_square
+    from cyclemask.face_detect import resize_square
 
     return resize_square(big, INPUT_SIZE)
 

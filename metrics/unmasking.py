@@ -29,8 +29,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, InputError
-from ..imageio import list_images, read_image
+from cyclemask.errors import ConfigError, DataError, InputError
+from cyclemask.image_files import list_images, read_image
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class TeleaBackend:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         import cv2
 
-        from ..segmenter import grow_hole
+        from cyclemask.segmenter import grow_hole
 
         out = batch.copy()
         for i, m in enumerate(self.segmenter(batch)):
@@ -306,7 +306,7 @@ def mask_left_report(photos: Sequence[np.ndarray], infer: Callable[[np.ndarray],
                      paste: str, segmenter, detector=None) -> dict:
     """For each face the runtime finds: the segmenter's mask area on the crop before unmasking
     and on the same crop of the unmasked photo. Reports the ratio of their sums (and per face)."""
-    from cyclemask.faces import crop_square, resize_square
+    from cyclemask.face_detect import crop_square, resize_square
 
     run = face_photo(infer, size, paste, detector)
     proc = run.processor  # type: ignore[attr-defined]

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from cyclemask.errors import ConfigError, InputError
+
 from .evaluate import Translate, fit_size
 
 OUTLINE_COLOUR = (255, 32, 32)

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..imageio import write_bytes_atomic
+from cyclemask.image_files import write_bytes_atomic
 
 PAPER_WRONG = 881
 PAPER_ANSWERS = 2200
