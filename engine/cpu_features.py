@@ -79,9 +79,9 @@ def openvino_capabilities(core=None) -> list[str] | None:
     when OpenVINO is not installed or does not say. `core`: an ov.Core to ask (else a new one)."""
     try:
         if core is None:
-            import openvino as ov
+            from .backends.openvino import import_openvino
 
-            core = ov.Core()
+            core = import_openvino().Core()
         return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
     except Exception:  # not installed, or a build without this property
         return None
