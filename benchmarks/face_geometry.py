@@ -1,7 +1,8 @@
 """Landmark geometry of real faces: each plausibility rule's measure (engine/face_checks.py) on
 every detection YuNet makes in the shared data, and how many of those real faces each rule, at
 its current bounds, would reject; and how many the worn rule (a face on the chest of a larger
-face in the same photo or frame: a print on clothing) would leave.
+face in the same photo or frame: a print on clothing) would leave. The runtime applies that rule
+to followed videos only; the photo sets show what it would do to photos (collages).
 
 Sets (../shared/data, $CYCLEMASK_SHARED): cfmd and observations_pairs, with and without masks
 (photos: the runtime's photo settings, score 0.5, a retry on a padded copy, passes rotated by

@@ -113,7 +113,8 @@ class Confirmation:
 # axis, and it is at most WORN_SIZE times the face's size. A T-shirt print sits there; a person
 # does not often: a child in front of a grown-up is closer to the camera, so its face comes out
 # about as large (and a small one stands lower: its centre is under the chest); a baby carried
-# on the chest is the case this rule gets wrong (--no-face-checks translates it).
+# on the chest is the case this rule gets wrong (--no-face-checks translates it). Videos only:
+# in photos, collages stack faces the same way (FaceProcessor._usable).
 WORN_BELOW = (1.3, 3.2)
 WORN_ACROSS = 0.6
 WORN_SIZE = 0.85

@@ -410,13 +410,19 @@ class FaceProcessor(FrameProcessor):
         return DetectAheadSource(source, self.detect, workers, depth or 2 * workers)
 
     def _usable(self, faces: list[Face]) -> list[Face]:
-        """The faces worth translating: large enough and, with face checks, plausible and not
-        printed on another face's clothing (face_checks.worn)."""
+        """The faces worth translating: large enough and, with face checks, plausible and, in a
+        followed video, not printed on another face's clothing (face_checks.worn). Photos are
+        not judged by that rule: in a collage (a grid of photos) a face stands below a larger
+        one just as a print does, and one photo has no motion to tell them apart; 3 collage
+        faces of the shared photos would be lost (and one false face on a coat dropped;
+        benchmarks/face_geometry.py), none in the clips."""
         c = self.config
         big = [f for f in faces if f.size >= c.min_face]
         if not c.face_checks:
             return big
         real = [f for f in big if plausible(f)]
+        if not c.track:
+            return real
         return [f for f, w in zip(real, worn(real)) if not w]
 
     def _faces_ahead(self, ahead: Any) -> "_FacesAhead":

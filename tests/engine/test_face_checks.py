@@ -147,6 +147,8 @@ def test_a_print_on_the_shirt_is_never_translated_in_a_video(rng):
     assert n == [1] * 5 and proc.stats.worn == 5
     assert "5 on another face's clothing" in proc.stats.summary(32)
     assert _crops(FaceConfig(face_checks=False), FRONTAL, frames, workers=2)[0] == [2] * 5
+    # Photos are not judged by it (a collage stacks faces the same way): both are translated.
+    assert _crops(FaceConfig(track=False), FRONTAL, frames[:1])[0] == [2]
 
 
 def test_without_detect_ahead_a_new_face_waits_one_frame(rng):
