@@ -19,7 +19,7 @@ each frame (YuNet on the frame before compositing), the printed face's box and t
 are written beside the clip (CLIP.json). The clip itself belongs outside the repository.
 
 `count` runs `cyclemask-run --video CLIP --mask` in this process (same flags, same code path: the
-face processor of the run is only watched, each frame's translated face boxes recorded) once
+face processor of the run is only watched, each frame's faces to translate recorded) once
 with the face checks and once with --no-face-checks, and counts per frame:
 
 - false crops: translated boxes that overlap the real face by IoU < 0.3 (each one is a mask
@@ -294,26 +294,28 @@ def make_clip(out: Path, frames: int = 500, seed: int = 0) -> dict:
 
 def translated_boxes(clip: Path, extra: list[str]) -> list[list[tuple]]:
     """Each frame's translated face boxes, as `cyclemask-run --video clip --mask [extra]` makes
-    them: the run's face processor is watched (its `prepare`, which gives the crops the model
-    translates), nothing else changes."""
+    them: the run's face processor is watched, nothing else changes."""
     from cyclemask.engine import cli
     from cyclemask.engine.faces import FaceProcessor
 
     seen: list[list[tuple]] = []
-    prepare = FaceProcessor.prepare
+    follow = FaceProcessor._follow
 
-    def watched(self, image, ahead=None):
-        crops, pastes = prepare(self, image, ahead)
-        seen.append([tuple(p.face) for p in pastes])
-        return crops, pastes
+    # _follow gives each frame's faces to translate, after the checks and the tracker: prepare
+    # cuts a crop around each (gan) or warps a template onto each (template: one without usable
+    # landmarks is then skipped, so for it this counts at most what is masked).
+    def watched(self, image, faces, ahead):
+        boxes = follow(self, image, faces, ahead)
+        seen.append([tuple(b[0]) for b in boxes])
+        return boxes
 
     with tempfile.TemporaryDirectory(prefix="false_faces_") as tmp:
-        FaceProcessor.prepare = watched
+        FaceProcessor._follow = watched
         try:
-            cli.main([("--video"), str(clip), "--mask", "--out", str(Path(tmp) / "out.mp4"), "--no-progress", *extra],
+            cli.main(["--video", str(clip), "--mask", "--out", str(Path(tmp) / "out.mp4"), "--no-progress", *extra],
                      standalone_mode=False)
         finally:
-            FaceProcessor.prepare = prepare
+            FaceProcessor._follow = follow
     return seen
 
 
