@@ -1,6 +1,8 @@
 """Landmark geometry of real faces: each plausibility rule's measure (engine/face_checks.py) on
 every detection YuNet makes in the shared data, and how many of those real faces each rule, at
-its current bounds, would reject.
+its current bounds, would reject; and how many the worn rule (a face on the chest of a larger
+face in the same photo or frame: a print on clothing) would leave. The runtime applies that rule
+to followed videos only; the photo sets show what it would do to photos (collages).
 
 Sets (../shared/data, $CYCLEMASK_SHARED): cfmd and observations_pairs, with and without masks
 (photos: the runtime's photo settings, score 0.5, a retry on a padded copy, passes rotated by
@@ -63,7 +65,7 @@ def clip_faces(limit: int | None):
 
 def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
-    from cyclemask.engine.face_checks import BOUNDS, RULES, failed_rules, measures
+    from cyclemask.engine.face_checks import BOUNDS, RULES, failed_rules, measures, worn
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=None, help="at most this many photos (frames) per set")
@@ -75,11 +77,14 @@ def main(argv=None) -> int:
     sets = {name: photo_faces(FACES / name, args.limit) for name in PHOTO_SETS}
     sets["clips"] = clip_faces(args.limit)
     dump = {}
-    print(f"{'set':34s} {'faces':>6s} " + " ".join(f"{r:>12s}" for r in RULES) + "  any")
+    print(f"{'set':34s} {'faces':>6s} " + " ".join(f"{r:>12s}" for r in RULES) + "  any   worn")
     allm: list[dict] = []
     for name, faces in sets.items():
         ms, rejected = [], {r: 0 for r in RULES}
         anyrej = small = 0
+        # The worn rule judges a face against the others of its photo (frame): the faces that
+        # pass the landmark rules, grouped by where they were found.
+        passed: dict[str, list] = {}
         for where, f in faces:
             m = measures(f)
             if m is None:
@@ -90,12 +95,15 @@ def main(argv=None) -> int:
                 continue
             bad = failed_rules(f)
             anyrej += bool(bad)
+            if not bad:
+                passed.setdefault(where, []).append(f)
             for r in bad:
                 rejected[r] += 1
+        n_worn = sum(sum(worn(fs)) for fs in passed.values())
         dump[name] = ms
         allm += [m for m in ms if min(m["box"][2:]) >= args.min_face]
         print(f"{name:34s} {len(ms) - small:6d} " + " ".join(f"{rejected[r]:12d}" for r in RULES)
-              + f"  {anyrej}   ({small} under {args.min_face} px not judged)")
+              + f"  {anyrej:3d}  {n_worn:5d}   ({small} under {args.min_face} px not judged)")
     print(f"\nmeasures over the {len(allm)} real faces of at least {args.min_face} px (min, 0.1 %, 99.9 %, max) and the bounds:")
     for r in RULES:
         v = np.array([m[r] for m in allm])

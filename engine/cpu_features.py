@@ -77,11 +77,11 @@ def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> CpuFeatures:
 def openvino_capabilities(core=None) -> list[str] | None:
     """OpenVINO's CPU OPTIMIZATION_CAPABILITIES (e.g. ['BF16', 'FP32', 'INT8', ...]), or None
     when OpenVINO is not installed or does not say. `core`: an ov.Core to ask (else a new one)."""
+    from .openvino_import import import_openvino
+
     try:
         if core is None:
-            import openvino as ov
-
-            core = ov.Core()
+            core = import_openvino().Core()
         return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
     except Exception:  # not installed, or a build without this property
         return None

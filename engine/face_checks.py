@@ -105,3 +105,52 @@ class Confirmation:
 
     hits: int = 2
     window: int = 3
+
+
+# A face printed on clothing: a detection on the chest of a larger face above it. In the face's
+# own frame (x along its eye line, y down it, in units of its size: the square root of its box's
+# area), the print's centre lies WORN_BELOW below the face's centre and within WORN_ACROSS of its
+# axis, and it is at most WORN_SIZE times the face's size. A T-shirt print sits there; a person
+# does not often: a child in front of a grown-up is closer to the camera, so its face comes out
+# about as large (and a small one stands lower: its centre is under the chest); a baby carried
+# on the chest is the case this rule gets wrong (--no-face-checks translates it). Videos only:
+# in photos, collages stack faces the same way (FaceProcessor._usable).
+WORN_BELOW = (1.3, 3.2)
+WORN_ACROSS = 0.6
+WORN_SIZE = 0.85
+
+
+def _axes(face: Face) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(centre, x axis, y axis, size) of a face: its eye line when it has landmarks, else upright."""
+    x, y, w, h = face.box
+    size = float(np.sqrt(max(w, 0.0) * max(h, 0.0)))
+    centre = np.array([x + w / 2.0, y + h / 2.0])
+    ux = np.array([1.0, 0.0])
+    if len(face.landmarks) == 5:
+        pts = np.asarray(face.landmarks, np.float64).reshape(5, 2)
+        across = pts[1] - pts[0]
+        d = float(np.hypot(*across))
+        if np.all(np.isfinite(pts)) and d > 1e-6:
+            ux = across / d
+    return centre, ux, np.array([-ux[1], ux[0]]), size
+
+
+def worn_on(face: Face, other: Face) -> bool:
+    """Does `face` lie where a print on `other`'s clothing would (see WORN_BELOW)?"""
+    c, _, _, size = _axes(face)
+    oc, ox, oy, osize = _axes(other)
+    if osize <= 0 or size > WORN_SIZE * osize:
+        return False
+    d = (c - oc) / osize
+    below, across = float(np.dot(d, oy)), float(np.dot(d, ox))
+    return WORN_BELOW[0] <= below <= WORN_BELOW[1] and abs(across) <= WORN_ACROSS
+
+
+def worn(faces: list[Face]) -> list[bool]:
+    """For each of one frame's faces: is it printed on another one's clothing? Only a face that
+    is not itself worn counts as a wearer, so a print never makes a second print of the real
+    face's own detection."""
+    flags = [False] * len(faces)
+    for i in sorted(range(len(faces)), key=lambda k: -faces[k].box[2] * faces[k].box[3]):
+        flags[i] = any(j != i and not flags[j] and worn_on(faces[i], faces[j]) for j in range(len(faces)))
+    return flags

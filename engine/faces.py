@@ -69,7 +69,7 @@ from cyclemask.upright import RollState, follow_roll
 # Colour matching and tracking live in modules of their own; their names stay importable from here.
 from .colour_match import _ring, apply_gain, exposure_gain, mean_luminance, ring_lab, shift_lab  # noqa: F401
 from .detect_ahead import DetectAheadSource
-from .face_checks import plausible
+from .face_checks import plausible, worn
 from .processing import FrameProcessor
 from .tracking import FaceTracker, _landmarks, _usable_landmarks
 from .zone_paste import changed_matte, zone_colour_offset  # noqa: F401  (importable from here)
@@ -231,6 +231,7 @@ class FaceStats:
     found: int = 0  # detections at or above min_face
     too_small: int = 0  # detections below min_face (left as they are)
     implausible: int = 0  # detections whose landmarks no face has (left as they are)
+    worn: int = 0  # detections on the chest of a larger face: prints on clothing (left as they are)
     unconfirmed: int = 0  # detections of new tracks never confirmed in time (left as they are)
     held: int = 0  # crops of tracks the detector missed in that frame
     recovered: int = 0  # faces the upright pass lost, found again by rotated passes around their track
@@ -256,6 +257,8 @@ class FaceStats:
         small = f"; {self.too_small} under --min-face {min_face} px left as they were" if self.too_small else ""
         whole = f"; {self.whole_crop} pasted as whole crops (no usable landmarks)" if self.whole_crop else ""
         small += f"; {self.implausible} with implausible landmarks left as they were" if self.implausible else ""
+        small += (f"; {self.worn} on another face's clothing (a print, below a larger face) left as they were"
+                  if self.worn else "")
         small += (f"; {self.unconfirmed} of new faces not yet confirmed by a second frame left as they were"
                   if self.unconfirmed else "")
         return (f"{self.found} found in {self.frames_with_faces} of {self.frames} frames{small}; "
@@ -416,10 +419,20 @@ class FaceProcessor(FrameProcessor):
         return DetectAheadSource(source, self.detect, workers, depth or 2 * workers)
 
     def _usable(self, faces: list[Face]) -> list[Face]:
-        """The faces worth translating: large enough and, with face checks, plausible."""
+        """The faces worth translating: large enough and, with face checks, plausible and, in a
+        followed video, not printed on another face's clothing (face_checks.worn). Photos are
+        not judged by that rule: in a collage (a grid of photos) a face stands below a larger
+        one just as a print does, and one photo has no motion to tell them apart; 3 collage
+        faces of the shared photos would be lost (and one false face on a coat dropped;
+        benchmarks/face_geometry.py), none in the clips."""
         c = self.config
         big = [f for f in faces if f.size >= c.min_face]
-        return [f for f in big if plausible(f)] if c.face_checks else big
+        if not c.face_checks:
+            return big
+        real = [f for f in big if plausible(f)]
+        if not c.track:
+            return real
+        return [f for f, w in zip(real, worn(real)) if not w]
 
     def _faces_ahead(self, ahead: Any) -> "_FacesAhead":
         """The usable detections of the frames after this one that detect-ahead already runs
@@ -448,7 +461,10 @@ class FaceProcessor(FrameProcessor):
         usable = self._usable(big)
         st.found += len(usable)
         st.too_small += len(faces) - len(big)
-        st.implausible += len(big) - len(usable)
+        if c.face_checks:
+            real = sum(plausible(f) for f in big)
+            st.implausible += len(big) - real
+            st.worn += real - len(usable)
         # The upright look (cyclemask.upright) runs here, on the calling thread, not with the
         # detection ahead: a tracked face's choice depends on its track's past frames.
         det = self._detector() if c.upright else None

@@ -42,6 +42,7 @@ import numpy as np
 from cyclemask.artifacts import TensorSpec, check_graph_io
 from cyclemask.errors import BackendError, ConfigError, CycleMaskError, own_module_missing
 
+from ..openvino_import import import_openvino
 from .base import Backend, BackendOptions, read_graph_metadata
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ class OpenVinoBackend(Backend):
         if not p.is_file():
             raise BackendError(f"{p}: no such ONNX graph")
         try:
-            import openvino as ov
+            ov = import_openvino()
         except ImportError as exc:
             if own_module_missing(exc):
                 raise
@@ -337,7 +338,7 @@ class OpenVinoBackend(Backend):
         free infer requests, so that one batch keeps every stream busy: with whole batches per
         stream, the last batch of a folder ran on one stream alone (a third of the run for 24
         images in batches of 8 on 2 streams: 1.53 instead of 2.04 images/s, full model, 2 CPUs)."""
-        import openvino as ov
+        ov = import_openvino()
 
         x = np.ascontiguousarray(batch_u8)
         self._ensure_free()

@@ -343,3 +343,20 @@ def test_cli_new_options_documented_and_checked(mask_graph, tmp_path, rng):
     res = CliRunner().invoke(main, ["--no-progress", "--model", str(mask_graph), "--images", str(src), "--aligned",
                                     "--ov-mode", "fast"])
     assert res.exit_code == 2
+
+
+@needs_openvino
+def test_openvino_is_imported_without_its_model_converter_which_stays_importable():
+    # In a fresh interpreter: the runtime's import leaves openvino.tools.ovc out (it was half of
+    # the import time), the backend's classes are there, and a later import of the converter works.
+    import subprocess
+
+    code = ("import sys\n"
+            "from cyclemask.engine.openvino_import import import_openvino\n"
+            "ov = import_openvino()\n"
+            "print('ovc' if 'openvino.tools.ovc' in sys.modules else 'no-ovc', hasattr(ov, 'Core'))\n"
+            "import openvino.tools.ovc as ovc\n"
+            "print(callable(ovc.convert_model), import_openvino() is ov)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["no-ovc", "True", "True", "True"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cyclemask.engine.contracts import Source
-from cyclemask.engine.face_checks import BOUNDS, failed_rules, measures
+from cyclemask.engine.face_checks import BOUNDS, failed_rules, measures, worn
 from cyclemask.engine.faces import FaceConfig, FaceProcessor, FaceTracker
 from cyclemask.engine.sources import Frame
 from cyclemask.face_detect import Face
@@ -120,6 +120,35 @@ def test_a_face_appearing_mid_clip_is_translated_from_its_first_frame_with_detec
     gap = [0, 0, 1, 0, 1, 1, 1, 1]
     n, _ = _crops(FaceConfig(), FRONTAL, _clip(rng, gap), workers=2)
     assert n == [0, 0, 1, 1, 1, 1, 1, 1]  # the missed frame is held, as for any confirmed face
+
+
+def test_a_smaller_face_on_a_larger_ones_chest_is_worn_and_others_are_not():
+    wearer = with_landmarks(FRONTAL, (100.0, 40.0, 60.0, 60.0))
+    # A print: 0.7 of the face's size, centred two face heights below it.
+    assert worn([wearer, with_landmarks(FRONTAL, (109.0, 139.0, 42.0, 42.0))]) == [False, True]
+    # Not worn: beside the face (two people), off the chest, as large (a child in front), above it.
+    for box in ((170.0, 45.0, 42.0, 42.0), (160.0, 139.0, 42.0, 42.0), (100.0, 130.0, 56.0, 56.0),
+                (109.0, -70.0, 42.0, 42.0)):
+        assert worn([wearer, with_landmarks(FRONTAL, box)]) == [False, False], box
+    # The chest is found along the wearer's own axes: a head rolled 90 degrees (eye line vertical,
+    # the face looking along +x) wears its print to its right, not below.
+    c = 130.0, 70.0
+    rolled = Face((100.0, 40.0, 60.0, 60.0), 0.9,
+                  tuple((c[0] + 60 * (v - 0.5), c[1] - 60 * (u - 0.5)) for u, v in FRONTAL))
+    right = with_landmarks(FRONTAL, (130.0 + 120.0 - 21.0, 70.0 - 21.0, 42.0, 42.0))
+    below = with_landmarks(FRONTAL, (109.0, 139.0, 42.0, 42.0))
+    assert worn([rolled, right, below]) == [False, True, False]
+
+
+def test_a_print_on_the_shirt_is_never_translated_in_a_video(rng):
+    # The wearer's face (60 px) and a print (40 px) two face heights below it, in every frame.
+    frames = [scene(rng, [(70, 10, 60), (80, 130, 40)], size=(200, 200)) for _ in range(5)]
+    n, proc = _crops(FaceConfig(), FRONTAL, frames, workers=2)
+    assert n == [1] * 5 and proc.stats.worn == 5
+    assert "5 on another face's clothing" in proc.stats.summary(32)
+    assert _crops(FaceConfig(face_checks=False), FRONTAL, frames, workers=2)[0] == [2] * 5
+    # Photos are not judged by it (a collage stacks faces the same way): both are translated.
+    assert _crops(FaceConfig(track=False), FRONTAL, frames[:1])[0] == [2]
 
 
 def test_without_detect_ahead_a_new_face_waits_one_frame(rng):
