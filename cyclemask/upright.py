@@ -46,6 +46,11 @@ ROLL_OFF = 2.5
 TRACK_ROLL_ON = 3.5
 #: Frames over which a tracked face's landmarks move from one source to the other.
 RAMP = 3
+#: A looked-at track stops being looked at only after OFF_FRAMES frames in a row with its
+#: low-passed roll under ROLL_OFF: a head rolling from one shoulder to the other passes
+#: upright for a frame or two, and turning the look off and on again there (RAMP frames
+#: each way) left the lower eye under the zone as the roll built up on the other side.
+OFF_FRAMES = 6
 #: The upright look turns the crop by GAIN x the roll the landmarks show (see upright_face).
 GAIN = 2.0
 #: Its second, enlarged look scales the crop up so that the face is about FACE_PX wide.
@@ -209,6 +214,7 @@ class RollState:
         self.on = False
         self.weight: float | None = None  # of the upright look's landmarks; None: no frame yet
         self.roll: float | None = None
+        self.low = 0  # frames in a row, while looked at, with the low-passed roll under ROLL_OFF
 
     def follow(self, detector, image_rgb: np.ndarray, face: Face) -> tuple[Face, bool]:
         """(the face to use, whether an upright look was taken)."""
@@ -220,11 +226,13 @@ class RollState:
         if self.weight is None:  # a new track: this frame is all there is to go by
             self.on = needs_upright(lms)
         elif self.on:
-            self.on = abs(self.roll) > ROLL_OFF
+            self.low = self.low + 1 if abs(self.roll) <= ROLL_OFF else 0
+            self.on = self.low < OFF_FRAMES
         else:
             # One frame's cues can spike (a turn or a nod tilts the mouth line): a track starts
             # being looked at on its low-passed roll only.
             self.on = abs(self.roll) > TRACK_ROLL_ON
+            self.low = 0
         target = 1.0 if self.on else 0.0
         if self.weight is None:
             self.weight = target

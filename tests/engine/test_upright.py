@@ -158,7 +158,11 @@ def test_a_track_s_upright_look_has_hysteresis_and_blends_in(monkeypatch):
     # A dip below ROLL_ON but above ROLL_OFF keeps the look; a roll that is clearly gone ends it.
     out = _follow_all(state, [3.0, 3.0])
     assert all(looked and np.allclose(lm, target) for lm, looked in out)
-    out = _follow_all(state, [0.0] * 8)
+    # A head rolling from one shoulder to the other passes upright for a frame or two: the look
+    # stays on, at full weight, through the crossing.
+    out = _follow_all(state, [0.0, 0.0, -4.0, -8.0, -8.0])
+    assert all(looked and np.allclose(lm, target) for lm, looked in out)
+    out = _follow_all(state, [0.0] * (up.OFF_FRAMES + up.RAMP + 3))
     assert not out[-1][1] and np.allclose(out[-1][0], _turned(FRONTAL, 0.0))
 
 
