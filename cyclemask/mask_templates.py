@@ -233,7 +233,7 @@ def _lighting_sigma(face_size: float) -> float:
     return max(2.0, face_size / 6.0)
 
 
-_LUMA = np.array([[0.299], [0.587], [0.114]], np.float32)
+LUMA = np.array([[0.299], [0.587], [0.114]], np.float32)
 #: Mean |R-G| + |G-B| (0..255 levels) under which a photo counts as black-and-white; JPEG
 #: chroma noise on grey photos stays near 0-3, the least coloured colour photos of the
 #: training split lie above 5.
@@ -301,7 +301,7 @@ def place_mask(image: np.ndarray, face_landmarks, rgba: np.ndarray,
     base = image[y0:y1, x0:x1].astype(np.float32) / 255.0
     if is_grey(image[ly0:ly1, lx0:lx1]):
         # A black-and-white photo cannot hold a blue mask: keep the mask's brightness only.
-        colour = np.repeat(colour @ _LUMA, 3, axis=2)
+        colour = np.repeat(colour @ LUMA, 3, axis=2)
     blended = base + a[..., None] * (colour - base)
     out = image.copy()
     out[y0:y1, x0:x1] = np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)
