@@ -233,6 +233,22 @@ def _lighting_sigma(face_size: float) -> float:
     return max(2.0, face_size / 6.0)
 
 
+LUMA = np.array([[0.299], [0.587], [0.114]], np.float32)
+#: Mean |R-G| + |G-B| (0..255 levels) under which a photo counts as black-and-white; JPEG
+#: chroma noise on grey photos stays near 0-3, the least coloured colour photos of the
+#: training split lie above 5.
+GREY_TOLERANCE = 4.0
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """Whether an RGB uint8 image (or region) is black-and-white."""
+    if image.ndim != 3 or image.shape[2] < 3 or image.size == 0:
+        return True
+    im = image[..., :3].astype(np.int16)
+    spread = np.abs(im[..., 0] - im[..., 1]).mean() + np.abs(im[..., 1] - im[..., 2]).mean()
+    return bool(spread < GREY_TOLERANCE)
+
+
 def place_mask(image: np.ndarray, face_landmarks, rgba: np.ndarray,
                template_anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The image with the (already coloured) template `rgba` warped onto this face, and the
@@ -283,6 +299,9 @@ def place_mask(image: np.ndarray, face_landmarks, rgba: np.ndarray,
     gain = _lighting(image[ly0:ly1, lx0:lx1], zone, face_size)[inner]
     colour = np.clip(colour * gain, 0.0, 1.0)
     base = image[y0:y1, x0:x1].astype(np.float32) / 255.0
+    if is_grey(image[ly0:ly1, lx0:lx1]):
+        # A black-and-white photo cannot hold a blue mask: keep the mask's brightness only.
+        colour = np.repeat(colour @ LUMA, 3, axis=2)
     blended = base + a[..., None] * (colour - base)
     out = image.copy()
     out[y0:y1, x0:x1] = np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)

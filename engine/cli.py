@@ -32,7 +32,7 @@ from .backends.options import OPTIONS as BACKEND_OPTIONS
 from .faces import ROTATED_MODES, FaceConfig
 from .run import PASTE_CHOICES, RunOptions, RunStart, translate
 from .summary import no_face_warning, summary_lines
-from .template_mask import METHODS, check_method
+from .template_mask import METHODS, check_method, default_method
 from .sources import DEFAULT_MAX_PIXELS
 from .video import CODECS, DEFAULT_CRF, DEFAULT_PRESET, PRESETS
 
@@ -97,11 +97,12 @@ log = logging.getLogger(__name__)
                    "and restores the face there (every other pixel stays the photo's own); cyclegan runs "
                    "the CycleGAN generator over the mask zone. Default: the one the shipped figures chose "
                    "(see the README).")
-@click.option("--mask-method", type=click.Choice(METHODS), default="gan", show_default=True,
-              help="--mask: gan translates each face with the model; template warps a MaskTheFace mask "
-                   "template onto each face's landmarks, shaded by the face's lighting, with the colour "
-                   "choice of cyclemask-data synth: no model, no backend, fast, and clean on small faces. "
-                   "A followed face keeps its mask across frames.")
+@click.option("--mask-method", type=click.Choice(METHODS), default=None,
+              help="--mask: template warps a MaskTheFace mask template onto each face's landmarks, shaded "
+                   "by the face's lighting, with the colour choice of cyclemask-data synth: no model, no "
+                   "backend, fast, and clean on small faces; a followed face keeps its mask across frames. "
+                   "gan translates each face with the model. Default: template (it scored best on held-out "
+                   "real masked faces, see the README), gan with --model, --unmask, --aligned, --demo or --ray.")
 @click.option("--mask-templates", type=click.Path(path_type=Path), default=None,
               help="--mask-method template: a folder of templates in MaskTheFace's layout (RGBA PNGs and "
                    "masks.cfg). Default: the surgical, cloth, KN95 and N95 templates shipped with cyclemask.")
@@ -236,6 +237,9 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: tuple[str, 
                                 ("--resume", resume or None)) if v is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only with --ray")
+    if params["mask_method"] is None:
+        params["mask_method"] = default_method(direction=params["direction"], model=params["model"],
+                                               aligned=params["aligned"], elsewhere=demo or ray_address is not None)
     try:
         check_method(params["mask_method"], direction=params["direction"], aligned=params["aligned"],
                      model=params["model"], templates=params["mask_templates"], textures=params["mask_textures"],

@@ -64,6 +64,7 @@ from cyclemask.face_detect import (
     square_crop_box,
 )
 from cyclemask.image_arrays import resize
+from cyclemask.mask_templates import LUMA, is_grey
 from cyclemask.upright import RollState, follow_roll
 
 # Colour matching and tracking live in modules of their own; their names stay importable from here.
@@ -548,11 +549,15 @@ class FaceProcessor(FrameProcessor):
             if paste.landmarks is not None and paste.source is not None:
                 gen = self._match_zone_colour(gen, paste, weight)
             weight = weight[:, :, None]
-            # Bilinear when enlarging: positive weights keep backend differences within 1 LSB.
-            patch = resize(gen, side, "area" if side <= self.size else "linear")
             ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x1, iw), min(y1, ih)
             if ax1 <= ax0 or ay1 <= ay0:
                 continue
+            if is_grey(image[ay0:ay1:4, ax0:ax1:4]):
+                # A black-and-white photo: the generator's colours (a blue mask) would be the
+                # only colour in it; keep their brightness only.
+                gen = np.repeat(np.rint(gen.astype(np.float32) @ LUMA).clip(0, 255).astype(np.uint8), 3, axis=2)
+            # Bilinear when enlarging: positive weights keep backend differences within 1 LSB.
+            patch = resize(gen, side, "area" if side <= self.size else "linear")
             sy, sx = slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0)
             region = out[ay0:ay1, ax0:ax1].astype(np.float32)
             blended = region + weight[sy, sx] * (patch[sy, sx].astype(np.float32) - region)

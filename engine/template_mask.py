@@ -41,6 +41,21 @@ SIZE = 256
 VIEW_MARGIN = 0.06
 
 
+#: What `cyclemask-run` masks with when --mask-method is not given and a template can do the job
+#: (see `default_method`): chosen by the held-out figures and the sheet in the README
+#: (benchmarks/mask_method_quality.py).
+DEFAULT_METHOD = "template"
+
+
+def default_method(*, direction: str | None, model=None, aligned: bool = False, elsewhere: bool = False) -> str:
+    """--mask-method when the user gave none: DEFAULT_METHOD for masking with the embedded model
+    in face-aware mode on this machine; "gan" where a template cannot serve (--unmask, --model,
+    --aligned, --demo, --ray: `elsewhere`)."""
+    if direction == "unmask" or model is not None or aligned or elsewhere:
+        return "gan"
+    return DEFAULT_METHOD
+
+
 def check_method(method: str, *, direction: str | None = None, aligned: bool = False, model=None,
                  templates=None, textures=None, seed: int | None = None, kinds=None) -> None:
     """ConfigError naming the option when these options cannot go together."""

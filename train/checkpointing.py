@@ -42,11 +42,11 @@ def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def param_digest(nets: Mapping[str, nn.Module]) -> str:
+def param_digest(nets: Mapping[str, nn.Module], names: tuple[str, ...] = NET_NAMES) -> str:
     """Hash of the parameters (not buffers: batch-norm running statistics are per rank
     between forwards, and DDP broadcasts rank 0's at the next one)."""
     h = hashlib.sha256()
-    for name in NET_NAMES:
+    for name in names:
         params = {k: p.detach() for k, p in nets[name].named_parameters()}
         h.update(state_dict_sha256(params).encode())
     return h.hexdigest()

@@ -64,6 +64,15 @@ _HELP: dict[str, tuple[str, bool]] = {
                        "mask style); --pairs then serves the unmask direction.", False),
     "paired_weight": ("cyclemask extension: weight of an L1 term between G(x) and x's twin, both "
                       "directions, for samples from --pairs (0 = the paper's unpaired objective).", False),
+    "zone_weight": ("cyclemask extension: extra L1 weight inside the mask zone (each twin's matte, grown "
+                    "by --zone-grow px), mask direction: pixels there weigh 1 + this. Needs mattes/ "
+                    "beside the twins (cyclemask-data synth writes them).", False),
+    "zone_grow": ("Pixels (at crop size) by which the twins' mattes are grown into the mask zone.", False),
+    "zone_gan_weight": ("cyclemask extension: weight of a PatchGAN term on the mask zone (a third "
+                        "discriminator compares the twin's mask with the generated one, both pasted "
+                        "onto the input outside the zone; 0 disables).", False),
+    "init_from": ("A generator bundle (generators.pt) to start both generators from (fine-tuning; "
+                  "discriminators start fresh; ignored on --resume).", False),
     "seed": ("Random seed (weights, data order, augmentation, pools).", False),
     "device": ("auto | cpu | cuda | cuda:N (under torchrun each process takes GPU LOCAL_RANK).", False),
     "precision": ("auto = bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16.", False),
@@ -123,6 +132,8 @@ def _options(f):
             opt = click.option(flag, name, type=str, default=None, metavar="DURATION", help=help_text)
         elif name in ("data_root", "out_dir", "pairs_dir", "mask_pairs_dir"):
             opt = click.option(flag, name, type=click.Path(file_okay=False), default=None, help=help_text)
+        elif name == "init_from":
+            opt = click.option(flag, name, type=click.Path(dir_okay=False), default=None, help=help_text)
         else:
             ftype = {int: int, float: float}.get(type(getattr(_DEFAULTS, name)), None)
             if name in ("max_iters", "max_dataset_size"):

@@ -34,19 +34,19 @@ PRECISIONS = ("auto", "fp32", "bf16")
 RUNTIME_FIELDS = frozenset({
     "data_root", "out_dir", "device", "num_workers", "max_iters", "time_budget_s", "save_every",
     "save_latest_every", "sample_every", "n_samples", "compile", "channels_last", "precision",
-    "n_epochs", "n_epochs_decay", "pairs_dir", "mask_pairs_dir",
+    "n_epochs", "n_epochs_decay", "pairs_dir", "mask_pairs_dir", "init_from",
 })
 
 _INT_FIELDS = ("n_epochs", "n_epochs_decay", "batch_size", "load_size", "crop_size", "ngf", "ndf",
                "n_blocks", "n_layers_D", "pool_size", "seed", "save_every", "save_latest_every",
-               "sample_every", "n_samples", "num_workers")
+               "sample_every", "n_samples", "num_workers", "zone_grow")
 _FLOAT_FIELDS = ("lr", "beta1", "beta2", "lambda_A", "lambda_B", "lambda_identity", "lambda_gp",
-                 "init_gain", "paired_weight")
+                 "init_gain", "paired_weight", "zone_weight", "zone_gan_weight")
 _BOOL_FIELDS = ("flip", "dropout", "compile", "channels_last")
 _OPTIONAL_INT_FIELDS = ("max_iters", "max_dataset_size")
 _OPTIONAL_FLOAT_FIELDS = ("time_budget_s",)
 _STR_FIELDS = ("data_root", "out_dir", "norm", "gan_mode", "lr_policy", "device", "precision", "pairs_dir",
-               "mask_pairs_dir")
+               "mask_pairs_dir", "init_from")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,19 @@ class TrainConfig:
     pairs_dir: str = ""
     mask_pairs_dir: str = ""
     paired_weight: float = 0.0
+    # The mask zone (needs twins with mattes/, as cyclemask-data synth writes them). A twin's
+    # matte, grown by zone_grow pixels at crop size, is the zone of the mask direction:
+    # zone_weight adds paired_weight x zone_weight x L1 inside it (edges and folds weigh more
+    # than the untouched face around them); zone_gan_weight adds a PatchGAN term of a third
+    # discriminator (D_zone) that compares the twin's zone with the generated one, both pasted
+    # onto the input outside the zone, so it judges only the mask itself. Many mask colours
+    # under L1 alone give their average, a grey ghost; the zone PatchGAN rewards one crisp mask.
+    zone_weight: float = 0.0
+    zone_grow: int = 3
+    zone_gan_weight: float = 0.0
+    # A generator bundle (generators.pt) whose mask and unmask generators start this run
+    # instead of random weights (fine-tuning); the discriminators start fresh. Ignored on resume.
+    init_from: str = ""
     # Execution.
     seed: int = 0
     device: str = "auto"
@@ -140,7 +153,7 @@ class TrainConfig:
         for name in ("batch_size", "load_size", "crop_size", "ngf", "ndf", "n_blocks", "n_layers_D",
                      "save_every", "sample_every"):
             _check_min(name, getattr(self, name), 1)
-        for name in ("pool_size", "save_latest_every", "n_samples", "num_workers", "seed"):
+        for name in ("pool_size", "save_latest_every", "n_samples", "num_workers", "seed", "zone_grow"):
             _check_min(name, getattr(self, name), 0)
         if self.max_iters is not None:
             _check_min("max_iters", self.max_iters, 1)
@@ -167,12 +180,18 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1); got {getattr(self, name)}")
-        for name in ("lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "init_gain", "paired_weight"):
+        for name in ("lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "init_gain", "paired_weight",
+                     "zone_weight", "zone_gan_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative; got {getattr(self, name)}")
         if self.paired_weight > 0 and not (self.pairs_dir or self.mask_pairs_dir):
             raise ConfigError("paired_weight > 0 needs pairs_dir: a folder of without_mask/ and with_mask/ "
                               "twins (cyclemask-data synth writes one)")
+        if (self.zone_weight > 0 or self.zone_gan_weight > 0) and not (self.pairs_dir or self.mask_pairs_dir):
+            raise ConfigError("zone_weight / zone_gan_weight need twins with mattes: pairs_dir or mask_pairs_dir "
+                              "(cyclemask-data synth writes mattes/ beside with_mask/)")
+        if self.zone_weight > 0 and self.paired_weight <= 0:
+            raise ConfigError("zone_weight scales the paired L1 term: set paired_weight > 0 too")
         _check_choice("norm", self.norm, NORMS)
         _check_choice("gan_mode", self.gan_mode, GAN_MODES)
         _check_choice("lr_policy", self.lr_policy, LR_POLICIES)

@@ -97,6 +97,20 @@ def find_pairs(pairs_dir: str | Path, max_size: int | None = None) -> list[tuple
     return pairs[:max_size] if max_size else pairs
 
 
+MATTE_DIR = "mattes"  # beside with_mask/: each twin's exact mask matte, <name>.png (cyclemask-data synth)
+
+
+def matte_path(twin: str | Path) -> Path | None:
+    """Where a masked twin's matte lies (<pairs>/mattes/<name>.png for <pairs>/with_mask/<name>),
+    or None when the twin is not inside a with_mask/ folder."""
+    p = Path(twin)
+    parts = p.parts
+    if PAIR_DIRS[1] not in parts[:-1]:
+        return None
+    i = len(parts) - 1 - parts[:-1][::-1].index(PAIR_DIRS[1]) - 1
+    return Path(*parts[:i], MATTE_DIR, *parts[i + 1:]).with_suffix(".png")
+
+
 def merge_pairs(paths_A: Sequence[Path], pairs: Sequence[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     """Pairs whose unmasked image is byte for byte a file of domain A are re-pointed at that
     file, so a face that is both in trainA/ and in the pairs folder (synth copies its sources)
@@ -158,7 +172,8 @@ class UnpairedDataset(Dataset):
 
     def __init__(self, paths_A: Sequence[Path], paths_B: Sequence[Path], load_size: int,
                  crop_size: int, flip: bool = True, seed: int = 0,
-                 pairs: Sequence[tuple[Path, Path]] = (), mask_pairs: Sequence[tuple[Path, Path]] = ()) -> None:
+                 pairs: Sequence[tuple[Path, Path]] = (), mask_pairs: Sequence[tuple[Path, Path]] = (),
+                 mattes: bool = False) -> None:
         self.paths_A = [str(p) for p in paths_A]
         known_A = set(self.paths_A)
         for a, _ in list(pairs) + list(mask_pairs):
@@ -171,6 +186,9 @@ class UnpairedDataset(Dataset):
         self.twin_of_A = {str(a): str(b) for a, b in (mask_pairs or pairs)}
         self.twin_of_B = {str(b): str(a) for a, b in list(pairs) + list(mask_pairs)}
         self.paired = bool(pairs or mask_pairs)
+        # mattes: A samples with a twin also return `A_matte` (1 x H x W in 0..1, cropped as the
+        # sample) and `A_has_matte`; a twin without a matte file gets zeros and False.
+        self.mattes = mattes
         self.load_size, self.crop_size, self.flip, self.seed = load_size, crop_size, flip, seed
         # Per process (each DataLoader worker has its own copy): avoids decoding a known-bad
         # file again; reporting is done once by the trainer.
@@ -201,7 +219,30 @@ class UnpairedDataset(Dataset):
                 sample[f"{d}_paired"] = twin is not None
                 sample[f"{d}_twin"] = (apply_crop(twin, self.load_size, self.crop_size, self.flip, drawn)
                                        if twin is not None else torch.zeros_like(sample[d]))
+            if self.mattes:
+                matte = None
+                twin_path = self.twin_of_A.get(path_A)
+                if sample["A_paired"] and twin_path is not None:
+                    matte = self._read_matte(matte_path(twin_path), img_A.shape[:2], skipped)
+                sample["A_has_matte"] = matte is not None
+                sample["A_matte"] = (((apply_crop(matte, self.load_size, self.crop_size, self.flip, crop_A)[:1] + 1.0)
+                                      * 0.5).clamp_(0.0, 1.0)
+                                     if matte is not None else torch.zeros_like(sample["A"][:1]))
         return sample
+
+    def _read_matte(self, path: Path | None, shape: tuple[int, int], skipped: list[str]) -> np.ndarray | None:
+        """The matte as a 3-channel uint8 image (so it crops exactly as the photos do)."""
+        if path is None or str(path) in self._bad:
+            return None
+        import cv2
+
+        m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if m is None or m.shape[:2] != tuple(shape):
+            self._bad.add(str(path))
+            what = "missing or unreadable" if m is None else f"{m.shape[1]}x{m.shape[0]}, not the twin's size"
+            skipped.append(f"{path}: matte {what}")
+            return None
+        return np.repeat(m[..., None], 3, axis=2)
 
     def _read_twin(self, path: str | None, skipped: list[str]) -> np.ndarray | None:
         if path is None or path in self._bad:
@@ -240,6 +281,9 @@ def collate(samples: list[dict]) -> dict:
         for d in "AB":
             batch[f"{d}_twin"] = torch.stack([s[f"{d}_twin"] for s in samples])
             batch[f"{d}_paired"] = torch.tensor([s[f"{d}_paired"] for s in samples], dtype=torch.bool)
+    if "A_matte" in samples[0]:
+        batch["A_matte"] = torch.stack([s["A_matte"] for s in samples])
+        batch["A_has_matte"] = torch.tensor([s["A_has_matte"] for s in samples], dtype=torch.bool)
     return batch
 
 

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 # The paper's eight losses, then the paired L1 terms (a cyclemask extension: zero unless
 # training with --pairs and --paired-weight).
-LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "pair_A", "D_B", "G_B", "cycle_B", "idt_B", "pair_B")
+# zone_G / zone_D: the mask zone's PatchGAN (generator and discriminator; 0 when it is off).
+LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "pair_A", "zone_G",
+              "D_B", "G_B", "cycle_B", "idt_B", "pair_B", "zone_D")
 
 
 def read_loss_log(path: str | Path) -> list[dict]:

@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cyclemask.checkpoint import versions
+from cyclemask.checkpoint import load_generators, versions
 from cyclemask.config import DiscriminatorConfig, GeneratorConfig
-from cyclemask.errors import CheckpointError, ConfigError
+from cyclemask.errors import CheckpointError, ConfigError, DataError
 from cyclemask.image_files import write_bytes_atomic
 from cyclemask.models import build_discriminator, build_generator, init_weights
 
@@ -51,7 +51,7 @@ from .checkpointing import (NET_NAMES, STATE_FORMAT, STATE_FORMAT_VERSION, param
                             state_to_resume, write_checkpoints)
 from .config import TrainConfig
 from .datasets import (EpochSampler, UnpairedDataset, collate, find_domain, find_pairs, load_sample_images,
-                       merge_pairs)
+                       matte_path, merge_pairs)
 from .losses import GANLoss, gradient_penalty
 from .plots import plot_losses, read_loss_log
 from .pool import ImagePool
@@ -158,6 +158,12 @@ class Trainer:
             "D_A": init_weights(build_discriminator(dcfg, init=False), cfg.init_gain),
             "D_B": init_weights(build_discriminator(dcfg, init=False), cfg.init_gain),
         }
+        self.net_names = NET_NAMES
+        if cfg.zone_gan_weight > 0:
+            nets["D_zone"] = init_weights(build_discriminator(dcfg, init=False), cfg.init_gain)
+            self.net_names = NET_NAMES + ("D_zone",)
+        if cfg.init_from:
+            _init_generators(nets, cfg.init_from, gcfg)
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for name, net in nets.items():
             net.to(self.device, memory_format=memory_format).train()
@@ -168,7 +174,7 @@ class Trainer:
 
         self.opt_G = torch.optim.Adam(itertools.chain(nets["G_A"].parameters(), nets["G_B"].parameters()),
                                       lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-        self.opt_D = torch.optim.Adam(itertools.chain(nets["D_A"].parameters(), nets["D_B"].parameters()),
+        self.opt_D = torch.optim.Adam(itertools.chain(*(nets[n].parameters() for n in self.net_names[2:])),
                                       lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.sched_G = build_scheduler(self.opt_G, cfg.lr_policy, cfg.n_epochs, cfg.n_epochs_decay)
         self.sched_D = build_scheduler(self.opt_D, cfg.lr_policy, cfg.n_epochs, cfg.n_epochs_decay)
@@ -189,6 +195,9 @@ class Trainer:
         # never come).
         self.d_a_frozen = torch.compile(nets["D_A"]) if cfg.compile else nets["D_A"]
         self.d_b_frozen = torch.compile(nets["D_B"]) if cfg.compile else nets["D_B"]
+        if "D_zone" in nets:
+            self.d_zone = self._wrap(nets["D_zone"])
+            self.d_zone_frozen = torch.compile(nets["D_zone"]) if cfg.compile else nets["D_zone"]
 
         self.step = 0
         self.epoch = 0  # 0-based epoch in progress
@@ -231,7 +240,8 @@ class Trainer:
         real_A = real_A.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         real_B = real_B.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         lam_idt = cfg.lambda_identity
-        D_nets = (self.nets["D_A"], self.nets["D_B"])
+        D_nets = tuple(self.nets[n] for n in self.net_names[2:])
+        zone = self._zone(twins)
 
         with self._autocast():
             fake_B = self.g_a(real_A)
@@ -255,10 +265,18 @@ class Trainer:
             loss_idt_B = F.l1_loss(idt_B.float(), real_A) * cfg.lambda_A * lam_idt
         else:
             loss_idt_A = loss_idt_B = torch.zeros((), device=self.device)
-        loss_pair_A = self._paired_l1(fake_B, twins, "A")
+        loss_pair_A = self._paired_l1(fake_B, twins, "A", zone)
         loss_pair_B = self._paired_l1(fake_A, twins, "B")
+        zero = torch.zeros((), device=self.device)
+        if zone is not None and cfg.zone_gan_weight > 0:
+            real_z, fake_z = self._zone_pictures(real_A, fake_B, twins, zone)
+            with self._autocast():
+                loss_zone_G = self.gan_loss(self.d_zone_frozen(fake_z), True) * cfg.zone_gan_weight
+        else:
+            real_z = fake_z = None
+            loss_zone_G = zero
         loss_G = (loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
-                  + loss_pair_A + loss_pair_B)
+                  + loss_pair_A + loss_pair_B + loss_zone_G)
         loss_G.backward()
         self.opt_G.step()
 
@@ -267,12 +285,42 @@ class Trainer:
         self.opt_D.zero_grad(set_to_none=True)
         loss_D_A = self._backward_D(self.d_a, self.nets["D_A"], real_B, self.pool_B.query(fake_B.detach()))
         loss_D_B = self._backward_D(self.d_b, self.nets["D_B"], real_A, self.pool_A.query(fake_A.detach()))
+        # No image pool here: a pooled fake would be pasted on another face's surroundings.
+        loss_zone_D = (self._backward_D(self.d_zone, self.nets["D_zone"], real_z, fake_z.detach())
+                       if real_z is not None else zero)
         self.opt_D.step()
 
-        return torch.stack([loss_D_A, loss_G_A, loss_cycle_A, loss_idt_A, loss_pair_A,
-                            loss_D_B, loss_G_B, loss_cycle_B, loss_idt_B, loss_pair_B]).detach().float()
+        return torch.stack([loss_D_A, loss_G_A, loss_cycle_A, loss_idt_A, loss_pair_A, loss_zone_G,
+                            loss_D_B, loss_G_B, loss_cycle_B, loss_idt_B, loss_pair_B,
+                            loss_zone_D]).detach().float()
 
-    def _paired_l1(self, fake: torch.Tensor, twins: dict | None, domain: str) -> torch.Tensor:
+    def _zone(self, twins: dict | None) -> torch.Tensor | None:
+        """The mask direction's zone, N x 1 x H x W in 0..1: each twin's matte grown by
+        zone_grow pixels (zeros for samples without one); None when the zone terms are off or
+        no sample of the batch has a matte."""
+        cfg = self.config
+        if (cfg.zone_weight <= 0 and cfg.zone_gan_weight <= 0) or twins is None or "A_matte" not in twins:
+            return None
+        has = twins["A_has_matte"].to(self.device)
+        if not bool(has.any()):
+            return None
+        m = twins["A_matte"].to(self.device, non_blocking=True).float()
+        if cfg.zone_grow:
+            k = 2 * cfg.zone_grow + 1
+            m = F.max_pool2d(m, k, stride=1, padding=cfg.zone_grow)
+        return m * has.view(-1, 1, 1, 1)
+
+    def _zone_pictures(self, real_A: torch.Tensor, fake_B: torch.Tensor, twins: dict,
+                       zone: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(twin, fake) of the samples with a matte, each pasted onto its input outside the
+        zone: the zone discriminator sees the same surroundings in both and judges the mask."""
+        has = twins["A_has_matte"].to(self.device)
+        z, x = zone[has], real_A[has].float()
+        twin = twins["A_twin"].to(self.device, non_blocking=True)[has]
+        return x + z * (twin - x), x + z * (fake_B.float()[has] - x)
+
+    def _paired_l1(self, fake: torch.Tensor, twins: dict | None, domain: str,
+                   zone: torch.Tensor | None = None) -> torch.Tensor:
         """paired_weight x L1 between the translations of the samples that have a twin and
         their twins (G_A(x) vs x's masked twin for A, G_B(y) vs y's unmasked source for B).
         Averaged over this rank's paired samples: a batch without any adds zero, and under DDP
@@ -284,7 +332,12 @@ class Trainer:
         if not bool(paired.any()):
             return fake.float().sum() * 0.0  # keeps every rank's graph the same shape under DDP
         twin = twins[f"{domain}_twin"].to(self.device, non_blocking=True)
-        return F.l1_loss(fake.float()[paired], twin[paired]) * w
+        if zone is None or self.config.zone_weight <= 0:
+            return F.l1_loss(fake.float()[paired], twin[paired]) * w
+        # Inside the zone each pixel weighs 1 + zone_weight: the mask's edges and folds count
+        # more than the face around it, which the input already gives away.
+        weight = 1.0 + self.config.zone_weight * zone[paired]
+        return (weight * (fake.float()[paired] - twin[paired]).abs()).mean() * w
 
     def _backward_D(self, d: nn.Module, d_plain: nn.Module, real: torch.Tensor,
                     fake: torch.Tensor) -> torch.Tensor:
@@ -307,7 +360,7 @@ class Trainer:
             "pool_B": self.pool_B.state_dict(),
             "gp_generator": self.gp_generator.get_state(),
             "rng": {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in rng_state(self.device).items()},
-            "param_sha256": param_digest(self.nets),
+            "param_sha256": param_digest(self.nets, self.net_names),
         }
         rank_states = distributed.all_gather_objects(self.env, rank_state)
         if not self.env.is_main:
@@ -322,7 +375,7 @@ class Trainer:
             "world_size": self.env.world_size,
             "elapsed_s": float(self.elapsed_before + self._run_seconds()),
             "nets": {name: {k: v.detach().cpu() for k, v in self.nets[name].state_dict().items()}
-                     for name in NET_NAMES},
+                     for name in self.net_names},
             "optimizers": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict()},
             "schedulers": {"G": self.sched_G.state_dict(), "D": self.sched_D.state_dict()},
             "rank_states": rank_states,
@@ -332,7 +385,7 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore from `collect_state`'s dict on every rank."""
-        for name in NET_NAMES:
+        for name in self.net_names:
             try:
                 self.nets[name].load_state_dict(state["nets"][name], strict=True)
             except (KeyError, RuntimeError) as exc:
@@ -419,8 +472,17 @@ class Trainer:
         log.info("data: %d images in trainA, %d in trainB (%s)%s%s", len(paths_A), len(paths_B), cfg.data_root,
                  f", {len(pairs)} pairs ({cfg.pairs_dir}, weight {cfg.paired_weight:g})" if pairs else "",
                  f", {len(mask_pairs)} mask-direction pairs ({cfg.mask_pairs_dir})" if mask_pairs else "")
+        mattes = cfg.zone_weight > 0 or cfg.zone_gan_weight > 0
+        if mattes:
+            with_matte = [b for _, b in (mask_pairs or pairs) if (m := matte_path(b)) is not None and m.is_file()]
+            if not with_matte:
+                folder = cfg.mask_pairs_dir or cfg.pairs_dir
+                raise DataError(f"{folder}: no twin has a matte (mattes/<name>.png beside with_mask/; "
+                                f"cyclemask-data synth writes them), which the zone terms need")
+            log.info("mask zone: %d of %d twins have a matte (L1 x%g inside, PatchGAN x%g)", len(with_matte),
+                     len(mask_pairs or pairs), cfg.zone_weight, cfg.zone_gan_weight)
         return UnpairedDataset(paths_A, paths_B, cfg.load_size, cfg.crop_size, cfg.flip, cfg.seed, pairs=pairs,
-                               mask_pairs=mask_pairs)
+                               mask_pairs=mask_pairs, mattes=mattes)
 
     def _resume(self, out: Path, resume: bool | str | os.PathLike) -> None:
         """Load the checkpoint to continue from (checking its config), or refuse to start a new
@@ -617,6 +679,22 @@ class Trainer:
     @staticmethod
     def _restore_signal_handlers(handlers) -> None:
         handlers.close()
+
+
+def _init_generators(nets: dict[str, nn.Module], path: str, gcfg: GeneratorConfig) -> None:
+    """Start G_A / G_B from a generator bundle's mask / unmask generators (fine-tuning)."""
+    loaded = load_generators(path, ngf=gcfg.ngf, n_blocks=gcfg.n_blocks, norm=gcfg.norm)
+    missing = [d for d in ("mask", "unmask") if d not in loaded]
+    if missing:
+        raise CheckpointError(f"{path}: init_from needs a bundle with both generators; it has no "
+                              f"{' or '.join(missing)} generator")
+    for name, direction in (("G_A", "mask"), ("G_B", "unmask")):
+        try:
+            nets[name].load_state_dict(loaded[direction].generator.state_dict(), strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: its {direction} generator does not fit this config: "
+                                  f"{str(exc).splitlines()[0][:300]}") from None
+    log.info("generators initialised from %s", path)
 
 
 def _worker_init(_worker_id: int) -> None:

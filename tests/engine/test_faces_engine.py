@@ -719,3 +719,31 @@ def test_photos_get_the_detectors_second_looks_and_video_frames_do_not(face_dete
     video = FaceProcessor(64, FaceConfig(track=True, detect_retry=False), model_path=face_detector_path)._detector()
     assert photos.retry_pad > 0 and photos.coarse_side == 640
     assert video.retry_pad == 0 and video.coarse_side is None
+
+
+class OneFace:
+    """A stub detector: one fixed face, whatever the image."""
+
+    def detect(self, image):
+        return [face(40, 30, 60)]
+
+
+def test_grey_photo_gets_grey_output_colour_photo_keeps_the_colours(rng):
+    proc = FaceProcessor(SIZE, FaceConfig(track=False, paste="crop"), detector_factory=OneFace)
+    grey = np.repeat(rng.integers(40, 200, (140, 160, 1), dtype=np.uint8), 3, axis=2)
+
+    def blue(crops):
+        return [np.broadcast_to(np.array((30, 60, 220), np.uint8), c.shape).copy() for c in crops]
+
+    crops, state = proc.prepare(grey)
+    out = proc.finish(grey, state, blue(crops))
+    changed = np.any(out != grey, axis=2)
+    assert changed.sum() > 500
+    assert np.abs(out[..., 0].astype(int) - out[..., 2].astype(int)).max() == 0  # no blue in a grey photo
+    colour = grey.copy()
+    colour[..., 0] = np.clip(colour[..., 0].astype(int) + 30, 0, 255)
+    crops, state = proc.prepare(colour)
+    out = proc.finish(colour, state, blue(crops))
+    x0, y0, x1, y1 = state[0].box
+    c = out[(y0 + y1) // 2, (x0 + x1) // 2].astype(int)
+    assert c[2] - c[0] > 150  # the blue stays blue in a colour photo

@@ -195,15 +195,34 @@ def test_a_template_folder_that_is_not_one_is_named(tmp_path):
     (["--mask-method", "template", "--aligned"], "not with --aligned"),
     (["--mask-method", "template", "--model", "m.onnx"], "runs no model"),
     (["--mask-method", "template", "--ray"], "not with --ray"),
-    (["--mask", "--mask-seed", "3"], "--mask-seed: only with --mask-method template"),
-    (["--mask", "--mask-templates", "x"], "--mask-templates: only with --mask-method template"),
-    (["--mask", "--mask-kinds", "cloth"], "--mask-kinds: only with --mask-method template"),
+    (["--mask", "--mask-method", "gan", "--mask-seed", "3"], "--mask-seed: only with --mask-method template"),
+    (["--mask", "--mask-method", "gan", "--mask-templates", "x"], "--mask-templates: only with --mask-method template"),
+    (["--mask", "--mask-method", "gan", "--mask-kinds", "cloth"], "--mask-kinds: only with --mask-method template"),
 ])
 def test_options_that_do_not_go_with_the_template_method_are_usage_errors(tmp_path, args, message):
     (tmp_path / "in").mkdir()
     res = CliRunner().invoke(run_main, ["--images", str(tmp_path / "in"), *args])
     assert res.exit_code == 2, res.output
     assert message in res.output
+
+
+def test_the_default_method_is_the_template_where_one_can_serve():
+    from cyclemask.engine.template_mask import DEFAULT_METHOD, default_method
+
+    assert DEFAULT_METHOD == "template"
+    assert default_method(direction="mask") == "template"
+    assert default_method(direction=None) == "template"  # the embedded model's own direction is mask
+    assert default_method(direction="unmask") == "gan"
+    assert default_method(direction="mask", model="m.onnx") == "gan"
+    assert default_method(direction="mask", aligned=True) == "gan"
+    assert default_method(direction="mask", elsewhere=True) == "gan"
+
+
+@pytest.mark.parametrize("args", [["--mask", "--unmask-method", "restore"], ["--unmask"], ["--mask", "--aligned"]])
+def test_the_default_leaves_unmasking_and_aligned_runs_to_the_model(tmp_path, args):
+    (tmp_path / "in").mkdir()
+    res = CliRunner().invoke(run_main, ["--images", str(tmp_path / "in"), "--out", str(tmp_path / "o"), *args])
+    assert "--mask-method template" not in res.output and "cannot --unmask" not in res.output, res.output
 
 
 def test_the_library_refuses_the_same_options():
@@ -237,7 +256,7 @@ d = pathlib.Path(tempfile.mkdtemp())
 (d / "in").mkdir()
 src = pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 shutil.copy(src, d / "in" / "portrait.jpg")
-res = CliRunner().invoke(cli.main, ["--mask", "--mask-method", "template", "--images", str(d / "in"),
+res = CliRunner().invoke(cli.main, ["--mask", *sys.argv[1:], "--images", str(d / "in"),
                                     "--out", str(d / "out"), "--no-progress"])
 assert res.exit_code == 0, res.output
 assert "1 given a template mask" in res.output, res.output
@@ -248,9 +267,10 @@ print("torch imported:", "torch" in sys.modules)
 """
 
 
-def test_runs_on_a_real_face_without_model_backend_or_torch():
+@pytest.mark.parametrize("flags", [["--mask-method", "template"], []], ids=["given", "default"])
+def test_runs_on_a_real_face_without_model_backend_or_torch(flags):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", RUN_TEMPLATE], capture_output=True, text=True, timeout=300,
+    res = subprocess.run([sys.executable, "-c", RUN_TEMPLATE, *flags], capture_output=True, text=True, timeout=300,
                          env=env, cwd=REPO)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert "torch imported: False" in res.stdout

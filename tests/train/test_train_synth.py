@@ -63,13 +63,29 @@ def test_view_follows_the_head_turn(tmp_path):
 
 def test_recolour_changes_colour_keeps_shape(tmp_path):
     templates = load_templates(_template_folder(tmp_path / "t"))
-    image = np.full((200, 200, 3), 128, np.uint8)
+    image = np.full((200, 200, 3), (150, 128, 110), np.uint8)  # a colour photo (a grey one gets grey masks)
     white, a1 = apply_mask(image, LANDMARKS, templates[0], MaskChoice("plain", "template"), {}, np.random.default_rng(0))
     red, a2 = apply_mask(image, LANDMARKS, templates[0], MaskChoice("plain", "red"), {}, np.random.default_rng(0))
     np.testing.assert_array_equal(a1, a2)
     inside = a1 > 0.99
     assert red[inside][:, 0].mean() > 2 * red[inside][:, 1].mean()  # red dominates
     assert abs(int(white[inside][:, 0].mean()) - int(white[inside][:, 1].mean())) < 5
+
+
+def test_grey_photos_get_grey_masks_colour_photos_keep_theirs(tmp_path):
+    templates = load_templates(_template_folder(tmp_path / "t"))
+    rng = np.random.default_rng(3)
+    grey = np.repeat(rng.integers(60, 200, (200, 200, 1), dtype=np.uint8), 3, axis=2)
+    out, alpha = apply_mask(grey, LANDMARKS, templates[0], MaskChoice("plain", "red"), {}, np.random.default_rng(0))
+    inside = alpha > 0.5
+    assert inside.sum() > 1000
+    spread = np.abs(out[inside].astype(int) - out[inside].astype(int).mean(axis=1, keepdims=True)).max()
+    assert spread <= 1  # R = G = B, up to rounding
+    assert 30 < out[alpha > 0.99].mean() < 200  # the red mask's brightness, not a blank
+    colour = grey.copy()
+    colour[..., 0] = np.clip(colour[..., 0].astype(int) + 25, 0, 255)
+    red, _ = apply_mask(colour, LANDMARKS, templates[0], MaskChoice("plain", "red"), {}, np.random.default_rng(0))
+    assert red[inside][:, 0].mean() > 2 * red[inside][:, 1].mean()
 
 
 def test_template_folder_errors(tmp_path):
