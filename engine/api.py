@@ -131,7 +131,8 @@ class Masker:
         self._detector = face_detector_path(self.options)
         self._image_faces = None if aligned else self.options.face_config(video=False)
         self._backend: Backend | None = None
-        be, self.reason, self.model, self.model_note = load_backend(self.options)
+        self._masks = masks = self.options.template_masks()  # mask_method="template": a template per face
+        be, self.reason, self.model, self.model_note = load_backend(self.options, masks)
         be.activate()
         self._backend = be
         try:
@@ -139,7 +140,8 @@ class Masker:
             if self._image_faces is not None:  # the paste follows the graph (see RunOptions.face_config)
                 self._image_faces = self.options.face_config(video=False, backend=be)
             self._processor: FrameProcessor = make_processor(be, self._image_faces, self._detector,
-                                                             one_detector=self.options.detect_workers == 0)
+                                                             one_detector=self.options.detect_workers == 0,
+                                                             masks=masks)
         except BaseException:
             self.close()
             raise
@@ -220,6 +222,7 @@ class Masker:
         landmarks the mask zone is built from, and the mattes the results are pasted with
         (aligned mode: the whole image, matte 1 everywhere)."""
         from .faces import FaceProcessor
+        from .template_mask import TemplateMaskProcessor
 
         image = check_image(image)
         h, w = image.shape[:2]
@@ -229,6 +232,8 @@ class Masker:
             if not isinstance(processor, FaceProcessor):
                 ones = np.ones((h, w), np.float32)
                 return FaceLayout([FaceRegion((0.0, 0.0, float(w), float(h)), (0, 0, w, h), None, ones)], ones.copy())
+            if isinstance(processor, TemplateMaskProcessor):
+                return _template_layout(processor, image)
             _, pastes = processor.prepare(image)
             regions = []
             keep = np.ones((h, w), np.float32)  # the share of each pixel the input keeps
@@ -269,9 +274,25 @@ class Masker:
             if target.exists() and not options.overwrite:
                 raise InputError(f"{target}: already exists; pass overwrite=True to replace it")
             face_config = None if options.aligned else options.face_config(video=True, backend=be)
-            result = run_video(options, be, self.batch_size, face_config, self._detector, source, target)
+            result = run_video(options, be, self.batch_size, face_config, self._detector, source, target,
+                               masks=self._masks)
         if result.report is not None and result.report.interrupted:
             raise KeyboardInterrupt
         if not result.kept:
             raise InputError(result.error or f"{source}: not written")
         return result
+
+
+def _template_layout(processor, image: np.ndarray) -> FaceLayout:
+    """Masker.faces for the template method: each face's crop is the box its mask covers."""
+    h, w = image.shape[:2]
+    _, state = processor.prepare(image)
+    keep = np.ones((h, w), np.float32)
+    regions = []
+    for box, landmarks, alpha in processor.mattes(image, state):
+        ys, xs = np.nonzero(alpha > 0)
+        x0, y0, x1, y1 = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else (0, 0, 0, 0)
+        keep *= 1.0 - alpha
+        regions.append(FaceRegion(tuple(float(v) for v in box), (x0, y0, x1, y1), landmarks,
+                                  alpha[y0:y1, x0:x1].astype(np.float32)))
+    return FaceLayout(regions, 1.0 - keep)

@@ -27,7 +27,7 @@ from .pipeline import PipelineConfig, RunReport, run_pipeline
 from .processing import AlignedProcessor, FrameProcessor
 from .run_defaults import built_batch, default_batch, precision_notes
 from .sources import DEFAULT_MAX_PIXELS
-from .template_mask import check_method
+from .template_mask import check_method, default_method
 from .video import DEFAULT_PRESET
 
 
@@ -69,7 +69,9 @@ class _RunOptions:
     no_audio: bool = False
     nvenc: bool | None = None  # None: try it where an NVIDIA driver is present
     # --mask-method template (engine/template_mask.py): no model, a mask template per face.
-    mask_method: str = "gan"
+    # None: what default_method picks (the template warp for masking with the embedded model,
+    # face-aware; the generator otherwise), as cyclemask-run does.
+    mask_method: str | None = None
     mask_templates: Path | None = None  # None: the templates shipped with cyclemask
     mask_textures: Path | None = None
     mask_seed: int | None = None  # None: 0
@@ -95,6 +97,9 @@ class _RunOptions:
                 raise ConfigError("--unmask-method applies to --unmask, not --mask")
             if self.model is not None:
                 raise ConfigError("--unmask-method picks an embedded model: it cannot be given with --model")
+        if self.mask_method is None:
+            object.__setattr__(self, "mask_method", default_method(direction=self.direction, model=self.model,
+                                                                   aligned=self.aligned))
         check_method(self.mask_method, direction=self.direction, aligned=self.aligned, model=self.model,
                      templates=self.mask_templates, textures=self.mask_textures, seed=self.mask_seed,
                      kinds=self.mask_kinds)

@@ -227,7 +227,7 @@ class TemplateMaskProcessor(FaceProcessor):
         else:
             idents = [None] * len(tracked)
         state = []
-        for k, ((_, held, landmarks), ident) in enumerate(zip(tracked, idents, strict=True)):
+        for k, ((box, held, landmarks), ident) in enumerate(zip(tracked, idents, strict=True)):
             if not _usable_landmarks(landmarks):
                 st.no_landmarks += 1
                 continue
@@ -244,7 +244,7 @@ class TemplateMaskProcessor(FaceProcessor):
                 look = self._follow_head(look, anchors)
             if ident is not None:
                 self._looks[ident] = look
-            state.append((landmarks, look))
+            state.append((landmarks, look, box))
             st.held += int(held)
         st.frames_with_faces += int(bool(state))
         st.crop_s += time.perf_counter() - t0
@@ -255,7 +255,7 @@ class TemplateMaskProcessor(FaceProcessor):
             return image  # no face: the frame as it came, byte for byte
         t0 = time.perf_counter()
         out = image
-        for landmarks, look in state:
+        for landmarks, look, _ in state:
             try:
                 out, _ = place_mask(out, landmarks, look.rgba, look.view.anchors)
             except InputError:
@@ -263,6 +263,19 @@ class TemplateMaskProcessor(FaceProcessor):
                 continue
             self.stats.translated += 1
         self.stats.paste_s += time.perf_counter() - t0
+        return out
+
+
+    def mattes(self, image: np.ndarray, state: Any) -> list[tuple[Any, np.ndarray, np.ndarray]]:
+        """(face box, landmarks, the mask's alpha [H, W] float32) of each face `finish` masks,
+        in its order (for `Masker.faces`)."""
+        out = []
+        for landmarks, look, box in state:
+            try:
+                _, alpha = place_mask(image, landmarks, look.rgba, look.view.anchors)
+            except InputError:
+                continue
+            out.append((box, np.asarray(landmarks, np.float64), alpha))
         return out
 
 

@@ -247,3 +247,23 @@ def test_the_embedded_model_runs_without_torch(tmp_path, two_faces):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     words = res.stdout.split()
     assert words[:2] == ["faces", "2"] and int(words[3]) > 1000 and words[-1] == "False", res.stdout
+
+
+def test_the_template_method_and_the_default_are_the_cli_s(tmp_path, two_faces):
+    # cyclemask-run --mask with the embedded model masks with the template warp by default; a
+    # Masker made the same way must give the same pixels, not run the generator instead.
+    write_image(tmp_path / "in" / "a.png", two_faces)
+    res = run("--mask", "--images", tmp_path / "in", "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    cli = read_image(tmp_path / "out" / "a.png")
+    with Masker("mask") as masker:
+        assert masker.options.mask_method == "template"
+        default = masker(two_faces)
+        layout = masker.faces(two_faces)
+    with Masker("mask", mask_method="template") as masker:
+        named = masker(two_faces)
+    with Masker("mask", mask_method="gan") as masker:
+        gan = masker(two_faces)
+    np.testing.assert_array_equal(default, cli)
+    np.testing.assert_array_equal(named, cli)
+    assert not np.array_equal(gan, cli) and len(layout.faces) == 2

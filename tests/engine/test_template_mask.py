@@ -74,7 +74,7 @@ def run(proc, frames):
         crops, state = proc.prepare(img)
         assert crops == []  # nothing for a model
         outs.append(proc.finish(img, state, []))
-        looks.append([look for _, look in state])
+        looks.append([look for _, look, _ in state])
     return outs, looks
 
 
@@ -231,7 +231,12 @@ def test_the_library_refuses_the_same_options():
     with pytest.raises(ConfigError, match="cannot --unmask"):
         RunOptions(mask_method="template", direction="unmask")
     with pytest.raises(ConfigError, match="--mask-seed: only with --mask-method template"):
-        RunOptions(mask_seed=1)
+        RunOptions(mask_method="gan", mask_seed=1)
+    with pytest.raises(ConfigError, match="--mask-seed: only with --mask-method template"):
+        RunOptions(direction="mask", model="mine.onnx", mask_seed=1)  # a model of one's own: the generator
+    # Unset, the method is the CLI's default: the template warp for the embedded model.
+    assert RunOptions(direction="mask").mask_method == "template"
+    assert RunOptions(direction="unmask").mask_method == "gan"
     with pytest.raises(ConfigError, match="mask_method must be one of gan, template"):
         check_method("warp")
 
