@@ -111,6 +111,9 @@ def assert_complete_images(folder: Path, size: int = SIZE) -> list[Path]:
 # -- SIGINT / SIGTERM ------------------------------------------------------------------------------
 
 
+# Slow: a run in a subprocess, signalled (~2.5 s of CPU each).
+# test_a_stop_signal_sent_during_an_image_run_in_this_process_stops_it_at_a_safe_point is its fast twin.
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stop_signal_stops_an_image_run_at_a_safe_point(tmp_path, bundle, sig):
     make_images(tmp_path / "in", 200)
@@ -125,6 +128,34 @@ def test_a_stop_signal_stops_an_image_run_at_a_safe_point(tmp_path, bundle, sig)
     assert "not written (run stopped first):" in child.stdout
     done = assert_complete_images(out)
     assert 3 <= len(done) < 200 and written(child.stdout) == len(done)
+    assert not partials(out) and not (out / JOURNAL).exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_signal_sent_during_an_image_run_in_this_process_stops_it_at_a_safe_point(tmp_path, bundle, sig,
+                                                                                          monkeypatch):
+    import os
+
+    from cyclemask.engine import sinks
+
+    real_write = sinks.ImageFolderSink.write
+
+    def write_then_signal(self, frame, image):
+        path = real_write(self, frame, image)
+        if len(self.written) == 3:
+            os.kill(os.getpid(), sig)
+        return path
+
+    monkeypatch.setattr(sinks.ImageFolderSink, "write", write_then_signal)
+    make_images(tmp_path / "in", 20)
+    out = tmp_path / "out"
+    res = run_here(bundle, "--images", tmp_path / "in", "--out", out, "--batch", "1")
+    assert res.exit_code == 128 + sig, res.output
+    name = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
+    assert f"stopped: interrupted ({name})" in res.output
+    assert "not written (run stopped first):" in res.output
+    done = assert_complete_images(out)
+    assert 3 <= len(done) < 20 and written(res.output) == len(done)
     assert not partials(out) and not (out / JOURNAL).exists()
 
 
@@ -277,6 +308,9 @@ def test_a_file_size_limit_fails_the_write_with_efbig(tmp_path, bundle):
     assert not (out / "v.mp4").exists() and not partials(out)
 
 
+# Slow: a run in a subprocess without CAP_DAC_OVERRIDE (~2.5 s of CPU).
+# test_a_permission_error_in_this_process_stops_the_run_with_eacces is its fast twin.
+@pytest.mark.slow
 def test_an_unwritable_folder_stops_the_run_with_eacces(tmp_path, bundle):
     why = can_drop_dac()
     if why:
@@ -292,6 +326,30 @@ def test_an_unwritable_folder_stops_the_run_with_eacces(tmp_path, bundle):
     finally:
         (out / "b").chmod(0o755)
     assert f"stopped by an error: {out / 'b' / 'img_0000.png'}: cannot write (Permission denied, EACCES)" in child.stdout
+    assert [p.relative_to(out).as_posix() for p in assert_complete_images(out)] == [f"a/img_000{i}.png" for i in range(3)]
+    assert not partials(out) and not (out / JOURNAL).exists()
+
+
+def test_a_permission_error_in_this_process_stops_the_run_with_eacces(tmp_path, bundle, monkeypatch):
+    import errno
+
+    from cyclemask import outputs
+
+    real_create = outputs.create_partial
+
+    def create_partial(target, directory=False):
+        # What the kernel answers for a folder of mode 0555 (as root without CAP_DAC_OVERRIDE).
+        if Path(target).parent == out / "b":
+            raise PermissionError(errno.EACCES, "Permission denied", str(outputs.partial_path(target)))
+        return real_create(target, directory)
+
+    make_images(tmp_path / "in" / "a", 3)
+    make_images(tmp_path / "in" / "b", 3)
+    out = tmp_path / "out"
+    monkeypatch.setattr(outputs, "create_partial", create_partial)
+    res = run_here(bundle, "--images", tmp_path / "in", "--out", out)
+    assert res.exit_code == 1, res.output
+    assert f"stopped by an error: {out / 'b' / 'img_0000.png'}: cannot write (Permission denied, EACCES)" in res.output
     assert [p.relative_to(out).as_posix() for p in assert_complete_images(out)] == [f"a/img_000{i}.png" for i in range(3)]
     assert not partials(out) and not (out / JOURNAL).exists()
 
@@ -317,6 +375,9 @@ def test_export_sigterm_leaves_no_staging_folder(tmp_path, bundle):
         onnx.load(str(p))
 
 
+# Slow: cyclemask-data in a subprocess, twice (~1.6 s of CPU).
+# test_data_prepare_stopped_in_this_process_keeps_finished_crops_and_a_rerun_completes is its fast twin.
+@pytest.mark.slow
 def test_data_prepare_sigterm_keeps_finished_crops_and_a_rerun_completes(tmp_path):
     make_images(tmp_path / "A", 300, prefix="a")
     make_images(tmp_path / "B", 300, prefix="b", seed=1)
@@ -338,6 +399,41 @@ def test_data_prepare_sigterm_keeps_finished_crops_and_a_rerun_completes(tmp_pat
     assert not partials(out) and not (out / JOURNAL).exists()
 
 
+def test_data_prepare_stopped_in_this_process_keeps_finished_crops_and_a_rerun_completes(tmp_path, monkeypatch):
+    import os
+
+    from cyclemask.train import prepare
+    from cyclemask.train.data_cli import main as data_cli
+
+    make_images(tmp_path / "A", 30, prefix="a")
+    make_images(tmp_path / "B", 30, prefix="b", seed=1)
+    out = tmp_path / "data"
+    real_write = prepare.write_bytes_atomic
+
+    def write_then_signal(path, data):
+        real_write(path, data)
+        if Path(path).suffix == ".png" and len(list(out.rglob("*.png"))) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(prepare, "write_bytes_atomic", write_then_signal)
+    args = ["prepare", "--a", tmp_path / "A", "--b", tmp_path / "B", "--out", out, "--no-detect", "--size", 64,
+            "--format", "png"]
+    res = CliRunner().invoke(data_cli, [str(a) for a in args])
+    assert res.exit_code == 143, res.output
+    assert "stopped: interrupted (SIGTERM)" in res.output
+    m = re.search(r"(\d+) output file\(s\) completed by this run kept; nothing half-written left", res.output)
+    crops = [p for p in out.rglob("*.png")]
+    assert m and int(m.group(1)) >= len(crops) >= 5 and all(read_image(p).shape == (64, 64, 3) for p in crops)
+    assert len(crops) < 60
+    assert not partials(out) and json.loads((out / "manifest.json").read_text())["status"] == "writing"
+    monkeypatch.setattr(prepare, "write_bytes_atomic", real_write)
+    res = CliRunner().invoke(data_cli, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert len(list(out.rglob("*.png"))) == 60
+    assert not partials(out) and not (out / JOURNAL).exists()
+
+
 def test_eval_sigterm_writes_no_report(tmp_path):
     make_images(tmp_path / "A", 64, prefix="a")
     make_images(tmp_path / "B", 64, prefix="b", seed=1)
@@ -351,6 +447,9 @@ def test_eval_sigterm_writes_no_report(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["A", "B", "logs"]
 
 
+# Slow: the script in a subprocess (~1.8 s of CPU).
+# test_a_benchmark_script_run_as_main_in_this_process_handles_sigterm is its fast twin.
+@pytest.mark.slow
 def test_a_benchmark_script_handles_sigterm(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
     with Child([sys.executable, script, "--device", "cpu", "--size", 32, "--ngf", 8, "--ndf", 8, "--n-blocks", 1,
@@ -359,3 +458,31 @@ def test_a_benchmark_script_handles_sigterm(tmp_path):
         child.send(signal.SIGTERM)
         assert child.finish() == 143, child.stderr[-2000:]
     assert "stopped: interrupted (SIGTERM)" in child.stderr
+
+
+def test_a_benchmark_script_run_as_main_in_this_process_handles_sigterm(monkeypatch, capsys):
+    import os
+    import runpy
+
+    from cyclemask import cli_util
+    from cyclemask.train.trainer import Trainer
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+    real_step = Trainer.train_step
+    steps = []
+
+    def step_then_signal(self, *batch):
+        steps.append(1)
+        if len(steps) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, *batch)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    monkeypatch.setattr(cli_util._stop, "signum", None)
+    monkeypatch.setattr(sys, "argv", [str(script), "--device", "cpu", "--size", "32", "--ngf", "8", "--ndf", "8",
+                                      "--n-blocks", "1", "--batch", "1", "--warmup", "0", "--iters", "100000",
+                                      "--threads", "1"])
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_path(str(script), run_name="__main__")
+    assert stopped.value.code == 143 and len(steps) == 3
+    assert "stopped: interrupted (SIGTERM)" in capsys.readouterr().err

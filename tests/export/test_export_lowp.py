@@ -89,6 +89,22 @@ def test_task_bound_names_the_change():
     assert ok.passed and math.isinf(ok.stats.psnr_db) and ok.task is None
 
 
+def test_task_figures_count_success_by_direction():
+    # The parity suite's INT8 task bound scores the 'unmask' direction in its slow tests only:
+    # both directions' scoring is checked here with a classifier that returns set probabilities.
+    class Scores:
+        def __init__(self):
+            self.calls = iter([[0.9, 0.8, 0.2, 0.6], [0.9, 0.3, 0.2, 0.4]])
+
+        def p_masked(self, images):
+            assert len(images) == 4
+            return np.array(next(self.calls))
+
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    assert lowp.task_figures("mask", x, x, Scores()) == TaskFigures("masked", 0.75, 0.25, 4, 2)
+    assert lowp.task_figures("unmask", x, x, Scores()) == TaskFigures("unmasked", 0.25, 0.75, 4, 2)
+
+
 def test_lowp_options_are_checked():
     with pytest.raises(ExportError, match="--int8 needs calibration faces: --calib DIR"):
         LowpOptions(int8=True)

@@ -50,6 +50,9 @@ def _shots_dir(tmp_path: Path) -> Path:
     return d
 
 
+# Slow: a browser and a server in processes of their own (~4 s of CPU here, more in Chromium).
+# test_study_app.py::test_a_participant_completes_the_study takes the same path through the app fast.
+@pytest.mark.slow
 def test_participant_completes_the_study_in_chromium(tmp_path):
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
