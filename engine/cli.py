@@ -50,8 +50,10 @@ log = logging.getLogger(__name__)
 @click.option("--demo", is_flag=True,
               help="Mask and unmask the public-domain portrait shipped with matplotlib "
                    "(grace_hopper.jpg) and write the results and a before/after sheet to --out: "
-                   "nothing to download. Uses the embedded demo generators unless --model names a "
-                   "checkpoint bundle, and the shipped face detector unless --face-detector / "
+                   "nothing to download. Masks as --mask does (a mask template by default, "
+                   "--mask-method gan for the generator) and unmasks with the embedded unmask model, "
+                   "unless --model names a checkpoint bundle (both directions by the model), and the "
+                   "shipped face detector unless --face-detector / "
                    "$CYCLEMASK_FACE_DETECTOR names another; --paste and --margin apply.")
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Translate every image under this folder (recursive). The output tree mirrors "
@@ -102,7 +104,7 @@ log = logging.getLogger(__name__)
                    "by the face's lighting, with the colour choice of cyclemask-data synth: no model, no "
                    "backend, fast, and clean on small faces; a followed face keeps its mask across frames. "
                    "gan translates each face with the model. Default: template (it scored best on held-out "
-                   "real masked faces, see the README), gan with --model, --unmask, --aligned, --demo or --ray.")
+                   "real masked faces, see the README; --demo too), gan with --model, --unmask, --aligned or --ray.")
 @click.option("--mask-templates", type=click.Path(path_type=Path), default=None,
               help="--mask-method template: a folder of templates in MaskTheFace's layout (RGBA PNGs and "
                    "masks.cfg). Default: the surgical, cloth, KN95 and N95 templates shipped with cyclemask.")
@@ -239,16 +241,17 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: tuple[str, 
             raise click.UsageError(f"{', '.join(given)}: only with --ray")
     if params["mask_method"] is None:
         params["mask_method"] = default_method(direction=params["direction"], model=params["model"],
-                                               aligned=params["aligned"], elsewhere=demo or ray_address is not None)
+                                               aligned=params["aligned"], elsewhere=ray_address is not None)
     try:
         check_method(params["mask_method"], direction=params["direction"], aligned=params["aligned"],
                      model=params["model"], templates=params["mask_templates"], textures=params["mask_textures"],
                      seed=params["mask_seed"], kinds=params["mask_kinds"])
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    if params["mask_method"] == "template" and (demo or ray_address is not None):
-        raise click.UsageError(f"--mask-method template: not with {'--demo' if demo else '--ray'} "
-                               "(it runs on this machine, on --images or --video)")
+    # A Ray worker holds one model backend and has no template path.
+    if params["mask_method"] == "template" and ray_address is not None:
+        raise click.UsageError("--mask-method template: not with --ray (it runs on this machine, on --images, "
+                               "--video or --demo)")
     options = RunOptions.from_cli(params)
     if demo:
         if ray_address is not None:
@@ -384,6 +387,9 @@ def _demo(options: RunOptions, out: Path) -> bool:
     click.echo("")
     click.echo("summary:")
     click.echo(f"  models:   {describe_default() if options.model is None else options.model}")
+    click.echo("  masked:   " + ("with a mask template warped onto the face (--mask-method template, no model)"
+                                 if report.mask_method == "template" else
+                                 "by the mask generator (--mask-method gan)"))
     for d in DIRECTIONS:
         click.echo(f"    {d}: {report.models[d]}")
         click.echo(f"      backend: {report.backends[d]}")

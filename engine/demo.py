@@ -2,10 +2,14 @@
 unmask the result again, write both and a before/after sheet.
 
 The portrait (matplotlib's sample_data/grace_hopper.jpg) needs nothing downloaded and not
-../shared; the models are the embedded demo generators (`cyclemask.demo_model`) unless a
-checkpoint bundle is given. Each pass runs through the same `Pipeline` and face-aware processor
-(engine/faces.py: square crop with margin, translate, mask-zone or whole-crop paste-back) as a
-normal run, fed from memory (engine/memory.py): there is one inference path.
+../shared. The mask pass follows `cyclemask-run --mask`'s method (options.mask_method): by
+default a mask template warped onto the face (engine/template_mask.py, the same processor and
+face settings as `--images --mask`, so the masked portrait is what that run writes), or the mask
+generator with --mask-method gan. The unmask pass runs the embedded unmask model (the default
+unmask method) unless a checkpoint bundle is given. Each pass runs through the same `Pipeline`
+and face-aware processor (engine/faces.py: square crop with margin, translate, mask-zone or
+whole-crop paste-back) as a normal run, fed from memory (engine/memory.py): there is one
+inference path.
 
 Faces are found as in a normal face-aware run: YuNet (shipped with the package, or
 --face-detector / $CYCLEMASK_FACE_DETECTOR). The unmask pass detects again on the masked result,
@@ -34,7 +38,7 @@ from .backends import Backend, create_backend
 from .faces import FaceConfig, FaceProcessor
 from .memory import MemorySink, MemorySource
 from .pipeline import PipelineConfig, run_pipeline
-from .run import RunOptions, paste_for
+from .run import RunOptions, face_detector_path, make_processor, paste_for
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class DemoReport:
     reused: dict[str, int] = field(default_factory=dict)  # unmask pass: faces not found on the masked image
     models: dict[str, str] = field(default_factory=dict)
     backends: dict[str, str] = field(default_factory=dict)
+    mask_method: str = "gan"  # what masked: "template" (no model) or "gan" (the mask generator)
 
     @property
     def ok(self) -> bool:
@@ -118,6 +123,10 @@ def _faces_on_masked(found: list[Face], faces: list[Face]) -> tuple[list[Face], 
 def _translate(backend: Backend, image: np.ndarray, faces: list[Face], config: FaceConfig, batch: int) -> np.ndarray:
     """One image through the pipeline (in memory) with its faces given."""
     processor = FaceProcessor(backend.image_size, config, detector_factory=lambda: FixedFaces(faces))
+    return _run_one(backend, processor, image, batch)
+
+
+def _run_one(backend: Backend, processor, image: np.ndarray, batch: int) -> np.ndarray:
     sink = MemorySink()
     report = run_pipeline(MemorySource([("image", image)]), processor, backend, sink,
                           PipelineConfig(batch_size=min(batch, backend.max_batch or batch)))
@@ -136,8 +145,11 @@ def run_demo(
 ) -> DemoReport:
     """Mask each portrait, unmask the masked result, write both and a before/after sheet.
 
-    models: {"mask": path, "unmask": path} (a bundle may be named for both); default: the
-    shipped demo models for the backend. The detector is options.face_detector, else
+    options.mask_method says how the mask pass masks: "template" (the default of RunOptions with
+    no model) places mask templates exactly as `cyclemask-run --images --mask` does and needs no
+    mask model; "gan" runs the mask generator.
+    models: {"unmask": path}, plus "mask" for the generator (a bundle may be named for both);
+    default: the shipped demo models for the backend. The detector is options.face_detector, else
     $CYCLEMASK_FACE_DETECTOR, else the one shipped with cyclemask; options.paste says how faces
     are pasted back. Existing outputs are an error unless options.overwrite; nothing is written
     before every model has loaded.
@@ -155,21 +167,32 @@ def run_demo(
     existing = [n for n in output_names(portraits) if (out / n).exists()]
     if existing and not options.overwrite:
         raise ConfigError(f"--out {out}: already holds {', '.join(existing)}; pass --overwrite to replace them")
-    models = dict(models) if models else {d: default_model(d, options.backend) for d in DIRECTIONS}
-    missing = [d for d in DIRECTIONS if d not in models]
+    template = options.mask_method == "template"
+    needed = ("unmask",) if template else DIRECTIONS
+    if models and template and "mask" in models:
+        raise ConfigError("mask_method template runs no mask model: give only models['unmask'], "
+                          "or mask_method 'gan' to mask with models['mask']")
+    models = dict(models) if models else {d: default_model(d, options.backend) for d in needed}
+    missing = [d for d in needed if d not in models]
     if missing:
         raise ConfigError(f"the demo needs a model for each direction; missing: {', '.join(missing)}")
+    # Loaded (and checked) before anything is written, as the models are.
+    masks = options.template_masks()
     config = FaceConfig(track=False, margin=options.margin, paste=paste_for(options.paste, None))
 
     def paste_config(c: FaceConfig, backend: Backend) -> FaceConfig:  # --paste auto follows each graph
         return dataclasses.replace(c, paste=paste_for(options.paste, backend))
-    report = DemoReport(out)
+    report = DemoReport(out, mask_method=options.mask_method)
     say = progress or (lambda msg: None)
 
     detector = FaceDetector(options.face_detector, score_threshold=config.score_threshold, retry_pad=0.5)
 
     backends = {}
-    for d in DIRECTIONS:
+    if masks is not None:
+        backends["mask"] = masks.backend()
+        report.models["mask"] = f"no model: {masks.describe()}"
+        report.backends["mask"] = "--mask-method template"
+    for d in needed:
         be, reason = create_backend(models[d], options.backend, d, options.backend_options())
         backends[d] = be
         report.models[d] = str(models[d])
@@ -180,7 +203,8 @@ def run_demo(
             be.activate()
         for d, be in backends.items():
             report.backends[d] = f"{be.description}  [{report.backends[d]}]"
-        pasted = describe_pastes({d: paste_for(options.paste, be) for d, be in backends.items()})
+        pasted = describe_pastes({d: "template" if d == "mask" and template else paste_for(options.paste, be)
+                                  for d, be in backends.items()})
         report.detector = f"YuNet ({detector.model_path}), {pasted}"
         out.mkdir(parents=True, exist_ok=True)
         for p in portraits:
@@ -195,8 +219,17 @@ def run_demo(
             if not faces:
                 report.failures.append(f"{p.path}: no face found")
                 continue
-            masked = _translate(backends["mask"], image, faces, paste_config(config, backends["mask"]),
-                                options.batch_for(backends["mask"])[0])
+            if template:
+                # As `cyclemask-run --images --mask` runs it: its own face settings and detection.
+                processor = make_processor(backends["mask"], options.face_config(video=False),
+                                           face_detector_path(options), masks=masks)
+                masked = _run_one(backends["mask"], processor, image, 1)
+                if not processor.stats.translated:
+                    report.failures.append(f"{p.path}: no mask template could be placed on the face")
+                    continue
+            else:
+                masked = _translate(backends["mask"], image, faces, paste_config(config, backends["mask"]),
+                                    options.batch_for(backends["mask"])[0])
             masked_faces, reused = _faces_on_masked(detector.detect(masked), faces)
             report.reused[p.name] = reused
             unmasked = _translate(backends["unmask"], masked, masked_faces, paste_config(config, backends["unmask"]),
@@ -212,12 +245,14 @@ def run_demo(
                 be.deactivate()
     if rows:
         sheet = out / SHEET_NAME
-        write_bytes_atomic(sheet, before_after_sheet(rows, options.margin, backends["mask"].image_size, pasted))
+        write_bytes_atomic(sheet, before_after_sheet(rows, options.margin, backends["unmask"].image_size, pasted,
+                                                     mask_method=options.mask_method))
         report.written.append(sheet)
     return report
 
 
-PASTE_WORDS = {"zone": "mask zone pasted", "crop": "whole crop pasted", "hole": "mask erased and restored"}
+PASTE_WORDS = {"zone": "mask zone pasted", "crop": "whole crop pasted", "hole": "mask erased and restored",
+               "template": "mask template warped onto the landmarks"}
 
 
 def describe_pastes(pastes: dict[str, str]) -> str:
@@ -229,14 +264,18 @@ def describe_pastes(pastes: dict[str, str]) -> str:
     return "; ".join(f"{d}: {PASTE_WORDS[p]}" for d, p in pastes.items())
 
 
-def before_after_sheet(rows, margin: float, model_size: int, pasted: str = PASTE_WORDS["zone"]) -> bytes:
-    """PNG bytes: per portrait, the whole images and close-ups of the first face."""
+def before_after_sheet(rows, margin: float, model_size: int, pasted: str = PASTE_WORDS["zone"], *,
+                       mask_method: str = "gan") -> bytes:
+    """PNG bytes: per portrait, the whole images and close-ups of the first face. model_size:
+    the unmask model's input side."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    titles = ("input", "masked (mask)", "unmasked again (unmask of masked)")
+    template = mask_method == "template"
+    titles = ("input", "masked (mask template, no model)" if template else "masked (mask generator)",
+              "unmasked again (unmask of masked)")
     fig = Figure(figsize=(9, 6.4 * len(rows)), dpi=100)
     axes = fig.subplots(2 * len(rows), 3, squeeze=False)
     for r, (p, image, masked, unmasked, faces) in enumerate(rows):
@@ -251,9 +290,10 @@ def before_after_sheet(rows, margin: float, model_size: int, pasted: str = PASTE
                 ax.set_xticks([])
                 ax.set_yticks([])
         axes[2 * r, 0].set_ylabel(p.name, fontsize=10)
-    fig.suptitle(f"cyclemask demo, CPU-trained {model_size}px models (not the paper's); {pasted}", fontsize=10)
+    models = f"CPU-trained {model_size}px unmask model" if template else f"CPU-trained {model_size}px models"
+    fig.suptitle(f"cyclemask demo, {models} (not the paper's)\n{pasted}", fontsize=10)
     fig.text(0.5, 0.005, "; ".join(sorted({p.credit for p, *_ in rows})), ha="center", fontsize=7)
-    fig.tight_layout(rect=(0, 0.015, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.015, 1, 0.95))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

@@ -49,8 +49,8 @@ DEFAULT_METHOD = "template"
 
 def default_method(*, direction: str | None, model=None, aligned: bool = False, elsewhere: bool = False) -> str:
     """--mask-method when the user gave none: DEFAULT_METHOD for masking with the embedded model
-    in face-aware mode on this machine; "gan" where a template cannot serve (--unmask, --model,
-    --aligned, --demo, --ray: `elsewhere`)."""
+    in face-aware mode on this machine (--demo included); "gan" where a template cannot serve
+    (--unmask, --model, --aligned, --ray: `elsewhere`)."""
     if direction == "unmask" or model is not None or aligned or elsewhere:
         return "gan"
     return DEFAULT_METHOD

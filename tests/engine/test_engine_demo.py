@@ -104,13 +104,16 @@ def test_shipped_checkpoint_and_onnx_agree_within_one_lsb(rng):
 
 
 # -------------------------------------------------------------------------------------------
-# run_demo with tiny stand-in models (fast, and checks the geometry exactly)
+# run_demo with tiny stand-in models (fast, and checks the geometry exactly); the generator
+# masks there (mask_method "gan"), the template method has its own tests below.
+
+GAN = RunOptions(mask_method="gan")
 
 
 @pytest.mark.parametrize("kind", ["torch", "ort"])
 def test_run_demo_tiny_models(tmp_path, kind, bundle_path, tiny_graphs):
     models = {"mask": bundle_path, "unmask": bundle_path} if kind == "torch" else tiny_graphs
-    report = demo.run_demo(tmp_path / "out", RunOptions(backend="auto"), models=models)
+    report = demo.run_demo(tmp_path / "out", RunOptions(backend="auto", mask_method="gan"), models=models)
     assert report.ok, report.failures
     p = _portrait()
     names = sorted(x.name for x in report.written)
@@ -140,21 +143,24 @@ def test_run_demo_tiny_models(tmp_path, kind, bundle_path, tiny_graphs):
 
 def test_run_demo_refuses_to_overwrite_then_overwrites(tmp_path, bundle_path):
     models = {"mask": bundle_path, "unmask": bundle_path}
-    demo.run_demo(tmp_path, models=models)
+    demo.run_demo(tmp_path, GAN, models=models)
     before = (tmp_path / demo.SHEET_NAME).stat().st_mtime_ns
     with pytest.raises(ConfigError, match="already holds .*--overwrite"):
-        demo.run_demo(tmp_path, models=models)
+        demo.run_demo(tmp_path, GAN, models=models)
     assert (tmp_path / demo.SHEET_NAME).stat().st_mtime_ns == before
-    assert demo.run_demo(tmp_path, RunOptions(overwrite=True), models=models).ok
+    assert demo.run_demo(tmp_path, RunOptions(overwrite=True, mask_method="gan"), models=models).ok
 
 
 def test_run_demo_errors(tmp_path, bundle_path, monkeypatch):
     a_file = tmp_path / "f.txt"
     a_file.write_text("x")
     with pytest.raises(ConfigError, match="exists and is not a folder"):
-        demo.run_demo(a_file, models={"mask": bundle_path, "unmask": bundle_path})
+        demo.run_demo(a_file, GAN, models={"mask": bundle_path, "unmask": bundle_path})
     with pytest.raises(ConfigError, match="missing: unmask"):
-        demo.run_demo(tmp_path / "o", models={"mask": bundle_path})
+        demo.run_demo(tmp_path / "o", GAN, models={"mask": bundle_path})
+    # The template method runs no mask model: one given with it would be silently unused.
+    with pytest.raises(ConfigError, match="template runs no mask model"):
+        demo.run_demo(tmp_path / "o", models={"mask": bundle_path, "unmask": bundle_path})
     monkeypatch.setattr(demo_model, "assets_dir", lambda: tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="embedded demo model .*missing.*--model"):
         demo.run_demo(tmp_path / "o")
@@ -167,7 +173,8 @@ def test_run_demo_portrait_without_face_is_reported(tmp_path, bundle_path):
     p = _portrait()
     write_image(tmp_path / "wall.png", np.full((200, 160, 3), 128, np.uint8))
     wall = demo.Portrait("wall", tmp_path / "wall.png", "test")
-    report = demo.run_demo(tmp_path / "o", models={"mask": bundle_path, "unmask": bundle_path}, portraits=[wall, p])
+    report = demo.run_demo(tmp_path / "o", GAN, models={"mask": bundle_path, "unmask": bundle_path},
+                           portraits=[wall, p])
     assert not report.ok
     assert any("no face found" in f and "wall.png" in f for f in report.failures)
     assert (tmp_path / "o" / f"{p.name}_masked.png").is_file()  # the other portrait is still done
@@ -194,8 +201,11 @@ def test_demo_runs_through_the_pipeline(tmp_path, bundle_path, monkeypatch):
         return real(self)
 
     monkeypatch.setattr(pipeline.Pipeline, "run", counted)
-    assert demo.run_demo(tmp_path, models={"mask": bundle_path, "unmask": bundle_path}).ok
+    assert demo.run_demo(tmp_path, GAN, models={"mask": bundle_path, "unmask": bundle_path}).ok
     assert calls == ["MemorySource", "MemorySource"]  # mask, then unmask of the masked image
+    calls.clear()
+    assert demo.run_demo(tmp_path / "template", models={"unmask": bundle_path}).ok
+    assert calls == ["MemorySource", "MemorySource"]  # the template pass goes through it too
 
 
 def test_run_demo_paste_modes(tmp_path, bundle_path):
@@ -205,7 +215,7 @@ def test_run_demo_paste_modes(tmp_path, bundle_path):
     src = read_image(p.path)
     eyes = np.asarray(_face(src).landmarks[:2]).astype(int)
     for paste in ("zone", "crop"):
-        assert demo.run_demo(tmp_path / paste, RunOptions(paste=paste), models=models).ok
+        assert demo.run_demo(tmp_path / paste, RunOptions(paste=paste, mask_method="gan"), models=models).ok
         masked = read_image(tmp_path / paste / f"{p.name}_masked.png")
         changed = [np.abs(masked[y - 6:y + 6, x - 6:x + 6].astype(int) - src[y - 6:y + 6, x - 6:x + 6]).mean()
                    for x, y in eyes]
@@ -214,7 +224,58 @@ def test_run_demo_paste_modes(tmp_path, bundle_path):
         else:
             assert min(changed) > 3, changed
     with pytest.raises(ConfigError, match="paste must be one of auto, zone, crop, hole"):
-        demo.run_demo(tmp_path / "bad", RunOptions(paste="face"), models=models)
+        demo.run_demo(tmp_path / "bad", RunOptions(paste="face", mask_method="gan"), models=models)
+
+
+# -------------------------------------------------------------------------------------------
+# The demo masks as `cyclemask-run --mask` does: the template method by default
+
+
+def _images_mask(tmp_path, image, *flags) -> np.ndarray:
+    """What `cyclemask-run --images DIR --mask` writes for this image (as a lossless PNG)."""
+    from cyclemask.image_files import write_image
+
+    write_image(tmp_path / "in" / "portrait.png", image)
+    r = run("--images", tmp_path / "in", "--out", tmp_path / "run_out", "--mask", *flags)
+    assert r.exit_code == 0, r.output
+    return read_image(tmp_path / "run_out" / "portrait.png")
+
+
+def test_the_demo_masks_with_the_template_as_a_mask_run_does(tmp_path, bundle_path):
+    """With the embedded models, the demo's masked portrait is, pixel for pixel, what
+    `--images --mask` (its default method, the template warp) writes for the same portrait; the
+    unmask model still runs, and a given unmask model needs no mask model beside it."""
+    p = _portrait()
+    src = read_image(p.path)
+    report = demo.run_demo(tmp_path / "demo", RunOptions(backend="ort"))  # ort: no backend timing for the unmask pass
+    assert report.ok, report.failures
+    masked = read_image(tmp_path / "demo" / f"{p.name}_masked.png")
+    np.testing.assert_array_equal(masked, _images_mask(tmp_path, src))
+    assert (masked != src).any(axis=2).mean() > 0.02  # a mask, not the input untouched
+    assert report.mask_method == "template" and "mask templates" in report.models["mask"]
+    unmasked = read_image(tmp_path / "demo" / f"{p.name}_unmasked.png")
+    assert not np.array_equal(unmasked, masked)
+    own = demo.run_demo(tmp_path / "own", models={"unmask": bundle_path})
+    assert own.ok and np.array_equal(read_image(tmp_path / "own" / f"{p.name}_masked.png"), masked)
+
+
+def test_cli_demo_says_which_method_masked_and_keeps_the_generator_reachable(tmp_path, monkeypatch):
+    monkeypatch.delenv("CYCLEMASK_FACE_DETECTOR", raising=False)
+    p = _portrait()
+    r = run("--demo", "--out", tmp_path / "template")
+    assert r.exit_code == 0, r.output
+    assert "masked:   with a mask template warped onto the face (--mask-method template, no model)" in r.output
+    assert "mask: mask template warped onto the landmarks; unmask: mask zone pasted; found: grace_hopper 1" in r.output
+    g = run("--demo", "--out", tmp_path / "gan", "--mask-method", "gan", "--backend", "ort")
+    assert g.exit_code == 0, g.output
+    assert "masked:   by the mask generator (--mask-method gan)" in g.output
+    assert "mask.onnx" in g.output and "mask zone pasted; found: grace_hopper 1" in g.output
+    by_template = read_image(tmp_path / "template" / f"{p.name}_masked.png")
+    by_gan = read_image(tmp_path / "gan" / f"{p.name}_masked.png")
+    assert not np.array_equal(by_template, by_gan)
+    # The generator's pass is what `--images --mask --mask-method gan` writes with the same graph.
+    src = read_image(p.path)
+    np.testing.assert_array_equal(by_gan, _images_mask(tmp_path, src, "--mask-method", "gan", "--backend", "ort"))
 
 
 # -------------------------------------------------------------------------------------------
@@ -227,7 +288,8 @@ def test_cli_demo_with_shipped_models(tmp_path, monkeypatch):
     r = run("--demo", "--out", tmp_path / "demo_out")
     assert r.exit_code == 0, r.output
     assert "embedded demo generators" in r.output
-    assert "face_detection_yunet_2023mar.onnx), mask zone pasted; found: grace_hopper 1" in r.output
+    assert "face_detection_yunet_2023mar.onnx), mask: mask template warped onto the landmarks; unmask: mask zone " \
+           "pasted; found: grace_hopper 1" in r.output
     p = _portrait()
     for name in demo.output_names([p]):
         assert (tmp_path / "demo_out" / name).is_file(), name

@@ -195,6 +195,7 @@ def test_a_template_folder_that_is_not_one_is_named(tmp_path):
     (["--mask-method", "template", "--aligned"], "not with --aligned"),
     (["--mask-method", "template", "--model", "m.onnx"], "runs no model"),
     (["--mask-method", "template", "--ray"], "not with --ray"),
+    (["--mask-method", "template", "--model", "m.pt", "--demo", "--out", "o"], "runs no model"),
     (["--mask", "--mask-method", "gan", "--mask-seed", "3"], "--mask-seed: only with --mask-method template"),
     (["--mask", "--mask-method", "gan", "--mask-templates", "x"], "--mask-templates: only with --mask-method template"),
     (["--mask", "--mask-method", "gan", "--mask-kinds", "cloth"], "--mask-kinds: only with --mask-method template"),
