@@ -17,7 +17,7 @@ crop box:
     python benchmarks/zone_paste.py                       # the embedded unmask model, 120 pairs
     python benchmarks/zone_paste.py --model unmask.onnx --pairs 339 --json zone.json
 
-Without a right answer for masking, look at the mask direction (`cyclemask-run --demo`).
+Without a right answer for masking, look at the mask direction (`cyclemask-run --demo --mask-method gan`).
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@
     python scripts/demo_sheet.py --check   # exit 1 if the picture is older than the embedded model
 
 The picture records which embedded generators made it (sha256 of each file in
-cyclemask/assets/demo/) in docs/demo_before_after.json; tests/scripts/test_demo_sheet.py
-fails when they differ, so a new embedded model comes with its new picture. Needs only the
-base install (the demo runs the ONNX graphs).
+cyclemask/assets/demo/) and the mask method the demo used (`cyclemask-run --mask`'s default) in
+docs/demo_before_after.json; tests/scripts/test_demo_sheet.py fails when either differs, so a
+new embedded model or a new default method comes with its new picture. Needs only the base
+install (the demo runs the ONNX graphs).
 """
 
 from __future__ import annotations
@@ -41,13 +42,37 @@ def model_digests() -> dict[str, str]:
     return out
 
 
-def recorded_digests() -> dict[str, str] | None:
+def _record() -> dict | None:
     try:
-        return json.loads(RECORD.read_text())["models_sha256"]
+        return json.loads(RECORD.read_text())
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError) as exc:
+    except ValueError as exc:
         raise SystemExit(f"{RECORD}: not the record this script writes ({exc})") from None
+
+
+def _field(name: str):
+    record = _record()
+    if record is None:
+        return None
+    if not isinstance(record, dict) or "models_sha256" not in record:
+        raise SystemExit(f"{RECORD}: not the record this script writes (no 'models_sha256')")
+    return record.get(name)  # a record from before a field was added: stale, not broken
+
+
+def recorded_digests() -> dict[str, str] | None:
+    return _field("models_sha256")
+
+
+def mask_method() -> str:
+    """How the demo masks now: RunOptions' default, as `cyclemask-run --demo` runs it."""
+    from cyclemask.engine.run import RunOptions
+
+    return RunOptions().mask_method
+
+
+def recorded_mask_method() -> str | None:
+    return _field("mask_method")
 
 
 def shrink(png: bytes) -> bytes:
@@ -76,8 +101,9 @@ def make() -> None:
         data = shrink((Path(tmp) / SHEET_NAME).read_bytes())
     PICTURE.parent.mkdir(parents=True, exist_ok=True)
     PICTURE.write_bytes(data)
-    RECORD.write_text(json.dumps({"what": "the embedded demo generators that made demo_before_after.png "
+    RECORD.write_text(json.dumps({"what": "the embedded demo models and the mask method that made demo_before_after.png "
                                           "(scripts/demo_sheet.py)",
+                                  "mask_method": report.mask_method,
                                   "models_sha256": model_digests()}, indent=1) + "\n")
     print(f"wrote {PICTURE.relative_to(REPO)} ({len(data) / 1000:.0f} kB) and {RECORD.relative_to(REPO)}")
 
@@ -88,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="remake the picture even if the model is unchanged")
     ap.add_argument("--check", action="store_true", help="only say whether the picture is current (exit 1 if not)")
     args = ap.parse_args(argv)
-    current = model_digests() == recorded_digests() and PICTURE.is_file()
+    current = (model_digests() == recorded_digests() and mask_method() == recorded_mask_method()
+               and PICTURE.is_file())
     if args.check:
         print(f"{PICTURE.relative_to(REPO)}: " + ("made by the embedded model" if current else
-              "older than the embedded model: run python scripts/demo_sheet.py"))
+              "older than the embedded model or the demo's mask method: run python scripts/demo_sheet.py"))
         return 0 if current else 1
     if current and not args.force:
         print(f"{PICTURE.relative_to(REPO)} is current (the embedded model is unchanged); --force remakes it")

@@ -19,6 +19,8 @@ def test_the_readme_picture_was_made_by_the_embedded_model():
     ds = _demo_sheet()
     # A changed embedded model without a remade picture: the README would show another model's work.
     assert ds.recorded_digests() == ds.model_digests(), "run python scripts/demo_sheet.py and commit its files"
+    # Nor may it show another mask method than the one the demo now masks with.
+    assert ds.recorded_mask_method() == ds.mask_method() == "template", "run python scripts/demo_sheet.py --force"
     assert 10_000 < ds.PICTURE.stat().st_size <= ds.MAX_BYTES
     assert ds.main(["--check"]) == 0
     assert "](docs/demo_before_after.png)" in (REPO / "README.md").read_text()
