@@ -91,7 +91,8 @@ log = logging.getLogger(__name__)
 # Two flags, not one option with two flag values: with a shared destination click keeps the
 # last one given, so `--mask --unmask` would run unmask without a word.
 @click.option("--mask", "mask_flag", is_flag=True,
-              help="Put a mask on (the 'mask' generator). Default: the direction the model holds.")
+              help="Put a mask on: a mask template per face with the embedded model (see --mask-method), "
+                   "the 'mask' generator of a --model. Default: the direction the model holds.")
 @click.option("--unmask", "unmask_flag", is_flag=True,
               help="Take a mask off (the 'unmask' generator). Not together with --mask.")
 @click.option("--unmask-method", type=click.Choice(["restore", "cyclegan"]), default=None,
