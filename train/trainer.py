@@ -162,8 +162,6 @@ class Trainer:
         if cfg.zone_gan_weight > 0:
             nets["D_zone"] = init_weights(build_discriminator(dcfg, init=False), cfg.init_gain)
             self.net_names = NET_NAMES + ("D_zone",)
-        if cfg.init_from:
-            _init_generators(nets, cfg.init_from, gcfg)
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for name, net in nets.items():
             net.to(self.device, memory_format=memory_format).train()
@@ -489,6 +487,10 @@ class Trainer:
         run over an existing one."""
         found = state_to_resume(out, resume, self.config)
         if found is None:
+            if self.config.init_from:  # a new run only: a resumed one has its own weights
+                cfg = self.config
+                gcfg = GeneratorConfig(ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm, dropout=cfg.dropout)
+                _init_generators(self.nets, cfg.init_from, gcfg)
             return
         ckpt_path, state = found
         self.load_state(state)

@@ -153,13 +153,28 @@ def test_init_from_starts_both_generators_from_a_bundle(tiny_data, tmp_path):
     torch.manual_seed(123)
     gens = {"mask": build_generator(gcfg), "unmask": build_generator(gcfg)}
     save_generators(tmp_path / "g.pt", gens)
-    tr = Trainer(tiny_config(tiny_data, tmp_path / "run", init_from=str(tmp_path / "g.pt")))
+
+    def started(out, **kw):
+        tr = Trainer(tiny_config(tiny_data, out, **kw))
+        tr._resume(out, False)  # a new run: where the bundle is read
+        return tr
+
+    tr = started(tmp_path / "run", init_from=str(tmp_path / "g.pt"))
     for name, d in (("G_A", "mask"), ("G_B", "unmask")):
         for k, v in gens[d].state_dict().items():
             assert torch.equal(tr.nets[name].state_dict()[k], v), (name, k)
     save_generators(tmp_path / "one.pt", {"mask": gens["mask"]})
     with pytest.raises(CheckpointError, match="one.pt.*no unmask generator"):
-        Trainer(tiny_config(tiny_data, tmp_path / "r2", init_from=str(tmp_path / "one.pt")))
+        started(tmp_path / "r2", init_from=str(tmp_path / "one.pt"))
     with pytest.raises(Exception, match="g.pt"):
-        Trainer(tiny_config(tiny_data, tmp_path / "r3", init_from=str(tmp_path / "g.pt"), ngf=4))
+        started(tmp_path / "r3", init_from=str(tmp_path / "g.pt"), ngf=4)
     assert load_generators(tmp_path / "g.pt")["mask"].config.ngf == 8
+
+
+def test_a_fine_tune_resumes_after_its_starting_bundle_is_gone(tiny_data, tmp_path):
+    gcfg = GeneratorConfig(ngf=8, n_blocks=2, norm="instance")
+    save_generators(tmp_path / "g.pt", {"mask": build_generator(gcfg), "unmask": build_generator(gcfg)})
+    cfg = tiny_config(tiny_data, tmp_path / "ft", init_from=str(tmp_path / "g.pt"), max_iters=1)
+    train(cfg)
+    (tmp_path / "g.pt").rename(tmp_path / "moved.pt")  # the run has its own weights from now on
+    assert train(cfg.replace(max_iters=2), resume=True).steps == 2
