@@ -266,13 +266,17 @@ class Trainer:
         loss_pair_A = self._paired_l1(fake_B, twins, "A", zone)
         loss_pair_B = self._paired_l1(fake_A, twins, "B")
         zero = torch.zeros((), device=self.device)
+        real_z = fake_z = None
+        zone_on = 1.0
+        loss_zone_G = zero
         if zone is not None and cfg.zone_gan_weight > 0:
             real_z, fake_z = self._zone_pictures(real_A, fake_B, twins, zone)
             with self._autocast():
                 loss_zone_G = self.gan_loss(self.d_zone_frozen(fake_z), True) * cfg.zone_gan_weight
-        else:
-            real_z = fake_z = None
-            loss_zone_G = zero
+        elif cfg.zone_gan_weight > 0 and self.env.distributed:
+            # DDP's gradient sync for D_zone waits for every rank: a rank whose batch has no
+            # matte runs it too, on its inputs, weighted 0 (else the other ranks hang).
+            real_z, fake_z, zone_on = real_A, real_A, 0.0
         loss_G = (loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
                   + loss_pair_A + loss_pair_B + loss_zone_G)
         loss_G.backward()
@@ -284,7 +288,7 @@ class Trainer:
         loss_D_A = self._backward_D(self.d_a, self.nets["D_A"], real_B, self.pool_B.query(fake_B.detach()))
         loss_D_B = self._backward_D(self.d_b, self.nets["D_B"], real_A, self.pool_A.query(fake_A.detach()))
         # No image pool here: a pooled fake would be pasted on another face's surroundings.
-        loss_zone_D = (self._backward_D(self.d_zone, self.nets["D_zone"], real_z, fake_z.detach())
+        loss_zone_D = (self._backward_D(self.d_zone, self.nets["D_zone"], real_z, fake_z.detach(), zone_on)
                        if real_z is not None else zero)
         self.opt_D.step()
 
@@ -338,13 +342,15 @@ class Trainer:
         return (weight * (fake.float()[paired] - twin[paired]).abs()).mean() * w
 
     def _backward_D(self, d: nn.Module, d_plain: nn.Module, real: torch.Tensor,
-                    fake: torch.Tensor) -> torch.Tensor:
+                    fake: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
         with self._autocast():
             loss = (self.gan_loss(d(real), True) + self.gan_loss(d(fake.detach()), False)) * 0.5
         if self.config.gan_mode == "wgangp":
             # Double backward: on the plain module (DDP and torch.compile do not support it);
             # its parameter gradients still reach the DDP reducer through the same accumulators.
             loss = loss + self.config.lambda_gp * gradient_penalty(d_plain, real, fake, self.gp_generator)
+        if weight != 1.0:
+            loss = loss * weight
         loss.backward()
         return loss
 

@@ -175,3 +175,28 @@ def test_two_processes_with_wgangp_batchnorm_and_pools(tiny_data, tmp_path):
     assert not torch.equal(ranks[0]["pool_A"]["images"][0], ranks[1]["pool_A"]["images"][0])
     records = read_loss_log(out / "losses.jsonl")
     assert len(records) == 4 and all(np.isfinite(r[k]) for r in records for k in LOSS_NAMES)
+
+
+@pytest.mark.slow  # a torchrun start: ~10-20 s
+def test_two_processes_with_the_zone_discriminator_where_one_rank_has_no_matte(tiny_data, tmp_path):
+    # One twin with a matte among 8 faces, one face per rank and step: most steps one rank has a
+    # matte and the other none. D_zone's gradient sync must not wait for a rank that skipped it.
+    import cv2
+
+    src = sorted((tiny_data / "trainA").glob("*.png"))[0]
+    pairs = tmp_path / "pairs"
+    for d in ("without_mask", "with_mask", "mattes"):
+        (pairs / d).mkdir(parents=True)
+    img = cv2.imread(str(src))
+    matte = np.zeros(img.shape[:2], np.uint8)
+    matte[img.shape[0] // 2:, :] = 255
+    twin = img.copy()
+    twin[matte > 0] = 250
+    cv2.imwrite(str(pairs / "without_mask" / src.name), img)
+    cv2.imwrite(str(pairs / "with_mask" / src.name), twin)
+    cv2.imwrite(str(pairs / "mattes" / src.name), matte)
+    out = tmp_path / "zone"
+    _train_two_ranks(tiny_data, out, "--batch-size", "2", "--pairs", str(pairs), "--paired-weight", "5",
+                     "--zone-gan-weight", "1", "--max-iters", "8")
+    records = read_loss_log(out / "losses.jsonl")
+    assert len(records) == 8 and all(np.isfinite(r["zone_D"]) for r in records)
