@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
@@ -92,7 +93,8 @@ class Masker:
     """Puts a mask on the faces of images and videos, or takes it off (`direction`).
 
     model: an ONNX graph, a TensorRT engine or a checkpoint, as `cyclemask-run --model` takes;
-    None: the embedded demo generator of `direction` (an ONNX graph: no torch needed).
+    None: the embedded model of `direction` (an ONNX graph: no torch needed); for "mask" that
+    means a mask template warped onto each face unless `mask_method="gan"`, as on the command line.
     backend: "auto", "ort", "openvino", "torch" or "trt", chosen as `cyclemask-run --backend`
     chooses. aligned: every image is an aligned face crop, translated whole; otherwise faces are
     found (YuNet), translated and their mask zone pasted back. Any other option of `cyclemask-run`
@@ -131,6 +133,13 @@ class Masker:
         self._detector = face_detector_path(self.options)
         self._image_faces = None if aligned else self.options.face_config(video=False)
         self._backend: Backend | None = None
+        if self.options.mask_method == "template":
+            from .template_mask import ignored_by_template, model_only_fields
+
+            given = [k for k in options if k in model_only_fields()] + (["backend"] if backend != "auto" else [])
+            warning = ignored_by_template(given, "mask_method" not in options)
+            if warning:
+                warnings.warn(warning.replace("--mask-method gan", "mask_method='gan'"), stacklevel=2)
         self._masks = masks = self.options.template_masks()  # mask_method="template": a template per face
         be, self.reason, self.model, self.model_note = load_backend(self.options, masks)
         be.activate()

@@ -32,7 +32,7 @@ from .backends.options import OPTIONS as BACKEND_OPTIONS
 from .faces import ROTATED_MODES, FaceConfig
 from .run import PASTE_CHOICES, RunOptions, RunStart, translate
 from .summary import no_face_warning, summary_lines
-from .template_mask import METHODS, check_method, default_method
+from .template_mask import METHODS, check_method, default_method, ignored_by_template, model_only_fields
 from .sources import DEFAULT_MAX_PIXELS
 from .video import CODECS, DEFAULT_CRF, DEFAULT_PRESET, PRESETS
 
@@ -240,7 +240,8 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: tuple[str, 
                                 ("--resume", resume or None)) if v is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only with --ray")
-    if params["mask_method"] is None:
+    defaulted = params["mask_method"] is None
+    if defaulted:
         params["mask_method"] = default_method(direction=params["direction"], model=params["model"],
                                                aligned=params["aligned"], elsewhere=ray_address is not None)
     try:
@@ -249,6 +250,13 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: tuple[str, 
                      seed=params["mask_seed"], kinds=params["mask_kinds"])
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    if params["mask_method"] == "template" and not demo:  # --demo's unmask pass runs a model
+        model_only = model_only_fields()
+        given = [p.opts[0] for p in ctx.command.params if p.name in model_only
+                 and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
+        warning = ignored_by_template(given, defaulted)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
     # A Ray worker holds one model backend and has no template path.
     if params["mask_method"] == "template" and ray_address is not None:
         raise click.UsageError("--mask-method template: not with --ray (it runs on this machine, on --images, "

@@ -56,6 +56,22 @@ def default_method(*, direction: str | None, model=None, aligned: bool = False, 
     return DEFAULT_METHOD
 
 
+def model_only_fields() -> tuple[str, ...]:
+    """The RunOptions fields that only matter where a model runs: the template method ignores
+    them (`ignored_by_template` names those a user set)."""
+    from .backends.options import OPTIONS
+
+    return ("backend", "batch", "paste", "color_match") + tuple(o.run_field for o in OPTIONS if o.cli)
+
+
+def ignored_by_template(given: list[str], defaulted: bool) -> str | None:
+    """One warning line for the model-only options a user gave to a template run, else None."""
+    if not given:
+        return None
+    return (f"{', '.join(given)}: no effect with the mask template method, which runs no model"
+            + ("; add --mask-method gan to run the embedded generator" if defaulted else ""))
+
+
 def check_method(method: str, *, direction: str | None = None, aligned: bool = False, model=None,
                  templates=None, textures=None, seed: int | None = None, kinds=None) -> None:
     """ConfigError naming the option when these options cannot go together."""

@@ -1,4 +1,5 @@
-"""The loss log read back and drawn: the eight losses over training (the paper's Fig. 6).
+"""The loss log read back and drawn: the paper's eight losses over training (its Fig. 6), and
+the paired and mask-zone terms cyclemask adds.
 matplotlib runs on its Agg backend (no display). The grids of fakes (Fig. 10) are train/samples.py."""
 
 from __future__ import annotations

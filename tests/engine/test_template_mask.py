@@ -300,3 +300,19 @@ def test_the_run_says_how_many_faces_it_left_under_min_face(tmp_path, method):
     assert res.exit_code == 0, res.output
     assert "1 under --min-face 80 px left as they were" in res.output, res.output
     np.testing.assert_array_equal(read_image(tmp_path / "out" / "small.png"), small)
+
+
+def test_model_options_given_to_a_template_run_are_named_not_dropped_silently(tmp_path):
+    from cyclemask import Masker
+
+    (tmp_path / "in").mkdir()
+    args = ["--images", str(tmp_path / "in"), "--mask", "--no-progress"]
+    res = CliRunner().invoke(run_main, [*args, "--out", str(tmp_path / "a"), "--backend", "ort", "--batch", "4"])
+    assert ("--backend, --batch: no effect with the mask template method" in res.output
+            and "add --mask-method gan" in res.output), res.output
+    res = CliRunner().invoke(run_main, [*args, "--out", str(tmp_path / "b"), "--mask-method", "template", "--threads", "2"])
+    assert "--threads: no effect" in res.output and "add --mask-method gan" not in res.output, res.output
+    res = CliRunner().invoke(run_main, [*args, "--out", str(tmp_path / "c"), "--detect-score", "0.6"])
+    assert "no effect" not in res.output, res.output  # the face path's options do apply
+    with pytest.warns(UserWarning, match="batch: no effect.*mask_method='gan'"):
+        Masker("mask", batch=4).close()
