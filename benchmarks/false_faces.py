@@ -60,13 +60,9 @@ IOU_REAL = 0.3
 
 def iou(a, b) -> float:
     """IoU of two (x, y, w, h) boxes."""
-    ax0, ay0, aw, ah = a
-    bx0, by0, bw, bh = b
-    ix = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
-    iy = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
+    from cyclemask.face_detect import box_iou
+
+    return box_iou(a, b)
 
 
 def covered(a, b) -> float:

@@ -45,12 +45,9 @@ def detector(face_detector_path) -> FaceDetector:
 
 
 def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    return inter / (aw * ah + bw * bh - inter)
+    from cyclemask.face_detect import box_iou
+
+    return box_iou(a, b)
 
 
 # --- model path resolution ---------------------------------------------------------------
