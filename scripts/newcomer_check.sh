@@ -13,7 +13,7 @@
 #   --repo PATH        the repository to clone (default: this script's checkout; its current
 #                      branch is cloned, so commit first)
 #   --pytest-args ARGS replace the test command's arguments (default: the README's own, the whole
-#                      suite: ~15 minutes on 2 quiet cores). E.g. 'tests/engine/test_engine_demo.py -x -q'
+#                      suite: ~8 minutes on 2 quiet cores). E.g. 'tests/engine/test_engine_demo.py -x -q'
 #
 # Needs git, python3 >= 3.10 and the package index pip is configured with; reads the shared
 # video at ../shared/data/video next to the repository (or $CYCLEMASK_SHARED/data/video) when
