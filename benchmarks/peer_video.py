@@ -2,7 +2,7 @@
 
     python benchmarks/peer_video.py                                  # deface from PATH
     python benchmarks/peer_video.py --deface ~/deface-venv/bin/deface --repeats 7
-    python benchmarks/peer_video.py --mask-method template --json
+    python benchmarks/peer_video.py --mask-method gan --json
 
 deface (https://github.com/ORB-HD/deface) blurs faces in videos; it is a peer to compare with,
 never a dependency of cyclemask. Install it in a virtual environment of its own (its onnxruntime
@@ -17,8 +17,8 @@ Clips: two H.264 clips at 854x480, 25 fps, made from the shared head-pose clip o
 (../shared/data/video, cycled back and forth and scaled up; a webcam-style head and shoulders):
 a short one (--short-seconds, default 2) and a long one (--long-seconds, default 20). Both tools
 work at their own defaults on them: deface blurs (threshold 0.2, detection at full size),
-`cyclemask-run --video CLIP --mask` masks (--mask-method, default gan: the embedded demo
-generator on each face; template: a warped mask template, no generator).
+`cyclemask-run --video CLIP --mask` masks (--mask-method, default template, as cyclemask-run's
+own default: a warped mask template, no generator; gan: the embedded demo generator on each face).
 
 For each repeat the two tools run one after the other, the order swapped every repeat (ABBA), on
 the short clip and then on the long one, each as a whole fresh process timed from start to exit.
@@ -184,7 +184,7 @@ def bench(deface: str, short: tuple[Path, int], long: tuple[Path, int], repeats:
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(1))
 @click.option("--short-seconds", default=2.0, show_default=True, type=click.FloatRange(0.04))
 @click.option("--long-seconds", default=20.0, show_default=True, type=click.FloatRange(0.08))
-@click.option("--mask-method", type=click.Choice(["gan", "template"]), default="gan", show_default=True)
+@click.option("--mask-method", type=click.Choice(["gan", "template"]), default="template", show_default=True)
 @click.option("--source", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The clip the benchmark clips are made from. Default: the shared head-pose clip of one man.")
 @click.option("--json", "as_json", is_flag=True, help="Also print the figures as JSON.")
