@@ -144,15 +144,21 @@ def _restore_net(rec: Any, kind: str, path: Path):
     return net.eval()
 
 
-def load_segmenter(path: str | os.PathLike) -> MaskSegmenter:
-    """The mask segmenter of a restore bundle (or of a network file holding one)."""
+def load_restore_part(path: str | os.PathLike, kind: str) -> MaskSegmenter | Restorer:
+    """One network ("segmenter" or "restorer") of a restore bundle, or of a network file holding one."""
     p = Path(path)
     obj = read_checkpoint(p)
     if isinstance(obj, dict) and obj.get("format") == RESTORE_FORMAT:
-        return _restore_net(obj.get("segmenter"), "segmenter", p)
+        return _restore_net(obj.get(kind), kind, p)
     if isinstance(obj, dict) and obj.get("format") == NETWORK_FORMAT:
-        return _restore_net(obj, "segmenter", p)
-    raise CheckpointError(f"{p}: holds no mask segmenter (not a restore bundle)")
+        return _restore_net(obj, kind, p)
+    raise CheckpointError(f"{p}: holds no mask {kind} (not a restore bundle)" if kind == "segmenter"
+                          else f"{p}: holds no {kind} (not a restore bundle)")
+
+
+def load_segmenter(path: str | os.PathLike) -> MaskSegmenter:
+    """The mask segmenter of a restore bundle (or of a network file holding one)."""
+    return load_restore_part(path, "segmenter")
 
 
 def _load_restore(obj: dict, path: Path) -> LoadedGenerator:

@@ -314,6 +314,65 @@ def test_training_loop_runs_resumes_and_writes_a_network(tmp_path, kind, monkeyp
     assert R.train_loop(bank, cfg)["iteration"] == 5  # resumed at 3, not from 0
 
 
+def test_cosine_rate_runs_from_lr_to_lr_end_and_a_resumed_run_stays_on_it(tmp_path, monkeypatch):
+    import json
+
+    from cyclemask.train import restore as R
+
+    cfg = R.LoopConfig(kind="segmenter", out=tmp_path, lr=1e-3, lr_end=1e-5, iterations=100)
+    assert R.learning_rate(cfg, 0) == pytest.approx(1e-3)
+    assert R.learning_rate(cfg, 50) == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert R.learning_rate(cfg, 100) == pytest.approx(1e-5)
+    assert R.learning_rate(R.LoopConfig(kind="segmenter", out=tmp_path, lr=1e-3, iterations=100), 50) == 1e-3
+
+    rng = np.random.default_rng(0)
+    bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    matte = np.zeros((4, 32, 32), np.uint8)
+    matte[:, 16:, 8:24] = 255
+    bank = R.Bank(bare, bare[[0, 0, 1, 1]] // 2, matte, np.array([0, 0, 1, 1], np.int32), ["a", "b"])
+    import cyclemask.restore_models as RM
+
+    monkeypatch.setattr(RM, "MaskSegmenter", lambda *a: MaskSegmenter(TINY_SEG))
+    curve = R.LoopConfig(kind="segmenter", out=tmp_path, minutes=5, batch_size=2, iterations=40, lr=1e-3,
+                         lr_end=1e-5)
+    R.train_loop(bank, R.LoopConfig(**{**curve.__dict__, "iterations": 20}))  # a run cut short at 20
+    R.train_loop(bank, curve)  # resumed
+    rows = [json.loads(line) for line in (tmp_path / "segmenter_log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [20, 40]
+    # the rate logged at iteration 40 was set for step 39 of the 40-iteration curve, not restarted
+    assert rows[1]["lr"] == pytest.approx(R.learning_rate(curve, 39))
+    # a resumed constant-rate run takes the rate it is given, not the one saved with the optimiser
+    R.train_loop(bank, R.LoopConfig(kind="segmenter", out=tmp_path, minutes=5, batch_size=2, iterations=60, lr=3e-4))
+    rows = [json.loads(line) for line in (tmp_path / "segmenter_log.jsonl").read_text().splitlines()]
+    assert rows[-1]["iteration"] == 60 and rows[-1]["lr"] == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize("kind", ["segmenter", "restorer"])
+def test_a_new_run_can_start_from_a_bundles_network(tmp_path, kind, monkeypatch):
+    import torch
+
+    from cyclemask.checkpoint import save_restore
+    from cyclemask.train import restore as R
+
+    torch.manual_seed(1)
+    seg, res = MaskSegmenter(TINY_SEG), Restorer(TINY_RES)
+    save_restore(tmp_path / "b.pt", seg, res, {"image_size": 32})
+    import cyclemask.restore_models as RM
+
+    monkeypatch.setattr(RM, "MaskSegmenter", lambda *a: MaskSegmenter(TINY_SEG))
+    monkeypatch.setattr(RM, "Restorer", lambda *a: Restorer(TINY_RES))
+    rng = np.random.default_rng(0)
+    bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    matte = np.zeros((2, 32, 32), np.uint8)
+    bank = R.Bank(bare, bare, matte, np.array([0, 1], np.int32), ["a", "b"])
+    cfg = R.LoopConfig(kind=kind, out=tmp_path / "run", minutes=5, batch_size=2, iterations=1, lr=1e-9,
+                       init_from=tmp_path / "b.pt")
+    R.train_loop(bank, cfg)
+    trained = torch.load(tmp_path / "run" / f"{kind}_state.pt", weights_only=True)["net"]
+    start = (seg if kind == "segmenter" else res).state_dict()
+    assert all(torch.allclose(trained[k], start[k], atol=1e-6) for k in start)
+
+
 # -- the runtime's choices -----------------------------------------------------------------
 
 

@@ -230,6 +230,17 @@ class LoopConfig:
     seed: int = 0
     save_every: int = 100
     iterations: int | None = None  # stop after this many (in all, resumed ones included)
+    lr_end: float | None = None    # with `iterations`: cosine decay from lr to lr_end over them
+    init_from: Path | None = None  # a restore bundle whose network of this kind a new run starts from
+
+
+def learning_rate(cfg: LoopConfig, it: int) -> float:
+    """The rate at iteration `it`: constant, or a cosine from `lr` to `lr_end` over
+    `iterations`. Keyed on the absolute iteration, so a resumed run stays on the same curve."""
+    if cfg.lr_end is None or not cfg.iterations:
+        return cfg.lr
+    t = min(max(it / cfg.iterations, 0.0), 1.0)
+    return cfg.lr_end + (cfg.lr - cfg.lr_end) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def _augment(x, rng: np.random.Generator):
@@ -277,6 +288,11 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
             dopt.load_state_dict(st["dopt"])
         it, spent = int(st["iteration"]), float(st["seconds"])
         log.info("resumed %s at iteration %d (%.0f s trained)", cfg.kind, it, spent)
+    elif cfg.init_from is not None:
+        from cyclemask.checkpoint import load_restore_part
+
+        net.load_state_dict(load_restore_part(cfg.init_from, cfg.kind).state_dict(), strict=True)
+        log.info("new %s run starting from the weights in %s", cfg.kind, cfg.init_from)
     rng = np.random.default_rng(cfg.seed + it)
     log_path = cfg.out / f"{cfg.kind}_log.jsonl"
     start = time.monotonic()
@@ -296,6 +312,8 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
                               "faces": len(bank.bare), "variants": n_var})
 
     while time.monotonic() - start < budget and (cfg.iterations is None or it < cfg.iterations):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, it)
         idx = rng.integers(0, n_var, cfg.batch_size)
         if cfg.kind == "segmenter":
             # A quarter of the batch bare (an empty matte): the segmenter must say "no mask".
@@ -347,7 +365,8 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
             parts["d"] = d_loss.item()
         it += 1
         if it % 20 == 0:
-            row = {"iteration": it, "seconds": round(spent + time.monotonic() - start, 1), "loss": loss.item(), **parts}
+            row = {"iteration": it, "seconds": round(spent + time.monotonic() - start, 1), "loss": loss.item(),
+                   "lr": opt.param_groups[0]["lr"], **parts}
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         if it % cfg.save_every == 0:
@@ -380,6 +399,9 @@ def main(argv=None) -> None:
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-end", type=float, help="with --iterations: decay the rate to this along a cosine")
+    ap.add_argument("--iterations", type=int, help="stop after this many iterations in all (resumed ones included)")
+    ap.add_argument("--init-from", type=Path, help="a restore bundle (restore.pt) whose network a new run starts from")
     ap.add_argument("--gan-weight", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", type=int, default=6)
@@ -402,8 +424,11 @@ def main(argv=None) -> None:
         return
     if a.batch_size < 1 or a.minutes <= 0:
         raise ConfigError("--batch-size and --minutes must be positive")
+    if a.lr_end is not None and not a.iterations:
+        raise ConfigError("--lr-end needs --iterations (the length of the decay)")
     res = train_loop(bank, LoopConfig(kind=a.kind, out=Path(a.out), minutes=a.minutes, batch_size=a.batch_size,
-                                      lr=a.lr, gan_weight=a.gan_weight))
+                                      lr=a.lr, gan_weight=a.gan_weight, iterations=a.iterations,
+                                      lr_end=a.lr_end, init_from=a.init_from))
     log.info("%s: %d iterations, %.0f s", a.kind, res["iteration"], res["seconds"])
 
 
