@@ -71,6 +71,18 @@ def test_shipped_assets_present_and_small():
         assert key in info, f"demo.json lacks {key}"
 
 
+def test_demo_json_records_the_digest_of_each_shipped_model():
+    # demo.json is the record of how the shipped files were made: a file replaced without a
+    # new record would be described by another model's figures.
+    import hashlib
+
+    root = demo_model.assets_dir()
+    recorded = json.loads((root / "demo.json").read_text())["files"]
+    assert sorted(recorded) == sorted(n for n in SHIPPED if n != "demo.json")
+    for name, digest in recorded.items():
+        assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest, f"{name} differs from demo.json"
+
+
 def test_package_data_glob_ships_the_assets():
     # An editable install finds files anywhere; a wheel only carries what package-data names.
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
