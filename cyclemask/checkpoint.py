@@ -152,8 +152,8 @@ def load_restore_part(path: str | os.PathLike, kind: str) -> MaskSegmenter | Res
         return _restore_net(obj.get(kind), kind, p)
     if isinstance(obj, dict) and obj.get("format") == NETWORK_FORMAT:
         return _restore_net(obj, kind, p)
-    raise CheckpointError(f"{p}: holds no mask {kind} (not a restore bundle)" if kind == "segmenter"
-                          else f"{p}: holds no {kind} (not a restore bundle)")
+    what = "mask segmenter" if kind == "segmenter" else kind
+    raise CheckpointError(f"{p}: holds no {what} (not a restore bundle)")
 
 
 def load_segmenter(path: str | os.PathLike) -> MaskSegmenter:

@@ -347,6 +347,26 @@ def test_cosine_rate_runs_from_lr_to_lr_end_and_a_resumed_run_stays_on_it(tmp_pa
     assert rows[-1]["iteration"] == 60 and rows[-1]["lr"] == pytest.approx(3e-4)
 
 
+def test_a_resumed_gan_run_sets_the_discriminators_rate_from_its_options_too(tmp_path, monkeypatch):
+    import torch
+
+    from cyclemask.train import restore as R
+    import cyclemask.restore_models as RM
+
+    monkeypatch.setattr(RM, "Restorer", lambda *a: Restorer(TINY_RES))
+    rng = np.random.default_rng(0)
+    bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    matte = np.zeros((2, 32, 32), np.uint8)
+    matte[:, 16:, 8:24] = 255
+    bank = R.Bank(bare, bare, matte, np.array([0, 1], np.int32), ["a", "b"])
+    base = dict(kind="restorer", out=tmp_path, minutes=5, batch_size=2, gan_weight=0.1, gan_after=0)
+    R.train_loop(bank, R.LoopConfig(**base, iterations=2, lr=1e-3))
+    R.train_loop(bank, R.LoopConfig(**base, iterations=4, lr=2e-4))
+    st = torch.load(tmp_path / "restorer_state.pt", weights_only=True)
+    assert st["opt"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
+    assert st["dopt"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+
+
 @pytest.mark.parametrize("kind", ["segmenter", "restorer"])
 def test_a_new_run_can_start_from_a_bundles_network(tmp_path, kind, monkeypatch):
     import torch

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cyclemask.errors import ConfigError, DataError
-from cyclemask.image_files import read_image, write_bytes_atomic
+from cyclemask.image_files import read_image
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +314,9 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
     while time.monotonic() - start < budget and (cfg.iterations is None or it < cfg.iterations):
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, it)
+        if dopt is not None:
+            for group in dopt.param_groups:
+                group["lr"] = 0.5 * learning_rate(cfg, it)
         idx = rng.integers(0, n_var, cfg.batch_size)
         if cfg.kind == "segmenter":
             # A quarter of the batch bare (an empty matte): the segmenter must say "no mask".
