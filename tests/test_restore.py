@@ -367,6 +367,22 @@ def test_a_resumed_gan_run_sets_the_discriminators_rate_from_its_options_too(tmp
     assert st["dopt"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--kind", "segmenter", "--lr-end", "1e-5"], "--lr-end needs --iterations"),
+    (["--kind", "segmenter", "--iterations", "0"], "--iterations must be at least 1"),
+    (["--kind", "restorer", "--lr", "0"], "must be positive"),
+    (["--kind", "bundle", "--init-from", "x.pt"], "--init-from is for --kind segmenter or restorer"),
+])
+def test_training_options_are_checked_before_any_work(tmp_path, args, says):
+    from cyclemask.errors import ConfigError
+    from cyclemask.train import restore as R
+
+    with pytest.raises(ConfigError, match=says):
+        R.main(["--prepared", str(tmp_path / "none"), "--templates", "x", "--bank", str(tmp_path / "b.npz"),
+                "--out", str(tmp_path / "out"), *args])
+    assert not (tmp_path / "b.npz").exists() and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("kind", ["segmenter", "restorer"])
 def test_a_new_run_can_start_from_a_bundles_network(tmp_path, kind, monkeypatch):
     import torch

@@ -279,6 +279,9 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
         disc = build_discriminator(DiscriminatorConfig(ndf=32, n_layers=2, norm="instance"))
         dopt = torch.optim.Adam(disc.parameters(), lr=cfg.lr * 0.5, betas=(0.5, 0.999))
     it, spent = 0, 0.0
+    if resume and state_path.exists() and cfg.init_from is not None:
+        log.warning("%s exists: resuming it; --init-from %s is used by a new run only (another --out starts one)",
+                    state_path, cfg.init_from)
     if resume and state_path.exists():
         st = torch.load(state_path, weights_only=True)
         net.load_state_dict(st["net"])
@@ -411,6 +414,15 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
+    if a.kind in ("segmenter", "restorer"):
+        if a.batch_size < 1 or a.minutes <= 0 or a.lr <= 0:
+            raise ConfigError("--batch-size, --minutes and --lr must be positive")
+        if a.iterations is not None and a.iterations < 1:
+            raise ConfigError("--iterations must be at least 1")
+        if a.lr_end is not None and (not a.iterations or a.lr_end < 0):
+            raise ConfigError("--lr-end needs --iterations (the length of the decay) and must not be negative")
+    elif a.init_from is not None:
+        raise ConfigError(f"--init-from is for --kind segmenter or restorer, not {a.kind}")
     if a.kind == "bundle":
         out = Path(a.out)
         bundle(out / "segmenter_state.pt", out / "restorer_state.pt", out / "restore.pt", 128)
@@ -425,10 +437,6 @@ def main(argv=None) -> None:
         bank = Bank.load(bank_path)
     if a.kind == "bank":
         return
-    if a.batch_size < 1 or a.minutes <= 0:
-        raise ConfigError("--batch-size and --minutes must be positive")
-    if a.lr_end is not None and not a.iterations:
-        raise ConfigError("--lr-end needs --iterations (the length of the decay)")
     res = train_loop(bank, LoopConfig(kind=a.kind, out=Path(a.out), minutes=a.minutes, batch_size=a.batch_size,
                                       lr=a.lr, gan_weight=a.gan_weight, iterations=a.iterations,
                                       lr_end=a.lr_end, init_from=a.init_from))
