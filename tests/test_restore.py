@@ -4,7 +4,6 @@ the segmenter's graph and the judges' arithmetic (tiny networks throughout)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,19 +293,26 @@ def test_face_judge_needs_its_extra_or_says_so():
 # -- training ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["segmenter", "restorer"])
-def test_training_loop_runs_resumes_and_writes_a_network(tmp_path, kind, monkeypatch):
+@pytest.fixture
+def tiny_bank(monkeypatch):
+    """Two random faces, four masked variants with a block matte, and tiny networks in the loop."""
     from cyclemask.train import restore as R
-
-    rng = np.random.default_rng(0)
-    bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    matte = np.zeros((4, 32, 32), np.uint8)
-    matte[:, 16:, 8:24] = 255
-    bank = R.Bank(bare, bare[[0, 0, 1, 1]] // 2, matte, np.array([0, 0, 1, 1], np.int32), ["a", "b"])
     import cyclemask.restore_models as RM
 
     monkeypatch.setattr(RM, "MaskSegmenter", lambda *a: MaskSegmenter(TINY_SEG))
     monkeypatch.setattr(RM, "Restorer", lambda *a: Restorer(TINY_RES))
+    rng = np.random.default_rng(0)
+    bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    matte = np.zeros((4, 32, 32), np.uint8)
+    matte[:, 16:, 8:24] = 255
+    return R.Bank(bare, bare[[0, 0, 1, 1]] // 2, matte, np.array([0, 0, 1, 1], np.int32), ["a", "b"])
+
+
+@pytest.mark.parametrize("kind", ["segmenter", "restorer"])
+def test_training_loop_runs_resumes_and_writes_a_network(tmp_path, kind, tiny_bank):
+    from cyclemask.train import restore as R
+
+    bank = tiny_bank
     cfg = R.LoopConfig(kind=kind, out=tmp_path, minutes=5, batch_size=2, iterations=3, save_every=2)
     assert R.train_loop(bank, cfg)["iteration"] == 3
     assert (tmp_path / f"{kind}.pt").is_file()
@@ -314,7 +320,7 @@ def test_training_loop_runs_resumes_and_writes_a_network(tmp_path, kind, monkeyp
     assert R.train_loop(bank, cfg)["iteration"] == 5  # resumed at 3, not from 0
 
 
-def test_cosine_rate_runs_from_lr_to_lr_end_and_a_resumed_run_stays_on_it(tmp_path, monkeypatch):
+def test_cosine_rate_runs_from_lr_to_lr_end_and_a_resumed_run_stays_on_it(tmp_path, tiny_bank):
     import json
 
     from cyclemask.train import restore as R
@@ -325,14 +331,7 @@ def test_cosine_rate_runs_from_lr_to_lr_end_and_a_resumed_run_stays_on_it(tmp_pa
     assert R.learning_rate(cfg, 100) == pytest.approx(1e-5)
     assert R.learning_rate(R.LoopConfig(kind="segmenter", out=tmp_path, lr=1e-3, iterations=100), 50) == 1e-3
 
-    rng = np.random.default_rng(0)
-    bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    matte = np.zeros((4, 32, 32), np.uint8)
-    matte[:, 16:, 8:24] = 255
-    bank = R.Bank(bare, bare[[0, 0, 1, 1]] // 2, matte, np.array([0, 0, 1, 1], np.int32), ["a", "b"])
-    import cyclemask.restore_models as RM
-
-    monkeypatch.setattr(RM, "MaskSegmenter", lambda *a: MaskSegmenter(TINY_SEG))
+    bank = tiny_bank
     curve = R.LoopConfig(kind="segmenter", out=tmp_path, minutes=5, batch_size=2, iterations=40, lr=1e-3,
                          lr_end=1e-5)
     R.train_loop(bank, R.LoopConfig(**{**curve.__dict__, "iterations": 20}))  # a run cut short at 20
@@ -347,18 +346,12 @@ def test_cosine_rate_runs_from_lr_to_lr_end_and_a_resumed_run_stays_on_it(tmp_pa
     assert rows[-1]["iteration"] == 60 and rows[-1]["lr"] == pytest.approx(3e-4)
 
 
-def test_a_resumed_gan_run_sets_the_discriminators_rate_from_its_options_too(tmp_path, monkeypatch):
+def test_a_resumed_gan_run_sets_the_discriminators_rate_from_its_options_too(tmp_path, tiny_bank):
     import torch
 
     from cyclemask.train import restore as R
-    import cyclemask.restore_models as RM
 
-    monkeypatch.setattr(RM, "Restorer", lambda *a: Restorer(TINY_RES))
-    rng = np.random.default_rng(0)
-    bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    matte = np.zeros((2, 32, 32), np.uint8)
-    matte[:, 16:, 8:24] = 255
-    bank = R.Bank(bare, bare, matte, np.array([0, 1], np.int32), ["a", "b"])
+    bank = tiny_bank
     base = dict(kind="restorer", out=tmp_path, minutes=5, batch_size=2, gan_weight=0.1, gan_after=0)
     R.train_loop(bank, R.LoopConfig(**base, iterations=2, lr=1e-3))
     R.train_loop(bank, R.LoopConfig(**base, iterations=4, lr=2e-4))
@@ -384,7 +377,7 @@ def test_training_options_are_checked_before_any_work(tmp_path, args, says):
 
 
 @pytest.mark.parametrize("kind", ["segmenter", "restorer"])
-def test_a_new_run_can_start_from_a_bundles_network(tmp_path, kind, monkeypatch):
+def test_a_new_run_can_start_from_a_bundles_network(tmp_path, kind, tiny_bank):
     import torch
 
     from cyclemask.checkpoint import save_restore
@@ -393,14 +386,7 @@ def test_a_new_run_can_start_from_a_bundles_network(tmp_path, kind, monkeypatch)
     torch.manual_seed(1)
     seg, res = MaskSegmenter(TINY_SEG), Restorer(TINY_RES)
     save_restore(tmp_path / "b.pt", seg, res, {"image_size": 32})
-    import cyclemask.restore_models as RM
-
-    monkeypatch.setattr(RM, "MaskSegmenter", lambda *a: MaskSegmenter(TINY_SEG))
-    monkeypatch.setattr(RM, "Restorer", lambda *a: Restorer(TINY_RES))
-    rng = np.random.default_rng(0)
-    bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    matte = np.zeros((2, 32, 32), np.uint8)
-    bank = R.Bank(bare, bare, matte, np.array([0, 1], np.int32), ["a", "b"])
+    bank = tiny_bank
     cfg = R.LoopConfig(kind=kind, out=tmp_path / "run", minutes=5, batch_size=2, iterations=1, lr=1e-9,
                        init_from=tmp_path / "b.pt")
     R.train_loop(bank, cfg)

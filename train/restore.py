@@ -279,10 +279,10 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
         disc = build_discriminator(DiscriminatorConfig(ndf=32, n_layers=2, norm="instance"))
         dopt = torch.optim.Adam(disc.parameters(), lr=cfg.lr * 0.5, betas=(0.5, 0.999))
     it, spent = 0, 0.0
-    if resume and state_path.exists() and cfg.init_from is not None:
-        log.warning("%s exists: resuming it; --init-from %s is used by a new run only (another --out starts one)",
-                    state_path, cfg.init_from)
     if resume and state_path.exists():
+        if cfg.init_from is not None:
+            log.warning("%s exists: resuming it; --init-from %s is used by a new run only (another --out starts one)",
+                        state_path, cfg.init_from)
         st = torch.load(state_path, weights_only=True)
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
