@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -42,7 +43,9 @@ def _invoke(super_invoke, ctx: click.Context):
     try:
         mark = outputs.history_mark()
         with _interruptible():
-            return super_invoke(ctx)
+            result = super_invoke(ctx)
+            raise_lost_stop()
+            return result
     except KeyboardInterrupt:
         _stopped(ctx, mark)
     except Exception as exc:
@@ -96,6 +99,7 @@ class _StopState:
     installed = False
     signum: int | None = None
     callback: Callable[[int], None] | None = None
+    lost = False
 
 
 _stop = _StopState()
@@ -136,13 +140,15 @@ def handle_stop_signals(defer: bool = False):
     for sig in STOP_SIGNALS:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             previous[sig] = signal.signal(sig, _on_stop_signal)
-    _stop.installed = True
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable_hook(sys.unraisablehook)
+    _stop.installed, _stop.lost = True, False
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _stop.installed, _stop.callback = False, None
+        sys.unraisablehook = previous_hook
+        _stop.installed, _stop.callback, _stop.lost = False, None, False
 
 
 @contextlib.contextmanager
@@ -188,6 +194,32 @@ def check_stop() -> None:
         raise KeyboardInterrupt
 
 
+def _unraisable_hook(previous):
+    """Python runs a signal handler between any two bytecodes, also inside a weakref callback or
+    a __del__, where an exception cannot propagate: it is printed as "Exception ignored" and the
+    command would go on as if no signal came. Such a lost stop is kept and raised at the next
+    progress update, before the next output is committed, or when the command returns."""
+
+    def hook(unraisable) -> None:
+        if (isinstance(unraisable.exc_value, KeyboardInterrupt) and _stop.signum is not None
+                and _stop.callback is None):
+            _stop.lost = True
+            return
+        previous(unraisable)
+
+    return hook
+
+
+def raise_lost_stop() -> None:
+    """Raise the KeyboardInterrupt of a stop signal that was swallowed inside a finalizer."""
+    if _stop.lost:
+        _stop.lost = False
+        raise KeyboardInterrupt
+
+
+outputs.before_commit = raise_lost_stop
+
+
 def _on_stop_signal(signum, _frame) -> None:
     if _stop.signum is not None:
         exit_now(signum)
@@ -205,7 +237,9 @@ def run_stoppable(fn: Callable[[], int]) -> int:
     with handle_stop_signals(defer=True):
         try:
             with _interruptible():
-                return fn()
+                code = fn()
+                raise_lost_stop()
+                return code
         except KeyboardInterrupt:
             click.echo(f"\nstopped: interrupted ({stop_name()}); nothing measured is written", err=True)
             for line in outputs.stop_report(mark):
@@ -267,6 +301,7 @@ class StageBars:
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
 
+        raise_lost_stop()
         if stage != self.stage:
             self.close()
             self.stage = stage

@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from .errors import ConfigError, OutputBusyError, OutputError
 
@@ -116,8 +117,14 @@ def create_partial(target: str | os.PathLike, directory: bool = False) -> Path:
     raise OutputError(target, errno.EEXIST, "too many partial files of this output", "cannot stage")
 
 
+# Set by cli_util: raises a stop signal that a finalizer swallowed, so that nothing is committed
+# after a stop.
+before_commit: Callable[[], None] = lambda: None
+
+
 def commit_partial(partial: str | os.PathLike, target: str | os.PathLike) -> None:
     """Rename a complete partial into place and record it in its root's journal."""
+    before_commit()
     os.replace(partial, target)
     _forget(partial)
     record_output(target)

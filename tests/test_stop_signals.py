@@ -123,3 +123,35 @@ def test_stop_exit_code_is_128_plus_the_signal_received(sig, code, monkeypatch):
 
     assert run_stoppable(work) == code
     assert stop_exit_code() == code
+
+
+def test_a_stop_signal_that_lands_inside_a_finalizer_still_stops_the_command(tmp_path):
+    # Python runs the handler inside the weakref callback, where its KeyboardInterrupt is only
+    # printed as "Exception ignored": the command must stop anyway and write nothing after it.
+    import weakref
+
+    class Node:
+        pass
+
+    def callback(_ref):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10_000):  # bytecodes inside the callback, for the handler to run on
+            pass
+
+    @click.command(cls=Command)
+    @click.argument("out")
+    def cmd(out):
+        with outputs.OutputLock(out, "test"):
+            node = Node()
+            ref = weakref.ref(node, callback)
+            del node  # the callback runs here
+            assert ref() is None
+            for _ in range(10_000):
+                pass
+            write_bytes_atomic(os.path.join(out, "after.txt"), b"1")  # never reached
+
+    res = _invoke(cmd, tmp_path / "out")
+    assert res.exit_code == 143, res.output
+    assert "stopped: interrupted (SIGTERM)" in res.output
+    assert "Exception ignored" not in res.output
+    assert not (tmp_path / "out" / "after.txt").exists()
