@@ -211,8 +211,9 @@ def _unraisable_hook(previous):
 
 
 def raise_lost_stop() -> None:
-    """Raise the KeyboardInterrupt of a stop signal that was swallowed inside a finalizer."""
-    if _stop.lost:
+    """Raise the KeyboardInterrupt of a stop signal that was swallowed inside a finalizer (in
+    the main thread only: a worker thread's progress or commit leaves it to the main thread)."""
+    if _stop.lost and threading.current_thread() is threading.main_thread():
         _stop.lost = False
         raise KeyboardInterrupt
 
