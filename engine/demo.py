@@ -252,6 +252,7 @@ def run_demo(
 
 
 PASTE_WORDS = {"zone": "mask zone pasted", "crop": "whole crop pasted", "hole": "mask erased and restored",
+               "hole-below-eyes": "mask below the eyes erased and restored",
                "template": "mask template warped onto the landmarks"}
 
 

@@ -78,7 +78,11 @@ from .zone_paste import changed_matte, zone_colour_offset  # noqa: F401  (import
 log = logging.getLogger(__name__)
 
 BLEND_SHAPES = ("ellipse", "rect")
-PASTE_MODES = ("zone", "crop", "hole")
+PASTE_MODES = ("zone", "crop", "hole", "hole-below-eyes")
+#: "hole-below-eyes": the mask zone grown by this much (units of the eye-to-mouth distance, as
+#: ZONE_GROW) bounds the hole at the sides and below, where a real mask reaches past the zone
+#: (a cloth mask's sides, under the chin); its top stays the zone's, below the eyes.
+HOLE_ZONE_GROW = 1.5
 ZONE_COLOUR_MODES = ("field", "mean", "none")
 ROTATED_MODES = ("full", "lost", "off")
 
@@ -131,6 +135,10 @@ class FaceConfig:
         segmenter found and leave every other pixel as it came: the weight is where the output
         differs from the crop that went in (`changed_matte`), so only the mask's own pixels are
         replaced, whatever its shape, and a face without a mask keeps every pixel.
+        "hole-below-eyes" is that hole cut off where the mask zone's top is, below the eyes
+        (and at HOLE_ZONE_GROW past the zone's outline at the sides and below, far enough for a
+        cloth mask's sides): what the segmenter takes for mask around the eyes (the lower rim
+        of glasses, a shadow) keeps its pixels.
     zone_grow, zone_feather: the zone's growth past the anchors' outline and its soft edge,
         in units of the eye-to-mouth distance (see `cyclemask.face_detect.ZONE_GROW`).
     zone_colour: in zone mode, remove the generator's colour drift measured in a band just
@@ -509,7 +517,7 @@ class FaceProcessor(FrameProcessor):
             box = square_crop_box(face_box, image.shape, c.margin, fit="pad")
             crop = resize_square(crop_square(image, box), self.size)
             source = crop if c.paste == "zone" and c.zone_colour != "none" else None
-            if c.paste != "zone" or not _usable_landmarks(landmarks):
+            if c.paste not in ("zone", "hole-below-eyes") or not _usable_landmarks(landmarks):
                 landmarks = None
             gain, ring = 1.0, None
             if c.color_match:
@@ -518,7 +526,7 @@ class FaceProcessor(FrameProcessor):
                 crop = apply_gain(crop, gain)
             crop = np.ascontiguousarray(crop)
             crops.append(crop)
-            if c.paste == "hole":
+            if c.paste in ("hole", "hole-below-eyes"):
                 source = crop  # what the graph was given: its output differs from it only in the hole
             elif landmarks is None:
                 source = None
@@ -538,7 +546,7 @@ class FaceProcessor(FrameProcessor):
         out = image.copy()
         ih, iw = image.shape[:2]
         for paste, gen in zip(state, outputs, strict=True):
-            hole = changed_matte(paste.source, gen) if c.paste == "hole" else None
+            hole = changed_matte(paste.source, gen) if c.paste in ("hole", "hole-below-eyes") else None
             if c.color_match:
                 gen = self._restore_colour(gen, paste)
             x0, y0, x1, y1 = paste.box
@@ -546,7 +554,7 @@ class FaceProcessor(FrameProcessor):
             if hole is not None and not hole.any():
                 continue  # nothing changed: the frame keeps this face's pixels bit for bit
             weight = self.paste_weight(paste, hole)
-            if paste.landmarks is not None and paste.source is not None:
+            if c.paste == "zone" and paste.landmarks is not None and paste.source is not None:
                 gen = self._match_zone_colour(gen, paste, weight)
             weight = weight[:, :, None]
             ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x1, iw), min(y1, ih)
@@ -568,13 +576,17 @@ class FaceProcessor(FrameProcessor):
 
     def paste_weight(self, paste: _Paste, hole: np.ndarray | None = None) -> np.ndarray:
         """The weight [side, side] (float32, 0..1) `finish` gives the translated crop over its
-        box: the hole the graph changed (paste="hole": `changed_matte` at model size, given),
-        the mask zone's matte, or the feathered whole crop for a face without usable landmarks
-        (or paste="crop")."""
+        box: the hole the graph changed (paste="hole": `changed_matte` at model size, given;
+        "hole-below-eyes": that hole within the grown zone, below the eyes), the mask zone's
+        matte, or the feathered whole crop for a face without usable landmarks (or
+        paste="crop")."""
         c = self.config
         side = paste.box[2] - paste.box[0]
         if hole is not None:
-            return resize(hole, side, "area" if side <= self.size else "linear") if side != self.size else hole
+            hole = resize(hole, side, "area" if side <= self.size else "linear") if side != self.size else hole
+            if paste.landmarks is not None:  # hole-below-eyes
+                hole = hole * mask_zone_matte(paste.landmarks, paste.box, HOLE_ZONE_GROW, c.zone_feather)
+            return hole
         if paste.landmarks is not None:
             return mask_zone_matte(paste.landmarks, paste.box, c.zone_grow, c.zone_feather)
         return feather_mask(paste.box[2] - paste.box[0], c.blend_shape, c.feather)[:, :, 0]

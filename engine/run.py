@@ -219,6 +219,7 @@ def describe_mode(face_config: FaceConfig | None, detector: Path | None = None, 
     c = face_config
     track = "tracked across frames" if c.track else "each frame on its own"
     pasted = {"zone": "mask zone pasted", "hole": "the segmented mask erased and restored",
+              "hole-below-eyes": "the segmented mask below the eyes erased and restored",
               "crop": "whole crop pasted"}[c.paste]
     if method == "template":
         pasted = "a mask template warped onto each face's landmarks"

@@ -165,13 +165,17 @@ def fid(folder1, folder2, inception, feature_device, kid_subsets, kid_subset_siz
 @click.option("--face-aware", is_flag=True,
               help="Also score whole test photos as cyclemask-run gives them: detect the face, crop, translate, "
                    "paste the mask zone back into the photo's own pixels.")
+@click.option("--paste", type=click.Choice(["zone", "hole", "hole-below-eyes", "auto"]), default="zone",
+              show_default=True,
+              help="With --face-aware: how an erase-then-restore graph's crops are pasted back, as cyclemask-run "
+                   "--paste (a generator's always in the zone).")
 @inception_options
 @click.option("--out-json", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON here.")
 @click.option("--out-md", type=click.Path(dir_okay=False), default=None, help="Write the report as Markdown here.")
 @debug_option
 def model(model, mask_model, unmask_model, backend, device, image_size, data, pairs, detector, pairs_aligned, limit,
-          batch_size, classifier, no_classifier, face_aware, inception, feature_device, kid_subsets, kid_subset_size,
-          out_json, out_md) -> None:
+          batch_size, classifier, no_classifier, face_aware, paste, inception, feature_device, kid_subsets,
+          kid_subset_size, out_json, out_md) -> None:
     """Score a model: FID_AB, FID_BA, KID, task success, paired PSNR / SSIM (JSON and Markdown).
 
     FID_AB = FID(G_mask(testA), testB), FID_BA = FID(G_unmask(testB), testA); KID beside them;
@@ -196,7 +200,7 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
     try:
         with _open(model, mask_model, unmask_model, backend, device, image_size) as models:
             pair_set = load_pairs(pairs, models.size, det, limit=limit) if pairs else None
-            photos = _photo_translators(models, detector) if face_aware else None
+            photos = _photo_translators(models, detector, paste) if face_aware else None
             report = evaluate_translators(models.translators(), models.size, test_a, test_b, FeatureCache(net),
                                           pair_set, options, progress=bar, classifier=clf, photo_translators=photos)
             report["models"] = models.info
@@ -218,13 +222,15 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
         _write_text(out_md, md + "\n")
 
 
-def _photo_translators(models, detector):
-    """One photo in, one photo out, through the runtime's face-aware processor (default settings)."""
+def _photo_translators(models, detector, paste: str = "zone"):
+    """One photo in, one photo out, through the runtime's face-aware processor (default settings,
+    the paste as --paste)."""
     from cyclemask.engine.faces import FaceConfig, FaceProcessor
 
     def make(backend):
         # Photos are unrelated: no tracking, a retry on a padded copy for tight crops (as image folders).
-        proc = FaceProcessor(models.size, FaceConfig(track=False, detect_retry=True, rotated="full"),
+        how = _paste_of(str(backend.metadata.get("method", "")), paste)
+        proc = FaceProcessor(models.size, FaceConfig(track=False, detect_retry=True, rotated="full", paste=how),
                               model_path=detector)
 
         def run(photo):
@@ -490,9 +496,10 @@ def unmask_judge_options(f):
                      help="The mask segmenter graph: Telea's holes, the mask left (default: the embedded one)."),
         click.option("--detector", type=click.Path(dir_okay=False), default=None, envvar=DETECTOR_ENV,
                      help="YuNet model for the face path (default: the one shipped)."),
-        click.option("--paste", type=click.Choice(["zone", "hole", "auto"]), default="zone", show_default=True,
+        click.option("--paste", type=click.Choice(["zone", "hole", "hole-below-eyes", "auto"]), default="zone", show_default=True,
                      help="How the unmasking models' crops are pasted back, as cyclemask-run --paste (zone: its "
-                          "default; hole / auto: an erase-then-restore graph's whole hole)."),
+                          "default; hole / auto: an erase-then-restore graph's whole hole; hole-below-eyes: "
+                          "that hole below the zone's top)."),
         click.option("--limit", type=int, default=None, help="At most this many pairs, twins or photos."),
         click.option("--out-json", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON here."),
     ]
@@ -505,7 +512,12 @@ def _paste_of(method: str, paste: str) -> str:
     """How a graph's crops are pasted in these figures: as `cyclemask-run --paste` would."""
     if paste == "auto":
         return "hole" if method == "restore" else "zone"
-    return "zone" if paste == "hole" and method != "restore" else paste
+    return "zone" if paste.startswith("hole") and method != "restore" else paste
+
+
+def _telea_paste(paste: str) -> str:
+    """Telea fills only its hole: pasted as the hole, or cut below the eyes as ours is."""
+    return paste if paste == "hole-below-eyes" else "hole"
 
 
 def _default(path, direction: str, method: str | None = None) -> Path:
@@ -547,7 +559,7 @@ def identity(pairs, mask_model, unmask_model, baseline_model, segmenter, detecto
         base, bsize, bmethod = _graph_infer(_default(baseline_model, "unmask", "cyclegan"), "unmask", stack)
         masker, msize, mmethod = _graph_infer(_default(mask_model, "mask"), "mask", stack)
         unmaskers = {"ours": face_photo(ours, size, _paste_of(method, paste), detector),
-                     "telea": face_photo(TeleaBackend(seg).infer, seg.size, "hole", detector),
+                     "telea": face_photo(TeleaBackend(seg).infer, seg.size, _telea_paste(paste), detector),
                      "baseline": face_photo(base, bsize, _paste_of(bmethod, paste), detector)}
         try:
             report = identity_report(photos, unmaskers, face_photo(masker, msize, "zone", detector), judge, progress=bar)
@@ -600,7 +612,7 @@ def unmasking(twins, real_masked, unmask_model, baseline_model, segmenter, detec
             photos = [read_image(p) for p in list_images(real_masked)[:limit]]
             report["mask_left"] = {
                 "ours": mask_left_report(photos, ours, size, _paste_of(method, paste), seg, detector),
-                "telea": mask_left_report(photos, telea, size, "hole", seg, detector),
+                "telea": mask_left_report(photos, telea, size, _telea_paste(paste), seg, detector),
                 "baseline": mask_left_report(photos, base, bsize, _paste_of(bmethod, paste), seg, detector)}
     s = report["segmenter_on_twins"]
     click.echo(f"segmenter on {s['n']} twins: IoU {s['iou']:.3f} (per twin mean {s['iou_mean']:.3f}, min {s['iou_min']:.3f}); "

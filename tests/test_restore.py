@@ -141,6 +141,36 @@ def test_hole_paste_changes_only_around_what_the_graph_changed():
     assert np.array_equal(proc.finish(frame, state, list(crops)), frame)  # nothing changed: nothing pasted
 
 
+def test_hole_below_eyes_paste_keeps_the_eyes_and_reaches_past_the_zone():
+    from cyclemask.engine.faces import FaceConfig, FaceProcessor
+    from cyclemask.face_detect import Face, mask_zone_matte
+
+    eye_y, mouth_y = 60, 88
+
+    class OneFace:
+        def detect(self, image):
+            return [Face((40.0, 40.0, 64.0, 64.0), 0.9,
+                         np.array([[60, eye_y], [84, eye_y], [72, 75], [62, mouth_y], [82, mouth_y]], np.float32))]
+
+    def changed_by(paste):
+        frame = np.full((160, 160, 3), 128, np.uint8)
+        proc = FaceProcessor(64, FaceConfig(track=False, paste=paste), detector_factory=OneFace)
+        crops, state = proc.prepare(frame)
+        out = proc.finish(frame, state, [np.zeros_like(c) for c in crops])  # the "graph" changed every pixel
+        return np.any(out != frame, axis=2), state[0].box
+
+    hole, _ = changed_by("hole")
+    below, box = changed_by("hole-below-eyes")
+    x0, y0, x1, y1 = box
+    zone = np.zeros(below.shape, np.float32)
+    zone[y0:y1, x0:x1] = mask_zone_matte(OneFace().detect(None)[0].landmarks, box)  # the default zone
+    assert hole[:eye_y].any()  # the whole hole reaches the eyes and above
+    assert not below[:eye_y + 3].any()  # cut off under the eye line, as the zone is
+    assert below[mouth_y].any()
+    assert (below & (zone == 0)).sum() > 0.3 * (zone > 0).sum()  # past the zone, at the sides and below
+    assert not ((zone > 0.5) & ~below).any()
+
+
 # -- synth's mattes ------------------------------------------------------------------------
 
 
