@@ -204,6 +204,9 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
             report = evaluate_translators(models.translators(), models.size, test_a, test_b, FeatureCache(net),
                                           pair_set, options, progress=bar, classifier=clf, photo_translators=photos)
             report["models"] = models.info
+            if photos:
+                keys = {"mask": "AB", "unmask": "BA"}
+                report["face_aware"]["paste"] = {keys.get(d, d): getattr(fn, "paste", "zone") for d, fn in photos.items()}
             if clf is not None:
                 report["classifier"] = {"path": str(clf.path)}
     finally:
@@ -229,7 +232,7 @@ def _photo_translators(models, detector, paste: str = "zone"):
 
     def make(backend):
         # Photos are unrelated: no tracking, a retry on a padded copy for tight crops (as image folders).
-        how = _paste_of(str(backend.metadata.get("method", "")), paste)
+        how = _paste_of(str(getattr(backend, "metadata", {}).get("method", "")), paste)
         proc = FaceProcessor(models.size, FaceConfig(track=False, detect_retry=True, rotated="full", paste=how),
                               model_path=detector)
 
@@ -238,6 +241,7 @@ def _photo_translators(models, detector, paste: str = "zone"):
             outputs = list(backend.infer(np.stack(crops))) if crops else []
             return proc.finish(photo, state, outputs)
 
+        run.paste = how  # type: ignore[attr-defined]
         return run
 
     return {d: make(b) for d, b in models.backends.items()}

@@ -368,7 +368,9 @@ def to_markdown(report: dict) -> str:
         def won(r):
             return f"{100 * r['success']['success']:.1f} %" if "success" in r else "-"
 
-        lines += ["## Face-aware, as cyclemask-run gives it (detect, crop, translate, paste the mask zone)", "",
+        pastes = fa.get("paste", {})
+        pasted = ", ".join(f"{d} {pastes[d]}" for d in ("AB", "BA") if d in pastes) or "the mask zone"
+        lines += [f"## Face-aware, as cyclemask-run gives it (detect, crop, translate, paste back: {pasted})", "",
                   "| metric | A→B (mask) | B→A (unmask) |", "|---|---|---|",
                   f"| FID | {fcell('AB', fid)} | {fcell('BA', fid)} |",
                   f"| KID x 100 | {fcell('AB', kid)} | {fcell('BA', kid)} |",

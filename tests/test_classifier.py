@@ -167,6 +167,35 @@ def test_face_aware_photo_translator_changes_only_the_mask_zone():
     assert not changed[:200].any() and not changed[:, :100].any()
 
 
+def test_face_aware_photo_translators_paste_an_erase_restore_graph_as_asked():
+    import matplotlib
+
+    from cyclemask.metrics.cli import _photo_translators
+
+    photo = read_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+
+    class Invert:
+        metadata = {"method": "gan"}
+
+        def infer(self, batch):
+            return 255 - batch
+
+    class Restore(Invert):
+        metadata = {"method": "restore"}
+
+    class Models:
+        size = 64
+        backends = {"mask": Invert(), "unmask": Restore()}
+
+    photos = _photo_translators(Models(), None, "hole")
+    assert (photos["mask"].paste, photos["unmask"].paste) == ("zone", "hole")  # a generator keeps the zone
+    changed = np.abs(photos["unmask"](photo).astype(int) - photo.astype(int)).max(axis=2) > 0
+    assert changed[:150].any()  # the whole crop changed: the hole paste takes all of it, eyes included
+    below = _photo_translators(Models(), None, "hole-below-eyes")["unmask"]
+    changed = np.abs(below(photo).astype(int) - photo.astype(int)).max(axis=2) > 0
+    assert changed.sum() > 2000 and not changed[:200].any()
+
+
 def test_face_aware_scores_in_the_report(tmp_path, tiny_features_path):
     import matplotlib
 
@@ -185,3 +214,5 @@ def test_face_aware_scores_in_the_report(tmp_path, tiny_features_path):
     # Photos that come back as they were score exactly as the untranslated sets.
     assert fa["AB"]["fid"] == pytest.approx(r["reference"]["FID_A_vs_B"], rel=1e-9) and fa["BA"]["n_fake"] == 3
     assert "Face-aware, as cyclemask-run gives it" in ev.to_markdown(r)
+    r["face_aware"]["paste"] = {"AB": "zone", "BA": "hole-below-eyes"}
+    assert "paste back: AB zone, BA hole-below-eyes" in ev.to_markdown(r)
