@@ -229,7 +229,8 @@ class Masker:
     def faces(self, image: np.ndarray) -> FaceLayout:
         """The faces `masker(image)` translates: their boxes, the crops cut around them, the
         landmarks the mask zone is built from, and the mattes the results are pasted with
-        (aligned mode: the whole image, matte 1 everywhere)."""
+        (aligned mode: the whole image, matte 1 everywhere; an erase-then-restore graph pasted in
+        its hole: the most that hole can take, as its output decides the rest)."""
         from .faces import FaceProcessor
         from .template_mask import TemplateMaskProcessor
 

@@ -155,14 +155,16 @@ log = logging.getLogger(__name__)
               help="Face-aware mode: bring dark faces to a normal exposure for the model and the result "
                    "back to the frame's, and match its colour to the frame around the face (for "
                    "under-exposed footage).")
-@click.option("--paste", type=click.Choice(PASTE_CHOICES), default="zone", show_default=True,
+@click.option("--paste", type=click.Choice(PASTE_CHOICES), default="auto", show_default=True,
               help="Face-aware mode: zone pastes the model's output only where a mask sits (nose bridge "
                    "to under the chin, cheek to cheek, placed from the face's landmarks), colour-matched "
                    "to the frame, and keeps every other pixel (eyes, hair, background; the lower part of "
                    "glasses lies inside the zone) as it was; crop pastes the whole face crop with a "
                    "feathered edge; hole (erase-then-restore unmasking graphs only) pastes exactly the "
-                   "pixels the graph changed: the whole mask its segmenter found, and no more; auto: hole "
-                   "for such a graph, zone for a generator.")
+                   "pixels the graph changed: the whole mask its segmenter found, and no more; "
+                   "hole-below-eyes: that hole, but never above the zone's top (what the segmenter took "
+                   "for mask at the eyes, such as a rim of glasses, keeps its pixels); auto: "
+                   "hole-below-eyes for such a graph, zone for a generator.")
 @click.option("--detect-side", type=click.IntRange(32, 8192), default=FaceConfig.detect_side, show_default=True,
               help="Face-aware mode: frames larger than this (long side, pixels) are downscaled for "
                    "detection only.")

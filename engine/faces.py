@@ -588,7 +588,8 @@ class FaceProcessor(FrameProcessor):
                 hole = hole * mask_zone_matte(paste.landmarks, paste.box, HOLE_ZONE_GROW, c.zone_feather)
             return hole
         if paste.landmarks is not None:
-            return mask_zone_matte(paste.landmarks, paste.box, c.zone_grow, c.zone_feather)
+            grow = HOLE_ZONE_GROW if c.paste == "hole-below-eyes" else c.zone_grow  # before the hole is known: its bound
+            return mask_zone_matte(paste.landmarks, paste.box, grow, c.zone_feather)
         return feather_mask(paste.box[2] - paste.box[0], c.blend_shape, c.feather)[:, :, 0]
 
     def _match_zone_colour(self, gen: np.ndarray, paste: _Paste, matte: np.ndarray) -> np.ndarray:

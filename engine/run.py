@@ -48,10 +48,10 @@ class _RunOptions:
     no_face_checks: bool = False
     no_upright: bool = False
     color_match: bool = False
-    # zone for every graph: on the held-out pairs the erase-then-restore graph keeps the person more
-    # often pasted in the zone than in its own hole (README, "The unmasking models"); auto or hole
-    # paste exactly the pixels such a graph changed.
-    paste: str = "zone"
+    # auto: zone for a generator, hole-below-eyes for an erase-then-restore graph (README, "The
+    # unmasking models": on the held-out pairs it keeps the person as often as the zone does and
+    # takes off more of each mask; its whole hole keeps the person less often).
+    paste: str = "auto"
     detect_side: int = FaceConfig.detect_side
     detect_score: float = FaceConfig.score_threshold
     rotated_detection: str = "auto"  # full for photos, lost for tracked videos (see face_config)
@@ -136,8 +136,9 @@ class _RunOptions:
         return default_batch(backend)
 
     def face_config(self, *, video: bool, backend: Backend | None = None) -> FaceConfig:
-        """paste "auto" is "hole" for an erase-then-restore graph (it changes only its hole's
-        pixels, see FaceConfig) and "zone" for a generator; before the backend is known, "zone"."""
+        """paste "auto" is "hole-below-eyes" for an erase-then-restore graph (it changes only its
+        hole's pixels, see FaceConfig) and "zone" for a generator; before the backend is known,
+        "zone"."""
         paste = paste_for(self.paste, backend)
         # Photos in a folder are unrelated to each other: following faces across them is wrong.
         follow = video and not self.no_track
@@ -177,11 +178,16 @@ RunOptions.__doc__ = _RunOptions.__doc__
 
 
 def paste_for(paste: str, backend: Backend | None) -> str:
-    """--paste as it runs: "auto" is "hole" for an erase-then-restore graph (the backend's
-    metadata says method "restore"), else "zone"."""
+    """--paste as it runs: "auto" is "hole-below-eyes" for an erase-then-restore graph (the
+    backend's metadata says method "restore"), else "zone"."""
+    return paste_for_method(paste, None if backend is None else backend.metadata.get("method"))
+
+
+def paste_for_method(paste: str, method: str | None) -> str:
+    """paste_for, given the graph's method ("restore", "gan", ...; None when not known)."""
     if paste != "auto":
         return paste
-    return "hole" if backend is not None and backend.metadata.get("method") == "restore" else "zone"
+    return "hole-below-eyes" if method == "restore" else "zone"
 
 
 def output_name(direction: str | None) -> str:

@@ -164,8 +164,8 @@ def fid(folder1, folder2, inception, feature_device, kid_subsets, kid_subset_siz
 @click.option("--no-classifier", is_flag=True, help="Skip the success rates.")
 @click.option("--face-aware", is_flag=True,
               help="Also score whole test photos as cyclemask-run gives them: detect the face, crop, translate, "
-                   "paste the mask zone back into the photo's own pixels.")
-@click.option("--paste", type=click.Choice(["zone", "hole", "hole-below-eyes", "auto"]), default="zone",
+                   "paste back into the photo's own pixels (see --paste).")
+@click.option("--paste", type=click.Choice(["zone", "hole", "hole-below-eyes", "auto"]), default="auto",
               show_default=True,
               help="With --face-aware: how an erase-then-restore graph's crops are pasted back, as cyclemask-run "
                    "--paste (a generator's always in the zone).")
@@ -500,10 +500,11 @@ def unmask_judge_options(f):
                      help="The mask segmenter graph: Telea's holes, the mask left (default: the embedded one)."),
         click.option("--detector", type=click.Path(dir_okay=False), default=None, envvar=DETECTOR_ENV,
                      help="YuNet model for the face path (default: the one shipped)."),
-        click.option("--paste", type=click.Choice(["zone", "hole", "hole-below-eyes", "auto"]), default="zone", show_default=True,
-                     help="How the unmasking models' crops are pasted back, as cyclemask-run --paste (zone: its "
-                          "default; hole / auto: an erase-then-restore graph's whole hole; hole-below-eyes: "
-                          "that hole below the zone's top)."),
+        click.option("--paste", type=click.Choice(["zone", "hole", "hole-below-eyes", "auto"]), default="auto",
+                     show_default=True,
+                     help="How the unmasking models' crops are pasted back, as cyclemask-run --paste (auto, its "
+                          "default: hole-below-eyes for an erase-then-restore graph, the zone for a generator; "
+                          "hole: such a graph's whole hole)."),
         click.option("--limit", type=int, default=None, help="At most this many pairs, twins or photos."),
         click.option("--out-json", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON here."),
     ]
@@ -514,9 +515,10 @@ def unmask_judge_options(f):
 
 def _paste_of(method: str, paste: str) -> str:
     """How a graph's crops are pasted in these figures: as `cyclemask-run --paste` would."""
-    if paste == "auto":
-        return "hole" if method == "restore" else "zone"
-    return "zone" if paste.startswith("hole") and method != "restore" else paste
+    from cyclemask.engine.run import paste_for_method
+
+    how = paste_for_method(paste, method)
+    return "zone" if how.startswith("hole") and method != "restore" else how
 
 
 def _telea_paste(paste: str) -> str:

@@ -435,12 +435,15 @@ def test_paste_auto_follows_the_graph_kind():
         def __init__(self, method):
             self.metadata = {"method": method} if method else {}
 
-    assert paste_for("auto", Be("restore")) == "hole"
+    assert paste_for("auto", Be("restore")) == "hole-below-eyes"
     assert paste_for("auto", Be("cyclegan")) == "zone" and paste_for("auto", Be(None)) == "zone"
     assert paste_for("auto", None) == "zone" and paste_for("crop", Be("restore")) == "crop"
-    assert RunOptions(paste="auto").face_config(video=False, backend=Be("restore")).paste == "hole"
-    assert RunOptions().face_config(video=False, backend=Be("restore")).paste == "zone"  # the default, by figures
+    assert RunOptions(paste="auto").face_config(video=False, backend=Be("restore")).paste == "hole-below-eyes"
+    # the default, by figures
+    assert RunOptions().face_config(video=False, backend=Be("restore")).paste == "hole-below-eyes"
+    assert RunOptions().face_config(video=False, backend=Be("cyclegan")).paste == "zone"
     assert RunOptions(paste="zone").face_config(video=False, backend=Be("restore")).paste == "zone"
+    assert RunOptions(paste="hole").face_config(video=False, backend=Be("restore")).paste == "hole"
 
 
 def test_unmask_method_options_are_checked():

@@ -89,7 +89,7 @@ def test_help_documents_the_face_options():
     assert DETECTOR_ENV in text
     assert "[default: 32; x>=1]" in text and "[default: 0.3; 0.0<=x<=2.0]" in text
     assert "[default: 640; 32<=x<=8192]" in text and "[default: 2; 0<=x<=64]" in text
-    assert "--paste [auto|zone|crop|hole]" in text and "[default: zone]" in text
+    assert "--paste [auto|zone|crop|hole|hole-below-eyes]" in text and "[default: auto]" in text
 
 
 def test_bad_face_option_values(tmp_path, bundle_path, face_detector_path):
