@@ -43,7 +43,11 @@ def _invoke(super_invoke, ctx: click.Context):
     try:
         mark = outputs.history_mark()
         with _interruptible():
-            result = super_invoke(ctx)
+            try:
+                result = super_invoke(ctx)
+            except (click.exceptions.Exit, SystemExit):
+                raise_lost_stop()  # a command that exits with its own code still stops
+                raise
             raise_lost_stop()
             return result
     except KeyboardInterrupt:
@@ -197,8 +201,9 @@ def check_stop() -> None:
 def _unraisable_hook(previous):
     """Python runs a signal handler between any two bytecodes, also inside a weakref callback or
     a __del__, where an exception cannot propagate: it is printed as "Exception ignored" and the
-    command would go on as if no signal came. Such a lost stop is kept and raised at the next
-    progress update, before the next output is committed, or when the command returns."""
+    command would go on as if no signal came. Such a lost stop is kept and raised in the main
+    thread at its next progress update, output commit or wait for the pipeline's threads
+    (`outputs.raise_lost_stop`), or when the command returns or exits."""
 
     def hook(unraisable) -> None:
         if (isinstance(unraisable.exc_value, KeyboardInterrupt) and _stop.signum is not None
@@ -218,7 +223,7 @@ def raise_lost_stop() -> None:
         raise KeyboardInterrupt
 
 
-outputs.before_commit = raise_lost_stop
+outputs.raise_lost_stop = raise_lost_stop
 
 
 def _on_stop_signal(signum, _frame) -> None:
@@ -238,7 +243,11 @@ def run_stoppable(fn: Callable[[], int]) -> int:
     with handle_stop_signals(defer=True):
         try:
             with _interruptible():
-                code = fn()
+                try:
+                    code = fn()
+                except SystemExit:
+                    raise_lost_stop()
+                    raise
                 raise_lost_stop()
                 return code
         except KeyboardInterrupt:

@@ -117,14 +117,22 @@ def create_partial(target: str | os.PathLike, directory: bool = False) -> Path:
     raise OutputError(target, errno.EEXIST, "too many partial files of this output", "cannot stage")
 
 
-# Set by cli_util: raises a stop signal that a finalizer swallowed, so that nothing is committed
-# after a stop.
-before_commit: Callable[[], None] = lambda: None
+def _no_lost_stop() -> None:
+    pass
+
+
+# Set by cli_util: in the main thread, raises the KeyboardInterrupt of a stop signal that a
+# finalizer swallowed. Called before each commit and by loops that wait on other threads.
+raise_lost_stop: Callable[[], None] = _no_lost_stop
 
 
 def commit_partial(partial: str | os.PathLike, target: str | os.PathLike) -> None:
     """Rename a complete partial into place and record it in its root's journal."""
-    before_commit()
+    try:
+        raise_lost_stop()  # nothing is committed after a stop
+    except BaseException:
+        discard_partial(partial)
+        raise
     os.replace(partial, target)
     _forget(partial)
     record_output(target)

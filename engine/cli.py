@@ -1,8 +1,9 @@
 """`cyclemask-run`: translate an image folder or a video with a graph, engine or checkpoint.
 
 By default it is face-aware: it finds the faces in each image or frame (YuNet, shipped with the
-package), translates each and pastes its mask zone back (engine/faces.py); `--aligned` uses the
-whole image as the model input, for photos that are already aligned face crops.
+package), translates each and pastes its mask zone back (an erase-then-restore graph: the hole it
+restored, below the eyes; engine/faces.py); `--aligned` uses the whole image as the model input,
+for photos that are already aligned face crops.
 
 The CLI parses its flags into one `RunOptions` (engine/run.py, shared with --demo), runs
 `engine.run.translate` with a progress bar and prints what it did. Exit status: 0 when every
@@ -229,8 +230,9 @@ def main(ctx: click.Context, demo: bool, images: Path | None, video: tuple[str, 
          unmask_flag: bool, **params) -> None:
     """Mask or unmask the faces in an image folder or a video.
 
-    By default every face found is translated and its mask zone pasted back into the image or
-    frame (faces are followed across video frames); --aligned translates whole images instead.
+    By default every face found is translated and pasted back into the image or frame (the mask
+    zone; the restored hole below the eyes for the erase-then-restore unmasking model; faces are
+    followed across video frames); --aligned translates whole images instead.
     """
     if mask_flag and unmask_flag:
         raise click.UsageError("--mask and --unmask contradict each other: give one (or neither, for a model "

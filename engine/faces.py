@@ -587,9 +587,14 @@ class FaceProcessor(FrameProcessor):
             if paste.landmarks is not None:  # hole-below-eyes
                 hole = hole * mask_zone_matte(paste.landmarks, paste.box, HOLE_ZONE_GROW, c.zone_feather)
             return hole
+        # Before the hole is known (a face's layout): the most it can take.
         if paste.landmarks is not None:
-            grow = HOLE_ZONE_GROW if c.paste == "hole-below-eyes" else c.zone_grow  # before the hole is known: its bound
+            grow = HOLE_ZONE_GROW if c.paste == "hole-below-eyes" else c.zone_grow
             return mask_zone_matte(paste.landmarks, paste.box, grow, c.zone_feather)
+        if c.paste in ("hole", "hole-below-eyes"):
+            bound = np.ones((side, side), np.float32)
+            bound[0, :] = bound[-1, :] = bound[:, 0] = bound[:, -1] = 0.0
+            return bound
         return feather_mask(paste.box[2] - paste.box[0], c.blend_shape, c.feather)[:, :, 0]
 
     def _match_zone_colour(self, gen: np.ndarray, paste: _Paste, matte: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cyclemask.errors import ConfigError, CycleMaskError
+from cyclemask import outputs
 from cyclemask.outputs import is_fatal_write_error
 
 from .contracts import Frame, Processor, Sink, Source, conform
@@ -316,7 +317,7 @@ class Pipeline:
         # interrupts can leave is_alive() False for a thread still running (CPython < 3.13).
         for d in done:
             while not d.wait(0.1):
-                pass
+                outputs.raise_lost_stop()  # a stop signal a finalizer swallowed stops the run here
 
     def _end_live(self, done: list[threading.Event]) -> None:
         """Ctrl-C on a live input (capture device, stream URL, named pipe) is its normal end:

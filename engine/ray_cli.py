@@ -12,8 +12,9 @@ import click
 from cyclemask.cli_util import stop_exit_code
 
 from .backends import model_kind
-from .ray_run import RayOptions, WorkerBackend, WorkerSpec, image_job, model_direction, require_ray, run, video_job
-from .run import RunOptions, describe_mode, face_detector_path, output_name, resolve_model
+from .ray_run import (RayOptions, WorkerBackend, WorkerSpec, image_job, model_direction, model_method, require_ray, run,
+                      video_job)
+from .run import RunOptions, describe_mode, face_detector_path, output_name, paste_for_method, resolve_model
 
 
 def ray_main(opts: RayOptions, options: RunOptions, *, images: Path | None, video: str | None, out: Path | None,
@@ -30,6 +31,8 @@ def ray_main(opts: RayOptions, options: RunOptions, *, images: Path | None, vide
     model_label = f"{model}: {model_note}" if model_note else str(model)
     detector = face_detector_path(options)
     face_config = None if options.aligned else options.face_config(video=video is not None)
+    if face_config is not None:  # the paste follows the graph, as in the workers' loaded backends
+        face_config = dataclasses.replace(face_config, paste=paste_for_method(options.paste, model_method(model)))
     # Named before any backend loads, from what the model file records: what a local run's loaded
     # backend says (the embedded model without --unmask is the mask generator).
     direction = options.direction or model_direction(model) or ("mask" if options.model is None else None)

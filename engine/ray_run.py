@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from cyclemask import outputs
 from cyclemask.errors import ConfigError, CycleMaskError, InputError, own_module_missing
 
 from .pipeline import RunReport
@@ -271,36 +272,53 @@ def video_output_name(rel: str) -> str:
 def model_direction(model: Path) -> str | None:
     """The direction a model file records, read without loading it into a runtime (None when it
     records none, or holds both)."""
+    from cyclemask import DIRECTIONS
+
+    found = _model_record(model).get("direction")
+    return found if found in DIRECTIONS else None
+
+
+def model_method(model: Path) -> str | None:
+    """The method a model file records ("restore" for an erase-then-restore graph, "cyclegan"),
+    read without loading it into a runtime; None when it records none."""
+    found = _model_record(model).get("method")
+    return found if isinstance(found, str) else None
+
+
+def _model_record(model: Path) -> dict:
+    """What a model file records of its direction and method, read without a runtime."""
     # Imported before the `try` below: its broad `except` is for a model file that cannot be
     # read, and must never hide a module of ours that is missing (it once hid a stale path to
     # the sidecar reader, and engines under --ray lost their direction).
     import onnx
 
-    from cyclemask import DIRECTIONS
     from cyclemask.artifacts import load_engine_sidecar  # the sidecar reader the TensorRT backend uses
 
     from .backends import model_kind
 
     kind = model_kind(model)
     if kind == "checkpoint":
-        from cyclemask.checkpoint import read_checkpoint  # imports torch: only for a checkpoint
-    found = None
+        from cyclemask.checkpoint import RESTORE_FORMAT, read_checkpoint  # imports torch: only for a checkpoint
+    found: dict = {}
     try:
         if kind == "graph":
             meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
-            found = meta.get("direction")
+            found = {k: meta.get(k) for k in ("direction", "method")}
         elif kind == "engine":
-            found = load_engine_sidecar(model).get("direction")
+            sidecar = load_engine_sidecar(model)
+            found = {k: sidecar.get(k) for k in ("direction", "method")}
         else:
             obj = read_checkpoint(model)
             if isinstance(obj, dict):
-                found = obj.get("direction")
+                if obj.get("format") == RESTORE_FORMAT:
+                    return {"direction": "unmask", "method": "restore"}
+                found = {"direction": obj.get("direction"), "method": "cyclegan"}
                 gens = obj.get("generators")
-                if found is None and isinstance(gens, dict) and len(gens) == 1:
-                    found = next(iter(gens))
+                if found["direction"] is None and isinstance(gens, dict) and len(gens) == 1:
+                    found["direction"] = next(iter(gens))
     except Exception as exc:  # noqa: BLE001 - the workers report a bad model properly
-        log.debug("cannot read the direction of %s: %s", model, exc)
-    return found if found in DIRECTIONS else None
+        log.debug("cannot read what %s records: %s", model, exc)
+    return found
 
 
 @dataclass
@@ -472,6 +490,7 @@ def _execute(ray, job: Job, spec: WorkerSpec, plan: WorkerPlan, per_call: int, t
                     rep.error = rep.error or str(message)
                 if progress is not None:
                     progress(1)
+                outputs.raise_lost_stop()
             if rep.error is not None:
                 break  # a backend that fails fails everywhere: stop, as a local run does
     except KeyboardInterrupt:

@@ -93,17 +93,18 @@ class FaceTracker:
     def _scene_changed(self, image: np.ndarray) -> bool:
         import cv2
 
-        h, w = image.shape[:2]
+        shape = image.shape
+        h, w = shape[:2]
         k = min(h, w) // 64
         if k > 1:
             # OpenCV's area resize is several times faster at a whole-number factor: 1 ms instead
             # of 3 for a 720p frame, every frame, on the thread that feeds the detector.
             image = cv2.resize(image[:h - h % k, :w - w % k], (w // k, h // k), interpolation=cv2.INTER_AREA)
         thumb = cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-        changed = (self._thumb is not None and self._shape == image.shape
+        changed = (self._thumb is not None and self._shape == shape
                    and float(np.abs(thumb - self._thumb).mean()) / 255.0 > self.config.scene_cut)
-        new_shape = self._shape is not None and self._shape != image.shape
-        self._thumb, self._shape = thumb, image.shape
+        new_shape = self._shape is not None and self._shape != shape
+        self._thumb, self._shape = thumb, shape
         return changed or new_shape
 
     def _weight(self, track: _Track, face: Face) -> float:

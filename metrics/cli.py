@@ -225,7 +225,7 @@ def model(model, mask_model, unmask_model, backend, device, image_size, data, pa
         _write_text(out_md, md + "\n")
 
 
-def _photo_translators(models, detector, paste: str = "zone"):
+def _photo_translators(models, detector, paste: str = "auto"):
     """One photo in, one photo out, through the runtime's face-aware processor (default settings,
     the paste as --paste)."""
     from cyclemask.engine.faces import FaceConfig, FaceProcessor
@@ -526,6 +526,12 @@ def _telea_paste(paste: str) -> str:
     return paste if paste == "hole-below-eyes" else "hole"
 
 
+def _pastes(method: str, bmethod: str, paste: str) -> dict[str, str]:
+    """How each unmasker of these figures was pasted back."""
+    return {"ours": _paste_of(method, paste), "telea": _telea_paste(_paste_of(method, paste)),
+            "baseline": _paste_of(bmethod, paste)}
+
+
 def _default(path, direction: str, method: str | None = None) -> Path:
     from cyclemask.demo_model import default_model
 
@@ -565,7 +571,8 @@ def identity(pairs, mask_model, unmask_model, baseline_model, segmenter, detecto
         base, bsize, bmethod = _graph_infer(_default(baseline_model, "unmask", "cyclegan"), "unmask", stack)
         masker, msize, mmethod = _graph_infer(_default(mask_model, "mask"), "mask", stack)
         unmaskers = {"ours": face_photo(ours, size, _paste_of(method, paste), detector),
-                     "telea": face_photo(TeleaBackend(seg).infer, seg.size, _telea_paste(paste), detector),
+                     "telea": face_photo(TeleaBackend(seg).infer, seg.size, _telea_paste(_paste_of(method, paste)),
+                                         detector),
                      "baseline": face_photo(base, bsize, _paste_of(bmethod, paste), detector)}
         try:
             report = identity_report(photos, unmaskers, face_photo(masker, msize, "zone", detector), judge, progress=bar)
@@ -573,6 +580,7 @@ def identity(pairs, mask_model, unmask_model, baseline_model, segmenter, detecto
             bar.close()
     report["methods"] = {"ours": f"{unmask_model or 'embedded'} ({method})", "telea": f"OpenCV Telea in {seg.path.name}'s hole",
                          "baseline": f"{baseline_model or 'embedded CycleGAN'} ({bmethod})"}
+    report["paste"] = _pastes(method, bmethod, paste)
     rows = report["variants"]
     click.echo(f"identity on {report['pairs']} pairs (judge: dlib ResNet descriptor, match < {MATCH_THRESHOLD:g}; "
                f"{len(report['judge_found_no_face'])} without a face the judge finds, {len(report['left_out'])} left out)")
@@ -618,8 +626,10 @@ def unmasking(twins, real_masked, unmask_model, baseline_model, segmenter, detec
             photos = [read_image(p) for p in list_images(real_masked)[:limit]]
             report["mask_left"] = {
                 "ours": mask_left_report(photos, ours, size, _paste_of(method, paste), seg, detector),
-                "telea": mask_left_report(photos, telea, size, _telea_paste(paste), seg, detector),
+                "telea": mask_left_report(photos, telea, size, _telea_paste(_paste_of(method, paste)), seg,
+                                          detector),
                 "baseline": mask_left_report(photos, base, bsize, _paste_of(bmethod, paste), seg, detector)}
+            report["paste"] = _pastes(method, bmethod, paste)
     s = report["segmenter_on_twins"]
     click.echo(f"segmenter on {s['n']} twins: IoU {s['iou']:.3f} (per twin mean {s['iou_mean']:.3f}, min {s['iou_min']:.3f}); "
                f"on the bare originals {100 * s['bare_with_any_mask']:.1f}% show any mask")

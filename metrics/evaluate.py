@@ -12,7 +12,7 @@ photos.
   polygon of `cyclemask.face_detect.mask_anchors` on the unmasked face) is scored on its own too: the
   only pixels a mask changes, so the figure is not diluted by the untouched rest.
 - Face-aware ("as the user gets it", optional): each test photo goes through what `cyclemask-run`
-  does (detect the face, crop, translate, paste the mask zone back into the photo's own pixels);
+  does (detect the face, crop, translate, paste back into the photo's own pixels as --paste says);
   FID / KID and success are scored again on those outputs. A photo where no face is found comes
   back unchanged and counts against the model.
 - With a masked / unmasked classifier (`cyclemask.metrics.classifier`): the success rate of each

@@ -5,9 +5,10 @@
     python scripts/demo_sheet.py --check   # exit 1 if the picture is older than the embedded model
 
 The picture records which embedded generators made it (sha256 of each file in
-cyclemask/assets/demo/) and the mask method the demo used (`cyclemask-run --mask`'s default) in
-docs/demo_before_after.json; tests/scripts/test_demo_sheet.py fails when either differs, so a
-new embedded model or a new default method comes with its new picture. Needs only the base
+cyclemask/assets/demo/), the mask method the demo used (`cyclemask-run --mask`'s default) and how
+the unmasking was pasted back (`--paste`'s default, resolved for the embedded graph) in
+docs/demo_before_after.json; tests/scripts/test_demo_sheet.py fails when any differs, so a new
+embedded model or a new default comes with its new picture. Needs only the base
 install (the demo runs the ONNX graphs).
 """
 
@@ -75,6 +76,19 @@ def recorded_mask_method() -> str | None:
     return _field("mask_method")
 
 
+def unmask_paste() -> str:
+    """How the demo pastes the unmasking now: RunOptions' --paste, resolved for the embedded graph."""
+    from cyclemask.demo_model import assets_dir
+    from cyclemask.engine.ray_run import model_method
+    from cyclemask.engine.run import RunOptions, paste_for_method
+
+    return paste_for_method(RunOptions().paste, model_method(assets_dir() / "unmask.onnx"))
+
+
+def recorded_unmask_paste() -> str | None:
+    return _field("unmask_paste")
+
+
 def shrink(png: bytes) -> bytes:
     """The sheet at WIDTH pixels; in 256 dithered colours when the full-colour PNG is too big."""
     from PIL import Image
@@ -101,9 +115,10 @@ def make() -> None:
         data = shrink((Path(tmp) / SHEET_NAME).read_bytes())
     PICTURE.parent.mkdir(parents=True, exist_ok=True)
     PICTURE.write_bytes(data)
-    RECORD.write_text(json.dumps({"what": "the embedded demo models and the mask method that made demo_before_after.png "
-                                          "(scripts/demo_sheet.py)",
+    RECORD.write_text(json.dumps({"what": "the embedded demo models, mask method and unmask paste that made "
+                                          "demo_before_after.png (scripts/demo_sheet.py)",
                                   "mask_method": report.mask_method,
+                                  "unmask_paste": unmask_paste(),
                                   "models_sha256": model_digests()}, indent=1) + "\n")
     print(f"wrote {PICTURE.relative_to(REPO)} ({len(data) / 1000:.0f} kB) and {RECORD.relative_to(REPO)}")
 
@@ -115,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="only say whether the picture is current (exit 1 if not)")
     args = ap.parse_args(argv)
     current = (model_digests() == recorded_digests() and mask_method() == recorded_mask_method()
-               and PICTURE.is_file())
+               and unmask_paste() == recorded_unmask_paste() and PICTURE.is_file())
     if args.check:
         print(f"{PICTURE.relative_to(REPO)}: " + ("made by the embedded model" if current else
               "older than the embedded model or the demo's mask method: run python scripts/demo_sheet.py"))

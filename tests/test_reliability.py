@@ -159,6 +159,33 @@ def test_a_stop_signal_sent_during_an_image_run_in_this_process_stops_it_at_a_sa
     assert not partials(out) and not (out / JOURNAL).exists()
 
 
+def test_a_stop_swallowed_by_a_finalizer_stops_an_image_run_in_this_process(tmp_path, bundle, monkeypatch):
+    import time
+
+    from cyclemask.engine import sinks
+    from tests.test_stop_signals import _swallowed_stop
+
+    real_write = sinks.ImageFolderSink.write
+
+    def write_then_lose_a_stop(self, frame, image):
+        path = real_write(self, frame, image)
+        if len(self.written) == 3:
+            _swallowed_stop()  # the writer thread goes on: only the main thread can stop the run
+        if len(self.written) >= 3:
+            time.sleep(0.05)  # so that the main thread's wait sees it long before the end
+        return path
+
+    monkeypatch.setattr(sinks.ImageFolderSink, "write", write_then_lose_a_stop)
+    make_images(tmp_path / "in", 40)
+    out = tmp_path / "out"
+    res = run_here(bundle, "--images", tmp_path / "in", "--out", out, "--batch", "1")
+    assert res.exit_code == 143, res.output
+    assert "stopped: interrupted (SIGTERM)" in res.output and "not written (run stopped first):" in res.output
+    done = assert_complete_images(out)
+    assert 3 <= len(done) < 20 and written(res.output) == len(done)
+    assert not partials(out) and not (out / JOURNAL).exists()
+
+
 @pytest.mark.slow  # a video run in a subprocess, signalled twice (~11 s); test_a_stop_signal_stops_an_image_run_at_a_safe_point keeps the signal path fast
 def test_video_sigterm_discards_sigkill_leaves_a_partial_the_next_run_sweeps(tmp_path, bundle):
     clip = make_video(tmp_path / "clip.mp4", 150)

@@ -446,6 +446,17 @@ def test_paste_auto_follows_the_graph_kind():
     assert RunOptions(paste="hole").face_config(video=False, backend=Be("restore")).paste == "hole"
 
 
+def test_the_eval_pastes_each_unmasker_as_the_runtime_would_and_telea_as_ours():
+    from cyclemask.metrics.cli import _pastes
+
+    assert _pastes("restore", "cyclegan", "auto") == {
+        "ours": "hole-below-eyes", "telea": "hole-below-eyes", "baseline": "zone"}
+    assert _pastes("restore", "cyclegan", "hole") == {"ours": "hole", "telea": "hole", "baseline": "zone"}
+    # a generator is never pasted as a hole; Telea, which only fills a hole, keeps the whole hole then
+    assert _pastes("cyclegan", "cyclegan", "auto") == {"ours": "zone", "telea": "hole", "baseline": "zone"}
+    assert _pastes("restore", "cyclegan", "zone")["ours"] == "zone"
+
+
 def test_unmask_method_options_are_checked():
     from cyclemask.engine.run import RunOptions
     from cyclemask.errors import ConfigError

@@ -155,3 +155,39 @@ def test_a_stop_signal_that_lands_inside_a_finalizer_still_stops_the_command(tmp
     assert "stopped: interrupted (SIGTERM)" in res.output
     assert "Exception ignored" not in res.output
     assert not (tmp_path / "out" / "after.txt").exists()
+
+
+def _swallowed_stop(sig=signal.SIGTERM):
+    """What the stop handler leaves when Python ran it inside a finalizer: the signal recorded,
+    its KeyboardInterrupt handed to sys.unraisablehook (which cli_util installs)."""
+    import sys
+    import types
+
+    from cyclemask import cli_util
+
+    cli_util._stop.signum = sig
+    sys.unraisablehook(types.SimpleNamespace(exc_type=KeyboardInterrupt, exc_value=KeyboardInterrupt(),
+                                             exc_traceback=None, err_msg=None, object=None))
+
+
+def test_a_swallowed_stop_still_stops_a_command_that_exits_with_its_own_code():
+    @click.command(cls=Command)
+    @click.pass_context
+    def cmd(ctx):
+        _swallowed_stop()
+        ctx.exit(1)
+
+    res = _invoke(cmd)
+    assert res.exit_code == 143 and "stopped: interrupted (SIGTERM)" in res.output, res.output
+
+
+def test_a_commit_refused_by_a_stop_leaves_no_partial_file(tmp_path, monkeypatch):
+    def stop():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs, "raise_lost_stop", stop)
+    partial = outputs.create_partial(tmp_path / "a.txt")  # as the video writer stages its file
+    partial.write_bytes(b"1")
+    with pytest.raises(KeyboardInterrupt):
+        outputs.commit_partial(partial, tmp_path / "a.txt")
+    assert list(tmp_path.iterdir()) == []

@@ -277,11 +277,12 @@ def test_cli_demo_says_which_method_masked_and_keeps_the_generator_reachable(tmp
     r = run("--demo", "--out", tmp_path / "template")
     assert r.exit_code == 0, r.output
     assert "masked:   with a mask template warped onto the face (--mask-method template, no model)" in r.output
-    assert "mask: mask template warped onto the landmarks; unmask: mask zone pasted; found: grace_hopper 1" in r.output
+    assert ("mask: mask template warped onto the landmarks; unmask: mask below the eyes erased and restored; "
+            "found: grace_hopper 1") in r.output
     g = run("--demo", "--out", tmp_path / "gan", "--mask-method", "gan", "--backend", "ort")
     assert g.exit_code == 0, g.output
     assert "masked:   by the mask generator (--mask-method gan)" in g.output
-    assert "mask.onnx" in g.output and "mask zone pasted; found: grace_hopper 1" in g.output
+    assert "mask.onnx" in g.output and "mask: mask zone pasted; unmask: mask below the eyes erased and restored" in g.output
     by_template = read_image(tmp_path / "template" / f"{p.name}_masked.png")
     by_gan = read_image(tmp_path / "gan" / f"{p.name}_masked.png")
     assert not np.array_equal(by_template, by_gan)

@@ -93,6 +93,42 @@ def test_model_direction_read_without_a_runtime(mask_graph, bundle_path):
     assert model_direction(bundle_path) is None  # a bundle holds both: --mask or --unmask decides
 
 
+def test_model_method_read_without_a_runtime(mask_graph, bundle_path):
+    from cyclemask.demo_model import default_model
+    from cyclemask.engine.ray_run import model_direction, model_method
+
+    restore = default_model("unmask", "ort", "restore")
+    assert model_method(restore) == "restore" and model_direction(restore) == "unmask"
+    assert model_method(mask_graph) != "restore" and model_method(bundle_path) == "cyclegan"
+
+
+def test_the_mode_line_under_ray_names_the_paste_the_workers_use(tmp_path, monkeypatch):
+    import sys
+
+    import matplotlib
+
+    from cyclemask.engine import ray_cli, ray_run
+    from cyclemask.image_files import read_image, write_image
+
+    ray, data = _fake_ray_modules()
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    monkeypatch.setitem(sys.modules, "ray.data", data)
+    monkeypatch.setattr(ray_cli, "require_ray", lambda: ray)
+    monkeypatch.setattr(ray_run, "require_ray", lambda: ray)
+    monkeypatch.setattr(ray_run, "connect", lambda address, debug=False: (False, 2.0, 0.0))
+    write_image(tmp_path / "photos" / "a.png", read_image(Path(matplotlib.get_data_path()) / "sample_data"
+                                                          / "grace_hopper.jpg"))
+    args = ["--images", tmp_path / "photos", "--unmask", "--backend", "ort", "--threads", "1"]
+    local = run(*args, "--out", tmp_path / "local")
+    on_ray = run(*args, "--out", tmp_path / "ray", "--ray", "--workers", "1")
+    assert local.exit_code == 0, local.output
+    assert on_ray.exit_code == 0, on_ray.output
+    mode = [line for line in local.output.splitlines() if line.startswith("mode:")]
+    assert mode and "the segmented mask below the eyes erased and restored" in mode[0]
+    assert mode[0] in on_ray.output.splitlines()
+    assert _digest(tmp_path / "ray") == _digest(tmp_path / "local")
+
+
 class _StubEngine:
     """Stands in for TensorRT (no GPU here): reads what TrtBackend reads off an engine's sidecar,
     its direction and image size, and inverts the image where the engine would run."""

@@ -21,6 +21,8 @@ def test_the_readme_picture_was_made_by_the_embedded_model():
     assert ds.recorded_digests() == ds.model_digests(), "run python scripts/demo_sheet.py and commit its files"
     # Nor may it show another mask method than the one the demo now masks with.
     assert ds.recorded_mask_method() == ds.mask_method() == "template", "run python scripts/demo_sheet.py --force"
+    # ... nor another paste than the one the demo's unmasking now gets.
+    assert ds.recorded_unmask_paste() == ds.unmask_paste() == "hole-below-eyes", "run python scripts/demo_sheet.py"
     assert 10_000 < ds.PICTURE.stat().st_size <= ds.MAX_BYTES
     assert ds.main(["--check"]) == 0
     assert "](docs/demo_before_after.png)" in (REPO / "README.md").read_text()
