@@ -282,6 +282,10 @@ def test_scene_cut_and_size_change_reset_tracks():
     tracker = FaceTracker(FaceConfig())
     tracker.update(dark, [face(100, 80, 60)])
     assert tracker.update(np.full((100, 100, 3), 20, np.uint8), []) == [] and tracker.cuts == 1
+    # A size change that the thumbnail's first reduction (by 240 // 64 = 3) hides is one too.
+    tracker = FaceTracker(FaceConfig())
+    tracker.update(dark, [face(100, 80, 60)])
+    assert tracker.update(np.full((241, 319, 3), 20, np.uint8), []) == [] and tracker.cuts == 1
 
 
 def test_processor_tracks_and_counts_held_faces(rng):
