@@ -137,6 +137,11 @@ class OrtBackend(SyncBackend):
         if self.threads:
             so.intra_op_num_threads = self.threads
             so.inter_op_num_threads = 1
+        # ONNX Runtime's pool threads spin for a while after each call by default: faster alone,
+        # but in a run the spinning takes the CPU that decoding, detection and encoding need. A
+        # face-aware 720p run of the restore graph on 2 cores: 16.7-18.2 frames/s spinning,
+        # 21.2-24.3 without (OpenVINO 21.6-21.7), benchmarks/unmask_method.py's clip.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Missing GPU libraries make ORT print long errors while it falls back; in auto mode the
         # fallback is expected and reported below, so keep the console clean.
         quiet = self.provider == "auto"

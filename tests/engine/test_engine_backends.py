@@ -116,6 +116,13 @@ def test_ort_auto_reports_what_it_really_got(mask_graph):
                 assert any("could not use" in n for n in be.notes)
 
 
+def test_ort_pool_threads_do_not_spin_between_calls(mask_graph):
+    # Spinning threads took the CPU a face-aware run's decode, detection and encoding need.
+    with OrtBackend(mask_graph, provider="cpu") as be:
+        opts = be._session.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks ONNX Runtime's silent CPU fallback; a GPU is present")
 def test_ort_explicit_provider_that_does_not_load_is_an_error(mask_graph):
     import onnxruntime as ort
