@@ -301,8 +301,8 @@ def test_cli_demo_with_shipped_models(tmp_path, monkeypatch):
     r = run("--demo", "--out", tmp_path / "demo_out")
     assert r.exit_code == 0, r.output
     assert "embedded demo generators" in r.output
-    assert "face_detection_yunet_2023mar.onnx), mask: mask template warped onto the landmarks; unmask: mask zone " \
-           "pasted; found: grace_hopper 1" in r.output
+    assert "face_detection_yunet_2023mar.onnx), mask: mask template warped onto the landmarks; unmask: mask below " \
+           "the eyes erased and restored; found: grace_hopper 1" in r.output
     p = _portrait()
     for name in demo.output_names([p]):
         assert (tmp_path / "demo_out" / name).is_file(), name
