@@ -488,7 +488,7 @@ def test_faces_without_landmarks_are_pasted_as_whole_crops(rng):
 
 
 def test_paste_config_validation():
-    with pytest.raises(ConfigError, match="paste must be one of zone, crop, hole; got 'face'"):
+    with pytest.raises(ConfigError, match="paste must be one of zone, crop, hole, hole-below-eyes; got 'face'"):
         FaceConfig(paste="face")
     with pytest.raises(ConfigError, match="zone_colour must be one of field, mean, none"):
         FaceConfig(zone_colour="poisson")
