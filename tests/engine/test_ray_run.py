@@ -103,19 +103,11 @@ def test_model_method_read_without_a_runtime(mask_graph, bundle_path):
 
 
 def test_the_mode_line_under_ray_names_the_paste_the_workers_use(tmp_path, monkeypatch):
-    import sys
-
     import matplotlib
 
-    from cyclemask.engine import ray_cli, ray_run
     from cyclemask.image_files import read_image, write_image
 
-    ray, data = _fake_ray_modules()
-    monkeypatch.setitem(sys.modules, "ray", ray)
-    monkeypatch.setitem(sys.modules, "ray.data", data)
-    monkeypatch.setattr(ray_cli, "require_ray", lambda: ray)
-    monkeypatch.setattr(ray_run, "require_ray", lambda: ray)
-    monkeypatch.setattr(ray_run, "connect", lambda address, debug=False: (False, 2.0, 0.0))
+    _use_fake_ray(monkeypatch)
     write_image(tmp_path / "photos" / "a.png", read_image(Path(matplotlib.get_data_path()) / "sample_data"
                                                           / "grace_hopper.jpg"))
     args = ["--images", tmp_path / "photos", "--unmask", "--backend", "ort", "--threads", "1"]
@@ -166,6 +158,20 @@ class _StubEngine:
         return Stub(path, direction, streams=opts.streams)
 
 
+def _use_fake_ray(monkeypatch) -> None:
+    """--ray runs on `_fake_ray_modules`, connected to no cluster."""
+    import sys
+
+    from cyclemask.engine import ray_cli, ray_run
+
+    ray, data = _fake_ray_modules()
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    monkeypatch.setitem(sys.modules, "ray.data", data)
+    monkeypatch.setattr(ray_cli, "require_ray", lambda: ray)
+    monkeypatch.setattr(ray_run, "require_ray", lambda: ray)
+    monkeypatch.setattr(ray_run, "connect", lambda address, debug=False: (False, 2.0, 0.0))
+
+
 def _fake_ray_modules():
     """`ray` and `ray.data` as far as ray_run uses them, running each call's worker in this
     process: the run's own code (the job, the journal, the summary) runs unchanged around it."""
@@ -200,10 +206,8 @@ def test_an_engine_under_ray_is_named_by_its_direction_as_a_local_run_names_it(t
     worker starts, to name the default output folder; a local run takes it from the loaded
     backend. Both must agree (they once did not: `_out` under --ray, `_unmask` locally)."""
     import dataclasses
-    import sys
 
     from cyclemask.artifacts import ENGINE_FORMAT, sidecar_path
-    from cyclemask.engine import ray_cli, ray_run
     from cyclemask.engine.backends import REGISTRY
 
     engine = tmp_path / "model" / "unmask.fp16.engine"
@@ -215,12 +219,7 @@ def test_an_engine_under_ray_is_named_by_its_direction_as_a_local_run_names_it(t
         "profile": {"min": [1, 16, 16, 3], "opt": [2, 16, 16, 3], "max": [4, 16, 16, 3]}}))
     monkeypatch.setitem(REGISTRY, "trt", dataclasses.replace(REGISTRY["trt"], factory=_StubEngine.make,
                                                              available=lambda: None))
-    ray, data = _fake_ray_modules()
-    monkeypatch.setitem(sys.modules, "ray", ray)
-    monkeypatch.setitem(sys.modules, "ray.data", data)
-    monkeypatch.setattr(ray_cli, "require_ray", lambda: ray)
-    monkeypatch.setattr(ray_run, "require_ray", lambda: ray)
-    monkeypatch.setattr(ray_run, "connect", lambda address, debug=False: (False, 2.0, 0.0))
+    _use_fake_ray(monkeypatch)
 
     args = ["--model", engine, "--backend", "trt", "--aligned", "--batch", "2"]
     for where in ("local", "ray"):
@@ -242,14 +241,9 @@ def test_the_ray_worker_gets_the_runs_own_options(tmp_path, monkeypatch, mask_gr
     import dataclasses
     import sys
 
-    from cyclemask.engine import cli, ray_cli, ray_run, run as run_mod
+    from cyclemask.engine import cli, ray_run, run as run_mod
 
-    ray, data = _fake_ray_modules()
-    monkeypatch.setitem(sys.modules, "ray", ray)
-    monkeypatch.setitem(sys.modules, "ray.data", data)
-    monkeypatch.setattr(ray_cli, "require_ray", lambda: ray)
-    monkeypatch.setattr(ray_run, "require_ray", lambda: ray)
-    monkeypatch.setattr(ray_run, "connect", lambda address, debug=False: (False, 2.0, 0.0))
+    _use_fake_ray(monkeypatch)
     seen, local = {}, {}
     real_worker_class, real_make = ray_run.worker_class, run_mod.make_processor
     monkeypatch.setattr(ray_run, "worker_class", lambda spec: seen.setdefault("spec", spec) and real_worker_class(spec))
