@@ -83,6 +83,7 @@ PASTE_MODES = ("zone", "crop", "hole", "hole-below-eyes")
 #: ZONE_GROW) bounds the hole at the sides and below, where a real mask reaches past the zone
 #: (a cloth mask's sides, under the chin); its top stays the zone's, below the eyes.
 HOLE_ZONE_GROW = 1.5
+HOLE_PASTES = ("hole", "hole-below-eyes")  # for erase-then-restore graphs: the pixels they changed
 ZONE_COLOUR_MODES = ("field", "mean", "none")
 ROTATED_MODES = ("full", "lost", "off")
 
@@ -526,7 +527,7 @@ class FaceProcessor(FrameProcessor):
                 crop = apply_gain(crop, gain)
             crop = np.ascontiguousarray(crop)
             crops.append(crop)
-            if c.paste in ("hole", "hole-below-eyes"):
+            if c.paste in HOLE_PASTES:
                 source = crop  # what the graph was given: its output differs from it only in the hole
             elif landmarks is None:
                 source = None
@@ -546,7 +547,7 @@ class FaceProcessor(FrameProcessor):
         out = image.copy()
         ih, iw = image.shape[:2]
         for paste, gen in zip(state, outputs, strict=True):
-            hole = changed_matte(paste.source, gen) if c.paste in ("hole", "hole-below-eyes") else None
+            hole = changed_matte(paste.source, gen) if c.paste in HOLE_PASTES else None
             if c.color_match:
                 gen = self._restore_colour(gen, paste)
             x0, y0, x1, y1 = paste.box
@@ -587,11 +588,11 @@ class FaceProcessor(FrameProcessor):
             if paste.landmarks is not None:  # hole-below-eyes
                 hole = hole * mask_zone_matte(paste.landmarks, paste.box, HOLE_ZONE_GROW, c.zone_feather)
             return hole
-        # Before the hole is known (a face's layout): the most it can take.
+        # The zone; or, before a hole is known (a face's layout), the most that hole can take.
         if paste.landmarks is not None:
             grow = HOLE_ZONE_GROW if c.paste == "hole-below-eyes" else c.zone_grow
             return mask_zone_matte(paste.landmarks, paste.box, grow, c.zone_feather)
-        if c.paste in ("hole", "hole-below-eyes"):
+        if c.paste in HOLE_PASTES:
             bound = np.ones((side, side), np.float32)
             bound[0, :] = bound[-1, :] = bound[:, 0] = bound[:, -1] = 0.0
             return bound
