@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from cyclemask.errors import ConfigError, CycleMaskError
 from cyclemask import outputs
+from cyclemask.errors import ConfigError, CycleMaskError
 from cyclemask.outputs import is_fatal_write_error
 
 from .contracts import Frame, Processor, Sink, Source, conform

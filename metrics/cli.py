@@ -103,6 +103,9 @@ def _inception(path, device):
     return load_inception(path, device)
 
 
+#: --paste of the unmasking figures, as cyclemask-run --paste (whole crops are not a choice here).
+EVAL_PASTES = ("auto", "zone", "hole", "hole-below-eyes")
+
 @click.group(cls=Group)
 @debug_option
 def main() -> None:
@@ -165,7 +168,7 @@ def fid(folder1, folder2, inception, feature_device, kid_subsets, kid_subset_siz
 @click.option("--face-aware", is_flag=True,
               help="Also score whole test photos as cyclemask-run gives them: detect the face, crop, translate, "
                    "paste back into the photo's own pixels (see --paste).")
-@click.option("--paste", type=click.Choice(["zone", "hole", "hole-below-eyes", "auto"]), default="auto",
+@click.option("--paste", type=click.Choice(EVAL_PASTES), default="auto",
               show_default=True,
               help="With --face-aware: how an erase-then-restore graph's crops are pasted back, as cyclemask-run "
                    "--paste (a generator's always in the zone).")
@@ -500,7 +503,7 @@ def unmask_judge_options(f):
                      help="The mask segmenter graph: Telea's holes, the mask left (default: the embedded one)."),
         click.option("--detector", type=click.Path(dir_okay=False), default=None, envvar=DETECTOR_ENV,
                      help="YuNet model for the face path (default: the one shipped)."),
-        click.option("--paste", type=click.Choice(["zone", "hole", "hole-below-eyes", "auto"]), default="auto",
+        click.option("--paste", type=click.Choice(EVAL_PASTES), default="auto",
                      show_default=True,
                      help="How the unmasking models' crops are pasted back, as cyclemask-run --paste (auto, its "
                           "default: hole-below-eyes for an erase-then-restore graph, the zone for a generator; "
@@ -515,10 +518,11 @@ def unmask_judge_options(f):
 
 def _paste_of(method: str, paste: str) -> str:
     """How a graph's crops are pasted in these figures: as `cyclemask-run --paste` would."""
+    from cyclemask.engine.faces import HOLE_PASTES
     from cyclemask.engine.run import paste_for_method
 
     how = paste_for_method(paste, method)
-    return "zone" if how.startswith("hole") and method != "restore" else how
+    return "zone" if how in HOLE_PASTES and method != "restore" else how
 
 
 def _telea_paste(paste: str) -> str:

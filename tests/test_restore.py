@@ -447,8 +447,10 @@ def test_paste_auto_follows_the_graph_kind():
 
 
 def test_the_eval_pastes_each_unmasker_as_the_runtime_would_and_telea_as_ours():
-    from cyclemask.metrics.cli import _pastes
+    from cyclemask.engine.run import PASTE_CHOICES
+    from cyclemask.metrics.cli import EVAL_PASTES, _pastes
 
+    assert set(EVAL_PASTES) == set(PASTE_CHOICES) - {"crop"}  # every runtime paste but whole crops
     assert _pastes("restore", "cyclegan", "auto") == {
         "ours": "hole-below-eyes", "telea": "hole-below-eyes", "baseline": "zone"}
     assert _pastes("restore", "cyclegan", "hole") == {"ours": "hole", "telea": "hole", "baseline": "zone"}
