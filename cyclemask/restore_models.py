@@ -35,13 +35,18 @@ def _check_channels(name: str, value: tuple[int, ...]) -> None:
 @dataclass(frozen=True)
 class SegmenterConfig:
     channels: tuple[int, ...] = (16, 32, 48, 64)
+    # Dilated residual blocks at the coarsest stage: context across the whole crop, which tells
+    # a mask from a collar or a scarf of the same colour. 0 in the files written before them.
+    n_res: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         _check_channels("segmenter channels", self.channels)
+        if self.n_res < 0:
+            raise ConfigError(f"segmenter n_res must be >= 0; got {self.n_res}")
 
     def to_dict(self) -> dict:
-        return {"channels": list(self.channels)}
+        return {"channels": list(self.channels), "n_res": int(self.n_res)}
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ class MaskSegmenter(nn.Module):
     def __init__(self, config: SegmenterConfig = SegmenterConfig()) -> None:
         super().__init__()
         self.config = config
-        self.net = _UNet(3, 1, config.channels, n_res=0)
+        self.net = _UNet(3, 1, config.channels, config.n_res)
 
     def forward(self, x):
         small = F.avg_pool2d(x, 2)

@@ -11,7 +11,7 @@ import torch
 
 from cyclemask.artifacts import ArtefactError
 from cyclemask.checkpoint import load_generator, load_generators, load_segmenter, save_restore
-from cyclemask.errors import CheckpointError, DataError
+from cyclemask.errors import CheckpointError, ConfigError, DataError
 from cyclemask.image_tensors import eager_translate
 from cyclemask.restore_models import (
     EraseRestore,
@@ -329,7 +329,8 @@ def tiny_bank(monkeypatch):
     from cyclemask.train import restore as R
     import cyclemask.restore_models as RM
 
-    monkeypatch.setattr(RM, "MaskSegmenter", lambda *a: MaskSegmenter(TINY_SEG))
+    monkeypatch.setattr(RM, "MaskSegmenter",
+                        lambda c=TINY_SEG: MaskSegmenter(SegmenterConfig(TINY_SEG.channels, n_res=c.n_res)))
     monkeypatch.setattr(RM, "Restorer", lambda *a: Restorer(TINY_RES))
     rng = np.random.default_rng(0)
     bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
@@ -423,6 +424,56 @@ def test_a_new_run_can_start_from_a_bundles_network(tmp_path, kind, tiny_bank):
     trained = torch.load(tmp_path / "run" / f"{kind}_state.pt", weights_only=True)["net"]
     start = (seg if kind == "segmenter" else res).state_dict()
     assert all(torch.allclose(trained[k], start[k], atol=1e-6) for k in start)
+
+
+def test_a_segmenter_grown_with_residual_blocks_starts_as_the_function_it_grew_from(tmp_path, tiny_bank):
+    import torch
+
+    from cyclemask.checkpoint import save_restore
+    from cyclemask.train import restore as R
+
+    torch.manual_seed(2)
+    seg, res = MaskSegmenter(TINY_SEG).eval(), Restorer(TINY_RES)
+    save_restore(tmp_path / "b.pt", seg, res, {"image_size": 32})
+    cfg = R.LoopConfig(kind="segmenter", out=tmp_path / "run", minutes=5, batch_size=2, iterations=1, lr=1e-9,
+                       init_from=tmp_path / "b.pt", seg_res=2)
+    R.train_loop(tiny_bank, cfg)
+    st = torch.load(tmp_path / "run" / "segmenter_state.pt", weights_only=True)
+    assert st["config"]["n_res"] == 2
+    grown = MaskSegmenter(SegmenterConfig(**st["config"])).eval()
+    grown.load_state_dict(st["net"], strict=True)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(grown(x), seg(x), atol=1e-5)
+    # the bundle keeps the grown config, so the file loads as the network that was trained
+    R.train_loop(tiny_bank, R.LoopConfig(kind="restorer", out=tmp_path / "run", minutes=5, batch_size=2,
+                                         iterations=1))
+    R.bundle(tmp_path / "run" / "segmenter_state.pt", tmp_path / "run" / "restorer_state.pt",
+             tmp_path / "joined.pt", 32)
+    assert load_segmenter(tmp_path / "joined.pt").config.n_res == 2
+    # a resumed run must have the config it saved
+    with pytest.raises(ConfigError, match="holds a segmenter with config"):
+        R.train_loop(tiny_bank, R.LoopConfig(**{**cfg.__dict__, "iterations": 2, "seg_res": 1}))
+
+
+def test_growing_refuses_anything_but_added_residual_blocks():
+    from cyclemask.train.restore import grow_from
+
+    with pytest.raises(ConfigError, match="only residual blocks may be added"):
+        grow_from(MaskSegmenter(SegmenterConfig((4, 16), n_res=1)), MaskSegmenter(TINY_SEG))
+    with pytest.raises(ConfigError, match="only residual blocks may be added"):
+        grow_from(MaskSegmenter(TINY_SEG), MaskSegmenter(SegmenterConfig(TINY_SEG.channels, n_res=1)))
+
+
+def test_a_segmenter_file_written_before_residual_blocks_still_loads(tmp_path):
+    seg, res = tiny_nets()
+    save_restore(tmp_path / "b.pt", seg, res, {"image_size": 32})
+    obj = torch.load(tmp_path / "b.pt", weights_only=True)
+    obj["segmenter"]["config"] = {"channels": list(TINY_SEG.channels)}  # as such files were written
+    torch.save(obj, tmp_path / "old.pt")
+    assert load_segmenter(tmp_path / "old.pt").config.n_res == 0
+    with pytest.raises(ConfigError, match="n_res must be >= 0"):
+        SegmenterConfig(n_res=-1)
 
 
 # -- the runtime's choices -----------------------------------------------------------------

@@ -195,16 +195,16 @@ def save_restore_network(path: str | Path, kind: str, net, extra: dict | None = 
 def bundle(segmenter_path: str | Path, restorer_path: str | Path, out: str | Path, image_size: int,
            extra: dict | None = None) -> None:
     """Join a trained segmenter and restorer into one restore bundle (cyclemask.checkpoint)."""
-    from cyclemask.checkpoint import save_restore
-    from cyclemask.restore_models import Restorer, RestorerConfig
-
     import torch
 
-    from cyclemask.restore_models import MaskSegmenter
+    from cyclemask.checkpoint import save_restore
+    from cyclemask.restore_models import MaskSegmenter, Restorer, RestorerConfig, SegmenterConfig
 
     nets = []
-    for path, net in ((segmenter_path, MaskSegmenter()), (restorer_path, Restorer(RestorerConfig()))):
-        st = torch.load(path, weights_only=True)  # a training state: {"net", "opt", "iteration", ...}
+    for path, make in ((segmenter_path, lambda c: MaskSegmenter(SegmenterConfig(**c) if c else SegmenterConfig())),
+                       (restorer_path, lambda c: Restorer(RestorerConfig(**c) if c else RestorerConfig()))):
+        st = torch.load(path, weights_only=True)  # a training state: {"net", "opt", "iteration", "config", ...}
+        net = make(st.get("config"))
         net.load_state_dict(st["net"], strict=True)
         nets.append(net.eval())
         extra = {**(extra or {}), f"{type(net).__name__}_iterations": int(st["iteration"]),
@@ -232,6 +232,7 @@ class LoopConfig:
     iterations: int | None = None  # stop after this many (in all, resumed ones included)
     lr_end: float | None = None    # with `iterations`: cosine decay from lr to lr_end over them
     init_from: Path | None = None  # a restore bundle whose network of this kind a new run starts from
+    seg_res: int = 0               # the segmenter's residual blocks (SegmenterConfig.n_res)
 
 
 def learning_rate(cfg: LoopConfig, it: int) -> float:
@@ -264,12 +265,12 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from cyclemask.restore_models import MaskSegmenter, Restorer, erase, grow_hole
+    from cyclemask.restore_models import MaskSegmenter, Restorer, SegmenterConfig, erase, grow_hole
 
     torch.manual_seed(cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
     state_path = cfg.out / f"{cfg.kind}_state.pt"
-    net = MaskSegmenter() if cfg.kind == "segmenter" else Restorer()
+    net = MaskSegmenter(SegmenterConfig(n_res=cfg.seg_res)) if cfg.kind == "segmenter" else Restorer()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5 if cfg.gan_weight else 0.9, 0.999))
     disc = dopt = None
     if cfg.kind == "restorer" and cfg.gan_weight > 0:
@@ -284,6 +285,8 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
             log.warning("%s exists: resuming it; --init-from %s is used by a new run only (another --out starts one)",
                         state_path, cfg.init_from)
         st = torch.load(state_path, weights_only=True)
+        if st.get("config") not in (None, net.config.to_dict()):
+            raise ConfigError(f"{state_path} holds a {cfg.kind} with config {st['config']}, not {net.config.to_dict()}")
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
         if disc is not None and "disc" in st:
@@ -294,7 +297,7 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
     elif cfg.init_from is not None:
         from cyclemask.checkpoint import load_restore_part
 
-        net.load_state_dict(load_restore_part(cfg.init_from, cfg.kind).state_dict(), strict=True)
+        grow_from(net, load_restore_part(cfg.init_from, cfg.kind))
         log.info("new %s run starting from the weights in %s", cfg.kind, cfg.init_from)
     rng = np.random.default_rng(cfg.seed + it)
     log_path = cfg.out / f"{cfg.kind}_log.jsonl"
@@ -304,7 +307,7 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
 
     def save():
         st = {"net": net.state_dict(), "opt": opt.state_dict(), "iteration": it,
-              "seconds": spent + time.monotonic() - start}
+              "seconds": spent + time.monotonic() - start, "config": net.config.to_dict()}
         if disc is not None:
             st.update(disc=disc.state_dict(), dopt=dopt.state_dict())
         tmp = state_path.with_suffix(".tmp")
@@ -381,6 +384,27 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
     return {"iteration": it, "seconds": spent + time.monotonic() - start}
 
 
+def grow_from(net, old) -> None:
+    """Start `net` from the weights of `old`, a network of the same kind with the same layers or
+    fewer residual blocks. The blocks `old` lacks start with their last convolution at zero, so
+    they pass their input through and `net` begins as the very function `old` computes."""
+    import torch
+
+    own, theirs = net.state_dict(), old.state_dict()
+    extra = sorted(set(own) - set(theirs))
+    missing = sorted(set(theirs) - set(own))
+    reshaped = [k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape]
+    if missing or reshaped or any(not k.startswith("net.mid.") for k in extra):
+        raise ConfigError(f"cannot start a {type(net).__name__} of config {net.config.to_dict()} from one of "
+                          f"{old.config.to_dict()}: only residual blocks may be added")
+    for k in extra:
+        if ".b." in k:
+            theirs[k] = torch.zeros_like(own[k])
+        else:
+            theirs[k] = own[k]
+    net.load_state_dict(theirs, strict=True)
+
+
 def _augment_pair(both: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Flip image and matte together; photometric jitter on the image only."""
     if rng.random() < 0.5:
@@ -409,6 +433,9 @@ def main(argv=None) -> None:
     ap.add_argument("--iterations", type=int, help="stop after this many iterations in all (resumed ones included)")
     ap.add_argument("--init-from", type=Path, help="a restore bundle (restore.pt) whose network a new run starts from")
     ap.add_argument("--gan-weight", type=float, default=0.0)
+    ap.add_argument("--seg-res", type=int, default=0,
+                    help="the segmenter's dilated residual blocks at its coarsest stage (context for telling "
+                         "a mask from clothing); with --init-from, added blocks start as identities")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", type=int, default=6)
     a = ap.parse_args(argv)
@@ -439,7 +466,7 @@ def main(argv=None) -> None:
         return
     res = train_loop(bank, LoopConfig(kind=a.kind, out=Path(a.out), minutes=a.minutes, batch_size=a.batch_size,
                                       lr=a.lr, gan_weight=a.gan_weight, iterations=a.iterations,
-                                      lr_end=a.lr_end, init_from=a.init_from))
+                                      lr_end=a.lr_end, init_from=a.init_from, seg_res=a.seg_res))
     log.info("%s: %d iterations, %.0f s", a.kind, res["iteration"], res["seconds"])
 
 
