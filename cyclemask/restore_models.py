@@ -41,12 +41,14 @@ class SegmenterConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "n_res", int(self.n_res))
         _check_channels("segmenter channels", self.channels)
         if self.n_res < 0:
             raise ConfigError(f"segmenter n_res must be >= 0; got {self.n_res}")
 
     def to_dict(self) -> dict:
-        return {"channels": list(self.channels), "n_res": int(self.n_res)}
+        # n_res only when set, so a file without the blocks stays readable by releases before them
+        return {"channels": list(self.channels), **({"n_res": self.n_res} if self.n_res else {})}
 
 
 @dataclass(frozen=True)

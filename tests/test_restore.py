@@ -396,6 +396,8 @@ def test_a_resumed_gan_run_sets_the_discriminators_rate_from_its_options_too(tmp
     (["--kind", "segmenter", "--iterations", "0"], "--iterations must be at least 1"),
     (["--kind", "restorer", "--lr", "0"], "must be positive"),
     (["--kind", "bundle", "--init-from", "x.pt"], "--init-from is for --kind segmenter or restorer"),
+    (["--kind", "segmenter", "--seg-res", "-1"], "--seg-res must be >= 0"),
+    (["--kind", "restorer", "--seg-res", "2"], "is for --kind segmenter"),
 ])
 def test_training_options_are_checked_before_any_work(tmp_path, args, says):
     from cyclemask.errors import ConfigError
@@ -439,7 +441,7 @@ def test_a_segmenter_grown_with_residual_blocks_starts_as_the_function_it_grew_f
                        init_from=tmp_path / "b.pt", seg_res=2)
     R.train_loop(tiny_bank, cfg)
     st = torch.load(tmp_path / "run" / "segmenter_state.pt", weights_only=True)
-    assert st["config"]["n_res"] == 2
+    assert st["config"]["n_res"] == 2 and "n_res" not in SegmenterConfig().to_dict()
     grown = MaskSegmenter(SegmenterConfig(**st["config"])).eval()
     grown.load_state_dict(st["net"], strict=True)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -454,6 +456,11 @@ def test_a_segmenter_grown_with_residual_blocks_starts_as_the_function_it_grew_f
     # a resumed run must have the config it saved
     with pytest.raises(ConfigError, match="holds a segmenter with config"):
         R.train_loop(tiny_bank, R.LoopConfig(**{**cfg.__dict__, "iterations": 2, "seg_res": 1}))
+    # a state written before configs were saved holds a segmenter without the blocks
+    del st["config"]
+    torch.save(st, tmp_path / "run" / "segmenter_state.pt")
+    with pytest.raises(ConfigError, match="holds a segmenter with config"):
+        R.train_loop(tiny_bank, R.LoopConfig(**{**cfg.__dict__, "iterations": 2}))
 
 
 def test_growing_refuses_anything_but_added_residual_blocks():

@@ -285,8 +285,10 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
             log.warning("%s exists: resuming it; --init-from %s is used by a new run only (another --out starts one)",
                         state_path, cfg.init_from)
         st = torch.load(state_path, weights_only=True)
-        if st.get("config") not in (None, net.config.to_dict()):
-            raise ConfigError(f"{state_path} holds a {cfg.kind} with config {st['config']}, not {net.config.to_dict()}")
+        saved = type(net.config)(**st["config"]) if st.get("config") else type(net.config)()
+        if saved != net.config:
+            raise ConfigError(f"{state_path} holds a {cfg.kind} with config {saved.to_dict()}, not "
+                              f"{net.config.to_dict()} (--seg-res must be the one the run started with)")
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
         if disc is not None and "disc" in st:
@@ -396,7 +398,8 @@ def grow_from(net, old) -> None:
     reshaped = [k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape]
     if missing or reshaped or any(not k.startswith("net.mid.") for k in extra):
         raise ConfigError(f"cannot start a {type(net).__name__} of config {net.config.to_dict()} from one of "
-                          f"{old.config.to_dict()}: only residual blocks may be added")
+                          f"{old.config.to_dict()}: only residual blocks may be added (--seg-res at least "
+                          f"the n_res it has)")
     for k in extra:
         if ".b." in k:
             theirs[k] = torch.zeros_like(own[k])
@@ -450,6 +453,8 @@ def main(argv=None) -> None:
             raise ConfigError("--lr-end needs --iterations (the length of the decay) and must not be negative")
     elif a.init_from is not None:
         raise ConfigError(f"--init-from is for --kind segmenter or restorer, not {a.kind}")
+    if a.seg_res < 0 or (a.seg_res and a.kind != "segmenter"):
+        raise ConfigError(f"--seg-res must be >= 0 and is for --kind segmenter; got {a.seg_res} with --kind {a.kind}")
     if a.kind == "bundle":
         out = Path(a.out)
         bundle(out / "segmenter_state.pt", out / "restorer_state.pt", out / "restore.pt", 128)
