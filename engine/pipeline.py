@@ -319,6 +319,16 @@ class Pipeline:
             while not d.wait(0.1):
                 outputs.raise_lost_stop()  # a stop signal a finalizer swallowed stops the run here
 
+    @staticmethod
+    def _settle_start(thread: threading.Thread, done: threading.Event) -> None:
+        """A stop raised inside thread.start(): the thread runs (and sets `done` itself) if it
+        was created, which its ident shows once it begins; if it never was, mark it done."""
+        deadline = time.monotonic() + 2.0
+        while thread.ident is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if thread.ident is None:
+            done.set()
+
     def _end_live(self, done: list[threading.Event]) -> None:
         """Ctrl-C on a live input (capture device, stream URL, named pipe) is its normal end:
         stop reading, let every frame read so far through, keep the file. A second Ctrl-C stops
@@ -345,12 +355,25 @@ class Pipeline:
             threading.Thread(target=self._stage, args=(done[3], self._write, q_out), name="cyclemask-write", daemon=True),
         ]
         start = time.perf_counter()
-        for t in threads:
-            t.start()
+        begun, all_begun = 0, False
         try:
+            # Started inside the try: Thread.start waits for the thread to run, and a Ctrl-C that
+            # lands in that wait must still stop the stages already running and finish the sink.
+            for t in threads:
+                begun += 1  # before start(): a stop inside it may leave this thread running
+                t.start()
+            all_begun = True
             self._wait(done)
         except KeyboardInterrupt:
-            if self._live:
+            if not all_begun:
+                rep.interrupted = True
+                self._stop.set()
+                if begun:
+                    self._settle_start(threads[begun - 1], done[begun - 1])
+                for d in done[begun:]:
+                    d.set()  # never started
+                self._wait(done)
+            elif self._live:
                 self._end_live(done)
             else:
                 rep.interrupted = True

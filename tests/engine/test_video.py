@@ -543,6 +543,52 @@ def test_a_stalled_live_input_ends_on_a_second_ctrl_c_and_keeps_its_video():
         source.release.set()
 
 
+class _EndlessLiveSource(_StalledLiveSource):
+    """A camera that keeps delivering frames until it is told to stop reading."""
+
+    def __iter__(self):
+        from cyclemask.engine.sources import Frame
+
+        i = 0
+        while not self.stops:
+            yield Frame(i, f"frame {i}", np.full((8, 8, 3), i % 256, np.uint8))
+            i += 1
+            time.sleep(0.002)
+
+
+@pytest.mark.parametrize("created", [True, False], ids=["inside-start", "before-the-thread-exists"])
+@pytest.mark.parametrize("stage", ["cyclemask-decode", "cyclemask-infer", "cyclemask-write"])
+def test_ctrl_c_while_the_stages_start_still_ends_the_run_and_finishes_its_output(monkeypatch, stage, created):
+    """Thread.start waits for the new thread to run; under load a Ctrl-C lands in that wait."""
+    real_start = threading.Thread.start
+
+    def start(self):
+        if self.name != stage:
+            return real_start(self)
+        if not created:
+            raise KeyboardInterrupt  # before the thread exists: it never runs
+        real_start(self)
+        _thread.interrupt_main()
+        time.sleep(0.05)  # the interrupt lands here, inside start() as far as the caller can tell
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    source = _EndlessLiveSource(0)
+    sink = _KeepingSink(lambda n: None)
+    t0 = time.perf_counter()
+    try:
+        with IdentityBackend() as backend:
+            report = run_pipeline(source, PassThroughProcessor(backend.image_size), backend, sink,
+                                  PipelineConfig(batch_size=2))
+    except KeyboardInterrupt:
+        pytest.fail("a Ctrl-C while the stages started escaped the run without finishing its output")
+    finally:
+        source.stops += 1  # ends a reader left running, whatever happened
+    assert time.perf_counter() - t0 < 10  # a hang guard, not a timing
+    assert report.interrupted and sink.committed is True  # a live input keeps what was written
+    assert source.closed  # no reader was left inside a read
+    assert not [t for t in threading.enumerate() if t.name.startswith("cyclemask-") and t.is_alive()]
+
+
 def test_named_pipe_input(tmp_path, bundle_path):
     clip = make_clip(tmp_path / "feed.ts", n=30, size=(64, 48), audio="aac")
     fifo = tmp_path / "feed.pipe"
