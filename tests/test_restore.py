@@ -398,6 +398,7 @@ def test_a_resumed_gan_run_sets_the_discriminators_rate_from_its_options_too(tmp
     (["--kind", "bundle", "--init-from", "x.pt"], "--init-from is for --kind segmenter or restorer"),
     (["--kind", "segmenter", "--seg-res", "-1"], "--seg-res must be >= 0"),
     (["--kind", "restorer", "--seg-res", "2"], "is for --kind segmenter"),
+    (["--kind", "restorer", "--seg-channels", "8,16"], "--seg-channels is for --kind segmenter"),
 ])
 def test_training_options_are_checked_before_any_work(tmp_path, args, says):
     from cyclemask.errors import ConfigError
@@ -461,6 +462,37 @@ def test_a_segmenter_grown_with_residual_blocks_starts_as_the_function_it_grew_f
     torch.save(st, tmp_path / "run" / "segmenter_state.pt")
     with pytest.raises(ConfigError, match="holds a segmenter with config"):
         R.train_loop(tiny_bank, R.LoopConfig(**{**cfg.__dict__, "iterations": 2}))
+
+
+def test_segmenter_widths_are_chosen_kept_through_a_resume_and_bundled(tmp_path):
+    import torch
+
+    from cyclemask.train import restore as R
+
+    rng = np.random.default_rng(0)
+    bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    matte = np.zeros((4, 32, 32), np.uint8)
+    matte[:, 16:, 8:24] = 255
+    bank = R.Bank(bare, bare[[0, 0, 1, 1]] // 2, matte, np.array([0, 0, 1, 1], np.int32), ["a", "b"])
+    cfg = R.LoopConfig(kind="segmenter", out=tmp_path, minutes=5, batch_size=2, iterations=1,
+                       seg_channels=(4, 8, 12))
+    R.train_loop(bank, cfg)
+    assert torch.load(tmp_path / "segmenter_state.pt", weights_only=True)["config"]["channels"] == [4, 8, 12]
+    with pytest.raises(ConfigError, match="holds a segmenter with config"):
+        R.train_loop(bank, R.LoopConfig(**{**cfg.__dict__, "iterations": 2, "seg_channels": (4, 8)}))
+    R.train_loop(bank, R.LoopConfig(kind="restorer", out=tmp_path, minutes=5, batch_size=2, iterations=1))
+    R.bundle(tmp_path / "segmenter_state.pt", tmp_path / "restorer_state.pt", tmp_path / "b.pt", 32)
+    assert load_segmenter(tmp_path / "b.pt").config.channels == (4, 8, 12)
+
+
+@pytest.mark.parametrize("text", ["8,a", "8,0", ""])
+def test_bad_segmenter_widths_are_a_usage_error(tmp_path, text, capsys):
+    from cyclemask.train import restore as R
+
+    with pytest.raises(SystemExit) as e:
+        R.main(["--prepared", "p", "--templates", "t", "--bank", str(tmp_path / "b.npz"), "--out", "o",
+                "--kind", "segmenter", "--seg-channels", text])
+    assert e.value.code == 2 and "--seg-channels" in capsys.readouterr().err
 
 
 def test_growing_refuses_anything_but_added_residual_blocks():

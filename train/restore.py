@@ -233,6 +233,7 @@ class LoopConfig:
     lr_end: float | None = None    # with `iterations`: cosine decay from lr to lr_end over them
     init_from: Path | None = None  # a restore bundle whose network of this kind a new run starts from
     seg_res: int = 0               # the segmenter's residual blocks (SegmenterConfig.n_res)
+    seg_channels: tuple[int, ...] | None = None  # the segmenter's stage widths; None: the default
 
 
 def learning_rate(cfg: LoopConfig, it: int) -> float:
@@ -270,7 +271,11 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
     state_path = cfg.out / f"{cfg.kind}_state.pt"
-    net = MaskSegmenter(SegmenterConfig(n_res=cfg.seg_res)) if cfg.kind == "segmenter" else Restorer()
+    if cfg.kind == "segmenter":
+        net = MaskSegmenter(SegmenterConfig(n_res=cfg.seg_res, **({"channels": cfg.seg_channels}
+                                                                  if cfg.seg_channels else {})))
+    else:
+        net = Restorer()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5 if cfg.gan_weight else 0.9, 0.999))
     disc = dopt = None
     if cfg.kind == "restorer" and cfg.gan_weight > 0:
@@ -288,7 +293,7 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
         saved = type(net.config)(**st["config"]) if st.get("config") else type(net.config)()
         if saved != net.config:
             raise ConfigError(f"{state_path} holds a {cfg.kind} with config {saved.to_dict()}, not "
-                              f"{net.config.to_dict()} (--seg-res must be the one the run started with)")
+                              f"{net.config.to_dict()} (--seg-res and --seg-channels must be the ones the run started with)")
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
         if disc is not None and "disc" in st:
@@ -417,6 +422,18 @@ def _augment_pair(both: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def _channels(text: str) -> tuple[int, ...]:
+    import argparse
+
+    try:
+        widths = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive integers, got {text!r}")
+    return widths
+
+
 def main(argv=None) -> None:
     import argparse
 
@@ -439,6 +456,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seg-res", type=int, default=0,
                     help="the segmenter's dilated residual blocks at its coarsest stage (context for telling "
                          "a mask from clothing); with --init-from, added blocks start as identities")
+    ap.add_argument("--seg-channels", type=_channels,
+                    help="the segmenter's stage widths, comma-separated (default 16,32,48,64); each added "
+                         "stage halves the resolution once more and widens what each pixel sees")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", type=int, default=6)
     a = ap.parse_args(argv)
@@ -455,6 +475,12 @@ def main(argv=None) -> None:
         raise ConfigError(f"--init-from is for --kind segmenter or restorer, not {a.kind}")
     if a.seg_res < 0 or (a.seg_res and a.kind != "segmenter"):
         raise ConfigError(f"--seg-res must be >= 0 and is for --kind segmenter; got {a.seg_res} with --kind {a.kind}")
+    if a.seg_channels is not None:
+        if a.kind != "segmenter":
+            raise ConfigError(f"--seg-channels is for --kind segmenter, not {a.kind}")
+        from cyclemask.restore_models import SegmenterConfig
+
+        SegmenterConfig(channels=a.seg_channels)  # refuses bad widths before any work
     if a.kind == "bundle":
         out = Path(a.out)
         bundle(out / "segmenter_state.pt", out / "restorer_state.pt", out / "restore.pt", 128)
@@ -471,7 +497,8 @@ def main(argv=None) -> None:
         return
     res = train_loop(bank, LoopConfig(kind=a.kind, out=Path(a.out), minutes=a.minutes, batch_size=a.batch_size,
                                       lr=a.lr, gan_weight=a.gan_weight, iterations=a.iterations,
-                                      lr_end=a.lr_end, init_from=a.init_from, seg_res=a.seg_res))
+                                      lr_end=a.lr_end, init_from=a.init_from, seg_res=a.seg_res,
+                                      seg_channels=a.seg_channels))
     log.info("%s: %d iterations, %.0f s", a.kind, res["iteration"], res["seconds"])
 
 
