@@ -18,8 +18,10 @@ it calls exactly that: an object that lacks a member is refused when the pipelin
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -319,15 +321,21 @@ class Pipeline:
             while not d.wait(0.1):
                 outputs.raise_lost_stop()  # a stop signal a finalizer swallowed stops the run here
 
-    @staticmethod
-    def _settle_start(thread: threading.Thread, done: threading.Event) -> None:
-        """A stop raised inside thread.start(): the thread runs (and sets `done` itself) if it
-        was created, which its ident shows once it begins; if it never was, mark it done."""
-        deadline = time.monotonic() + 2.0
-        while thread.ident is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if thread.ident is None:
-            done.set()
+    def _start(self, threads: list[threading.Thread], done: list[threading.Event]) -> None:
+        """Start the stages with stop signals held: Thread.start waits for the new thread to
+        run, and a Ctrl-C raised inside that wait could not tell whether the thread exists. A
+        signal that came meanwhile is handed to its handler once all have started. A stage that
+        cannot be started stops the run as an error."""
+        with _signals_held():
+            for i, t in enumerate(threads):
+                try:
+                    t.start()
+                except Exception as exc:  # noqa: BLE001 - e.g. "can't start new thread"
+                    self.report.error = f"could not start the pipeline's {t.name} thread: {exc}"
+                    self._stop.set()
+                    for d in done[i:]:
+                        d.set()  # never started
+                    return
 
     def _end_live(self, done: list[threading.Event]) -> None:
         """Ctrl-C on a live input (capture device, stream URL, named pipe) is its normal end:
@@ -355,25 +363,11 @@ class Pipeline:
             threading.Thread(target=self._stage, args=(done[3], self._write, q_out), name="cyclemask-write", daemon=True),
         ]
         start = time.perf_counter()
-        begun, all_begun = 0, False
         try:
-            # Started inside the try: Thread.start waits for the thread to run, and a Ctrl-C that
-            # lands in that wait must still stop the stages already running and finish the sink.
-            for t in threads:
-                begun += 1  # before start(): a stop inside it may leave this thread running
-                t.start()
-            all_begun = True
+            self._start(threads, done)
             self._wait(done)
         except KeyboardInterrupt:
-            if not all_begun:
-                rep.interrupted = True
-                self._stop.set()
-                if begun:
-                    self._settle_start(threads[begun - 1], done[begun - 1])
-                for d in done[begun:]:
-                    d.set()  # never started
-                self._wait(done)
-            elif self._live:
+            if self._live:
                 self._end_live(done)
             else:
                 rep.interrupted = True
@@ -400,6 +394,36 @@ class Pipeline:
             rep.failures.append((self.source.name, problem))
         rep.notes += list(self.source.notes)
         return rep
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """In the main thread, SIGINT and SIGTERM that have Python handlers are only recorded while
+    the block runs, then handed to those handlers in order (the default SIGINT handler raises
+    KeyboardInterrupt then). Elsewhere a signal's exception never lands, so nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple[int, Any]] = []
+    previous: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                previous[sig] = handler  # first: a signal just after the swap still finds it
+                signal.signal(sig, lambda signum, frame: held.append((signum, frame)))
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raised = None
+        for signum, frame in held:  # each, in order: a second Ctrl-C keeps its meaning
+            try:
+                previous[signum](signum, frame)
+            except BaseException as exc:  # noqa: BLE001 - raised after the others had their turn
+                raised = raised or exc
+        if raised is not None:
+            raise raised
 
 
 def run_pipeline(source, processor, backend, sink, config: PipelineConfig | None = None,

@@ -556,36 +556,78 @@ class _EndlessLiveSource(_StalledLiveSource):
             time.sleep(0.002)
 
 
-@pytest.mark.parametrize("created", [True, False], ids=["inside-start", "before-the-thread-exists"])
-@pytest.mark.parametrize("stage", ["cyclemask-decode", "cyclemask-infer", "cyclemask-write"])
-def test_ctrl_c_while_the_stages_start_still_ends_the_run_and_finishes_its_output(monkeypatch, stage, created):
-    """Thread.start waits for the new thread to run; under load a Ctrl-C lands in that wait."""
+class _FileLikeSource(_EndlessLiveSource):
+    live = False
+
+    def __iter__(self):
+        from cyclemask.engine.sources import Frame
+
+        for i in range(40):
+            yield Frame(i, f"frame {i}", np.full((8, 8, 3), i, np.uint8))
+
+
+def _run_with_hang_guard(source, sink, seconds=20):
+    """run_pipeline in the main thread (where a Ctrl-C lands), failing instead of hanging."""
+    import signal
+
+    def hung(signum, frame):
+        raise TimeoutError(f"the run did not end within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        with IdentityBackend() as backend:
+            return run_pipeline(source, PassThroughProcessor(backend.image_size), backend, sink,
+                                PipelineConfig(batch_size=2))
+    except KeyboardInterrupt:
+        pytest.fail("a Ctrl-C while the stages started escaped the run without finishing its output")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        source.stops += 1  # ends a reader left running, whatever happened
+        for t in threading.enumerate():
+            if t.name.startswith("cyclemask-"):
+                t.join(5)
+
+
+def _patch_start(monkeypatch, stage, then):
     real_start = threading.Thread.start
 
     def start(self):
         if self.name != stage:
             return real_start(self)
-        if not created:
-            raise KeyboardInterrupt  # before the thread exists: it never runs
-        real_start(self)
-        _thread.interrupt_main()
-        time.sleep(0.05)  # the interrupt lands here, inside start() as far as the caller can tell
+        then(real_start, self)
 
     monkeypatch.setattr(threading.Thread, "start", start)
-    source = _EndlessLiveSource(0)
+
+
+@pytest.mark.parametrize("stage", ["cyclemask-decode", "cyclemask-infer", "cyclemask-write"])
+def test_ctrl_c_while_the_stages_start_ends_a_live_input_as_a_ctrl_c_later_would(monkeypatch, stage):
+    """Thread.start waits for the new thread to run; under load a Ctrl-C lands in that wait."""
+
+    def start_then_interrupt(real_start, thread):
+        real_start(thread)
+        _thread.interrupt_main()
+        time.sleep(0.05)  # the interrupt is due here, inside start() as far as the caller can tell
+
+    _patch_start(monkeypatch, stage, start_then_interrupt)
+    source, sink = _EndlessLiveSource(0), _KeepingSink(lambda n: None)
+    report = _run_with_hang_guard(source, sink)
+    assert "live input ended by Ctrl-C: everything read until then was written" in report.notes
+    assert sink.committed is True and source.stops >= 1 and source.closed
+    assert not [t for t in threading.enumerate() if t.name.startswith("cyclemask-") and t.is_alive()]
+
+
+@pytest.mark.parametrize("stage", ["cyclemask-decode", "cyclemask-write"])
+def test_a_stage_that_cannot_start_stops_the_run_as_an_error_and_commits_nothing(monkeypatch, stage):
+    def cannot(real_start, thread):
+        raise RuntimeError("can't start new thread")
+
+    _patch_start(monkeypatch, stage, cannot)
     sink = _KeepingSink(lambda n: None)
-    t0 = time.perf_counter()
-    try:
-        with IdentityBackend() as backend:
-            report = run_pipeline(source, PassThroughProcessor(backend.image_size), backend, sink,
-                                  PipelineConfig(batch_size=2))
-    except KeyboardInterrupt:
-        pytest.fail("a Ctrl-C while the stages started escaped the run without finishing its output")
-    finally:
-        source.stops += 1  # ends a reader left running, whatever happened
-    assert time.perf_counter() - t0 < 10  # a hang guard, not a timing
-    assert report.interrupted and sink.committed is True  # a live input keeps what was written
-    assert source.closed  # no reader was left inside a read
+    report = _run_with_hang_guard(_FileLikeSource(0), sink)
+    assert report.error == f"could not start the pipeline's {stage} thread: can't start new thread"
+    assert sink.committed is False and not report.interrupted
     assert not [t for t in threading.enumerate() if t.name.startswith("cyclemask-") and t.is_alive()]
 
 
