@@ -69,6 +69,8 @@ SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
     "MaxPool": _FLOATS,
     "Resize": _FLOATS,
     "Sigmoid": _FLOATS,
+    # The mirrored segmenter's view (SegmenterConfig.mirror): Gather with a constant index.
+    "Gather": _NUMERIC + ("BOOL",),
     # BatchNormalization and Identity: generators built with norm "batch" / "none".
     "BatchNormalization": _FLOATS,
     "Identity": _NUMERIC + ("BOOL",),

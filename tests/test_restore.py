@@ -330,7 +330,7 @@ def tiny_bank(monkeypatch):
     import cyclemask.restore_models as RM
 
     monkeypatch.setattr(RM, "MaskSegmenter",
-                        lambda c=TINY_SEG: MaskSegmenter(SegmenterConfig(TINY_SEG.channels, n_res=c.n_res)))
+                        lambda c=TINY_SEG: MaskSegmenter(SegmenterConfig(TINY_SEG.channels, n_res=c.n_res, mirror=c.mirror)))
     monkeypatch.setattr(RM, "Restorer", lambda *a: Restorer(TINY_RES))
     rng = np.random.default_rng(0)
     bare = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
@@ -513,6 +513,51 @@ def test_a_segmenter_file_written_before_residual_blocks_still_loads(tmp_path):
     assert load_segmenter(tmp_path / "old.pt").config.n_res == 0
     with pytest.raises(ConfigError, match="n_res must be >= 0"):
         SegmenterConfig(n_res=-1)
+
+
+def test_a_mirrored_segmenter_averages_the_crop_and_its_mirror_at_inference_only():
+    torch.manual_seed(3)
+    plain = MaskSegmenter(TINY_SEG).eval()
+    mirrored = MaskSegmenter(SegmenterConfig(TINY_SEG.channels, mirror=True)).eval()
+    mirrored.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        want = 0.5 * (plain(x) + plain(x.flip(3)).flip(3))
+        assert torch.allclose(mirrored(x), want, atol=1e-6)
+        assert torch.allclose(mirrored(x.flip(3)), mirrored(x).flip(3), atol=1e-5)  # a mirror's matte is mirrored
+        assert not torch.allclose(plain(x.flip(3)), plain(x).flip(3), atol=1e-3)
+        assert torch.allclose(mirrored.train()(x), plain(x))  # training sees the one view
+    assert "mirror" not in TINY_SEG.to_dict() and mirrored.config.to_dict()["mirror"] is True
+    with pytest.raises(ConfigError, match="mirror must be true or false"):
+        SegmenterConfig(mirror="yes")
+
+
+@pytest.mark.slow
+def test_a_mirrored_segmenter_exports_within_the_tensorrt_rules_and_matches_eager(tmp_path):
+    from cyclemask.export.segmenter import export_segmenter
+
+    torch.manual_seed(4)
+    seg = MaskSegmenter(SegmenterConfig(TINY_SEG.channels, mirror=True)).eval()
+    x = faces(3, 32)
+    path = export_segmenter(seg, tmp_path / "segmenter.onnx", image_size=32, verify=x)  # lint + parity inside
+    import onnx
+
+    assert "Gather" in {n.op_type for n in onnx.load(path).graph.node}
+
+
+def test_bundle_with_seg_mirror_writes_a_mirrored_segmenter(tmp_path, tiny_bank):
+    from cyclemask.train import restore as R
+
+    for kind in ("segmenter", "restorer"):
+        R.train_loop(tiny_bank, R.LoopConfig(kind=kind, out=tmp_path, minutes=5, batch_size=2, iterations=1))
+    R.main(["--prepared", "p", "--templates", "t", "--bank", "b.npz", "--out", str(tmp_path), "--kind", "bundle",
+            "--seg-mirror"])
+    assert load_segmenter(tmp_path / "restore.pt").config.mirror is True
+    R.bundle(tmp_path / "segmenter_state.pt", tmp_path / "restorer_state.pt", tmp_path / "plain.pt", 32)
+    assert load_segmenter(tmp_path / "plain.pt").config.mirror is False
+    with pytest.raises(ConfigError, match="--seg-mirror is for --kind bundle"):
+        R.main(["--prepared", "p", "--templates", "t", "--bank", str(tmp_path / "none.npz"), "--out",
+                str(tmp_path / "o"), "--kind", "segmenter", "--seg-mirror"])
 
 
 # -- the runtime's choices -----------------------------------------------------------------

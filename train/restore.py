@@ -193,15 +193,19 @@ def save_restore_network(path: str | Path, kind: str, net, extra: dict | None = 
 
 
 def bundle(segmenter_path: str | Path, restorer_path: str | Path, out: str | Path, image_size: int,
-           extra: dict | None = None) -> None:
-    """Join a trained segmenter and restorer into one restore bundle (cyclemask.checkpoint)."""
+           extra: dict | None = None, seg_mirror: bool = False) -> None:
+    """Join a trained segmenter and restorer into one restore bundle (cyclemask.checkpoint);
+    seg_mirror: the bundled segmenter averages each crop with its mirror image."""
     import torch
 
     from cyclemask.checkpoint import save_restore
     from cyclemask.restore_models import MaskSegmenter, Restorer, RestorerConfig, SegmenterConfig
 
     nets = []
-    for path, make in ((segmenter_path, lambda c: MaskSegmenter(SegmenterConfig(**c) if c else SegmenterConfig())),
+    def segmenter(c):
+        return MaskSegmenter(SegmenterConfig(**{**(c or {}), **({"mirror": True} if seg_mirror else {})}))
+
+    for path, make in ((segmenter_path, segmenter),
                        (restorer_path, lambda c: Restorer(RestorerConfig(**c) if c else RestorerConfig()))):
         st = torch.load(path, weights_only=True)  # a training state: {"net", "opt", "iteration", "config", ...}
         net = make(st.get("config"))
@@ -459,6 +463,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seg-channels", type=_channels,
                     help="the segmenter's stage widths, comma-separated (default 16,32,48,64); each added "
                          "stage halves the resolution once more and widens what each pixel sees")
+    ap.add_argument("--seg-mirror", action="store_true",
+                    help="with --kind bundle: the segmenter averages each crop with its mirror image "
+                         "(about twice its time, a tenth of the whole graph's; fewer errors at mask edges)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", type=int, default=6)
     a = ap.parse_args(argv)
@@ -481,9 +488,11 @@ def main(argv=None) -> None:
         from cyclemask.restore_models import SegmenterConfig
 
         SegmenterConfig(channels=a.seg_channels)  # refuses bad widths before any work
+    if a.seg_mirror and a.kind != "bundle":
+        raise ConfigError(f"--seg-mirror is for --kind bundle, not {a.kind}")
     if a.kind == "bundle":
         out = Path(a.out)
-        bundle(out / "segmenter_state.pt", out / "restorer_state.pt", out / "restore.pt", 128)
+        bundle(out / "segmenter_state.pt", out / "restorer_state.pt", out / "restore.pt", 128, seg_mirror=a.seg_mirror)
         return
     bank_path = Path(a.bank)
     if not bank_path.exists():
