@@ -339,6 +339,24 @@ def tiny_bank(monkeypatch):
     return R.Bank(bare, bare[[0, 0, 1, 1]] // 2, matte, np.array([0, 0, 1, 1], np.int32), ["a", "b"])
 
 
+def test_augmentation_keeps_each_image_on_its_matte():
+    from cyclemask.train.restore import _augment_pair
+
+    matte = np.zeros((4, 16, 16), np.float32)
+    matte[:, 2:9, 1:6] = 255.0  # off-centre: a flip of one and not the other shows
+    image = np.zeros((4, 16, 16, 3), np.float32)
+    image[..., 0] = matte
+    flipped = 0
+    for seed in range(12):
+        out = _augment_pair(np.concatenate([image, matte[..., None]], axis=3), np.random.default_rng(seed))
+        red, m = out[..., 0], out[..., 3] > 127
+        flipped += bool(m[:, :, 8:].any())
+        for i in range(len(out)):
+            assert np.array_equal(red[i] > red[i].mean(), m[i]), f"seed {seed}: image and matte parted"
+        assert not np.array_equal(out[..., :3], image)  # the photometric jitter did run
+    assert 0 < flipped < 12  # both ways were seen
+
+
 @pytest.mark.parametrize("kind", ["segmenter", "restorer"])
 def test_training_loop_runs_resumes_and_writes_a_network(tmp_path, kind, tiny_bank):
     from cyclemask.train import restore as R

@@ -249,10 +249,9 @@ def learning_rate(cfg: LoopConfig, it: int) -> float:
     return cfg.lr_end + (cfg.lr - cfg.lr_end) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _augment(x, rng: np.random.Generator):
-    """Flip and photometric jitter on a uint8 NHWC batch (numpy)."""
-    if rng.random() < 0.5:
-        x = x[:, :, ::-1]
+def _jitter(x, rng: np.random.Generator):
+    """Photometric jitter on an NHWC batch (numpy): gain, offset and tint, no change of place
+    (a flip here would part the image from its matte)."""
     x = x.astype(np.float32)
     gain = rng.uniform(0.75, 1.25, (len(x), 1, 1, 1)).astype(np.float32)
     bias = rng.uniform(-20, 20, (len(x), 1, 1, 1)).astype(np.float32)
@@ -422,7 +421,7 @@ def _augment_pair(both: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         both = both[:, :, ::-1]
     out = np.array(both, np.float32)
-    out[..., :3] = _augment(out[..., :3], rng)
+    out[..., :3] = _jitter(out[..., :3], rng)
     return out
 
 
