@@ -8,7 +8,8 @@ convolution) to FP16 and keeps in FP32:
   and drifts; the converter puts Cast nodes around each one;
 - the uint8 pre-processing (Cast, /127.5, -1, layout) before the first convolution and the
   post-processing (Tanh, (y+1)*127.5, Round, Clip, Cast) after the last one: at 128..255 FP16
-  steps by 0.125, which would move values across the rounding boundary and cost whole LSBs.
+  steps by 0.125, which would move values across the rounding boundary and cost whole LSBs;
+- in an erase-then-restore graph, all but its restoring network (`outside_restorer_nodes`).
 
 Input and output stay uint8 (`keep_io_types`), so the file is a drop-in replacement for the
 FP32 graph. ONNX Runtime's CPU provider runs it (through the casts), so it is verified here.
@@ -49,11 +50,27 @@ def pre_post_nodes(graph) -> list[str]:
     return [n.name for n in chosen]
 
 
+def _hierarchy(node) -> str:
+    """The exporter's record of the modules a node came from ("" when it wrote none)."""
+    return next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.class_hierarchy"), "")
+
+
+def outside_restorer_nodes(graph) -> list[str]:
+    """In an erase-then-restore graph, the names of every node outside its restoring network:
+    the segmenter, the hole's threshold and growth, the erase and the composite. In FP16 the
+    segmenter's logits move by enough to move pixels at the hole's edge in or out of the hole,
+    each a jump of many LSB; a seventh of the graph's work, it stays in FP32. Empty for a graph
+    without a segmenter (a generator)."""
+    if not any("MaskSegmenter" in _hierarchy(n) for n in graph.node):
+        return []
+    return [n.name for n in graph.node if "restore_models.Restorer" not in _hierarchy(n)]
+
+
 def convert_model_fp16(model, *, fp32_ops: tuple[str, ...] = FP32_OPS):
     """Return the mixed-precision copy of an FP32 ModelProto (the input is not modified)."""
     from onnxconverter_common import float16
 
-    block_nodes = pre_post_nodes(model.graph)
+    block_nodes = sorted(set(pre_post_nodes(model.graph)) | set(outside_restorer_nodes(model.graph)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # keep_io_types: the contract's uint8 I/O is not float, but keeping the flag on means a
@@ -63,11 +80,37 @@ def convert_model_fp16(model, *, fp32_ops: tuple[str, ...] = FP32_OPS):
             disable_shape_infer=False,
         )
     _resize_scales_fp32(m16)
+    _kept_nodes_keep_fp32_weights(m16, model)
     clipped = [w for w in caught if "truncated" in str(w.message)]
     if clipped:
         # Weights below FP16's useful range are flushed to +-1e-7 or clamped: say so once.
         log.info("FP16 conversion clamped %d weight values outside FP16 range", len(clipped))
     return m16
+
+
+def _kept_nodes_keep_fp32_weights(m16, model) -> None:
+    """The converter stores every weight in FP16 and casts it back for the nodes it keeps in
+    FP32, so those would compute with rounded weights; give their casts the original FP32
+    weights. The segmenter's hole edge moves with its weights' last
+    bits: with rounded weights, pixels at the edge of the hole move in or out of it."""
+    from onnx import TensorProto, numpy_helper
+
+    original = {t.name: t for t in model.graph.initializer if t.data_type == TensorProto.FLOAT}
+    inits = {t.name: t for t in m16.graph.initializer}
+    added = {}
+    for n in m16.graph.node:
+        src = n.input[0] if n.op_type == "Cast" and n.input else None
+        if (src in original and src in inits and inits[src].data_type == TensorProto.FLOAT16
+                and any(a.name == "to" and a.i == TensorProto.FLOAT for a in n.attribute)):
+            name = added.get(src)
+            if name is None:
+                name = added[src] = f"{src}__fp32"
+                m16.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(original[src]), name))
+            n.input[0] = name  # a Cast from FP32 to FP32: the lint's "Cast of an initializer" still holds
+    used = {i for n in m16.graph.node for i in n.input}
+    keep = [t for t in m16.graph.initializer if t.name in used or t.name in {o.name for o in m16.graph.output}]
+    del m16.graph.initializer[:]
+    m16.graph.initializer.extend(keep)
 
 
 def _resize_scales_fp32(model) -> None:

@@ -67,3 +67,44 @@ def test_pre_post_detection_needs_a_convolution():
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
     with pytest.raises(ExportError, match="no Conv node"):
         pre_post_nodes(graph)
+
+
+def test_an_erase_then_restore_graph_keeps_its_segmenter_and_hole_in_fp32_with_their_own_weights():
+    """Only the restoring network runs in FP16: FP16 logits, or FP16-rounded segmenter weights,
+    move pixels at the hole's edge in or out of the hole, many LSB each."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto
+
+    from cyclemask.export.fp16 import _hierarchy, convert_model_fp16, outside_restorer_nodes
+    from cyclemask.export.onnx import export_model_proto
+    from cyclemask.restore_models import EraseRestore, MaskSegmenter, Restorer, RestorerConfig, SegmenterConfig
+
+    torch.manual_seed(0)
+    g = EraseRestore(MaskSegmenter(SegmenterConfig((4, 8))).eval(),
+                     Restorer(RestorerConfig(channels=(4, 8), n_res=1, grow=1)).eval()).eval()
+    m = export_model_proto(g, image_size=32)
+    kept = set(outside_restorer_nodes(m.graph))
+    seg_convs = [n for n in m.graph.node if n.op_type == "Conv" and "MaskSegmenter" in _hierarchy(n)]
+    res_convs = [n for n in m.graph.node if n.op_type == "Conv" and "restore_models.Restorer" in _hierarchy(n)]
+    assert seg_convs and res_convs and {n.name for n in seg_convs} <= kept and not kept & {n.name for n in res_convs}
+    m16 = convert_model_fp16(m)
+    types = {v.name: v.type.tensor_type.elem_type for v in list(m16.graph.value_info) + list(m16.graph.output)}
+    inits = {t.name: t.data_type for t in m16.graph.initializer}
+    producers = {o: n for n in m16.graph.node for o in n.output}
+    by_name = {n.name: n for n in m16.graph.node}
+    for n in seg_convs:
+        conv = by_name[n.name]
+        assert types[conv.output[0]] == TensorProto.FLOAT
+        weight = conv.input[1]
+        src = producers[weight].input[0] if weight in producers else weight  # through the converter's Cast
+        assert inits[src] == TensorProto.FLOAT, f"{n.name} computes with FP16-rounded weights"
+    assert all(types[by_name[n.name].output[0]] == TensorProto.FLOAT16 for n in res_convs)
+    # a generator (no segmenter) keeps nothing beyond its pre/post and InstanceNorm
+    assert outside_restorer_nodes(onnx.helper.make_graph([], "g", [], [])) == []
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)
+    run = lambda model: ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x})[0].astype(int)
+    assert np.abs(run(m16) - run(m)).max() <= 4
