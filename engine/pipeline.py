@@ -331,7 +331,9 @@ class Pipeline:
                 try:
                     t.start()
                 except Exception as exc:  # noqa: BLE001 - e.g. "can't start new thread"
-                    self.report.error = f"could not start the pipeline's {t.name} thread: {exc}"
+                    with self._lock:
+                        if self.report.error is None:
+                            self.report.error = f"could not start the pipeline's {t.name} thread: {exc}"
                     self._stop.set()
                     for d in done[i:]:
                         d.set()  # never started

@@ -63,7 +63,10 @@ def outside_restorer_nodes(graph) -> list[str]:
     without a segmenter (a generator)."""
     if not any("MaskSegmenter" in _hierarchy(n) for n in graph.node):
         return []
-    return [n.name for n in graph.node if "restore_models.Restorer" not in _hierarchy(n)]
+    kept = [n for n in graph.node if "restore_models.Restorer" not in _hierarchy(n)]
+    if any(not n.name for n in kept):
+        raise ExportError("nodes outside the restoring network without names cannot be kept in FP32")
+    return [n.name for n in kept]
 
 
 def convert_model_fp16(model, *, fp32_ops: tuple[str, ...] = FP32_OPS):
@@ -107,10 +110,16 @@ def _kept_nodes_keep_fp32_weights(m16, model) -> None:
                 name = added[src] = f"{src}__fp32"
                 m16.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(original[src]), name))
             n.input[0] = name  # a Cast from FP32 to FP32: the lint's "Cast of an initializer" still holds
-    used = {i for n in m16.graph.node for i in n.input}
-    keep = [t for t in m16.graph.initializer if t.name in used or t.name in {o.name for o in m16.graph.output}]
+    # Drop only the FP16 copies this left without a user (a graph input or output counts as one).
+    used = {i for n in m16.graph.node for i in n.input} | {v.name for v in m16.graph.input} | \
+        {v.name for v in m16.graph.output}
+    dropped = {src for src in added if src not in used}
+    keep = [t for t in m16.graph.initializer if t.name not in dropped]
     del m16.graph.initializer[:]
     m16.graph.initializer.extend(keep)
+    info = [v for v in m16.graph.value_info if v.name not in dropped]
+    del m16.graph.value_info[:]
+    m16.graph.value_info.extend(info)
 
 
 def _resize_scales_fp32(model) -> None:

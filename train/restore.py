@@ -407,7 +407,7 @@ def grow_from(net, old) -> None:
     if missing or reshaped or any(not k.startswith("net.mid.") for k in extra):
         raise ConfigError(f"cannot start a {type(net).__name__} of config {net.config.to_dict()} from one of "
                           f"{old.config.to_dict()}: only residual blocks may be added (--seg-res at least "
-                          f"the n_res it has)")
+                          f"the n_res it has, and --seg-channels the widths it has)")
     for k in extra:
         if ".b." in k:
             theirs[k] = torch.zeros_like(own[k])
@@ -464,7 +464,7 @@ def main(argv=None) -> None:
                          "stage halves the resolution once more and widens what each pixel sees")
     ap.add_argument("--seg-mirror", action="store_true",
                     help="with --kind bundle: the segmenter averages each crop with its mirror image "
-                         "(about twice its time, a tenth of the whole graph's; fewer errors at mask edges)")
+                         "(twice its time, a seventh of the whole graph's on a CPU; fewer errors at mask edges)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", type=int, default=6)
     a = ap.parse_args(argv)

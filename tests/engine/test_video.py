@@ -550,7 +550,7 @@ class _EndlessLiveSource(_StalledLiveSource):
         from cyclemask.engine.sources import Frame
 
         i = 0
-        while not self.stops:
+        while not self.stops and not self.release.is_set():
             yield Frame(i, f"frame {i}", np.full((8, 8, 3), i % 256, np.uint8))
             i += 1
             time.sleep(0.002)
@@ -584,7 +584,7 @@ def _run_with_hang_guard(source, sink, seconds=20):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-        source.stops += 1  # ends a reader left running, whatever happened
+        source.release.set()  # ends a reader left running, whatever happened
         for t in threading.enumerate():
             if t.name.startswith("cyclemask-"):
                 t.join(5)

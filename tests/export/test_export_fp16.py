@@ -102,7 +102,7 @@ def test_an_erase_then_restore_graph_keeps_its_segmenter_and_hole_in_fp32_with_t
         src = producers[weight].input[0] if weight in producers else weight  # through the converter's Cast
         assert inits[src] == TensorProto.FLOAT, f"{n.name} computes with FP16-rounded weights"
     assert all(types[by_name[n.name].output[0]] == TensorProto.FLOAT16 for n in res_convs)
-    # a generator (no segmenter) keeps nothing beyond its pre/post and InstanceNorm
+    # a graph without a segmenter has no restorer to split off
     assert outside_restorer_nodes(onnx.helper.make_graph([], "g", [], [])) == []
     x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)
     run = lambda model: ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
