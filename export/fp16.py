@@ -179,7 +179,8 @@ def to_fp16(src_path: str | os.PathLike, dst_path: str | os.PathLike, *, fp32_op
     if "image_size" in props:
         check_contract(m16, int(props["image_size"]), "the FP16 graph")
     check_tensorrt_rules(m16, "the FP16 graph")
-    set_onnx_metadata(m16, {**props, "precision": "fp16", "fp32_ops": ",".join(fp32_ops) + ",pre/post"})
+    kept = ",pre/post" + (",all but the restorer" if outside_restorer_nodes(model.graph) else "")
+    set_onnx_metadata(m16, {**props, "precision": "fp16", "fp32_ops": ",".join(fp32_ops) + kept})
     try:
         onnx.checker.check_model(m16, full_check=True)
     except onnx.checker.ValidationError as exc:

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,10 +202,11 @@ def bundle(segmenter_path: str | Path, restorer_path: str | Path, out: str | Pat
     from cyclemask.checkpoint import save_restore
     from cyclemask.restore_models import MaskSegmenter, Restorer, RestorerConfig, SegmenterConfig
 
-    nets = []
     def segmenter(c):
-        return MaskSegmenter(SegmenterConfig(**{**(c or {}), **({"mirror": True} if seg_mirror else {})}))
+        cfg = SegmenterConfig(**(c or {}))
+        return MaskSegmenter(dataclasses.replace(cfg, mirror=True) if seg_mirror else cfg)
 
+    nets = []
     for path, make in ((segmenter_path, segmenter),
                        (restorer_path, lambda c: Restorer(RestorerConfig(**c) if c else RestorerConfig()))):
         st = torch.load(path, weights_only=True)  # a training state: {"net", "opt", "iteration", "config", ...}
@@ -275,8 +277,7 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     state_path = cfg.out / f"{cfg.kind}_state.pt"
     if cfg.kind == "segmenter":
-        net = MaskSegmenter(SegmenterConfig(n_res=cfg.seg_res, **({"channels": cfg.seg_channels}
-                                                                  if cfg.seg_channels else {})))
+        net = MaskSegmenter(SegmenterConfig(channels=cfg.seg_channels or SegmenterConfig.channels, n_res=cfg.seg_res))
     else:
         net = Restorer()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5 if cfg.gan_weight else 0.9, 0.999))
@@ -481,12 +482,8 @@ def main(argv=None) -> None:
         raise ConfigError(f"--init-from is for --kind segmenter or restorer, not {a.kind}")
     if a.seg_res < 0 or (a.seg_res and a.kind != "segmenter"):
         raise ConfigError(f"--seg-res must be >= 0 and is for --kind segmenter; got {a.seg_res} with --kind {a.kind}")
-    if a.seg_channels is not None:
-        if a.kind != "segmenter":
-            raise ConfigError(f"--seg-channels is for --kind segmenter, not {a.kind}")
-        from cyclemask.restore_models import SegmenterConfig
-
-        SegmenterConfig(channels=a.seg_channels)  # refuses bad widths before any work
+    if a.seg_channels is not None and a.kind != "segmenter":
+        raise ConfigError(f"--seg-channels is for --kind segmenter, not {a.kind}")
     if a.seg_mirror and a.kind != "bundle":
         raise ConfigError(f"--seg-mirror is for --kind bundle, not {a.kind}")
     if a.kind == "bundle":
