@@ -357,6 +357,31 @@ def test_augmentation_keeps_each_image_on_its_matte():
     assert 0 < flipped < 12  # both ways were seen
 
 
+def test_framing_cuts_image_and_matte_alike_as_a_photo_edge_does():
+    from cyclemask.train.restore import _augment_pair
+
+    h = w = 20
+    both = np.zeros((64, h, w, 4), np.float32)
+    both[..., 0] = 40.0 + np.arange(h)[:, None] * 5.0  # red counts rows, green columns (within
+    both[..., 1] = 40.0 + np.arange(w)[None, :] * 5.0  # what the jitter leaves unclipped)
+    both[..., 3] = np.arange(h)[:, None] * 10.0  # the matte counts rows too
+    out = _augment_pair(both, np.random.default_rng(0), framing=0.5)
+    bottoms = []
+    for i in range(len(out)):
+        rows = np.rint(out[i, :, w // 2, 3] / 10.0).astype(int)
+        # rows run in order, then the last one kept repeats to the bottom edge
+        assert np.all(np.diff(rows) >= 0) and np.all(np.diff(rows) <= 1), rows
+        bottoms.append(h - 1 - rows.max())
+        # the image's rows were cut where its matte's were (red has been jittered: compare ranks)
+        red = out[i, :, w // 2, 0]
+        assert np.array_equal(np.diff(red) == 0, np.diff(rows) == 0), i
+    bottoms = np.array(bottoms)
+    assert 0.25 < (bottoms > 0).mean() < 0.75  # about half the crops cut, at up to 30 % of the height
+    assert bottoms.max() <= int(0.3 * h) and bottoms.max() >= 3
+    plain = _augment_pair(both, np.random.default_rng(0), framing=0.0)
+    assert all(np.array_equal(np.rint(plain[i, :, w // 2, 3] / 10.0), np.arange(h)) for i in range(len(plain)))
+
+
 @pytest.mark.parametrize("kind", ["segmenter", "restorer"])
 def test_training_loop_runs_resumes_and_writes_a_network(tmp_path, kind, tiny_bank):
     from cyclemask.train import restore as R
@@ -417,6 +442,7 @@ def test_a_resumed_gan_run_sets_the_discriminators_rate_from_its_options_too(tmp
     (["--kind", "segmenter", "--seg-res", "-1"], "--seg-res must be >= 0"),
     (["--kind", "restorer", "--seg-res", "2"], "is for --kind segmenter"),
     (["--kind", "restorer", "--seg-channels", "8,16"], "--seg-channels is for --kind segmenter"),
+    (["--kind", "segmenter", "--framing", "1.5"], "--framing is a share of crops"),
 ])
 def test_training_options_are_checked_before_any_work(tmp_path, args, says):
     from cyclemask.errors import ConfigError

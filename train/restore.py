@@ -240,6 +240,7 @@ class LoopConfig:
     init_from: Path | None = None  # a restore bundle whose network of this kind a new run starts from
     seg_res: int = 0               # the segmenter's residual blocks (SegmenterConfig.n_res)
     seg_channels: tuple[int, ...] | None = None  # the segmenter's stage widths; None: the default
+    framing: float = 0.5           # share of crops cut as a photo's edge cuts them (see _frame)
 
 
 def learning_rate(cfg: LoopConfig, it: int) -> float:
@@ -341,7 +342,7 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
             imgs = np.where(bare_rows[:, None, None, None], bank.bare[bank.face[idx]], bank.masked[idx])
             mats = np.where(bare_rows[:, None, None], 0, bank.matte[idx]).astype(np.float32) / 255.0
             both = np.concatenate([imgs.astype(np.float32), mats[..., None] * 255.0], axis=3)
-            both = _augment_pair(both, rng)
+            both = _augment_pair(both, rng, cfg.framing)
             x = _to_t(both[..., :3])
             y = torch.from_numpy(np.ascontiguousarray(both[..., 3:])).permute(0, 3, 1, 2) / 255.0
             logits = net(x)
@@ -356,7 +357,7 @@ def train_loop(bank: Bank, cfg: LoopConfig, resume: bool = True) -> dict:
             imgs = bank.bare[faces]
             mats = bank.matte[idx].astype(np.float32)
             both = np.concatenate([imgs.astype(np.float32), mats[..., None]], axis=3)
-            both = _augment_pair(both, rng)
+            both = _augment_pair(both, rng, cfg.framing)
             x = _to_t(both[..., :3])
             matte = torch.from_numpy(np.ascontiguousarray(both[..., 3:])).permute(0, 3, 1, 2) / 255.0
             grow = int(rng.integers(1, 6))
@@ -417,10 +418,34 @@ def grow_from(net, old) -> None:
     net.load_state_dict(theirs, strict=True)
 
 
-def _augment_pair(both: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Flip image and matte together; photometric jitter on the image only."""
+def _frame(both: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
+    """Cut a share of the crops as the edge of a photo cuts them: past a random edge row or
+    column the last one kept is repeated, image and matte alike. The runtime fills the part of
+    a crop box outside the photo that way (crop_square), and photos cut at the chin are common:
+    their masks run into the crop's bottom edge and on as streaks, which the bank's
+    whole-face crops never show."""
+    n, h, w = both.shape[:3]
+    out = both
+    for i in np.flatnonzero(rng.random(n) < share):
+        bottom = int(rng.integers(1, int(0.3 * h) + 1))
+        top = int(rng.integers(1, int(0.1 * h) + 1)) if rng.random() < 0.1 else 0
+        left = int(rng.integers(1, int(0.15 * w) + 1)) if rng.random() < 0.25 else 0
+        right = int(rng.integers(1, int(0.15 * w) + 1)) if rng.random() < 0.25 else 0
+        rows = np.clip(np.arange(h), top, h - 1 - bottom)
+        cols = np.clip(np.arange(w), left, w - 1 - right)
+        if out is both:
+            out = np.array(both)
+        out[i] = both[i][rows][:, cols]
+    return out
+
+
+def _augment_pair(both: np.ndarray, rng: np.random.Generator, framing: float = 0.0) -> np.ndarray:
+    """Flip image and matte together, cut a share of them as a photo's edge would (_frame);
+    photometric jitter on the image only."""
     if rng.random() < 0.5:
         both = both[:, :, ::-1]
+    if framing > 0:
+        both = _frame(both, rng, framing)
     out = np.array(both, np.float32)
     out[..., :3] = _jitter(out[..., :3], rng)
     return out
@@ -466,6 +491,10 @@ def main(argv=None) -> None:
     ap.add_argument("--seg-mirror", action="store_true",
                     help="with --kind bundle: the segmenter averages each crop with its mirror image "
                          "(twice its time, a seventh of the whole graph's on a CPU; fewer errors at mask edges)")
+    ap.add_argument("--framing", type=float, default=LoopConfig.framing,
+                    help="share of training crops cut as a photo's edge cuts them (the last row or column "
+                         "kept repeated past a random edge, as the runtime pads crops that leave the photo); "
+                         "0 trains on whole crops only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", type=int, default=6)
     a = ap.parse_args(argv)
@@ -476,6 +505,8 @@ def main(argv=None) -> None:
             raise ConfigError("--batch-size, --minutes and --lr must be positive")
         if a.iterations is not None and a.iterations < 1:
             raise ConfigError("--iterations must be at least 1")
+        if not 0.0 <= a.framing <= 1.0:
+            raise ConfigError(f"--framing is a share of crops, between 0 and 1; got {a.framing}")
         if a.lr_end is not None and (not a.iterations or a.lr_end < 0):
             raise ConfigError("--lr-end needs --iterations (the length of the decay) and must not be negative")
     elif a.init_from is not None:
@@ -503,7 +534,7 @@ def main(argv=None) -> None:
     res = train_loop(bank, LoopConfig(kind=a.kind, out=Path(a.out), minutes=a.minutes, batch_size=a.batch_size,
                                       lr=a.lr, gan_weight=a.gan_weight, iterations=a.iterations,
                                       lr_end=a.lr_end, init_from=a.init_from, seg_res=a.seg_res,
-                                      seg_channels=a.seg_channels))
+                                      seg_channels=a.seg_channels, framing=a.framing))
     log.info("%s: %d iterations, %.0f s", a.kind, res["iteration"], res["seconds"])
 
 
