@@ -240,7 +240,7 @@ class LoopConfig:
     init_from: Path | None = None  # a restore bundle whose network of this kind a new run starts from
     seg_res: int = 0               # the segmenter's residual blocks (SegmenterConfig.n_res)
     seg_channels: tuple[int, ...] | None = None  # the segmenter's stage widths; None: the default
-    framing: float = 0.5           # share of crops cut as a photo's edge cuts them (see _frame)
+    framing: float = 0.0           # share of crops cut as a photo's edge cuts them (see _frame)
 
 
 def learning_rate(cfg: LoopConfig, it: int) -> float:
