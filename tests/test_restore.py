@@ -443,6 +443,7 @@ def test_a_resumed_gan_run_sets_the_discriminators_rate_from_its_options_too(tmp
     (["--kind", "restorer", "--seg-res", "2"], "is for --kind segmenter"),
     (["--kind", "restorer", "--seg-channels", "8,16"], "--seg-channels is for --kind segmenter"),
     (["--kind", "segmenter", "--framing", "1.5"], "--framing is a share of crops"),
+    (["--kind", "bundle", "--framing", "0.5"], "--framing is for --kind segmenter or restorer"),
 ])
 def test_training_options_are_checked_before_any_work(tmp_path, args, says):
     from cyclemask.errors import ConfigError
