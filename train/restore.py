@@ -21,8 +21,7 @@ import json
 import logging
 import math
 import time
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -204,7 +203,7 @@ def bundle(segmenter_path: str | Path, restorer_path: str | Path, out: str | Pat
 
     def segmenter(c):
         cfg = SegmenterConfig(**(c or {}))
-        return MaskSegmenter(dataclasses.replace(cfg, mirror=True) if seg_mirror else cfg)
+        return MaskSegmenter(replace(cfg, mirror=True) if seg_mirror else cfg)
 
     nets = []
     for path, make in ((segmenter_path, segmenter),
@@ -418,25 +417,21 @@ def grow_from(net, old) -> None:
     net.load_state_dict(theirs, strict=True)
 
 
-def _frame(both: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
-    """Cut a share of the crops as the edge of a photo cuts them: past a random edge row or
-    column the last one kept is repeated, image and matte alike. The runtime fills the part of
-    a crop box outside the photo that way (crop_square), and photos cut at the chin are common:
-    their masks run into the crop's bottom edge and on as streaks, which the bank's
-    whole-face crops never show."""
-    n, h, w = both.shape[:3]
-    out = both
-    for i in np.flatnonzero(rng.random(n) < share):
+def _frame(batch: np.ndarray, rng: np.random.Generator, share: float) -> None:
+    """Cut a share of the crops (in place) as the edge of a photo cuts them: past a random edge
+    the last row or column kept is repeated, image and matte alike, by the runtime's own padding
+    of a crop box that leaves the photo (crop_square). Photos cut at the chin are common: their
+    masks run into the crop's bottom edge and on as streaks, which the bank's whole-face crops
+    never show."""
+    from cyclemask.face_detect import crop_square
+
+    h, w = batch.shape[1:3]
+    for i in np.flatnonzero(rng.random(len(batch)) < share):
         bottom = int(rng.integers(1, int(0.3 * h) + 1))
         top = int(rng.integers(1, int(0.1 * h) + 1)) if rng.random() < 0.1 else 0
         left = int(rng.integers(1, int(0.15 * w) + 1)) if rng.random() < 0.25 else 0
         right = int(rng.integers(1, int(0.15 * w) + 1)) if rng.random() < 0.25 else 0
-        rows = np.clip(np.arange(h), top, h - 1 - bottom)
-        cols = np.clip(np.arange(w), left, w - 1 - right)
-        if out is both:
-            out = np.array(both)
-        out[i] = both[i][rows][:, cols]
-    return out
+        batch[i] = crop_square(batch[i, top:h - bottom, left:w - right], (-left, -top, w - left, h - top))
 
 
 def _augment_pair(both: np.ndarray, rng: np.random.Generator, framing: float = 0.0) -> np.ndarray:
@@ -444,9 +439,9 @@ def _augment_pair(both: np.ndarray, rng: np.random.Generator, framing: float = 0
     photometric jitter on the image only."""
     if rng.random() < 0.5:
         both = both[:, :, ::-1]
-    if framing > 0:
-        both = _frame(both, rng, framing)
     out = np.array(both, np.float32)
+    if framing > 0:
+        _frame(out, rng, framing)
     out[..., :3] = _jitter(out[..., :3], rng)
     return out
 
